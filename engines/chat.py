@@ -1,0 +1,401 @@
+"""Chat with Ollama models through the official ``ollama`` AsyncClient.
+
+The client (and httpx, pydantic behind it) is imported on first use, not at
+start-up. Every failure comes out as one of this module's exceptions, whose
+message says what happened and, where there is one, the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from engines.config import normalize_host
+
+if TYPE_CHECKING:
+    import ollama
+
+log = logging.getLogger(__name__)
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatError(Exception):
+    """Something went wrong talking to Ollama; ``str()`` is the user-facing message."""
+
+
+class OllamaUnavailable(ChatError):
+    """The server cannot be reached (refused, unresolvable, or timed out)."""
+
+
+class ModelNotFound(ChatError):
+    """The server does not have the model asked for."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model!r} is not installed; get it with: ollama pull {model}")
+        self.model = model
+
+
+class StreamBroken(ChatError):
+    """The connection was lost in the middle of a reply."""
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """Per-conversation options; 0/-1/empty mean "the default"."""
+
+    system_prompt: str = ""
+    temperature: float = 0.8
+    context_length: int = 0
+    max_tokens: int = 2048
+    seed: int = -1
+
+    def to_ollama(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"temperature": self.temperature, "num_predict": self.max_tokens}
+        if self.context_length > 0:
+            opts["num_ctx"] = self.context_length
+        if self.seed >= 0:
+            opts["seed"] = self.seed
+        return opts
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], defaults: ChatOptions | None = None) -> ChatOptions:
+        base = asdict(defaults or cls())
+        for key, default in base.items():
+            value = data.get(key)
+            if isinstance(default, float) and isinstance(value, int | float):
+                base[key] = float(value)
+            elif type(value) is type(default):
+                base[key] = value
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    """Figures for one reply. Ollama's durations are nanoseconds; these are seconds."""
+
+    model: str
+    prompt_tokens: int = 0
+    eval_tokens: int = 0
+    tokens_per_s: float = 0.0
+    first_token_s: float | None = None
+    total_s: float = 0.0
+    load_s: float = 0.0
+    done_reason: str = ""
+
+    def summary(self) -> str:
+        parts = [self.model, f"{self.eval_tokens} tokens"]
+        if self.tokens_per_s:
+            parts.append(f"{self.tokens_per_s:.1f} tok/s")
+        if self.first_token_s is not None:
+            parts.append(f"first token {self.first_token_s:.2f} s")
+        parts.append(f"prompt {self.prompt_tokens} tokens")
+        if self.done_reason == "length":
+            parts.append("stopped at max tokens")
+        return " · ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReplyStats:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class ReplyChunk:
+    """A piece of a streamed reply; the last one carries the stats."""
+
+    text: str
+    stats: ReplyStats | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    size: int = 0
+    family: str = ""
+    parameter_size: str = ""
+    quantization: str = ""
+    modified_at: datetime | None = None
+
+    def label(self) -> str:
+        bits = [b for b in (self.parameter_size, self.quantization, self.family) if b]
+        if self.size:
+            bits.append(human_bytes(self.size))
+        return f"{self.name}  ({', '.join(bits)})" if bits else self.name
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    name: str
+    family: str = ""
+    parameter_size: str = ""
+    quantization: str = ""
+    context_length: int | None = None
+    capabilities: tuple[str, ...] = ()
+    parameters: str = ""
+    template: str = ""
+    license: str = ""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    size: int = 0
+    size_vram: int = 0
+    expires_at: datetime | None = None
+    context_length: int | None = None
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    online: bool
+    host: str
+    version: str = ""
+    error: str = ""
+
+
+@dataclass
+class _Timer:
+    start: float = field(default_factory=time.perf_counter)
+    first: float | None = None
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+class ChatEngine:
+    """Ollama, as the app needs it: models, what is loaded, and streamed replies."""
+
+    def __init__(self, host: str, timeout: float = 300.0, keep_alive: str = "5m") -> None:
+        self.host = normalize_host(host)
+        self.timeout = timeout
+        self.keep_alive = keep_alive
+        self._client: ollama.AsyncClient | None = None
+
+    @property
+    def client(self) -> ollama.AsyncClient:
+        if self._client is None:
+            import ollama
+
+            self._client = ollama.AsyncClient(host=self.host, timeout=self.timeout)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client._client.aclose()
+            self._client = None
+
+    # -- errors -------------------------------------------------------------
+
+    def _translate(self, exc: BaseException, model: str | None = None) -> ChatError:
+        import httpx
+        import ollama
+
+        if isinstance(exc, ChatError):
+            return exc
+        if isinstance(exc, ollama.ResponseError):
+            text = str(exc.error).strip() or f"HTTP {exc.status_code}"
+            if exc.status_code == 404 and model and "not found" in text:
+                return ModelNotFound(model)
+            return ChatError(f"Ollama answered: {text} (HTTP {exc.status_code})")
+        if isinstance(exc, ConnectionError | httpx.ConnectError):
+            return OllamaUnavailable(
+                f"cannot reach Ollama at {self.host}: is it running? (start it with: ollama serve)"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return OllamaUnavailable(
+                f"Ollama at {self.host} did not answer within {self.timeout:g} s "
+                "([ollama] timeout in config.toml)"
+            )
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+            return StreamBroken(f"the connection to Ollama at {self.host} was lost ({exc})")
+        if isinstance(exc, httpx.HTTPError):
+            return ChatError(f"talking to Ollama at {self.host} failed: {exc}")
+        if isinstance(exc, ValueError):  # malformed JSON from the server
+            return ChatError(f"Ollama at {self.host} sent something unreadable: {exc}")
+        return ChatError(f"{type(exc).__name__}: {exc}")
+
+    # -- queries ------------------------------------------------------------
+
+    async def status(self) -> ServerStatus:
+        try:
+            version = await self.version()
+        except ChatError as exc:
+            return ServerStatus(online=False, host=self.host, error=str(exc))
+        return ServerStatus(online=True, host=self.host, version=version)
+
+    async def version(self) -> str:
+        try:
+            response = await self.client._request_raw("GET", "/api/version")
+            data = response.json()
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return str(data.get("version", ""))
+
+    async def list_models(self) -> list[ModelInfo]:
+        try:
+            response = await self.client.list()
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        models = []
+        for m in response.models:
+            d = m.details
+            models.append(
+                ModelInfo(
+                    name=m.model or "",
+                    size=int(m.size or 0),
+                    family=(d.family or "") if d else "",
+                    parameter_size=(d.parameter_size or "") if d else "",
+                    quantization=(d.quantization_level or "") if d else "",
+                    modified_at=m.modified_at,
+                )
+            )
+        return sorted(models, key=lambda m: m.name)
+
+    async def show(self, model: str) -> ModelDetails:
+        try:
+            r = await self.client.show(model)
+        except Exception as exc:
+            raise self._translate(exc, model) from exc
+        info: Mapping[str, Any] = r.modelinfo or {}
+        context = next(
+            (int(v) for k, v in info.items() if k.endswith(".context_length") and isinstance(v, int)),
+            None,
+        )
+        d = r.details
+        return ModelDetails(
+            name=model,
+            family=(d.family or "") if d else "",
+            parameter_size=(d.parameter_size or "") if d else "",
+            quantization=(d.quantization_level or "") if d else "",
+            context_length=context,
+            capabilities=tuple(r.capabilities or ()),
+            parameters=r.parameters or "",
+            template=r.template or "",
+            license=r.license or "",
+        )
+
+    async def loaded(self) -> list[LoadedModel]:
+        try:
+            r = await self.client.ps()
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return [
+            LoadedModel(
+                name=m.model or "",
+                size=int(m.size or 0),
+                size_vram=int(m.size_vram or 0),
+                expires_at=m.expires_at,
+                context_length=getattr(m, "context_length", None),
+            )
+            for m in r.models
+        ]
+
+    async def unload(self, model: str) -> None:
+        """Ask Ollama to free a loaded model now (keep_alive=0)."""
+        try:
+            await self.client.generate(model=model, keep_alive=0)
+        except Exception as exc:
+            raise self._translate(exc, model) from exc
+
+    # -- chat ---------------------------------------------------------------
+
+    @staticmethod
+    def build_messages(
+        history: Sequence[ChatMessage], options: ChatOptions
+    ) -> list[dict[str, str]]:
+        messages = [{"role": m.role, "content": m.content} for m in history if m.role != "system"]
+        if options.system_prompt:
+            messages.insert(0, {"role": "system", "content": options.system_prompt})
+        return messages
+
+    async def stream(
+        self, model: str, history: Sequence[ChatMessage], options: ChatOptions
+    ) -> AsyncIterator[ReplyChunk]:
+        """Stream the reply to ``history``. Closing the iterator (or cancelling the task
+        that reads it) closes the HTTP stream, which makes Ollama stop generating."""
+        timer = _Timer()
+        inner: AsyncIterator[Any] | None = None
+        log.info("chat request", extra={"model": model, "messages": len(history)})
+        try:
+            inner = await self.client.chat(
+                model=model,
+                messages=self.build_messages(history, options),
+                stream=True,
+                options=options.to_ollama(),
+                keep_alive=self.keep_alive,
+            )
+            async for part in inner:
+                text = part.message.content or ""
+                if text and timer.first is None:
+                    timer.first = time.perf_counter()
+                if part.done:
+                    yield ReplyChunk(text, self._stats(model, part, timer))
+                    return
+                if text:
+                    yield ReplyChunk(text)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise self._translate(exc, model) from exc
+        finally:
+            if inner is not None:
+                aclose = getattr(inner, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        raise StreamBroken(f"Ollama at {self.host} ended the reply without finishing it")
+
+    async def reply(
+        self, model: str, history: Sequence[ChatMessage], options: ChatOptions
+    ) -> tuple[str, ReplyStats]:
+        """The whole reply at once (stream=False)."""
+        timer = _Timer()
+        try:
+            r = await self.client.chat(
+                model=model,
+                messages=self.build_messages(history, options),
+                stream=False,
+                options=options.to_ollama(),
+                keep_alive=self.keep_alive,
+            )
+        except Exception as exc:
+            raise self._translate(exc, model) from exc
+        return r.message.content or "", self._stats(model, r, timer)
+
+    @staticmethod
+    def _stats(model: str, part: Any, timer: _Timer) -> ReplyStats:
+        eval_count = int(part.eval_count or 0)
+        eval_ns = int(part.eval_duration or 0)
+        now = time.perf_counter()
+        return ReplyStats(
+            model=model,
+            prompt_tokens=int(part.prompt_eval_count or 0),
+            eval_tokens=eval_count,
+            tokens_per_s=eval_count / (eval_ns / 1e9) if eval_ns > 0 else 0.0,
+            first_token_s=(timer.first - timer.start) if timer.first is not None else None,
+            total_s=(int(part.total_duration or 0) / 1e9) or (now - timer.start),
+            load_s=int(part.load_duration or 0) / 1e9,
+            done_reason=str(part.done_reason or ""),
+        )

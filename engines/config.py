@@ -1,0 +1,426 @@
+"""Settings: ``config.toml``, validated, with environment overrides.
+
+Every key has a default, a one-line description and a rule. A bad file stops
+with one :class:`ConfigError` whose message names the file, the key and what
+is allowed. Paths in the file resolve relative to the file itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_CONFIG = "LLM_PESSOAL_CONFIG"
+DEFAULT_OLLAMA_PORT = 11434
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SCREENS = ("chat", "image", "monitor")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why and what is allowed."""
+
+
+def _spec(
+    doc: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    path: bool = False,
+) -> dict[str, Any]:
+    return {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "path": path}
+
+
+@dataclass(frozen=True)
+class OllamaSettings:
+    """How to reach the Ollama server."""
+
+    host: str = field(
+        default="http://localhost:11434",
+        metadata=_spec("Ollama server address; the OLLAMA_HOST environment variable overrides it."),
+    )
+    timeout: float = field(
+        default=300.0,
+        metadata=_spec("Seconds to wait for the server before giving up.", lo=1, hi=3600),
+    )
+    default_model: str = field(
+        default="llama3.2:latest",
+        metadata=_spec("Model a new conversation starts with."),
+    )
+    max_tokens: int = field(
+        default=2048,
+        metadata=_spec("Most tokens one reply may have (Ollama's num_predict).", lo=1, hi=1_048_576),
+    )
+    keep_alive: str = field(
+        default="5m",
+        metadata=_spec("How long Ollama keeps a model loaded after a reply (e.g. 5m, 1h, 0)."),
+    )
+    retry_interval: float = field(
+        default=5.0,
+        metadata=_spec("Seconds between reachability checks while Ollama is down.", lo=0.5, hi=600),
+    )
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """Defaults for new conversations."""
+
+    system_prompt: str = field(
+        default="", metadata=_spec("System prompt of new conversations (empty: none).")
+    )
+    temperature: float = field(
+        default=0.8, metadata=_spec("Sampling temperature of new conversations.", lo=0, hi=2)
+    )
+    context_length: int = field(
+        default=0,
+        metadata=_spec("Context window in tokens (num_ctx); 0 keeps the model's own.", lo=0, hi=1_048_576),
+    )
+    seed: int = field(
+        default=-1,
+        metadata=_spec("Sampling seed; -1 picks a new one for every reply.", lo=-1, hi=2**31 - 1),
+    )
+    save_interval: float = field(
+        default=1.0,
+        metadata=_spec("Seconds between saves of a reply while it streams.", lo=0.1, hi=10),
+    )
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """The in-process Stable Diffusion pipeline."""
+
+    model: str = field(
+        default="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        metadata=_spec("Hub id, local diffusers folder, or a .safetensors/.ckpt file."),
+    )
+    device: str = field(
+        default="auto",
+        metadata=_spec("Where to run: auto tries cuda, then mps, then cpu.", choices=("auto", "cuda", "mps", "cpu")),
+    )
+    dtype: str = field(
+        default="auto",
+        metadata=_spec(
+            "Weights precision: auto is float16 on CUDA and float32 elsewhere.",
+            choices=("auto", "float16", "bfloat16", "float32"),
+        ),
+    )
+    memory_efficient_attention: bool = field(
+        default=True, metadata=_spec("Use memory-efficient (SDPA/xformers) attention.")
+    )
+    attention_slicing: bool = field(
+        default=False, metadata=_spec("Compute attention in slices: less memory, a little slower.")
+    )
+    vae_slicing: bool = field(default=True, metadata=_spec("Decode images one at a time."))
+    vae_tiling: bool = field(default=False, metadata=_spec("Decode large images in tiles."))
+    cpu_offload: str = field(
+        default="none",
+        metadata=_spec(
+            "Move idle parts of the pipeline to the CPU: none, model or sequential (least memory).",
+            choices=("none", "model", "sequential"),
+        ),
+    )
+    fast: bool = field(
+        default=False,
+        metadata=_spec("CUDA only: channels-last, fused QKV and a compiled UNet (slow first image)."),
+    )
+    preload: bool = field(
+        default=False, metadata=_spec("Load the pipeline in the background when the app starts.")
+    )
+    unload_ollama_models: bool = field(
+        default=True,
+        metadata=_spec("On CUDA, ask Ollama to unload its models when the GPU lacks memory."),
+    )
+    width: int = field(default=512, metadata=_spec("Default image width in pixels.", lo=64, hi=2048))
+    height: int = field(default=512, metadata=_spec("Default image height in pixels.", lo=64, hi=2048))
+    steps: int = field(default=20, metadata=_spec("Default number of denoising steps.", lo=1, hi=150))
+    guidance: float = field(default=7.5, metadata=_spec("Default guidance (CFG) scale.", lo=0, hi=30))
+    scheduler: str = field(
+        default="Euler a",
+        metadata=_spec(
+            "Default sampler.",
+            choices=("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC", "LMS", "Heun"),
+        ),
+    )
+    negative_prompt: str = field(default="", metadata=_spec("Default negative prompt."))
+    preview: str = field(
+        default="auto",
+        metadata=_spec(
+            "How images are drawn: auto picks kitty or sixel where the terminal speaks it, else halfblock.",
+            choices=("auto", "halfblock", "kitty", "sixel", "off"),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    """Where files go; relative paths resolve against the config file's folder."""
+
+    outputs: Path = field(default=Path("outputs"), metadata=_spec("Generated images.", path=True))
+    logs: Path = field(default=Path("logs"), metadata=_spec("JSON-lines logs.", path=True))
+    database: Path = field(
+        default=Path("data/llm-pessoal.db"),
+        metadata=_spec("SQLite file with conversations and the image index.", path=True),
+    )
+    exports: Path = field(default=Path("exports"), metadata=_spec("Conversations exported to Markdown.", path=True))
+    cache: Path = field(default=Path("cache"), metadata=_spec("Model cache (HF_HOME).", path=True))
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """The JSON-lines log."""
+
+    level: str = field(
+        default="INFO",
+        metadata=_spec("Lowest level written; LOG_LEVEL or DEBUG=true override it.", choices=LOG_LEVELS),
+    )
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    """The terminal interface."""
+
+    screen: str = field(default="chat", metadata=_spec("Screen shown at start.", choices=SCREENS))
+    theme: str = field(default="textual-dark", metadata=_spec("Textual theme name."))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the app, built once in ``main()`` and passed in."""
+
+    ollama: OllamaSettings = field(default_factory=OllamaSettings)
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    paths: PathSettings = field(default_factory=PathSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
+    source: Path | None = None
+    """The file these settings came from, or None for the built-in defaults."""
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "ollama": OllamaSettings,
+    "chat": ChatSettings,
+    "diffusion": DiffusionSettings,
+    "paths": PathSettings,
+    "logging": LoggingSettings,
+    "ui": UiSettings,
+}
+_PY_TYPES: dict[str, type[Any]] = {"str": str, "int": int, "float": float, "bool": bool, "Path": Path}
+
+
+def normalize_host(host: str) -> str:
+    """Give an Ollama address a scheme and a port, as the ollama client does."""
+    host = host.strip()
+    if not host:
+        raise ValueError("empty")
+    if "://" not in host:
+        host = "http://" + host
+    scheme, rest = host.split("://", 1)
+    if scheme not in ("http", "https"):
+        raise ValueError(f"scheme {scheme!r} is not http or https")
+    hostport, _, path = rest.partition("/")
+    if not hostport:
+        raise ValueError("no host name")
+    if hostport.startswith("["):  # IPv6 literal
+        has_port = "]:" in hostport
+    else:
+        has_port = ":" in hostport
+    if not has_port:
+        hostport += f":{443 if scheme == 'https' else DEFAULT_OLLAMA_PORT}"
+    if hostport.startswith("0.0.0.0"):
+        hostport = "127.0.0.1" + hostport[len("0.0.0.0") :]
+    return f"{scheme}://{hostport}" + (f"/{path}" if path else "")
+
+
+def _allowed(name: str, meta: Mapping[str, Any], kind: type[Any]) -> str:
+    if meta["choices"]:
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    word = {bool: "true or false", str: "a string", Path: "a path (a string)"}.get(kind)
+    if word:
+        return word
+    noun = "a whole number" if kind is int else "a number"
+    lo, hi = meta["lo"], meta["hi"]
+    if lo is not None and hi is not None:
+        fmt = (lambda v: f"{v:g}") if kind is float else (lambda v: str(int(v)))
+        return f"{noun} from {fmt(lo)} to {fmt(hi)}"
+    return noun
+
+
+def _check(where: str, name: str, value: Any, kind: type[Any], meta: Mapping[str, Any]) -> Any:
+    def bad() -> ConfigError:
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return ConfigError(f"{where} {name} = {shown}: expected {_allowed(name, meta, kind)}")
+
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad()
+        if kind is int and not isinstance(value, int):
+            raise bad()
+        if value != value or (meta["lo"] is not None and value < meta["lo"]):  # NaN or too low
+            raise bad()
+        if meta["hi"] is not None and value > meta["hi"]:
+            raise bad()
+        return kind(value)
+    if not isinstance(value, str):
+        raise bad()
+    if "\x00" in value:
+        raise bad()
+    if meta["choices"]:
+        matched = _match_choice(value, meta["choices"])
+        if matched is None:
+            raise bad()
+        return matched
+    if kind is Path:
+        if not value.strip():
+            raise bad()
+        return Path(value).expanduser()
+    return value
+
+
+def _match_choice(value: str, choices: tuple[str, ...]) -> str | None:
+    for choice in choices:
+        if value == choice or value.casefold() == choice.casefold():
+            return choice
+    return None
+
+
+def _unknown(where: str, key: str, allowed: list[str]) -> ConfigError:
+    hint = difflib.get_close_matches(key, allowed, n=1)
+    maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return ConfigError(
+        f"{where} unknown key {key!r}{maybe}; allowed keys: {', '.join(allowed)}"
+    )
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any], *, source: Path | None = None, label: str = "config"
+) -> Settings:
+    """Validate a parsed TOML document into :class:`Settings`."""
+    built: dict[str, Any] = {}
+    for section, value in data.items():
+        if section not in SECTIONS:
+            raise _unknown(f"{label}:", f"[{section}]", [f"[{s}]" for s in SECTIONS])
+        if not isinstance(value, dict):
+            raise ConfigError(f"{label}: [{section}] must be a table of keys, not {value!r}")
+        cls = SECTIONS[section]
+        known = {f.name: f for f in fields(cls)}
+        where = f"{label}: [{section}]"
+        kwargs: dict[str, Any] = {}
+        for key, raw in value.items():
+            if key not in known:
+                raise _unknown(where, key, list(known))
+            f = known[key]
+            kind = _PY_TYPES[str(f.type)]
+            kwargs[key] = _check(where, key, raw, kind, f.metadata)
+        built[section] = cls(**kwargs)
+    settings = Settings(**built, source=source)
+    try:
+        normalize_host(settings.ollama.host)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{label}: [ollama] host = {settings.ollama.host!r}: {exc}; "
+            "expected an address like 'http://localhost:11434'"
+        ) from None
+    return settings
+
+
+def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """The config file to read: --config, then $LLM_PESSOAL_CONFIG, then ./config.toml,
+    then the user's config folder. None when there is none (built-in defaults apply)."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found (given with --config)")
+        return path
+    if env.get(ENV_CONFIG):
+        path = Path(env[ENV_CONFIG]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found (given by {ENV_CONFIG})")
+        return path
+    local = Path.cwd() / "config.toml"
+    if local.is_file():
+        return local
+    xdg = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    user = xdg / "llm-pessoal" / "config.toml"
+    return user if user.is_file() else None
+
+
+def _default_base(env: Mapping[str, str]) -> Path:
+    xdg = Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return xdg / "llm-pessoal"
+
+
+def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
+    if env.get("OLLAMA_HOST"):
+        host = env["OLLAMA_HOST"]
+        try:
+            normalize_host(host)
+        except ValueError as exc:
+            raise ConfigError(
+                f"OLLAMA_HOST={host!r}: {exc}; expected an address like 'http://localhost:11434'"
+            ) from None
+        settings = replace(settings, ollama=replace(settings.ollama, host=host))
+    level = settings.logging.level
+    if env.get("LOG_LEVEL"):
+        matched = _match_choice(env["LOG_LEVEL"].strip(), LOG_LEVELS)
+        if matched is None:
+            raise ConfigError(
+                f"LOG_LEVEL={env['LOG_LEVEL']!r}: expected one of {', '.join(LOG_LEVELS)}"
+            )
+        level = matched
+    if env.get("DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+        level = "DEBUG"
+    if level != settings.logging.level:
+        settings = replace(settings, logging=LoggingSettings(level=level))
+    return settings
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    resolved = {
+        f.name: (base / getattr(settings.paths, f.name)).resolve() for f in fields(PathSettings)
+    }
+    return replace(settings, paths=PathSettings(**resolved))
+
+
+def load_settings(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Find, read and validate the configuration, then apply the environment."""
+    env = os.environ if env is None else env
+    path = find_config(explicit, env)
+    if path is None:
+        settings = Settings()
+        base = _default_base(env)
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        settings = settings_from_mapping(data, source=path.resolve(), label=str(path))
+        base = path.resolve().parent
+    return _resolve_paths(_apply_env(settings, env), base)
+
+
+def describe_settings() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, description) for every setting: the README and tests use it."""
+    rows: list[tuple[str, str, Any, str]] = []
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            default = f.default
+            rows.append((section, f.name, default, f.metadata["doc"]))
+    return rows

@@ -1,0 +1,65 @@
+"""JSON-lines logging under ``logs/``, as the specification's formatter shows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+LOG_FILE = "app.jsonl"
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line: timestamp, level, message, module, function, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "module": record.module,
+            "function": record.funcName,
+            "logger": record.name,
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value if isinstance(value, int | float | bool | None) else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(log_dir: Path, level: str) -> str | None:
+    """Send the app's logs to ``log_dir/app.jsonl``. Returns a warning when that is
+    impossible (the app then runs without a log file rather than not at all)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_llm_pessoal", False):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / LOG_FILE
+        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8"
+        )
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        handler = logging.NullHandler()
+        warning = f"logs are off: cannot write to {log_dir}: {exc.strerror or exc}"
+    else:
+        warning = None
+    handler.setFormatter(JSONFormatter())
+    handler._llm_pessoal = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    # Third-party chatter (httpx logs every request at INFO) stays out unless debugging.
+    for noisy in ("httpx", "httpcore", "markdown_it", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+    return warning

@@ -1,0 +1,373 @@
+"""SQLite storage for conversations (and, later, the image index).
+
+WAL journal, versioned migrations through ``PRAGMA user_version``. A streaming
+reply is saved as it grows with status ``streaming``; when it ends it becomes
+``done``, ``interrupted`` or ``error``. A reply left ``streaming`` by a killed
+process is marked ``interrupted`` the next time the store opens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from engines.chat import ChatMessage, ChatOptions, ReplyStats
+
+log = logging.getLogger(__name__)
+
+Status = Literal["done", "streaming", "interrupted", "error"]
+TITLE_MAX = 60
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: conversations and their messages
+    """
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        model TEXT NOT NULL,
+        options TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+        content TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'done'
+            CHECK (status IN ('done', 'streaming', 'interrupted', 'error')),
+        model TEXT,
+        stats TEXT,
+        error TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+    CREATE INDEX conversations_by_update ON conversations(updated_at DESC);
+    """,
+)
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    title: str
+    model: str
+    options: ChatOptions
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    conversation_id: int
+    role: Literal["system", "user", "assistant"]
+    content: str
+    status: Status
+    model: str | None
+    stats: ReplyStats | None
+    error: str | None
+    created_at: float
+
+    def as_chat(self) -> ChatMessage:
+        return ChatMessage(self.role, self.content)
+
+
+def title_from(text: str) -> str:
+    """A conversation title from the first prompt: its first non-empty line, shortened."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = "".join(ch if ch.isprintable() else " " for ch in line)
+    if len(line) > TITLE_MAX:
+        line = line[: TITLE_MAX - 1].rstrip() + "…"
+    return line or "New conversation"
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class Store:
+    """The app's database. Safe to share between the UI thread and workers."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.path = path
+
+    # -- opening ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, busy_timeout_s: float = 2.0) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create its folder: {exc.strerror or exc}") from None
+        new = not path.exists()
+        try:
+            conn = sqlite3.connect(
+                path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the database: {exc}") from None
+        if new:
+            os.chmod(path, 0o600)
+        store = cls(conn, path)
+        try:
+            store._prepare(wal=True)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(cls._explain(path, exc)) from None
+        return store
+
+    @classmethod
+    def memory(cls) -> Store:
+        """A throw-away store, used when the database file cannot be opened."""
+        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        store = cls(conn, None)
+        store._prepare(wal=False)
+        return store
+
+    @staticmethod
+    def _explain(path: Path, exc: sqlite3.Error) -> str:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return (
+                f"{path}: the database is locked by another program (another llm-pessoal?); "
+                "close it and try again"
+            )
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return (
+                f"{path}: the database file is damaged ({text}); it was left untouched: "
+                "move it aside to start a new one"
+            )
+        return f"{path}: {text}"
+
+    def _prepare(self, *, wal: bool) -> None:
+        with self._lock:
+            c = self._conn
+            c.execute("PRAGMA foreign_keys = ON")
+            if wal:
+                c.execute("PRAGMA journal_mode = WAL")
+                c.execute("PRAGMA synchronous = NORMAL")
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise sqlite3.DatabaseError(
+                    f"schema version {version} is newer than this app knows "
+                    f"({len(MIGRATIONS)}); upgrade llm-pessoal"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            c.execute(statement)
+                    c.execute(f"PRAGMA user_version = {number}")
+                    c.execute("COMMIT")
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+                log.info("database migrated", extra={"version": number})
+            interrupted = c.execute(
+                "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'"
+            ).rowcount
+            if interrupted:
+                log.warning("replies interrupted by an earlier exit", extra={"count": interrupted})
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(self._explain(self.path or Path(":memory:"), exc)) from None
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StoreError(self._explain(self.path or Path(":memory:"), exc)) from None
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cur = self._conn.execute(sql, args)
+                cur.row_factory = sqlite3.Row
+                return cur.fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(self._explain(self.path or Path(":memory:"), exc)) from None
+
+    # -- conversations -------------------------------------------------------
+
+    def create_conversation(
+        self, model: str, options: ChatOptions, title: str = "New conversation"
+    ) -> Conversation:
+        now = time.time()
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO conversations (title, model, options, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (title, model, json.dumps(options.to_dict()), now, now),
+            )
+        return Conversation(int(cur.lastrowid or 0), title, model, options, now, now)
+
+    @staticmethod
+    def _conversation(row: sqlite3.Row) -> Conversation:
+        try:
+            options = ChatOptions.from_dict(json.loads(row["options"]))
+        except (ValueError, TypeError):
+            options = ChatOptions()
+        return Conversation(
+            row["id"], row["title"], row["model"], options, row["created_at"], row["updated_at"]
+        )
+
+    def conversations(self, search: str = "") -> list[Conversation]:
+        """Newest first; ``search`` matches titles and message text, literally."""
+        if search.strip():
+            pattern = _like_pattern(search.strip())
+            rows = self._query(
+                "SELECT * FROM conversations c WHERE c.title LIKE ?1 ESCAPE '\\'"
+                " OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id"
+                " AND m.content LIKE ?1 ESCAPE '\\')"
+                " ORDER BY updated_at DESC, id DESC",
+                (pattern,),
+            )
+        else:
+            rows = self._query("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
+        return [self._conversation(r) for r in rows]
+
+    def conversation(self, conversation_id: int) -> Conversation | None:
+        rows = self._query("SELECT * FROM conversations WHERE id = ?", (conversation_id,))
+        return self._conversation(rows[0]) if rows else None
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        title = title.strip()
+        if not title:
+            raise ValueError("a conversation title cannot be empty")
+        with self._tx() as c:
+            c.execute(
+                "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?",
+                (title, time.time(), conversation_id),
+            )
+
+    def update_settings(self, conversation_id: int, model: str, options: ChatOptions) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE conversations SET model = ?, options = ? WHERE id = ?",
+                (model, json.dumps(options.to_dict()), conversation_id),
+            )
+
+    def delete(self, conversation_id: int) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # -- messages ------------------------------------------------------------
+
+    def add_message(
+        self,
+        conversation_id: int,
+        role: Literal["system", "user", "assistant"],
+        content: str,
+        *,
+        status: Status = "done",
+        model: str | None = None,
+    ) -> int:
+        now = time.time()
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO messages (conversation_id, role, content, status, model, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, status, model, now),
+            )
+            c.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
+            )
+        return int(cur.lastrowid or 0)
+
+    def update_message(
+        self,
+        message_id: int,
+        content: str,
+        *,
+        status: Status,
+        stats: ReplyStats | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE messages SET content = ?, status = ?, stats = ?, error = ? WHERE id = ?",
+                (
+                    content,
+                    status,
+                    json.dumps(stats.to_dict()) if stats else None,
+                    error,
+                    message_id,
+                ),
+            )
+
+    def messages(self, conversation_id: int) -> list[StoredMessage]:
+        rows = self._query(
+            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+        )
+        out = []
+        for r in rows:
+            stats = None
+            if r["stats"]:
+                try:
+                    stats = ReplyStats.from_dict(json.loads(r["stats"]))
+                except (ValueError, TypeError):
+                    stats = None
+            out.append(
+                StoredMessage(
+                    r["id"],
+                    r["conversation_id"],
+                    r["role"],
+                    r["content"],
+                    r["status"],
+                    r["model"],
+                    stats,
+                    r["error"],
+                    r["created_at"],
+                )
+            )
+        return out
+
+    def integrity_ok(self) -> bool:
+        rows = self._query("PRAGMA integrity_check")
+        return bool(rows) and rows[0][0] == "ok"
+
+
+def export_markdown(conversation: Conversation, messages: list[StoredMessage]) -> str:
+    """A conversation as a Markdown document."""
+    lines = [f"# {conversation.title}", "", f"Model: `{conversation.model}`", ""]
+    if conversation.options.system_prompt:
+        lines += ["## System", "", conversation.options.system_prompt, ""]
+    for m in messages:
+        heading = {"user": "You", "assistant": "Assistant", "system": "System"}[m.role]
+        if m.status in ("interrupted", "error"):
+            heading += f" ({m.status})"
+        lines += [f"## {heading}", "", m.content, ""]
+        if m.stats:
+            lines += [f"*{m.stats.summary()}*", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,181 @@
+"""The Textual app: three screens switched by keys, and the services they share."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Iterable
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.screen import Screen
+
+from engines.chat import ChatEngine, ChatError, ModelInfo, ServerStatus
+from engines.config import Settings
+from engines.store import Status, Store, StoreError
+from tui.screens.chat import ChatScreen
+from tui.screens.help import HelpScreen
+from tui.screens.placeholder import image_screen, monitor_screen
+from tui.widgets.conversation import ConversationView
+from tui.widgets.prompt import PromptInput
+from tui.widgets.sidebar import ConversationList
+
+log = logging.getLogger(__name__)
+
+ONLINE_RECHECK_S = 15.0
+
+
+class LlmPessoalApp(App[int]):
+    """llm-pessoal: chat, images and the machine, in one terminal."""
+
+    TITLE = "llm-pessoal"
+    CSS_PATH = "app.tcss"
+    MODES: ClassVar[dict[str, str | object]] = {  # type: ignore[assignment]
+        "chat": ChatScreen,
+        "image": image_screen,
+        "monitor": monitor_screen,
+    }
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "Help"),
+        Binding("f2", "switch_mode('chat')", "Chat"),
+        Binding("f3", "switch_mode('image')", "Image"),
+        Binding("f4", "switch_mode('monitor')", "Monitor"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    ollama: reactive[ServerStatus | None] = reactive(None, init=False)
+    models: reactive[list[ModelInfo]] = reactive(list, init=False, always_update=True)
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        start_screen: str | None = None,
+        warnings: Iterable[str] = (),
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.store = store
+        self.chat = ChatEngine(
+            settings.ollama.host, settings.ollama.timeout, settings.ollama.keep_alive
+        )
+        self.start_screen = start_screen or settings.ui.screen
+        self.startup_warnings = list(warnings)
+        self._recheck = asyncio.Event()
+        if settings.ui.theme in self.available_themes:
+            self.theme = settings.ui.theme
+
+    def on_mount(self) -> None:
+        self.switch_mode(self.start_screen)
+        for warning in self.startup_warnings:
+            self.notify(warning, severity="error", timeout=30)
+        self.watch_ollama_status()
+
+    # -- Ollama reachability ---------------------------------------------------
+
+    @work(exclusive=True, group="ollama-status", exit_on_error=False)
+    async def watch_ollama_status(self) -> None:
+        """Check the server now and then, forever: faster while it is down, so the
+        app recovers on its own once it comes back."""
+        # The ollama client (httpx, pydantic) imports in a thread, off the event loop.
+        await asyncio.to_thread(importlib.import_module, "ollama")
+        while True:
+            status = await self.chat.status()
+            came_up = status.online and (self.ollama is None or not self.ollama.online)
+            if self.ollama != status:
+                if status.online != (self.ollama.online if self.ollama else None):
+                    log.info("ollama %s", "online" if status.online else "offline",
+                             extra={"host": status.host})
+                self.ollama = status
+            if came_up:
+                try:
+                    self.models = await self.chat.list_models()
+                except ChatError as exc:
+                    log.warning("listing models failed: %s", exc)
+            wait = ONLINE_RECHECK_S if status.online else self.settings.ollama.retry_interval
+            self._recheck.clear()
+            try:
+                await asyncio.wait_for(self._recheck.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    def check_ollama_soon(self) -> None:
+        """Re-check the server now (after a failed request, say)."""
+        self._recheck.set()
+
+    # -- app-wide actions ----------------------------------------------------------
+
+    def reply_finished(self, title: str, status: Status, screen: Screen[None]) -> None:
+        if self.screen is not screen and status == "done":
+            self.notify(f"Reply ready in “{title}”.", title="Chat")
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+            return
+        self.push_screen(HelpScreen(self.help_groups()))
+
+    def help_groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        groups: list[tuple[str, list[tuple[str, str]]]] = []
+        sources: list[tuple[str, object]] = [
+            ("Everywhere", self),
+            ("Chat", ChatScreen),
+            ("Prompt", PromptInput),
+            ("Conversation list (Ctrl+B, Ctrl+F)", ConversationList),
+        ]
+        for title, source in sources:
+            rows = []
+            for binding in getattr(source, "BINDINGS", []):
+                if not isinstance(binding, Binding) or not binding.description:
+                    continue
+                keys = ", ".join(
+                    self.get_key_display(Binding(key, binding.action))
+                    for key in binding.key.split(",")
+                )
+                rows.append((keys, binding.description))
+            groups.append((title, rows))
+        groups[0][1].append(("ctrl+p", "Command palette: every action by name"))
+        groups.append(
+            ("Conversation", [("↑ ↓ PgUp PgDn", "Scroll the conversation (when it has the focus)"),
+                              ("tab, shift+tab", "Move between the parts of the screen")])
+        )
+        return groups
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Chat", "Go to the Chat screen (F2)", lambda: self.switch_mode("chat"))
+        yield SystemCommand("Image", "Go to the Image screen (F3)", lambda: self.switch_mode("image"))
+        yield SystemCommand(
+            "Monitor", "Go to the Monitor screen (F4)", lambda: self.switch_mode("monitor")
+        )
+        yield SystemCommand("Help", "Show every key (F1)", self.action_help)
+        if isinstance(screen, ChatScreen):
+            for binding in ChatScreen.BINDINGS:
+                assert isinstance(binding, Binding)
+                if binding.action == "cancel_reply":
+                    continue
+                yield SystemCommand(
+                    f"Chat: {binding.description}",
+                    f"{binding.description} ({binding.key.split(',')[0]})",
+                    lambda action=binding.action: screen.run_action(action),  # type: ignore[misc]
+                )
+
+    async def on_unmount(self) -> None:
+        await self.chat.aclose()
+
+
+def open_store(settings: Settings) -> tuple[Store, list[str]]:
+    """The database, or a throw-away one with a warning saying why."""
+    try:
+        return Store.open(settings.paths.database), []
+    except StoreError as exc:
+        log.error("database unusable: %s", exc)
+        return Store.memory(), [f"{exc}. Conversations will not be saved this session."]
+
+
+__all__ = ["ConversationView", "LlmPessoalApp", "open_store"]

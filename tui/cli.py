@@ -1,0 +1,237 @@
+"""The ``llm-pessoal`` command: the TUI, or a headless job for scripts.
+
+Exit codes: 0 success, 2 bad input (including the config), 3 Ollama
+unreachable or model missing, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from engines.config import SCREENS, ConfigError, Settings, load_settings
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _version() -> str:
+    from engines.system import app_version
+
+    return app_version()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-pessoal",
+        description="A terminal workstation for local AI: chat with Ollama models, "
+        "generate images, watch the machine. With no command it starts the TUI.",
+    )
+    parser.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml)")
+    parser.add_argument("--screen", choices=SCREENS, help="screen to start on")
+    parser.add_argument("--version", action="version", version=f"llm-pessoal {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = sub.add_parser("chat", help="send one message and print the reply")
+    chat.add_argument("message", help="the message; '-' reads it from standard input")
+    chat.add_argument("--model", "-m", help="model (default: [ollama] default_model)")
+    chat.add_argument("--system", "-s", help="system prompt")
+    chat.add_argument("--no-stream", action="store_true", help="print the reply when complete")
+    chat.add_argument("--stats", action="store_true", help="print the reply's figures on stderr")
+
+    models = sub.add_parser("models", help="list the models Ollama has, with their details")
+    models.add_argument("--json", action="store_true", help="print JSON")
+
+    status = sub.add_parser("status", help="services, versions and system figures")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    sub.add_parser("health", help="a health check as JSON; exit 0 when healthy")
+    return parser
+
+
+def err(message: str) -> None:
+    print(f"llm-pessoal: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    from engines.logs import setup_logging
+
+    log_warning = setup_logging(settings.paths.logs, settings.logging.level)
+    try:
+        if args.command is None:
+            return run_tui(settings, args.screen, log_warning)
+        if log_warning:
+            err(log_warning)
+        return asyncio.run(run_command(settings, args))
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> int:
+    from tui.app import LlmPessoalApp, open_store
+
+    store, warnings = open_store(settings)
+    if log_warning:
+        warnings.append(log_warning)
+    try:
+        app = LlmPessoalApp(settings, store, start_screen=screen, warnings=warnings)
+        result = app.run()
+    finally:
+        store.close()
+    return int(result or app.return_code or 0)
+
+
+async def run_command(settings: Settings, args: argparse.Namespace) -> int:
+    from engines.chat import ChatEngine
+
+    engine = ChatEngine(settings.ollama.host, settings.ollama.timeout, settings.ollama.keep_alive)
+    try:
+        if args.command == "chat":
+            return await cmd_chat(settings, engine, args)
+        if args.command == "models":
+            return await cmd_models(engine, args.json)
+        if args.command == "status":
+            return await cmd_status(settings, engine, args.json)
+        if args.command == "health":
+            return await cmd_health(settings, engine)
+        raise AssertionError(args.command)  # pragma: no cover
+    finally:
+        await engine.aclose()
+
+
+def _failure_code(exc: Exception) -> int:
+    from engines.chat import ModelNotFound, OllamaUnavailable
+
+    return EXIT_UNAVAILABLE if isinstance(exc, OllamaUnavailable | ModelNotFound) else EXIT_FAIL
+
+
+async def cmd_chat(settings: Settings, engine: Any, args: argparse.Namespace) -> int:
+    from engines.chat import ChatError, ChatMessage, ChatOptions
+    from tui.text import visible
+
+    message = sys.stdin.read() if args.message == "-" else args.message
+    if not message.strip():
+        err("the message is empty: give the text to send (or '-' to read it from stdin)")
+        return EXIT_USAGE
+    model = args.model or settings.ollama.default_model
+    options = ChatOptions(
+        system_prompt=args.system if args.system is not None else settings.chat.system_prompt,
+        temperature=settings.chat.temperature,
+        context_length=settings.chat.context_length,
+        max_tokens=settings.ollama.max_tokens,
+        seed=settings.chat.seed,
+    )
+    history = [ChatMessage("user", message)]
+    show = visible if sys.stdout.isatty() else (lambda text: text)
+    out = sys.stdout
+    wrote_any = False
+    try:
+        if args.no_stream:
+            text, stats = await engine.reply(model, history, options)
+            out.write(show(text))
+            wrote_any = bool(text)
+        else:
+            stats = None
+            async for chunk in engine.stream(model, history, options):
+                if chunk.text:
+                    out.write(show(chunk.text))
+                    out.flush()
+                    wrote_any = True
+                stats = chunk.stats or stats
+    except ChatError as exc:
+        if wrote_any:
+            out.write("\n")
+        err(str(exc))
+        return _failure_code(exc)
+    out.write("\n")
+    out.flush()
+    if args.stats and stats is not None:
+        print(stats.summary(), file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_models(engine: Any, as_json: bool) -> int:
+    from engines.chat import ChatError, human_bytes
+
+    try:
+        models = await engine.list_models()
+        details = await asyncio.gather(*(engine.show(m.name) for m in models), return_exceptions=True)
+    except ChatError as exc:
+        err(str(exc))
+        return _failure_code(exc)
+    rows = []
+    for model, detail in zip(models, details, strict=True):
+        context = getattr(detail, "context_length", None) if not isinstance(detail, BaseException) else None
+        capabilities = list(getattr(detail, "capabilities", ())) if not isinstance(detail, BaseException) else []
+        rows.append(
+            {
+                "name": model.name,
+                "size": model.size,
+                "family": model.family,
+                "parameter_size": model.parameter_size,
+                "quantization": model.quantization,
+                "context_length": context,
+                "capabilities": capabilities,
+                "modified_at": model.modified_at.isoformat() if model.modified_at else None,
+            }
+        )
+    if as_json:
+        print(json.dumps({"models": rows}, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("No models yet. Get one with: ollama pull llama3.2")
+        return EXIT_OK
+    header = ("NAME", "PARAMS", "QUANT", "FAMILY", "CONTEXT", "SIZE")
+    table = [header] + [
+        (r["name"], r["parameter_size"], r["quantization"], r["family"],
+         str(r["context_length"] or "-"), human_bytes(r["size"]))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+async def cmd_status(settings: Settings, engine: Any, as_json: bool) -> int:
+    from engines.system import status_report
+
+    report = await status_report(settings, engine)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        o, s = report["ollama"], report["system_info"]
+        state = f"online, version {o['version']}" if report["ollama_status"] == "online" else o["error"]
+        print(f"llm-pessoal {report['version']}")
+        print(f"Ollama ({o['host']}): {state}")
+        for m in o["loaded_models"]:
+            print(f"  loaded: {m['name']}")
+        print(f"Stable Diffusion: {report['stable_diffusion']['state']} ({settings.diffusion.model})")
+        gpu = f"{s['gpu_usage']:.0f}%" if s["gpu_usage"] is not None else s["gpu_note"]
+        print(f"CPU {s['cpu_usage']:.0f}% · RAM {s['memory_usage']:.0f}% · GPU {gpu}")
+    return EXIT_OK if report["ollama_status"] == "online" else EXIT_UNAVAILABLE
+
+
+async def cmd_health(settings: Settings, engine: Any) -> int:
+    from engines.system import health_report
+
+    report = await health_report(settings, engine)
+    print(json.dumps(report, indent=2))
+    if report["status"] == "healthy":
+        return EXIT_OK
+    return EXIT_UNAVAILABLE if report["checks"]["ollama"] != "ok" else EXIT_FAIL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,465 @@
+"""The Chat screen: conversations with Ollama models, streamed as Markdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from markdown_it import MarkdownIt
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Select, Static
+
+from engines.chat import ChatError, ChatMessage, ChatOptions, ModelInfo, ServerStatus
+from engines.files import atomic_write_text, slugify
+from engines.store import Conversation, Status, StoreError, export_markdown, title_from
+from tui.text import visible
+from tui.widgets.conversation import ConversationView, ReplyTurn
+from tui.widgets.dialogs import ConfirmDialog, OptionsDialog, PickDialog, TextDialog
+from tui.widgets.prompt import PromptInput
+from tui.widgets.sidebar import ConversationList, Sidebar
+
+if TYPE_CHECKING:
+    from tui.app import LlmPessoalApp
+
+NARROW = 80
+"""Below this width the sidebar hides unless asked for."""
+
+
+def code_blocks(markdown: str) -> list[tuple[str, str]]:
+    """(language, code) of every code block of a Markdown text."""
+    tokens = MarkdownIt("gfm-like").parse(markdown)
+    return [(t.info.strip(), t.content) for t in tokens if t.type in ("fence", "code_block")]
+
+
+class ChatScreen(Screen[None]):
+    """Talk to a model; every conversation is saved as it happens."""
+
+    BINDINGS = [
+        Binding("escape", "cancel_reply", "Cancel reply"),
+        Binding("ctrl+n", "new_conversation", "New chat"),
+        Binding("ctrl+t", "pick_model", "Model"),
+        Binding("ctrl+o", "options", "Options"),
+        Binding("ctrl+r", "copy_reply", "Copy reply"),
+        Binding("ctrl+g", "copy_code", "Copy code", show=False),
+        Binding("ctrl+s", "export", "Export .md", show=False),
+        Binding("ctrl+f", "search", "Search", show=False),
+        Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False),
+        Binding("ctrl+l", "focus_prompt", "Prompt", show=False),
+    ]
+
+    conversation: Conversation | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: list[ModelInfo] = []
+        self.streaming = False
+        self._search_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def lp(self) -> LlmPessoalApp:
+        return self.app  # type: ignore[return-value]
+
+    # -- layout ---------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="chat-top"):
+            yield Select[str]([], prompt="Choose a model (Ctrl+T)", id="model", compact=True)
+            yield Static("", id="ollama-status")
+        with Horizontal(id="chat-body"):
+            yield Sidebar(id="sidebar")
+            with Vertical(id="chat-main"):
+                yield ConversationView(id="conversation")
+                yield PromptInput(id="prompt")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        settings = self.lp.settings
+        self.new_model = settings.ollama.default_model
+        self.new_options = ChatOptions(
+            system_prompt=settings.chat.system_prompt,
+            temperature=settings.chat.temperature,
+            context_length=settings.chat.context_length,
+            max_tokens=settings.ollama.max_tokens,
+            seed=settings.chat.seed,
+        )
+        self._show_models()
+        self.watch(self.lp, "ollama", self._ollama_changed)
+        self.watch(self.lp, "models", self._models_changed)
+        conversations = self._conversations()
+        if conversations:
+            self.open_conversation(conversations[0].id)
+        else:
+            self.query_one(ConversationView).show_messages([])
+            self._refresh_list()
+        self.query_one(PromptInput).focus()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW, "-narrow")
+
+    # -- Ollama status and models -----------------------------------------------
+
+    def _ollama_changed(self, status: ServerStatus | None) -> None:
+        label = self.query_one("#ollama-status", Static)
+        if status is None:
+            label.update(Text("◌ Ollama: checking…", style="dim"))
+        elif status.online:
+            label.update(Text.assemble(("● ", "green"), f"Ollama {status.version}"))
+            label.tooltip = status.host
+        else:
+            label.update(Text.assemble(("● ", "red"), ("Ollama unreachable · retrying", "")))
+            label.tooltip = status.error
+        self.set_class(status is not None and not status.online, "-offline")
+
+    def _models_changed(self, models: list[ModelInfo]) -> None:
+        self.models = models
+        self._show_models()
+
+    def current_model(self) -> str:
+        return self.conversation.model if self.conversation else self.new_model
+
+    def _show_models(self) -> None:
+        select = self.query_one("#model", Select)
+        current = self.current_model()
+        names = [m.name for m in self.models]
+        options = [(visible(m.label()), m.name) for m in self.models]
+        if current and current not in names:
+            note = "not installed" if self.models else "offline"
+            options.insert(0, (f"{visible(current)}  ({note})", current))
+        with self.prevent(Select.Changed):
+            select.set_options(options)
+            if current:
+                select.value = current
+
+    @on(Select.Changed, "#model")
+    def _model_chosen(self, event: Select.Changed) -> None:
+        if not isinstance(event.value, str) or event.value == self.current_model():
+            return
+        if self.conversation is None:
+            self.new_model = event.value
+            return
+        try:
+            self.lp.store.update_settings(self.conversation.id, event.value, self.conversation.options)
+        except StoreError as exc:
+            self.notify(str(exc), title="Not saved", severity="error")
+            return
+        self.conversation = self.lp.store.conversation(self.conversation.id)
+        self.notify(f"This conversation now uses {event.value}.")
+
+    # -- conversations ---------------------------------------------------------
+
+    def _conversations(self, search: str = "") -> list[Conversation]:
+        try:
+            return self.lp.store.conversations(search)
+        except StoreError as exc:
+            self.notify(str(exc), title="Database", severity="error")
+            return []
+
+    def _refresh_list(self) -> None:
+        search = self.query_one("#search", Input).value
+        current = self.conversation.id if self.conversation else None
+        self.query_one(ConversationList).show(self._conversations(search), current)
+
+    def open_conversation(self, conversation_id: int) -> None:
+        if self.streaming:
+            self.notify("A reply is still streaming: press Esc to stop it first.", severity="warning")
+            return
+        try:
+            conversation = self.lp.store.conversation(conversation_id)
+            messages = self.lp.store.messages(conversation_id) if conversation else []
+        except StoreError as exc:
+            self.notify(str(exc), title="Database", severity="error")
+            return
+        if conversation is None:
+            return
+        self.conversation = conversation
+        self.query_one(ConversationView).show_messages(messages)
+        self._show_models()
+        self._refresh_list()
+
+    @on(ConversationList.OptionSelected)
+    def _conversation_chosen(self, event: ConversationList.OptionSelected) -> None:
+        if event.option_id:
+            self.open_conversation(int(event.option_id))
+            self.query_one(PromptInput).focus()
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self) -> None:
+        self._refresh_list()
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self) -> None:
+        self.query_one(ConversationList).focus()
+
+    def action_new_conversation(self) -> None:
+        if self.streaming:
+            self.notify("A reply is still streaming: press Esc to stop it first.", severity="warning")
+            return
+        if self.conversation is not None:
+            self.new_model = self.conversation.model
+        self.conversation = None
+        self.query_one(ConversationView).show_messages([])
+        self._show_models()
+        self._refresh_list()
+        self.query_one(PromptInput).focus()
+
+    @on(ConversationList.RenameRequested)
+    def _rename(self, event: ConversationList.RenameRequested) -> None:
+        conversation = self.lp.store.conversation(event.conversation_id)
+        if conversation is None:
+            return
+
+        def renamed(title: str | None) -> None:
+            if title is None:
+                return
+            try:
+                self.lp.store.rename(conversation.id, title)
+            except StoreError as exc:
+                self.notify(str(exc), title="Not renamed", severity="error")
+                return
+            if self.conversation and self.conversation.id == conversation.id:
+                self.conversation = self.lp.store.conversation(conversation.id)
+            self._refresh_list()
+
+        self.app.push_screen(TextDialog("Rename conversation", conversation.title), renamed)
+
+    @on(ConversationList.DeleteRequested)
+    def _delete(self, event: ConversationList.DeleteRequested) -> None:
+        conversation = self.lp.store.conversation(event.conversation_id)
+        if conversation is None:
+            return
+        if self.streaming and self.conversation and self.conversation.id == conversation.id:
+            self.notify("A reply is still streaming: press Esc to stop it first.", severity="warning")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.lp.store.delete(conversation.id)
+            except StoreError as exc:
+                self.notify(str(exc), title="Not deleted", severity="error")
+                return
+            if self.conversation and self.conversation.id == conversation.id:
+                self.action_new_conversation()
+            self._refresh_list()
+            self.notify(f"Deleted “{visible(conversation.title)}”.")
+
+        self.app.push_screen(
+            ConfirmDialog(f"Delete “{conversation.title}” and all its messages?"), confirmed
+        )
+
+    # -- sending and streaming ----------------------------------------------------
+
+    def _refusal(self, text: str) -> str | None:
+        """Why ``text`` cannot be sent now, or None."""
+        if not text.strip():
+            return "Nothing to send: write a message first."
+        if self.streaming:
+            return "A reply is still streaming: press Esc to stop it, then send."
+        model = self.current_model()
+        if not model:
+            return "Choose a model first (Ctrl+T)."
+        status = self.lp.ollama
+        if status is not None and not status.online:
+            return f"Ollama is unreachable at {status.host}; your message is kept. {status.error}"
+        if self.models and model not in {m.name for m in self.models}:
+            return f"Model {model!r} is not installed; get it with: ollama pull {model}"
+        return None
+
+    @on(PromptInput.Submitted)
+    def _submitted(self, event: PromptInput.Submitted) -> None:
+        text = event.text
+        refusal = self._refusal(text)
+        if refusal:
+            self.notify(visible(refusal), title="Not sent", severity="warning")
+            return
+        store = self.lp.store
+        try:
+            if self.conversation is None:
+                self.conversation = store.create_conversation(
+                    self.new_model, self.new_options, title_from(text)
+                )
+            conversation = self.conversation
+            store.add_message(conversation.id, "user", text)
+            history = [m.as_chat() for m in store.messages(conversation.id)
+                       if m.role == "user" or m.status == "done"]
+            reply_id = store.add_message(
+                conversation.id, "assistant", "", status="streaming", model=conversation.model
+            )
+        except StoreError as exc:
+            self.notify(str(exc), title="Not sent", severity="error")
+            return
+        event.prompt.clear()
+        view = self.query_one(ConversationView)
+        view.add_prompt(text)
+        reply = view.add_reply(conversation.model)
+        self.streaming = True
+        self.refresh_bindings()
+        self._refresh_list()
+        self.stream_reply(conversation, history, reply, reply_id)
+
+    @work(exclusive=True, group="chat", exit_on_error=False)
+    async def stream_reply(
+        self,
+        conversation: Conversation,
+        history: list[ChatMessage],
+        reply: ReplyTurn,
+        reply_id: int,
+    ) -> None:
+        """Stream the reply into its widget, saving it as it grows."""
+        store, engine = self.lp.store, self.lp.chat
+        interval = self.lp.settings.chat.save_interval
+        parts: list[str] = []
+        status: Status = "interrupted"
+        stats = None
+        error: str | None = None
+        stream = reply.stream()
+        saved_at = time.monotonic()
+        save_failed = False
+        try:
+            async for chunk in engine.stream(conversation.model, history, conversation.options):
+                if chunk.text:
+                    parts.append(chunk.text)
+                    await stream.write(visible(chunk.text))
+                if chunk.stats is not None:
+                    stats = chunk.stats
+                now = time.monotonic()
+                if now - saved_at >= interval and not save_failed:
+                    saved_at = now
+                    try:
+                        store.update_message(reply_id, "".join(parts), status="streaming")
+                    except StoreError as exc:
+                        save_failed = True
+                        self.notify(str(exc), title="Reply not saved", severity="error")
+            status = "done"
+        except ChatError as exc:
+            status = "interrupted" if parts else "error"
+            error = str(exc)
+        finally:
+            await stream.stop()
+            content = "".join(parts)
+            try:
+                store.update_message(reply_id, content, status=status, stats=stats, error=error)
+            except StoreError as exc:
+                self.notify(str(exc), title="Reply not saved", severity="error")
+            reply.finish(content, status, stats, error)
+            self.streaming = False
+            self.refresh_bindings()
+            if error:
+                self.lp.check_ollama_soon()
+            self.lp.reply_finished(conversation.title, status, self)
+
+    def action_cancel_reply(self) -> None:
+        if self.streaming:
+            self.workers.cancel_group(self, "chat")
+            self.notify("Reply stopped.")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_reply":
+            return self.streaming
+        return True
+
+    # -- other actions -------------------------------------------------------------
+
+    def action_pick_model(self) -> None:
+        select = self.query_one("#model", Select)
+        select.focus()
+        select.expanded = True
+
+    def action_focus_prompt(self) -> None:
+        self.query_one(PromptInput).focus()
+
+    def action_search(self) -> None:
+        self.remove_class("-sidebar-hidden")
+        self.add_class("-sidebar-shown")
+        self.query_one("#search", Input).focus()
+
+    def action_toggle_sidebar(self) -> None:
+        sidebar = self.query_one(Sidebar)
+        visible_now = sidebar.display
+        self.set_class(visible_now, "-sidebar-hidden")
+        self.set_class(not visible_now, "-sidebar-shown")
+        if not visible_now:
+            self.query_one(ConversationList).focus()
+        else:
+            self.query_one(PromptInput).focus()
+
+    def action_options(self) -> None:
+        options = self.conversation.options if self.conversation else self.new_options
+
+        def saved(new: ChatOptions | None) -> None:
+            if new is None:
+                return
+            if self.conversation is None:
+                self.new_options = new
+            else:
+                try:
+                    self.lp.store.update_settings(self.conversation.id, self.conversation.model, new)
+                except StoreError as exc:
+                    self.notify(str(exc), title="Not saved", severity="error")
+                    return
+                self.conversation = self.lp.store.conversation(self.conversation.id)
+            self.notify("Options saved; they apply from the next reply.")
+
+        self.app.push_screen(OptionsDialog(options), saved)
+
+    def _last_reply_text(self) -> str | None:
+        reply = self.query_one(ConversationView).last_reply()
+        if reply is None or not reply.content:
+            self.notify("There is no reply to copy yet.", severity="warning")
+            return None
+        return reply.content
+
+    def action_copy_reply(self) -> None:
+        text = self._last_reply_text()
+        if text is not None:
+            self.app.copy_to_clipboard(text)
+            self.notify(f"Copied the last reply ({len(text):,} characters).")
+
+    def action_copy_code(self) -> None:
+        text = self._last_reply_text()
+        if text is None:
+            return
+        blocks = code_blocks(text)
+        if not blocks:
+            self.notify("The last reply has no code block.", severity="warning")
+            return
+
+        def copy(index: int | None) -> None:
+            if index is not None:
+                lang, code = blocks[index]
+                self.app.copy_to_clipboard(code)
+                self.notify(f"Copied the {lang or 'code'} block ({len(code.splitlines())} lines).")
+
+        if len(blocks) == 1:
+            copy(0)
+            return
+        items = [
+            f"{i + 1}. {lang or 'text'}: {(code.strip().splitlines() or [''])[0][:60]}"
+            for i, (lang, code) in enumerate(blocks)
+        ]
+        self.app.push_screen(PickDialog("Copy which code block?", items), copy)
+
+    def action_export(self) -> None:
+        if self.conversation is None:
+            self.notify("Nothing to export yet.", severity="warning")
+            return
+        try:
+            messages = self.lp.store.messages(self.conversation.id)
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = f"{stamp}-{slugify(self.conversation.title)}.md"
+            path = atomic_write_text(
+                self.lp.settings.paths.exports / name,
+                export_markdown(self.conversation, messages),
+            )
+        except (OSError, StoreError) as exc:
+            self.notify(f"Export failed: {exc}", severity="error")
+            return
+        self.notify(f"Exported to {path}", title="Exported")

@@ -1,0 +1,124 @@
+"""The conversation: prompts shown literally, replies as streamed Markdown."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Label, Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+from engines.chat import ReplyStats
+from engines.store import Status, StoredMessage
+from tui.text import shorten, visible
+
+PROMPT_SHOWN = 20_000
+"""Characters of a prompt drawn on screen; the whole prompt is stored and sent."""
+
+
+class PromptTurn(Vertical):
+    """Something the user said."""
+
+    def __init__(self, content: str) -> None:
+        super().__init__(classes="turn prompt-turn")
+        self.content = content
+
+    def compose(self) -> ComposeResult:
+        yield Label("You", classes="who")
+        yield Static(Text(visible(shorten(self.content, PROMPT_SHOWN))), classes="body")
+
+
+class ReplyTurn(Vertical):
+    """A reply from the model: Markdown that can grow while it streams."""
+
+    def __init__(
+        self,
+        model: str,
+        content: str = "",
+        *,
+        status: Status = "streaming",
+        stats: ReplyStats | None = None,
+        error: str | None = None,
+    ) -> None:
+        super().__init__(classes="turn reply-turn")
+        self.model = model
+        self.content = content
+        self._status: Status = status
+        self._stats = stats
+        self._error = error
+
+    def compose(self) -> ComposeResult:
+        yield Label(visible(self.model), classes="who")
+        yield Markdown(visible(self.content), classes="body")
+        yield Static(self._meta(), classes="meta")
+
+    def on_mount(self) -> None:
+        self.set_class(self._status == "streaming", "-streaming")
+        self.set_class(self._status in ("interrupted", "error"), "-failed")
+
+    def stream(self) -> MarkdownStream:
+        return Markdown.get_stream(self.query_one(Markdown))
+
+    def _meta(self) -> Text:
+        if self._status == "streaming":
+            return Text("…", style="dim")
+        parts = Text()
+        if self._stats:
+            parts.append(self._stats.summary(), style="dim")
+        if self._status == "interrupted":
+            parts.append(("  " if parts else "") + "⏹ interrupted", style="bold yellow")
+        if self._error:
+            parts.append(("\n" if parts else "") + visible(self._error), style="bold red")
+        return parts
+
+    def finish(
+        self, content: str, status: Status, stats: ReplyStats | None, error: str | None
+    ) -> None:
+        self.content = content
+        self._status, self._stats, self._error = status, stats, error
+        self.remove_class("-streaming")
+        self.set_class(status in ("interrupted", "error"), "-failed")
+        self.query_one(".meta", Static).update(self._meta())
+
+
+class ConversationView(VerticalScroll):
+    """The turns of one conversation, following the newest text as it arrives."""
+
+    def show_messages(self, messages: list[StoredMessage]) -> None:
+        self.remove_children()
+        turns: list[PromptTurn | ReplyTurn] = []
+        for m in messages:
+            if m.role == "user":
+                turns.append(PromptTurn(m.content))
+            elif m.role == "assistant":
+                turns.append(
+                    ReplyTurn(
+                        m.model or "assistant", m.content, status=m.status,
+                        stats=m.stats, error=m.error,
+                    )
+                )
+        if turns:
+            self.mount_all(turns)
+        else:
+            self.mount(Static(self.EMPTY_HINT, classes="empty-hint"))
+        self.anchor()
+
+    EMPTY_HINT = "Write a message below and press Enter. F1 lists every key."
+
+    def add_prompt(self, content: str) -> PromptTurn:
+        for hint in self.query(".empty-hint"):
+            hint.remove()
+        turn = PromptTurn(content)
+        self.mount(turn)
+        self.anchor()
+        return turn
+
+    def add_reply(self, model: str) -> ReplyTurn:
+        turn = ReplyTurn(model)
+        self.mount(turn)
+        self.anchor()
+        return turn
+
+    def last_reply(self) -> ReplyTurn | None:
+        replies = self.query(ReplyTurn)
+        return replies.last() if replies else None

@@ -1,0 +1,157 @@
+"""Small modal dialogs: confirm, ask for a line of text, pick one of many, chat options."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, TextArea
+from textual.widgets.option_list import Option
+
+from engines.chat import ChatOptions
+from tui.text import visible
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Yes or no."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss(False)", "Cancel"),
+        Binding("y", "dismiss(True)", "Yes", show=False),
+        Binding("n", "dismiss(False)", "No", show=False),
+    ]
+
+    def __init__(self, question: str, yes: str = "Delete") -> None:
+        super().__init__(classes="dialog")
+        self.question = question
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(visible(self.question), classes="dialog-title")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.yes, variant="error", id="yes")
+                yield Button("Cancel", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class TextDialog(ModalScreen[str | None]):
+    """Ask for one line of text (a new title, say); empty text is refused."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str, value: str = "") -> None:
+        super().__init__(classes="dialog")
+        self.title_text = title
+        self.value = value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Input(self.value, id="text")
+            yield Label("", id="dialog-error", classes="dialog-error")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            self.query_one("#dialog-error", Label).update("It cannot be empty.")
+            return
+        self.dismiss(text)
+
+
+class PickDialog(ModalScreen[int | None]):
+    """Choose one of several items; returns its index."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str, items: list[str]) -> None:
+        super().__init__(classes="dialog")
+        self.title_text = title
+        self.items = items
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield OptionList(*(Option(visible(i)) for i in self.items), id="pick")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option_index)
+
+
+class OptionsDialog(ModalScreen[ChatOptions | None]):
+    """The conversation's options. Bad values are named with what is allowed, and the
+    dialog stays open with everything as typed."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel"),
+        Binding("ctrl+s", "save", "Save"),
+    ]
+
+    LIMITS = {
+        "temperature": (float, 0.0, 2.0),
+        "context_length": (int, 0, 1_048_576),
+        "max_tokens": (int, 1, 1_048_576),
+        "seed": (int, -1, 2**31 - 1),
+    }
+    HINTS = {
+        "temperature": "Temperature (0–2)",
+        "context_length": "Context length in tokens (0: the model's own)",
+        "max_tokens": "Max tokens per reply (1–1048576)",
+        "seed": "Seed (-1: random each reply)",
+    }
+
+    def __init__(self, options: ChatOptions) -> None:
+        super().__init__(classes="dialog")
+        self.options = options
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box options-box"):
+            yield Label("Conversation options", classes="dialog-title")
+            yield Label("System prompt")
+            yield TextArea(self.options.system_prompt, id="system_prompt", soft_wrap=True)
+            with Grid(id="option-grid"):
+                for name in self.LIMITS:
+                    yield Label(self.HINTS[name])
+                    yield Input(str(getattr(self.options, name)), id=name)
+            yield Label("", id="dialog-error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save", variant="primary", id="save")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self) -> None:
+        self.action_save()
+
+    def action_save(self) -> None:
+        values: dict[str, object] = {
+            "system_prompt": self.query_one("#system_prompt", TextArea).text
+        }
+        for name, (kind, lo, hi) in self.LIMITS.items():
+            raw = self.query_one(f"#{name}", Input).value.strip()
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = None
+            if value is None or not lo <= value <= hi:
+                self.query_one("#dialog-error", Label).update(
+                    f"{self.HINTS[name].split(' (')[0]}: {raw!r} is not allowed; "
+                    f"use {'a number' if kind is float else 'a whole number'} from {lo} to {hi}."
+                )
+                self.query_one(f"#{name}", Input).focus()
+                return
+            values[name] = value
+        assert set(values) == {f.name for f in fields(ChatOptions)}
+        self.dismiss(ChatOptions(**values))  # type: ignore[arg-type]

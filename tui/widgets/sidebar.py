@@ -1,0 +1,74 @@
+"""The list of saved conversations, with a search box."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Input, OptionList
+from textual.widgets.option_list import Option
+
+from engines.store import Conversation
+from tui.text import visible
+
+
+class ConversationList(OptionList):
+    """Saved conversations, newest first."""
+
+    BINDINGS = [
+        Binding("r,f2", "rename", "Rename"),
+        Binding("d,delete", "delete", "Delete"),
+    ]
+
+    @dataclass
+    class RenameRequested(Message):
+        conversation_id: int
+
+    @dataclass
+    class DeleteRequested(Message):
+        conversation_id: int
+
+    def show(self, conversations: list[Conversation], current: int | None) -> None:
+        self.clear_options()
+        self.add_options(
+            Option(self._label(c), id=str(c.id)) for c in conversations
+        )
+        if current is not None:
+            try:
+                self.highlighted = self.get_option_index(str(current))
+            except Exception:  # the current conversation is filtered out by a search
+                pass
+
+    @staticmethod
+    def _label(c: Conversation) -> Text:
+        when = datetime.fromtimestamp(c.updated_at).strftime("%d %b %H:%M")
+        label = Text(visible(c.title), no_wrap=True, overflow="ellipsis")
+        label.append(f"\n{when} · {visible(c.model)}", style="dim")
+        return label
+
+    def _highlighted_id(self) -> int | None:
+        if self.highlighted is None:
+            return None
+        option_id = self.get_option_at_index(self.highlighted).id
+        return int(option_id) if option_id else None
+
+    def action_rename(self) -> None:
+        if (cid := self._highlighted_id()) is not None:
+            self.post_message(self.RenameRequested(cid))
+
+    def action_delete(self) -> None:
+        if (cid := self._highlighted_id()) is not None:
+            self.post_message(self.DeleteRequested(cid))
+
+
+class Sidebar(Vertical):
+    """Search box above the conversation list."""
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="Search conversations", id="search")
+        yield ConversationList(id="conversations")
