@@ -141,6 +141,7 @@ class ChatScreen(Screen[None]):
     def _model_chosen(self, event: Select.Changed) -> None:
         if not isinstance(event.value, str) or event.value == self.current_model():
             return
+        self.query_one(PromptInput).focus()
         if self.conversation is None:
             self.new_model = event.value
             return

@@ -21,7 +21,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog-box help-box"):
             yield Label("Keys", classes="dialog-title")
-            table = Table.grid(padding=(0, 2))
+            table = Table.grid(padding=(0, 2), expand=False)
             table.add_column(style="bold cyan", no_wrap=True)
             table.add_column()
             for group, rows in self.groups:

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, OptionList
-from textual.widgets.option_list import Option
+from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from engines.store import Conversation
 from tui.text import visible
@@ -21,7 +21,7 @@ class ConversationList(OptionList):
     """Saved conversations, newest first."""
 
     BINDINGS = [
-        Binding("r,f2", "rename", "Rename"),
+        Binding("r", "rename", "Rename"),
         Binding("d,delete", "delete", "Delete"),
     ]
 
@@ -38,11 +38,13 @@ class ConversationList(OptionList):
         self.add_options(
             Option(self._label(c), id=str(c.id)) for c in conversations
         )
+        index = 0 if self.option_count else None
         if current is not None:
             try:
-                self.highlighted = self.get_option_index(str(current))
-            except Exception:  # the current conversation is filtered out by a search
+                index = self.get_option_index(str(current))
+            except OptionDoesNotExist:  # filtered out by a search
                 pass
+        self.highlighted = index
 
     @staticmethod
     def _label(c: Conversation) -> Text:

@@ -1,0 +1,455 @@
+"""Pilot tests of the Chat screen against the test Ollama server."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from ollama_server import FakeOllama
+from tui_helpers import make_app, screen_text, type_text, wait_for
+
+from engines.store import Store
+from tui.screens.chat import ChatScreen
+from tui.widgets.conversation import ConversationView, PromptTurn, ReplyTurn
+from tui.widgets.prompt import PromptInput
+from tui.widgets.sidebar import ConversationList
+
+SIZE = (120, 40)
+
+
+def chat_screen(app: object) -> ChatScreen:
+    screen = app.screen  # type: ignore[attr-defined]
+    assert isinstance(screen, ChatScreen)
+    return screen
+
+
+def replies(app: object) -> list[ReplyTurn]:
+    return list(app.screen.query(ReplyTurn))  # type: ignore[attr-defined]
+
+
+def stored(config_db: Path) -> list[tuple[str, str, str]]:
+    store = Store.open(config_db)
+    try:
+        out = []
+        for c in store.conversations():
+            out += [(m.role, m.content, m.status) for m in store.messages(c.id)]
+        return out
+    finally:
+        store.close()
+
+
+def database(config: Path) -> Path:
+    from engines.config import load_settings
+
+    return load_settings(config, env={}).paths.database
+
+
+async def online(pilot: object, app: object) -> None:
+    await wait_for(
+        pilot,  # type: ignore[arg-type]
+        lambda: app.ollama is not None and app.ollama.online and app.models,  # type: ignore[attr-defined]
+        what="Ollama online",
+    )
+
+
+async def test_send_streams_markdown_reply_and_saves_it(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    ollama_server.reply = "# Title\n\nSome **bold** text.\n\n```python\nprint('hi')\n```\n"
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.focused, PromptInput), "the prompt has the focus at start"
+        await online(pilot, app)
+        await pilot.press(*"hello")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        reply = replies(app)[-1]
+        assert reply.content == ollama_server.reply
+        text = screen_text(app)
+        assert "Title" in text and "print('hi')" in text
+        assert "tok/s" in text and "first token" in text, "the reply's figures are shown"
+        assert app.screen.query_one(PromptInput).text == "", "the prompt is cleared once sent"
+        sent = ollama_server.requests[-1]
+        assert sent.path == "/api/chat"
+        assert sent.body["messages"][-1] == {"role": "user", "content": "hello"}
+    assert stored(database(config_file)) == [
+        ("user", "hello", "done"),
+        ("assistant", ollama_server.reply, "done"),
+    ]
+
+
+async def test_whole_conversation_and_options_are_sent(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        for word in ("first", "second"):
+            await type_text(pilot, word)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: not chat_screen(app).streaming)
+        body = ollama_server.requests[-1].body
+        roles = [m["role"] for m in body["messages"]]
+        assert roles == ["user", "assistant", "user"]
+        assert body["options"]["num_predict"] == app.settings.ollama.max_tokens
+
+
+async def test_newline_key_and_empty_prompt(ollama_server: FakeOllama, config_file: Path) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any("Nothing to send" in n.message for n in app._notifications)
+        assert not replies(app)
+        await pilot.press("a", "ctrl+j", "b")
+        assert app.screen.query_one(PromptInput).text == "a\nb"
+
+
+async def test_markup_and_escapes_are_shown_literally(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    ollama_server.reply = "[bold red]not bold[/] \x1b[31mred\x1b[0m done\x07"
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await type_text(pilot, "[blink]me[/blink] \x1b[2J")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        text = screen_text(app)
+        assert "[bold red]not bold[/]" in text
+        assert "␛[31mred␛[0m done␇" in text
+        assert "[blink]me[/blink] ␛[2J" in text
+    assert stored(database(config_file))[1][1] == ollama_server.reply, "stored byte for byte"
+
+
+async def test_escape_cancels_and_closes_the_stream(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    ollama_server.reply = " ".join(f"word{i}" for i in range(400))
+    ollama_server.rate = 50
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await type_text(pilot, "tell me a long story")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: ollama_server.sent_tokens >= 5, what="some tokens")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming, what="reply stopped")
+        await wait_for(pilot, lambda: ollama_server.cancelled >= 1, what="server saw the close")
+        reply = replies(app)[-1]
+        assert reply.content.startswith("word0 word1")
+        assert "interrupted" in screen_text(app)
+    rows = stored(database(config_file))
+    assert rows[-1][2] == "interrupted" and rows[-1][1].startswith("word0")
+
+
+async def test_server_vanishing_mid_reply_keeps_the_partial_reply(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    ollama_server.reply = " ".join(f"tok{i}" for i in range(50))
+    ollama_server.drop_after = 10
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await type_text(pilot, "hi")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        text = screen_text(app)
+        assert "tok9" in text and "connection to Ollama" in text and "interrupted" in text
+        ollama_server.drop_after = None
+        # the app keeps working: the next message gets a whole reply
+        await type_text(pilot, "again")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and len(replies(app)) == 2)
+        assert replies(app)[-1].content == ollama_server.reply
+    rows = stored(database(config_file))
+    assert rows[1][2] == "interrupted"
+    assert rows[1][1] == " ".join(f"tok{i}" for i in range(10))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_ollama_down_at_start_then_recovers(tmp_path: Path, config_file: Path) -> None:
+    port = free_port()
+    text = config_file.read_text()
+    import re
+
+    text = re.sub(r'host = ".*"', f'host = "http://127.0.0.1:{port}"', text)
+    config_file.write_text(text + "\n")
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.ollama is not None, what="first check")
+        assert not app.ollama.online  # type: ignore[union-attr]
+        assert "unreachable" in screen_text(app)
+        await type_text(pilot, "keep me")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.query_one(PromptInput).text == "keep me", "a refused message stays"
+        assert any("unreachable" in n.message for n in app._notifications)
+        server = FakeOllama(port=port).start()
+        try:
+            await wait_for(pilot, lambda: app.ollama.online and app.models, timeout=10,  # type: ignore[union-attr]
+                           what="recovery without restart")
+            assert "Ollama 0.12.6" in screen_text(app)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+            assert replies(app)[-1].content == server.reply
+        finally:
+            server.stop()
+
+
+async def test_unknown_model_is_refused_with_the_fix(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    config_file.write_text(
+        config_file.read_text().replace('default_model = "llama3.2:latest"', 'default_model = "nope:1b"')
+    )
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await type_text(pilot, "hello")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any("ollama pull nope:1b" in n.message for n in app._notifications)
+        assert app.screen.query_one(PromptInput).text == "hello"
+        assert not replies(app)
+
+
+async def test_model_removed_after_listing_shows_the_error(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        ollama_server.remove_model("llama3.2:latest")
+        await type_text(pilot, "hello")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        assert "ollama pull llama3.2:latest" in screen_text(app)
+    assert stored(database(config_file))[-1][2] == "error"
+
+
+async def test_huge_prompt_is_sent_whole_and_shown_in_part(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    big = ("0123456789abcdef" * 64 + "\n") * 1000  # ~1 MB
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        app.screen.query_one(PromptInput).load_text(big)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app), timeout=30)
+        assert ollama_server.requests[-1].body["messages"][-1]["content"] == big
+        assert "more characters not shown" in screen_text(app) or app.screen.query(PromptTurn)
+    assert stored(database(config_file))[0][1] == big
+
+
+async def test_conversations_new_switch_rename_delete_search(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        for text in ("apples are red", "bananas are yellow"):
+            await pilot.press("ctrl+n")
+            await type_text(pilot, text)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: not chat_screen(app).streaming)
+        listing = app.screen.query_one(ConversationList)
+        assert listing.option_count == 2
+        # search by message text
+        await pilot.press("ctrl+f")
+        await pilot.press(*"apple")
+        await pilot.pause()
+        assert listing.option_count == 1
+        await pilot.press("enter")  # to the list
+        assert app.focused is listing
+        await pilot.press("enter")  # open it
+        await pilot.pause()
+        assert chat_screen(app).conversation.title == "apples are red"  # type: ignore[union-attr]
+        # rename
+        listing.focus()
+        await pilot.press("r")
+        await pilot.pause()
+        for _ in range(30):
+            await pilot.press("backspace")
+        await pilot.press(*"fruit", "enter")
+        await pilot.pause()
+        assert chat_screen(app).conversation.title == "fruit"  # type: ignore[union-attr]
+        # delete, with confirmation
+        listing.focus()
+        await pilot.press("d")
+        await pilot.pause()
+        assert "Delete “fruit”" in screen_text(app)
+        await pilot.press("y")
+        await pilot.pause()
+        app.screen.query_one("#search").value = ""  # type: ignore[attr-defined]
+        await pilot.pause()
+        assert listing.option_count == 1
+        assert chat_screen(app).conversation is None
+    titles = [c.title for c in Store.open(database(config_file)).conversations()]
+    assert titles == ["bananas are yellow"]
+
+
+async def test_reopening_shows_saved_conversation(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await type_text(pilot, "remember this")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+    app2 = make_app(config_file)
+    async with app2.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = screen_text(app2)
+        assert "remember this" in text
+        assert "Sure! Here is a short answer." in text  # the Markdown, rendered
+
+
+async def test_options_dialog_validates_and_applies(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        temperature = app.screen.query_one("#temperature")
+        temperature.value = "9"  # type: ignore[attr-defined]
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "Temperature: '9' is not allowed; use a number from 0.0 to 2.0" in screen_text(app)
+        temperature.value = "0.2"  # type: ignore[attr-defined]
+        app.screen.query_one("#seed").value = "42"  # type: ignore[attr-defined]
+        app.screen.query_one("#system_prompt").load_text("Be brief.")  # type: ignore[attr-defined]
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ChatScreen)
+        await type_text(pilot, "hi")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        body = ollama_server.requests[-1].body
+        assert body["options"]["temperature"] == 0.2 and body["options"]["seed"] == 42
+        assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+async def test_copy_reply_code_block_and_export(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    ollama_server.reply = "Two blocks:\n\n```python\nprint(1)\n```\n\n```sh\necho two\n```\n"
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await type_text(pilot, "code please")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        await pilot.press("ctrl+r")
+        assert app.clipboard == ollama_server.reply
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        assert "Copy which code block?" in screen_text(app)
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert app.clipboard == "echo two\n"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        exports = list(app.settings.paths.exports.glob("*.md"))
+        assert len(exports) == 1
+        content = exports[0].read_text()
+        assert "## You\n\ncode please" in content and "echo two" in content
+
+
+async def test_model_picker_lists_server_models(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "qwen2.5-coder:7b  (7.6B, Q4_K_M, qwen2" in text
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        await type_text(pilot, "hi")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        assert ollama_server.requests[-1].body["model"] == "qwen2.5-coder:7b"
+
+
+async def test_corrupt_database_is_left_alone_and_app_runs(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    path = database(config_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    garbage = b"this is not a database" * 100
+    path.write_bytes(garbage)
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        assert any("damaged" in n.message for n in app._notifications)
+        await type_text(pilot, "still works")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        assert replies(app)[-1].content == ollama_server.reply
+    assert path.read_bytes() == garbage
+
+
+@pytest.mark.parametrize("size", [(40, 12), (300, 100)])
+async def test_small_and_large_terminals(
+    ollama_server: FakeOllama, config_file: Path, size: tuple[int, int]
+) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=size) as pilot:
+        await online(pilot, app)
+        await type_text(pilot, "hi")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        assert "Ollama" in screen_text(app)
+        assert app.screen.query_one(ConversationView).is_vertical_scroll_end or size == (300, 100)
+
+
+async def test_help_and_screen_keys(ollama_server: FakeOllama, config_file: Path) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")
+        await pilot.pause()
+        text = screen_text(app)
+        for expected in ("Send", "Newline", "Cancel reply", "Copy code", "Export .md", "Rename"):
+            assert expected in text
+        await pilot.press("escape")
+        await pilot.press("f3")
+        await pilot.pause()
+        assert "Image" in screen_text(app)
+        await pilot.press("f2")
+        await pilot.pause()
+        assert isinstance(app.screen, ChatScreen)
+
+
+# TEMP fixtures until conftest lands
+from collections.abc import Iterator  # noqa: E402
+
+
+@pytest.fixture
+def ollama_server() -> Iterator[FakeOllama]:
+    s = FakeOllama().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, ollama_server: FakeOllama) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(
+        f'[ollama]\nhost = "{ollama_server.url}"\nretry_interval = 0.5\ndefault_model = "llama3.2:latest"\n'
+        '[paths]\noutputs = "outputs"\nlogs = "logs"\ndatabase = "data/db.sqlite"\nexports = "exports"\n'
+    )
+    return p

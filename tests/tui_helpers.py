@@ -1,0 +1,56 @@
+"""Helpers for driving the real app in Pilot tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from engines.config import load_settings
+from engines.store import Store
+from tui.app import LlmPessoalApp, open_store
+
+
+def make_app(config: Path, **kwargs: object) -> LlmPessoalApp:
+    """The app as ``main()`` builds it, from a config file."""
+    settings = load_settings(config, env={})
+    store, warnings = open_store(settings)
+    return LlmPessoalApp(settings, store, warnings=warnings, **kwargs)  # type: ignore[arg-type]
+
+
+async def wait_for(
+    pilot: Pilot[object], predicate: Callable[[], object], timeout: float = 10.0, what: str = ""
+) -> None:
+    """Let the app run until ``predicate()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+async def type_text(pilot: Pilot[object], text: str) -> None:
+    """Put text in the focused prompt as a paste would."""
+    from tui.widgets.prompt import PromptInput
+
+    prompt = pilot.app.screen.query_one(PromptInput)
+    prompt.insert(text)
+    await pilot.pause()
+
+
+def screen_text(app: LlmPessoalApp) -> str:
+    """Everything the terminal would show now, as plain text."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(strip.text for strip in strips)
+
+
+def db(path: Path) -> Store:
+    return Store.open(path)
+
+
+async def settle(seconds: float = 0.1) -> None:
+    await asyncio.sleep(seconds)
