@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -178,8 +180,6 @@ def free_port() -> int:
 async def test_ollama_down_at_start_then_recovers(tmp_path: Path, config_file: Path) -> None:
     port = free_port()
     text = config_file.read_text()
-    import re
-
     text = re.sub(r'host = ".*"', f'host = "http://127.0.0.1:{port}"', text)
     config_file.write_text(text + "\n")
     app = make_app(config_file)
@@ -205,11 +205,9 @@ async def test_ollama_down_at_start_then_recovers(tmp_path: Path, config_file: P
 
 
 async def test_unknown_model_is_refused_with_the_fix(
-    ollama_server: FakeOllama, config_file: Path
+    ollama_server: FakeOllama, make_config: Callable[..., Path]
 ) -> None:
-    config_file.write_text(
-        config_file.read_text().replace('default_model = "llama3.2:latest"', 'default_model = "nope:1b"')
-    )
+    config_file = make_config(ollama={"default_model": "nope:1b"})
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
         await online(pilot, app)
@@ -423,7 +421,7 @@ async def test_help_and_screen_keys(ollama_server: FakeOllama, config_file: Path
         await pilot.press("f1")
         await pilot.pause()
         text = screen_text(app)
-        for expected in ("Send", "Newline", "Cancel reply", "Copy code", "Export .md", "Rename"):
+        for expected in ("Send", "Newline", "Cancel reply", "Copy code", "Export .md", "Rename", "Copy"):
             assert expected in text
         await pilot.press("escape")
         await pilot.press("f3")
@@ -432,24 +430,3 @@ async def test_help_and_screen_keys(ollama_server: FakeOllama, config_file: Path
         await pilot.press("f2")
         await pilot.pause()
         assert isinstance(app.screen, ChatScreen)
-
-
-# TEMP fixtures until conftest lands
-from collections.abc import Iterator  # noqa: E402
-
-
-@pytest.fixture
-def ollama_server() -> Iterator[FakeOllama]:
-    s = FakeOllama().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def config_file(tmp_path: Path, ollama_server: FakeOllama) -> Path:
-    p = tmp_path / "config.toml"
-    p.write_text(
-        f'[ollama]\nhost = "{ollama_server.url}"\nretry_interval = 0.5\ndefault_model = "llama3.2:latest"\n'
-        '[paths]\noutputs = "outputs"\nlogs = "logs"\ndatabase = "data/db.sqlite"\nexports = "exports"\n'
-    )
-    return p

@@ -44,7 +44,7 @@ class LlmPessoalApp(App[int]):
         Binding("f2", "switch_mode('chat')", "Chat"),
         Binding("f3", "switch_mode('image')", "Image"),
         Binding("f4", "switch_mode('monitor')", "Monitor"),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True, show=False),
     ]
 
     ollama: reactive[ServerStatus | None] = reactive(None, init=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -76,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read the output went away (`| head`): stop quietly, as other tools do,
+        # and let the final flush of stdout go nowhere instead of failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
 
 
 def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> int:
@@ -135,26 +141,28 @@ async def cmd_chat(settings: Settings, engine: Any, args: argparse.Namespace) ->
     history = [ChatMessage("user", message)]
     show = visible if sys.stdout.isatty() else (lambda text: text)
     out = sys.stdout
-    wrote_any = False
+    last = ""  # the last character written: the reply's line is ended only if it is open
     try:
         if args.no_stream:
             text, stats = await engine.reply(model, history, options)
             out.write(show(text))
-            wrote_any = bool(text)
+            last = text[-1:]
         else:
             stats = None
             async for chunk in engine.stream(model, history, options):
                 if chunk.text:
                     out.write(show(chunk.text))
                     out.flush()
-                    wrote_any = True
+                    last = chunk.text[-1:]
                 stats = chunk.stats or stats
     except ChatError as exc:
-        if wrote_any:
+        if last and last != "\n":
             out.write("\n")
+        out.flush()
         err(str(exc))
         return _failure_code(exc)
-    out.write("\n")
+    if last != "\n":
+        out.write("\n")
     out.flush()
     if args.stats and stats is not None:
         print(stats.summary(), file=sys.stderr)

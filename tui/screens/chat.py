@@ -43,10 +43,10 @@ class ChatScreen(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "cancel_reply", "Cancel reply"),
-        Binding("ctrl+n", "new_conversation", "New chat"),
+        Binding("ctrl+n", "new_conversation", "New"),
         Binding("ctrl+t", "pick_model", "Model"),
         Binding("ctrl+o", "options", "Options"),
-        Binding("ctrl+r", "copy_reply", "Copy reply"),
+        Binding("ctrl+r", "copy_reply", "Copy"),
         Binding("ctrl+g", "copy_code", "Copy code", show=False),
         Binding("ctrl+s", "export", "Export .md", show=False),
         Binding("ctrl+f", "search", "Search", show=False),

@@ -66,7 +66,7 @@ class ReplyTurn(Vertical):
         if self._stats:
             parts.append(self._stats.summary(), style="dim")
         if self._status == "interrupted":
-            parts.append(("  " if parts else "") + "⏹ interrupted", style="bold yellow")
+            parts.append(("  " if parts else "") + "interrupted", style="bold yellow")
         if self._error:
             parts.append(("\n" if parts else "") + visible(self._error), style="bold red")
         return parts

@@ -1,0 +1,87 @@
+"""End to end: the real app in a real terminal (tmux), against the test Ollama server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ollama_server import FakeOllama
+
+from engines.config import load_settings
+from engines.store import Store
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+
+APP = Path(sys.executable).with_name("llm-pessoal")
+
+
+class Tmux:
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def __call__(self, *args: str) -> str:
+        result = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True
+        )
+        return result.stdout
+
+    def alive(self) -> bool:
+        check = ["tmux", "-L", self.socket, "has-session", "-t", "app"]
+        return subprocess.run(check, capture_output=True).returncode == 0
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "app")
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; the screen was:\n{screen}")
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    t = Tmux(f"llm-pessoal-test-{uuid.uuid4().hex[:8]}")
+    yield t
+    subprocess.run(["tmux", "-L", t.socket, "kill-server"], capture_output=True)
+
+
+def test_chat_in_a_real_terminal(tmux: Tmux, ollama_server: FakeOllama, config_file: Path) -> None:
+    ollama_server.reply = "The answer is **forty-two**, end of line."
+    env = {k: v for k, v in os.environ.items() if k not in ("OLLAMA_HOST", "LLM_PESSOAL_CONFIG")}
+    command = f"{APP} --config {config_file}"
+    tmux("new-session", "-d", "-s", "app", "-x", "120", "-y", "40",
+         *[a for k in ("PATH", "HOME", "LANG") if k in env for a in ("-e", f"{k}={env[k]}")],
+         "-e", "TERM=xterm-256color", command)
+    tmux.wait_for("Ollama 0.12.6")
+    tmux("send-keys", "-t", "app", "-l", "What is the answer?")
+    tmux("send-keys", "-t", "app", "Enter")
+    screen = tmux.wait_for("end of line.")
+    assert "The answer is forty-two, end of line." in screen
+    assert "What is the answer?" in screen
+    tmux.wait_for("tok/s")
+    tmux("send-keys", "-t", "app", "C-q")
+    deadline = time.monotonic() + 10
+    while tmux.alive():
+        assert time.monotonic() < deadline, "Ctrl+Q did not quit the app"
+        time.sleep(0.1)
+    store = Store.open(load_settings(config_file, env={}).paths.database)
+    [conversation] = store.conversations()
+    assert [m.content for m in store.messages(conversation.id)] == [
+        "What is the answer?",
+        ollama_server.reply,
+    ]

@@ -1,0 +1,124 @@
+"""Snapshot tests: what the screens look like, kept from regressing.
+
+Update after an intended change with ``pytest tests/test_snapshots.py --snapshot-update``
+and look at the report before committing.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+from ollama_server import FakeOllama
+from textual.pilot import Pilot
+from tui_helpers import make_app, wait_for
+
+from engines.chat import ChatOptions, ReplyStats
+from engines.config import load_settings
+from engines.store import Store
+from tui.widgets.sidebar import ConversationList
+
+FIXED_TIME = 1_790_000_000.0  # a fixed moment, so the sidebar's dates do not change
+
+REPLY = """\
+Here is a Python function that reverses a string:
+
+```python
+def reverse(text: str) -> str:
+    return text[::-1]
+```
+
+| input | output |
+|-------|--------|
+| abc   | cba    |
+
+- It works on **any** string.
+- It does not change the original.
+"""
+
+
+def seed(config: Path) -> None:
+    """Two saved conversations with fixed times: one finished, one interrupted."""
+    store = Store.open(load_settings(config, env={}).paths.database)
+    a = store.create_conversation("llama3.2:latest", ChatOptions(), "Reverse a string")
+    store.add_message(a.id, "user", "How do I reverse a string in Python?")
+    rid = store.add_message(a.id, "assistant", "", model="llama3.2:latest")
+    stats = ReplyStats("llama3.2:latest", 31, 62, 48.2, 0.21, 1.5, 0.0, "stop")
+    store.update_message(rid, REPLY, status="done", stats=stats)
+    b = store.create_conversation("qwen2.5-coder:7b", ChatOptions(), "A story that was cut")
+    store.add_message(b.id, "user", "Tell me a story [bold]now[/bold]")
+    rid = store.add_message(b.id, "assistant", "", model="qwen2.5-coder:7b")
+    store.update_message(
+        rid,
+        "Once upon a time, \x1b[31mthere",
+        status="interrupted",
+        error="the connection to Ollama at http://127.0.0.1:11434 was lost",
+    )
+    with store._tx() as c:
+        c.execute("UPDATE conversations SET created_at = ?, updated_at = ? - id * 60",
+                  (FIXED_TIME, FIXED_TIME))
+    store.close()
+
+
+async def until_online(pilot: Pilot[object]) -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.ollama is not None and app.models, what="online")  # type: ignore[attr-defined]
+
+
+async def until_checked(pilot: Pilot[object]) -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.ollama is not None, what="first check")  # type: ignore[attr-defined]
+
+
+def test_chat_empty(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=until_online)
+
+
+def test_chat_with_conversations(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    seed(config_file)
+    assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=until_online)
+
+
+def test_chat_interrupted_reply_with_escapes(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    seed(config_file)
+
+    async def open_second(pilot: Pilot[object]) -> None:
+        await until_online(pilot)
+        pilot.app.screen.query_one(ConversationList).focus()
+        await pilot.press("down", "enter")
+        await pilot.pause()
+
+    assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=open_second)
+
+
+def test_chat_small_terminal(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    seed(config_file)
+    assert snap_compare(make_app(config_file), terminal_size=(40, 12), run_before=until_online)
+
+
+def test_chat_offline(snap_compare, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    text = re.sub(r'host = ".*"', f'host = "http://127.0.0.1:{port}"', config_file.read_text())
+    config_file.write_text(text)
+    assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=until_checked)
+
+
+def test_help_screen(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    async def open_help(pilot: Pilot[object]) -> None:
+        await until_online(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=open_help)
+
+
+def test_options_dialog(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    async def open_options(pilot: Pilot[object]) -> None:
+        await until_online(pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+
+    assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=open_options)
