@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
@@ -13,8 +14,11 @@ class PromptInput(TextArea):
     """Where the user writes. Sending does not clear it: the screen does, once the
     message is accepted, so a refused message stays where it was."""
 
+    # Enter is handled in ``_on_key``, in order with the typed characters: as a
+    # (priority) binding it could overtake characters still queued for the widget,
+    # and send a message without its last letters. The binding is here for the footer.
     BINDINGS = [
-        Binding("enter", "submit", "Send", priority=True),
+        Binding("enter", "submit", "Send"),
         Binding("ctrl+j,shift+enter", "newline", "Newline", key_display="^j"),
     ]
 
@@ -32,6 +36,14 @@ class PromptInput(TextArea):
             highlight_cursor_line=False,
             placeholder="Message (Enter to send, Ctrl+J for a new line)",
         )
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.action_submit()
+            return
+        await super()._on_key(event)
 
     def action_submit(self) -> None:
         self.post_message(self.Submitted(self, self.text))
