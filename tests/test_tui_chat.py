@@ -421,7 +421,7 @@ async def test_help_and_screen_keys(ollama_server: FakeOllama, config_file: Path
         await pilot.press("f1")
         await pilot.pause()
         text = screen_text(app)
-        for expected in ("Send", "Newline", "Cancel reply", "Copy code", "Export .md", "Rename", "Copy"):
+        for expected in ("Send the message", "New line", "Stop the reply", "Copy a code block", "Export the conversation to Markdown", "Rename"):
             assert expected in text
         await pilot.press("escape")
         await pilot.press("f3")

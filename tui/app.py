@@ -137,9 +137,10 @@ class LlmPessoalApp(App[int]):
                     self.get_key_display(Binding(key, binding.action))
                     for key in binding.key.split(",")
                 )
-                rows.append((keys, binding.description))
+                rows.append((keys, binding.tooltip or binding.description))
             groups.append((title, rows))
-        groups[0][1].append(("ctrl+p", "Command palette: every action by name"))
+        palette = self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "command_palette"))
+        groups[0][1].append((palette, "Command palette: every action by name"))
         groups.append(
             ("Conversation", [("↑ ↓ PgUp PgDn", "Scroll the conversation (when it has the focus)"),
                               ("tab, shift+tab", "Move between the parts of the screen")])

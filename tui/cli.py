@@ -174,14 +174,24 @@ async def cmd_models(engine: Any, as_json: bool) -> int:
 
     try:
         models = await engine.list_models()
-        details = await asyncio.gather(*(engine.show(m.name) for m in models), return_exceptions=True)
+        details = await asyncio.gather(
+            *(engine.show(m.name) for m in models), return_exceptions=True
+        )
     except ChatError as exc:
         err(str(exc))
         return _failure_code(exc)
     rows = []
     for model, detail in zip(models, details, strict=True):
-        context = getattr(detail, "context_length", None) if not isinstance(detail, BaseException) else None
-        capabilities = list(getattr(detail, "capabilities", ())) if not isinstance(detail, BaseException) else []
+        context = (
+            getattr(detail, "context_length", None)
+            if not isinstance(detail, BaseException)
+            else None
+        )
+        capabilities = (
+            list(getattr(detail, "capabilities", ()))
+            if not isinstance(detail, BaseException)
+            else []
+        )
         rows.append(
             {
                 "name": model.name,
@@ -202,8 +212,14 @@ async def cmd_models(engine: Any, as_json: bool) -> int:
         return EXIT_OK
     header = ("NAME", "PARAMS", "QUANT", "FAMILY", "CONTEXT", "SIZE")
     table = [header] + [
-        (r["name"], r["parameter_size"], r["quantization"], r["family"],
-         str(r["context_length"] or "-"), human_bytes(r["size"]))
+        (
+            r["name"],
+            r["parameter_size"],
+            r["quantization"],
+            r["family"],
+            str(r["context_length"] or "-"),
+            human_bytes(r["size"]),
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -220,12 +236,16 @@ async def cmd_status(settings: Settings, engine: Any, as_json: bool) -> int:
         print(json.dumps(report, indent=2))
     else:
         o, s = report["ollama"], report["system_info"]
-        state = f"online, version {o['version']}" if report["ollama_status"] == "online" else o["error"]
+        state = (
+            f"online, version {o['version']}" if report["ollama_status"] == "online" else o["error"]
+        )
         print(f"llm-pessoal {report['version']}")
         print(f"Ollama ({o['host']}): {state}")
         for m in o["loaded_models"]:
             print(f"  loaded: {m['name']}")
-        print(f"Stable Diffusion: {report['stable_diffusion']['state']} ({settings.diffusion.model})")
+        print(
+            f"Stable Diffusion: {report['stable_diffusion']['state']} ({settings.diffusion.model})"
+        )
         gpu = f"{s['gpu_usage']:.0f}%" if s["gpu_usage"] is not None else s["gpu_note"]
         print(f"CPU {s['cpu_usage']:.0f}% · RAM {s['memory_usage']:.0f}% · GPU {gpu}")
     return EXIT_OK if report["ollama_status"] == "online" else EXIT_UNAVAILABLE

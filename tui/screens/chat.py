@@ -42,16 +42,20 @@ class ChatScreen(Screen[None]):
     """Talk to a model; every conversation is saved as it happens."""
 
     BINDINGS = [
-        Binding("escape", "cancel_reply", "Cancel reply"),
-        Binding("ctrl+n", "new_conversation", "New"),
-        Binding("ctrl+t", "pick_model", "Model"),
-        Binding("ctrl+o", "options", "Options"),
-        Binding("ctrl+r", "copy_reply", "Copy"),
-        Binding("ctrl+g", "copy_code", "Copy code", show=False),
-        Binding("ctrl+s", "export", "Export .md", show=False),
-        Binding("ctrl+f", "search", "Search", show=False),
-        Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False),
-        Binding("ctrl+l", "focus_prompt", "Prompt", show=False),
+        Binding("escape", "cancel_reply", "Cancel reply", tooltip="Stop the reply being written"),
+        Binding("ctrl+n", "new_conversation", "New", tooltip="Start a new conversation"),
+        Binding("ctrl+t", "pick_model", "Model", tooltip="Choose the model"),
+        Binding("ctrl+o", "options", "Options",
+                tooltip="System prompt, temperature, context, max tokens, seed"),
+        Binding("ctrl+r", "copy_reply", "Copy", tooltip="Copy the last reply"),
+        Binding("ctrl+g", "copy_code", "Copy code", show=False,
+                tooltip="Copy a code block of the last reply"),
+        Binding("ctrl+s", "export", "Export .md", show=False,
+                tooltip="Export the conversation to Markdown"),
+        Binding("ctrl+f", "search", "Search", show=False, tooltip="Search the conversations"),
+        Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False,
+                tooltip="Show or hide the conversation list"),
+        Binding("ctrl+l", "focus_prompt", "Prompt", show=False, tooltip="Back to the prompt"),
     ]
 
     conversation: Conversation | None = None

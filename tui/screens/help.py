@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
-
-from rich.table import Table
 
 
 class HelpScreen(ModalScreen[None]):
@@ -21,13 +20,12 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog-box help-box"):
             yield Label("Keys", classes="dialog-title")
-            table = Table.grid(padding=(0, 2), expand=False)
-            table.add_column(style="bold cyan", no_wrap=True)
-            table.add_column()
             for group, rows in self.groups:
-                table.add_row(f"[u]{group}[/u]", "")
+                yield Label(group, classes="help-group")
+                table = Table.grid(padding=(0, 2), expand=False)
+                table.add_column(style="bold", no_wrap=True, min_width=14)
+                table.add_column()
                 for key, description in rows:
                     table.add_row(key, description)
-                table.add_row("", "")
-            yield Static(table)
-            yield Label("Esc closes this help.", classes="dim")
+                yield Static(table, classes="help-keys")
+            yield Label("Esc closes this help.", classes="dialog-hint")

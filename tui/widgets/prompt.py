@@ -18,8 +18,9 @@ class PromptInput(TextArea):
     # (priority) binding it could overtake characters still queued for the widget,
     # and send a message without its last letters. The binding is here for the footer.
     BINDINGS = [
-        Binding("enter", "submit", "Send"),
-        Binding("ctrl+j,shift+enter", "newline", "Newline", key_display="^j"),
+        Binding("enter", "submit", "Send", tooltip="Send the message"),
+        Binding("ctrl+j,shift+enter", "newline", "Newline", key_display="^j",
+                tooltip="New line in the message (Shift+Enter where the terminal tells it apart)"),
     ]
 
     @dataclass

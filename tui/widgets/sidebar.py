@@ -21,8 +21,8 @@ class ConversationList(OptionList):
     """Saved conversations, newest first."""
 
     BINDINGS = [
-        Binding("r", "rename", "Rename"),
-        Binding("d,delete", "delete", "Delete"),
+        Binding("r", "rename", "Rename", tooltip="Rename the highlighted conversation"),
+        Binding("d,delete", "delete", "Delete", tooltip="Delete the highlighted conversation"),
     ]
 
     @dataclass
