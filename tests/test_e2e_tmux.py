@@ -65,9 +65,20 @@ def test_chat_in_a_real_terminal(tmux: Tmux, ollama_server: FakeOllama, config_f
     env = {k: v for k, v in os.environ.items() if k not in ("OLLAMA_HOST", "LLM_PESSOAL_CONFIG")}
     # tmux may resize a new detached pane just after spawning it; start once it is settled.
     command = f"sleep 0.3; exec {APP} --config {config_file}"
-    tmux("new-session", "-d", "-s", "app", "-x", "120", "-y", "40",
-         *[a for k in ("PATH", "HOME", "LANG") if k in env for a in ("-e", f"{k}={env[k]}")],
-         "-e", "TERM=xterm-256color", command)
+    tmux(
+        "new-session",
+        "-d",
+        "-s",
+        "app",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        *[a for k in ("PATH", "HOME", "LANG") if k in env for a in ("-e", f"{k}={env[k]}")],
+        "-e",
+        "TERM=xterm-256color",
+        command,
+    )
     tmux.wait_for("Ollama 0.12.6")
     tmux("send-keys", "-t", "app", "-l", "What is the answer?")
     tmux("send-keys", "-t", "app", "Enter")

@@ -56,8 +56,10 @@ def seed(config: Path) -> None:
         error="the connection to Ollama at http://127.0.0.1:11434 was lost",
     )
     with store._tx() as c:
-        c.execute("UPDATE conversations SET created_at = ?, updated_at = ? - id * 60",
-                  (FIXED_TIME, FIXED_TIME))
+        c.execute(
+            "UPDATE conversations SET created_at = ?, updated_at = ? - id * 60",
+            (FIXED_TIME, FIXED_TIME),
+        )
     store.close()
 
 
@@ -75,12 +77,16 @@ def test_chat_empty(snap_compare, ollama_server: FakeOllama, config_file: Path) 
     assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=until_online)
 
 
-def test_chat_with_conversations(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_chat_with_conversations(
+    snap_compare, ollama_server: FakeOllama, config_file: Path
+) -> None:  # type: ignore[no-untyped-def]
     seed(config_file)
     assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=until_online)
 
 
-def test_chat_interrupted_reply_with_escapes(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_chat_interrupted_reply_with_escapes(
+    snap_compare, ollama_server: FakeOllama, config_file: Path
+) -> None:  # type: ignore[no-untyped-def]
     seed(config_file)
 
     async def open_second(pilot: Pilot[object]) -> None:

@@ -194,8 +194,12 @@ async def test_ollama_down_at_start_then_recovers(tmp_path: Path, config_file: P
         assert any("unreachable" in n.message for n in app._notifications)
         server = FakeOllama(port=port).start()
         try:
-            await wait_for(pilot, lambda: app.ollama.online and app.models, timeout=10,  # type: ignore[union-attr]
-                           what="recovery without restart")
+            await wait_for(
+                pilot,
+                lambda: app.ollama.online and app.models,
+                timeout=10,  # type: ignore[union-attr]
+                what="recovery without restart",
+            )
             assert "Ollama 0.12.6" in screen_text(app)
             await pilot.press("enter")
             await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
@@ -421,7 +425,14 @@ async def test_help_and_screen_keys(ollama_server: FakeOllama, config_file: Path
         await pilot.press("f1")
         await pilot.pause()
         text = screen_text(app)
-        for expected in ("Send the message", "New line", "Stop the reply", "Copy a code block", "Export the conversation to Markdown", "Rename"):
+        for expected in (
+            "Send the message",
+            "New line",
+            "Stop the reply",
+            "Copy a code block",
+            "Export the conversation to Markdown",
+            "Rename",
+        ):
             assert expected in text
         await pilot.press("escape")
         await pilot.press("f3")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 from collections.abc import Iterable
@@ -89,8 +90,11 @@ class LlmPessoalApp(App[int]):
             came_up = status.online and (self.ollama is None or not self.ollama.online)
             if self.ollama != status:
                 if status.online != (self.ollama.online if self.ollama else None):
-                    log.info("ollama %s", "online" if status.online else "offline",
-                             extra={"host": status.host})
+                    log.info(
+                        "ollama %s",
+                        "online" if status.online else "offline",
+                        extra={"host": status.host},
+                    )
                 self.ollama = status
             if came_up:
                 try:
@@ -99,10 +103,8 @@ class LlmPessoalApp(App[int]):
                     log.warning("listing models failed: %s", exc)
             wait = ONLINE_RECHECK_S if status.online else self.settings.ollama.retry_interval
             self._recheck.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._recheck.wait(), timeout=wait)
-            except TimeoutError:
-                pass
 
     def check_ollama_soon(self) -> None:
         """Re-check the server now (after a failed request, say)."""
@@ -142,15 +144,22 @@ class LlmPessoalApp(App[int]):
         palette = self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "command_palette"))
         groups[0][1].append((palette, "Command palette: every action by name"))
         groups.append(
-            ("Conversation", [("↑ ↓ PgUp PgDn", "Scroll the conversation (when it has the focus)"),
-                              ("tab, shift+tab", "Move between the parts of the screen")])
+            (
+                "Conversation",
+                [
+                    ("↑ ↓ PgUp PgDn", "Scroll the conversation (when it has the focus)"),
+                    ("tab, shift+tab", "Move between the parts of the screen"),
+                ],
+            )
         )
         return groups
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Chat", "Go to the Chat screen (F2)", lambda: self.switch_mode("chat"))
-        yield SystemCommand("Image", "Go to the Image screen (F3)", lambda: self.switch_mode("image"))
+        yield SystemCommand(
+            "Image", "Go to the Image screen (F3)", lambda: self.switch_mode("image")
+        )
         yield SystemCommand(
             "Monitor", "Go to the Monitor screen (F4)", lambda: self.switch_mode("monitor")
         )
@@ -160,10 +169,11 @@ class LlmPessoalApp(App[int]):
                 assert isinstance(binding, Binding)
                 if binding.action == "cancel_reply":
                     continue
+                key = self.get_key_display(Binding(binding.key.split(",")[0], binding.action))
                 yield SystemCommand(
-                    f"Chat: {binding.description}",
-                    f"{binding.description} ({binding.key.split(',')[0]})",
-                    lambda action=binding.action: screen.run_action(action),  # type: ignore[misc]
+                    f"Chat: {binding.tooltip or binding.description}",
+                    f"{binding.description} ({key})",
+                    lambda action=binding.action: screen.run_action(action),
                 )
 
     async def on_unmount(self) -> None:

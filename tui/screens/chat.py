@@ -45,16 +45,35 @@ class ChatScreen(Screen[None]):
         Binding("escape", "cancel_reply", "Cancel reply", tooltip="Stop the reply being written"),
         Binding("ctrl+n", "new_conversation", "New", tooltip="Start a new conversation"),
         Binding("ctrl+t", "pick_model", "Model", tooltip="Choose the model"),
-        Binding("ctrl+o", "options", "Options",
-                tooltip="System prompt, temperature, context, max tokens, seed"),
+        Binding(
+            "ctrl+o",
+            "options",
+            "Options",
+            tooltip="System prompt, temperature, context, max tokens, seed",
+        ),
         Binding("ctrl+r", "copy_reply", "Copy", tooltip="Copy the last reply"),
-        Binding("ctrl+g", "copy_code", "Copy code", show=False,
-                tooltip="Copy a code block of the last reply"),
-        Binding("ctrl+s", "export", "Export .md", show=False,
-                tooltip="Export the conversation to Markdown"),
+        Binding(
+            "ctrl+g",
+            "copy_code",
+            "Copy code",
+            show=False,
+            tooltip="Copy a code block of the last reply",
+        ),
+        Binding(
+            "ctrl+s",
+            "export",
+            "Export .md",
+            show=False,
+            tooltip="Export the conversation to Markdown",
+        ),
         Binding("ctrl+f", "search", "Search", show=False, tooltip="Search the conversations"),
-        Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False,
-                tooltip="Show or hide the conversation list"),
+        Binding(
+            "ctrl+b",
+            "toggle_sidebar",
+            "Sidebar",
+            show=False,
+            tooltip="Show or hide the conversation list",
+        ),
         Binding("ctrl+l", "focus_prompt", "Prompt", show=False, tooltip="Back to the prompt"),
     ]
 
@@ -150,7 +169,9 @@ class ChatScreen(Screen[None]):
             self.new_model = event.value
             return
         try:
-            self.lp.store.update_settings(self.conversation.id, event.value, self.conversation.options)
+            self.lp.store.update_settings(
+                self.conversation.id, event.value, self.conversation.options
+            )
         except StoreError as exc:
             self.notify(str(exc), title="Not saved", severity="error")
             return
@@ -173,7 +194,9 @@ class ChatScreen(Screen[None]):
 
     def open_conversation(self, conversation_id: int) -> None:
         if self.streaming:
-            self.notify("A reply is still streaming: press Esc to stop it first.", severity="warning")
+            self.notify(
+                "A reply is still streaming: press Esc to stop it first.", severity="warning"
+            )
             return
         try:
             conversation = self.lp.store.conversation(conversation_id)
@@ -204,7 +227,9 @@ class ChatScreen(Screen[None]):
 
     def action_new_conversation(self) -> None:
         if self.streaming:
-            self.notify("A reply is still streaming: press Esc to stop it first.", severity="warning")
+            self.notify(
+                "A reply is still streaming: press Esc to stop it first.", severity="warning"
+            )
             return
         if self.conversation is not None:
             self.new_model = self.conversation.model
@@ -240,7 +265,9 @@ class ChatScreen(Screen[None]):
         if conversation is None:
             return
         if self.streaming and self.conversation and self.conversation.id == conversation.id:
-            self.notify("A reply is still streaming: press Esc to stop it first.", severity="warning")
+            self.notify(
+                "A reply is still streaming: press Esc to stop it first.", severity="warning"
+            )
             return
 
         def confirmed(yes: bool | None) -> None:
@@ -293,8 +320,11 @@ class ChatScreen(Screen[None]):
                 )
             conversation = self.conversation
             store.add_message(conversation.id, "user", text)
-            history = [m.as_chat() for m in store.messages(conversation.id)
-                       if m.role == "user" or m.status == "done"]
+            history = [
+                m.as_chat()
+                for m in store.messages(conversation.id)
+                if m.role == "user" or m.status == "done"
+            ]
             reply_id = store.add_message(
                 conversation.id, "assistant", "", status="streaming", model=conversation.model
             )
@@ -406,7 +436,9 @@ class ChatScreen(Screen[None]):
                 self.new_options = new
             else:
                 try:
-                    self.lp.store.update_settings(self.conversation.id, self.conversation.model, new)
+                    self.lp.store.update_settings(
+                        self.conversation.id, self.conversation.model, new
+                    )
                 except StoreError as exc:
                     self.notify(str(exc), title="Not saved", severity="error")
                     return

@@ -25,8 +25,7 @@ class ComingScreen(Screen[None]):
 def image_screen() -> ComingScreen:
     return ComingScreen(
         "Image",
-        "Stable Diffusion generation is not in this version yet.\n"
-        "F2 goes back to Chat.",
+        "Stable Diffusion generation is not in this version yet.\nF2 goes back to Chat.",
     )
 
 

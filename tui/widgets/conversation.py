@@ -93,8 +93,11 @@ class ConversationView(VerticalScroll):
             elif m.role == "assistant":
                 turns.append(
                     ReplyTurn(
-                        m.model or "assistant", m.content, status=m.status,
-                        stats=m.stats, error=m.error,
+                        m.model or "assistant",
+                        m.content,
+                        status=m.status,
+                        stats=m.stats,
+                        error=m.error,
                     )
                 )
         if turns:

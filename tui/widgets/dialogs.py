@@ -125,7 +125,9 @@ class OptionsDialog(ModalScreen[ChatOptions | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
-            yield Label("Ctrl+S saves · Esc cancels · Tab moves between fields", classes="dialog-hint")
+            yield Label(
+                "Ctrl+S saves · Esc cancels · Tab moves between fields", classes="dialog-hint"
+            )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":

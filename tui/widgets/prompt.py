@@ -19,8 +19,13 @@ class PromptInput(TextArea):
     # and send a message without its last letters. The binding is here for the footer.
     BINDINGS = [
         Binding("enter", "submit", "Send", tooltip="Send the message"),
-        Binding("ctrl+j,shift+enter", "newline", "Newline", key_display="^j",
-                tooltip="New line in the message (Shift+Enter where the terminal tells it apart)"),
+        Binding(
+            "ctrl+j,shift+enter",
+            "newline",
+            "Newline",
+            key_display="^j",
+            tooltip="New line in the message (Shift+Enter where the terminal tells it apart)",
+        ),
     ]
 
     @dataclass

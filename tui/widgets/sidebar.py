@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,15 +36,11 @@ class ConversationList(OptionList):
 
     def show(self, conversations: list[Conversation], current: int | None) -> None:
         self.clear_options()
-        self.add_options(
-            Option(self._label(c), id=str(c.id)) for c in conversations
-        )
+        self.add_options(Option(self._label(c), id=str(c.id)) for c in conversations)
         index = 0 if self.option_count else None
         if current is not None:
-            try:
+            with contextlib.suppress(OptionDoesNotExist):  # filtered out by a search
                 index = self.get_option_index(str(current))
-            except OptionDoesNotExist:  # filtered out by a search
-                pass
         self.highlighted = index
 
     @staticmethod
