@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -216,10 +216,13 @@ class ChatEngine:
         if isinstance(exc, ChatError):
             return exc
         if isinstance(exc, ollama.ResponseError):
-            text = str(exc.error).strip() or f"HTTP {exc.status_code}"
-            if exc.status_code == 404 and model and "not found" in text:
+            code = exc.status_code
+            text = str(exc.error).strip() or (f"HTTP {code}" if code > 0 else "an error")
+            if code == 404 and model and "not found" in text:
                 return ModelNotFound(model)
-            return ChatError(f"Ollama answered: {text} (HTTP {exc.status_code})")
+            if code <= 0:  # an {"error": ...} line in the middle of a stream: no HTTP status
+                return ChatError(f"Ollama answered: {text}")
+            return ChatError(f"Ollama answered: {text} (HTTP {code})")
         if isinstance(exc, ConnectionError | httpx.ConnectError):
             return OllamaUnavailable(
                 f"cannot reach Ollama at {self.host}: is it running? (start it with: ollama serve)"
@@ -248,7 +251,9 @@ class ChatEngine:
 
     async def version(self) -> str:
         try:
-            response = await self.client._request_raw("GET", "/api/version")
+            response = await self.client._request_raw(  # type: ignore[no-untyped-call]
+                "GET", "/api/version"
+            )
             data = response.json()
         except Exception as exc:
             raise self._translate(exc) from exc
@@ -281,7 +286,11 @@ class ChatEngine:
             raise self._translate(exc, model) from exc
         info: Mapping[str, Any] = r.modelinfo or {}
         context = next(
-            (int(v) for k, v in info.items() if k.endswith(".context_length") and isinstance(v, int)),
+            (
+                int(v)
+                for k, v in info.items()
+                if k.endswith(".context_length") and isinstance(v, int)
+            ),
             None,
         )
         d = r.details
@@ -333,7 +342,7 @@ class ChatEngine:
 
     async def stream(
         self, model: str, history: Sequence[ChatMessage], options: ChatOptions
-    ) -> AsyncIterator[ReplyChunk]:
+    ) -> AsyncGenerator[ReplyChunk, None]:
         """Stream the reply to ``history``. Closing the iterator (or cancelling the task
         that reads it) closes the HTTP stream, which makes Ollama stop generating."""
         timer = _Timer()

@@ -7,9 +7,12 @@ is allowed. Paths in the file resolve relative to the file itself.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -19,6 +22,8 @@ ENV_CONFIG = "LLM_PESSOAL_CONFIG"
 DEFAULT_OLLAMA_PORT = 11434
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SCREENS = ("chat", "image", "monitor")
+# What Ollama takes as keep_alive: a Go duration ("5m", "1h30m", "-1m") or a bare 0.
+GO_DURATION = re.compile(r"[-+]?0|[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+")
 
 
 class ConfigError(Exception):
@@ -32,8 +37,18 @@ def _spec(
     hi: float | None = None,
     choices: tuple[str, ...] | None = None,
     path: bool = False,
+    multiple_of: int | None = None,
+    duration: bool = False,
 ) -> dict[str, Any]:
-    return {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "path": path}
+    return {
+        "doc": doc,
+        "lo": lo,
+        "hi": hi,
+        "choices": choices,
+        "path": path,
+        "multiple_of": multiple_of,
+        "duration": duration,
+    }
 
 
 @dataclass(frozen=True)
@@ -54,11 +69,15 @@ class OllamaSettings:
     )
     max_tokens: int = field(
         default=2048,
-        metadata=_spec("Most tokens one reply may have (Ollama's num_predict).", lo=1, hi=1_048_576),
+        metadata=_spec(
+            "Most tokens one reply may have (Ollama's num_predict).", lo=1, hi=1_048_576
+        ),
     )
     keep_alive: str = field(
         default="5m",
-        metadata=_spec("How long Ollama keeps a model loaded after a reply (e.g. 5m, 1h, 0)."),
+        metadata=_spec(
+            "How long Ollama keeps a model loaded after a reply (e.g. 5m, 1h, 0).", duration=True
+        ),
     )
     retry_interval: float = field(
         default=5.0,
@@ -78,7 +97,9 @@ class ChatSettings:
     )
     context_length: int = field(
         default=0,
-        metadata=_spec("Context window in tokens (num_ctx); 0 keeps the model's own.", lo=0, hi=1_048_576),
+        metadata=_spec(
+            "Context window in tokens (num_ctx); 0 keeps the model's own.", lo=0, hi=1_048_576
+        ),
     )
     seed: int = field(
         default=-1,
@@ -100,7 +121,10 @@ class DiffusionSettings:
     )
     device: str = field(
         default="auto",
-        metadata=_spec("Where to run: auto tries cuda, then mps, then cpu.", choices=("auto", "cuda", "mps", "cpu")),
+        metadata=_spec(
+            "Where to run: auto tries cuda, then mps, then cpu.",
+            choices=("auto", "cuda", "mps", "cpu"),
+        ),
     )
     dtype: str = field(
         default="auto",
@@ -126,7 +150,9 @@ class DiffusionSettings:
     )
     fast: bool = field(
         default=False,
-        metadata=_spec("CUDA only: channels-last, fused QKV and a compiled UNet (slow first image)."),
+        metadata=_spec(
+            "CUDA only: channels-last, fused QKV and a compiled UNet (slow first image)."
+        ),
     )
     preload: bool = field(
         default=False, metadata=_spec("Load the pipeline in the background when the app starts.")
@@ -135,22 +161,42 @@ class DiffusionSettings:
         default=True,
         metadata=_spec("On CUDA, ask Ollama to unload its models when the GPU lacks memory."),
     )
-    width: int = field(default=512, metadata=_spec("Default image width in pixels.", lo=64, hi=2048))
-    height: int = field(default=512, metadata=_spec("Default image height in pixels.", lo=64, hi=2048))
-    steps: int = field(default=20, metadata=_spec("Default number of denoising steps.", lo=1, hi=150))
-    guidance: float = field(default=7.5, metadata=_spec("Default guidance (CFG) scale.", lo=0, hi=30))
+    width: int = field(
+        default=512,
+        metadata=_spec("Default image width in pixels.", lo=64, hi=2048, multiple_of=8),
+    )
+    height: int = field(
+        default=512,
+        metadata=_spec("Default image height in pixels.", lo=64, hi=2048, multiple_of=8),
+    )
+    steps: int = field(
+        default=20, metadata=_spec("Default number of denoising steps.", lo=1, hi=150)
+    )
+    guidance: float = field(
+        default=7.5, metadata=_spec("Default guidance (CFG) scale.", lo=0, hi=30)
+    )
     scheduler: str = field(
         default="Euler a",
         metadata=_spec(
             "Default sampler.",
-            choices=("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC", "LMS", "Heun"),
+            choices=(
+                "Euler",
+                "Euler a",
+                "DPM++ 2M",
+                "DPM++ 2M Karras",
+                "DDIM",
+                "UniPC",
+                "LMS",
+                "Heun",
+            ),
         ),
     )
     negative_prompt: str = field(default="", metadata=_spec("Default negative prompt."))
     preview: str = field(
         default="auto",
         metadata=_spec(
-            "How images are drawn: auto picks kitty or sixel where the terminal speaks it, else halfblock.",
+            "How images are drawn: auto picks kitty or sixel where the terminal speaks it, "
+            "else halfblock.",
             choices=("auto", "halfblock", "kitty", "sixel", "off"),
         ),
     )
@@ -166,7 +212,9 @@ class PathSettings:
         default=Path("data/llm-pessoal.db"),
         metadata=_spec("SQLite file with conversations and the image index.", path=True),
     )
-    exports: Path = field(default=Path("exports"), metadata=_spec("Conversations exported to Markdown.", path=True))
+    exports: Path = field(
+        default=Path("exports"), metadata=_spec("Conversations exported to Markdown.", path=True)
+    )
     cache: Path = field(default=Path("cache"), metadata=_spec("Model cache (HF_HOME).", path=True))
 
 
@@ -176,7 +224,9 @@ class LoggingSettings:
 
     level: str = field(
         default="INFO",
-        metadata=_spec("Lowest level written; LOG_LEVEL or DEBUG=true override it.", choices=LOG_LEVELS),
+        metadata=_spec(
+            "Lowest level written; LOG_LEVEL or DEBUG=true override it.", choices=LOG_LEVELS
+        ),
     )
 
 
@@ -210,44 +260,67 @@ SECTIONS: dict[str, type[Any]] = {
     "logging": LoggingSettings,
     "ui": UiSettings,
 }
-_PY_TYPES: dict[str, type[Any]] = {"str": str, "int": int, "float": float, "bool": bool, "Path": Path}
+_PY_TYPES: dict[str, type[Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "Path": Path,
+}
 
 
 def normalize_host(host: str) -> str:
-    """Give an Ollama address a scheme and a port, as the ollama client does."""
+    """The address the official ollama client reaches for ``host``, in full.
+
+    As with ``OLLAMA_HOST``: no scheme means http on port 11434, ``http://`` without a port
+    means 80 and ``https://`` 443; a missing host name is this machine. ``0.0.0.0`` (the
+    server's "every address") is read as this machine too.
+    """
     host = host.strip()
     if not host:
         raise ValueError("empty")
-    if "://" not in host:
-        host = "http://" + host
-    scheme, rest = host.split("://", 1)
-    if scheme not in ("http", "https"):
-        raise ValueError(f"scheme {scheme!r} is not http or https")
-    hostport, _, path = rest.partition("/")
-    if not hostport:
-        raise ValueError("no host name")
-    if hostport.startswith("["):  # IPv6 literal
-        has_port = "]:" in hostport
+    port = DEFAULT_OLLAMA_PORT
+    scheme, sep, hostport = host.partition("://")
+    if not sep:
+        scheme, hostport = "http", host
+    elif scheme in ("http", "https"):
+        port = 80 if scheme == "http" else 443
     else:
-        has_port = ":" in hostport
-    if not has_port:
-        hostport += f":{443 if scheme == 'https' else DEFAULT_OLLAMA_PORT}"
-    if hostport.startswith("0.0.0.0"):
-        hostport = "127.0.0.1" + hostport[len("0.0.0.0") :]
-    return f"{scheme}://{hostport}" + (f"/{path}" if path else "")
+        raise ValueError(f"scheme {scheme!r} is not http or https")
+    if not hostport.strip("/"):
+        raise ValueError("no host name")
+    try:
+        split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
+        name = split.hostname or "127.0.0.1"
+        port = split.port or port
+    except ValueError as exc:  # a port that is not a number, an unclosed "[", ...
+        raise ValueError(str(exc)) from None
+    if name == "0.0.0.0":
+        name = "127.0.0.1"
+    if ":" in name:  # IPv6 literal
+        name = f"[{name}]"
+    path = split.path.strip("/")
+    return f"{scheme}://{name}:{port}" + (f"/{path}" if path else "")
 
 
 def _allowed(name: str, meta: Mapping[str, Any], kind: type[Any]) -> str:
     if meta["choices"]:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    if meta["duration"]:
+        return "a duration like '5m', '1h30m' or '0' (negative: forever)"
     word = {bool: "true or false", str: "a string", Path: "a path (a string)"}.get(kind)
     if word:
         return word
     noun = "a whole number" if kind is int else "a number"
     lo, hi = meta["lo"], meta["hi"]
     if lo is not None and hi is not None:
-        fmt = (lambda v: f"{v:g}") if kind is float else (lambda v: str(int(v)))
-        return f"{noun} from {fmt(lo)} to {fmt(hi)}"
+
+        def fmt(v: float) -> str:
+            return f"{v:g}" if kind is float else str(int(v))
+
+        noun = f"{noun} from {fmt(lo)} to {fmt(hi)}"
+    if meta["multiple_of"]:
+        noun += f", a multiple of {meta['multiple_of']}"
     return noun
 
 
@@ -271,6 +344,8 @@ def _check(where: str, name: str, value: Any, kind: type[Any], meta: Mapping[str
             raise bad()
         if meta["hi"] is not None and value > meta["hi"]:
             raise bad()
+        if meta["multiple_of"] and value % meta["multiple_of"]:
+            raise bad()
         return kind(value)
     if not isinstance(value, str):
         raise bad()
@@ -281,11 +356,16 @@ def _check(where: str, name: str, value: Any, kind: type[Any], meta: Mapping[str
         if matched is None:
             raise bad()
         return matched
+    if meta["duration"] and not GO_DURATION.fullmatch(value.strip()):
+        raise bad()
     if kind is Path:
         if not value.strip():
             raise bad()
-        return Path(value).expanduser()
-    return value
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:  # "~someone" where there is no such user
+            raise bad() from None
+    return value.strip() if meta["duration"] else value
 
 
 def _match_choice(value: str, choices: tuple[str, ...]) -> str | None:
@@ -295,11 +375,11 @@ def _match_choice(value: str, choices: tuple[str, ...]) -> str | None:
     return None
 
 
-def _unknown(where: str, key: str, allowed: list[str]) -> ConfigError:
+def _unknown(where: str, key: str, allowed: list[str], what: str = "key") -> ConfigError:
     hint = difflib.get_close_matches(key, allowed, n=1)
     maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
     return ConfigError(
-        f"{where} unknown key {key!r}{maybe}; allowed keys: {', '.join(allowed)}"
+        f"{where} unknown {what} {key!r}{maybe}; allowed {what}s: {', '.join(allowed)}"
     )
 
 
@@ -310,7 +390,7 @@ def settings_from_mapping(
     built: dict[str, Any] = {}
     for section, value in data.items():
         if section not in SECTIONS:
-            raise _unknown(f"{label}:", f"[{section}]", [f"[{s}]" for s in SECTIONS])
+            raise _unknown(f"{label}:", f"[{section}]", [f"[{s}]" for s in SECTIONS], "section")
         if not isinstance(value, dict):
             raise ConfigError(f"{label}: [{section}] must be a table of keys, not {value!r}")
         cls = SECTIONS[section]
@@ -338,16 +418,14 @@ def settings_from_mapping(
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
     """The config file to read: --config, then $LLM_PESSOAL_CONFIG, then ./config.toml,
     then the user's config folder. None when there is none (built-in defaults apply)."""
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found (given with --config)")
-        return path
-    if env.get(ENV_CONFIG):
-        path = Path(env[ENV_CONFIG]).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found (given by {ENV_CONFIG})")
-        return path
+    for given, by in ((explicit, "with --config"), (env.get(ENV_CONFIG), f"by {ENV_CONFIG}")):
+        if given:
+            path = Path(given)
+            with contextlib.suppress(RuntimeError):  # "~someone" where there is no such user
+                path = path.expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{path}: config file not found (given {by})")
+            return path
     local = Path.cwd() / "config.toml"
     if local.is_file():
         return local

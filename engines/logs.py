@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 LOG_FILE = "app.jsonl"
+_MARK = "_llm_pessoal"  # set on the handlers this module added, so a second setup replaces them
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -39,25 +40,25 @@ def setup_logging(log_dir: Path, level: str) -> str | None:
     """Send the app's logs to ``log_dir/app.jsonl``. Returns a warning when that is
     impossible (the app then runs without a log file rather than not at all)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_llm_pessoal", False):
-            root.removeHandler(handler)
-            handler.close()
+    for old in list(root.handlers):
+        if getattr(old, _MARK, False):
+            root.removeHandler(old)
+            old.close()
     root.setLevel(level)
+    handler: logging.Handler
+    warning: str | None = None
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
         path = log_dir / LOG_FILE
-        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+        handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8"
         )
         os.chmod(path, 0o600)
     except OSError as exc:
         handler = logging.NullHandler()
         warning = f"logs are off: cannot write to {log_dir}: {exc.strerror or exc}"
-    else:
-        warning = None
     handler.setFormatter(JSONFormatter())
-    handler._llm_pessoal = True  # type: ignore[attr-defined]
+    setattr(handler, _MARK, True)
     root.addHandler(handler)
     # Third-party chatter (httpx logs every request at INFO) stays out unless debugging.
     for noisy in ("httpx", "httpcore", "markdown_it", "asyncio"):

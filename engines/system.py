@@ -97,8 +97,12 @@ async def status_report(settings: Settings, engine: ChatEngine) -> dict[str, Any
     if server.online:
         try:
             loaded = [
-                {"name": m.name, "size": m.size, "size_vram": m.size_vram,
-                 "expires_at": m.expires_at.isoformat() if m.expires_at else None}
+                {
+                    "name": m.name,
+                    "size": m.size,
+                    "size_vram": m.size_vram,
+                    "expires_at": m.expires_at.isoformat() if m.expires_at else None,
+                }
                 for m in await engine.loaded()
             ]
         except Exception:  # a server that answers /version but not /ps is still online

@@ -1,0 +1,172 @@
+"""Shared fixtures: a fake Ollama server, a config file for it, and the CLI as a subprocess.
+
+- ``ollama_server``: a started :class:`FakeOllama` (see ``tests/ollama_server.py``), stopped
+  after the test. Steer it through its attributes (``reply``, ``rate``, ``drop_after``...).
+- ``make_config(**sections)``: writes ``tmp_path/config.toml`` whose ``[paths]`` point at
+  ``tmp_path`` subfolders and whose ``[ollama] host`` is the fake server; keyword arguments
+  are sections of extra keys, e.g. ``make_config(chat={"temperature": 0.1})``.
+- ``config_file``: ``make_config()`` with nothing extra.
+- ``cli``: runs ``python -m tui.cli ...`` in ``tmp_path`` (so ``./config.toml`` is the one
+  ``make_config`` wrote) with an environment free of the outer ``OLLAMA_HOST``,
+  ``LLM_PESSOAL_CONFIG``, ``LOG_LEVEL`` and ``DEBUG``, and with ``HOME`` and the XDG folders
+  inside ``tmp_path``.
+
+Every test also runs without those four variables in ``os.environ`` (autouse fixture), so
+in-process code that reads the environment sees the test's setup, not the developer's shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ollama_server import FakeOllama
+else:
+    try:  # tests/ is not a package: pytest puts tests/ itself on sys.path
+        from ollama_server import FakeOllama
+    except ImportError:  # ... unless someone makes it one
+        from tests.ollama_server import FakeOllama
+
+REPO = Path(__file__).resolve().parent.parent
+LEAKY_ENV = ("OLLAMA_HOST", "LLM_PESSOAL_CONFIG", "LOG_LEVEL", "DEBUG")
+
+MakeConfig = Callable[..., Path]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaky_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in LEAKY_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def ollama_server() -> Iterator[FakeOllama]:
+    """A fake Ollama on 127.0.0.1 (a free port), stopped after the test."""
+    fake = FakeOllama().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def toml_value(value: Any) -> str:
+    """A Python scalar as TOML (JSON's strings and numbers are TOML's, but not its bools)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str | int | float):
+        return json.dumps(value, ensure_ascii=False)
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def write_toml(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
+    lines: list[str] = []
+    for section, keys in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, ollama_server: FakeOllama) -> MakeConfig:
+    """Write ``tmp_path/config.toml`` for the fake server; keyword args add keys per section."""
+
+    def make(**sections: Mapping[str, Any]) -> Path:
+        base: dict[str, dict[str, Any]] = {
+            "ollama": {"host": ollama_server.url, "timeout": 10, "retry_interval": 0.5},
+            "paths": {
+                "outputs": tmp_path / "outputs",
+                "logs": tmp_path / "logs",
+                "database": tmp_path / "data" / "llm-pessoal.db",
+                "exports": tmp_path / "exports",
+                "cache": tmp_path / "cache",
+            },
+        }
+        for section, keys in sections.items():
+            base.setdefault(section, {}).update(keys)
+        return write_toml(tmp_path / "config.toml", base)
+
+    return make
+
+
+@pytest.fixture
+def config_file(make_config: MakeConfig) -> Path:
+    """``tmp_path/config.toml`` pointing at the fake server and at ``tmp_path`` folders."""
+    return make_config()
+
+
+@dataclass
+class Cli:
+    """Runs ``python -m tui.cli`` as a real subprocess in ``cwd`` with a clean environment."""
+
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "tui.cli", *args]
+
+    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {**self.env, **(extra or {})}
+
+    def run(
+        self,
+        *args: str,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args),
+            cwd=self.cwd,
+            env=self.environment(env),
+            input=input if input is not None else "",
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=timeout,
+            check=False,
+        )
+
+    def popen(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(*args),
+            cwd=self.cwd,
+            env=self.environment(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """The outer environment less what would steer the app, with HOME and XDG in tmp_path."""
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV and not k.startswith("XDG_")}
+    env.update(
+        HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"),
+        XDG_DATA_HOME=str(tmp_path / "home" / ".local" / "share"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        PYTHONUTF8="1",
+        COLUMNS="120",
+    )
+    env.pop("OLLAMA_API_KEY", None)
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(cwd=tmp_path, env=clean_env(tmp_path))
