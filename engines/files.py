@@ -41,6 +41,13 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> Path:
 
 
 def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    """The process umask, read without changing it (``os.umask`` would set it for a
+    moment, racing with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o077  # unknown: the safe side

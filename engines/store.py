@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -95,9 +96,21 @@ def title_from(text: str) -> str:
     return line or "New conversation"
 
 
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def _fold(text: str | None) -> str:
+    return text.casefold() if text else ""
+
+
+def storable(text: str) -> str:
+    """``text`` as SQLite can hold it: lone surrogates (from a ``\\ud800`` escape in a
+    server's JSON) cannot be UTF-8 and become U+FFFD; everything else is kept."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class Store:
@@ -117,15 +130,19 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{path}: cannot create its folder: {exc.strerror or exc}") from None
-        new = not path.exists()
+        try:  # a new database is created private to its owner from the first byte
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the database: {exc.strerror or exc}") from None
         try:
             conn = sqlite3.connect(
                 path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None
             )
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
-        if new:
-            os.chmod(path, 0o600)
+        conn.create_function("fold", 1, _fold, deterministic=True)
         store = cls(conn, path)
         try:
             store._prepare(wal=True)
@@ -138,6 +155,7 @@ class Store:
     def memory(cls) -> Store:
         """A throw-away store, used when the database file cannot be opened."""
         conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        conn.create_function("fold", 1, _fold, deterministic=True)
         store = cls(conn, None)
         store._prepare(wal=False)
         return store
@@ -228,7 +246,7 @@ class Store:
             cur = c.execute(
                 "INSERT INTO conversations (title, model, options, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (title, model, json.dumps(options.to_dict()), now, now),
+                (storable(title), model, json.dumps(options.to_dict()), now, now),
             )
         return Conversation(int(cur.lastrowid or 0), title, model, options, now, now)
 
@@ -243,15 +261,16 @@ class Store:
         )
 
     def conversations(self, search: str = "") -> list[Conversation]:
-        """Newest first; ``search`` matches titles and message text, literally."""
+        """Newest first; ``search`` matches titles and message text, literally and
+        without regard to case in any script (``água`` finds ``ÁGUA``)."""
         if search.strip():
-            pattern = _like_pattern(search.strip())
+            needle = _fold(search.strip())
             rows = self._query(
-                "SELECT * FROM conversations c WHERE c.title LIKE ?1 ESCAPE '\\'"
+                "SELECT * FROM conversations c WHERE instr(fold(c.title), ?1) > 0"
                 " OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id"
-                " AND m.content LIKE ?1 ESCAPE '\\')"
+                " AND instr(fold(m.content), ?1) > 0)"
                 " ORDER BY updated_at DESC, id DESC",
-                (pattern,),
+                (needle,),
             )
         else:
             rows = self._query("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
@@ -268,7 +287,7 @@ class Store:
         with self._tx() as c:
             c.execute(
                 "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?",
-                (title, time.time(), conversation_id),
+                (storable(title), time.time(), conversation_id),
             )
 
     def update_settings(self, conversation_id: int, model: str, options: ChatOptions) -> None:
@@ -298,7 +317,7 @@ class Store:
             cur = c.execute(
                 "INSERT INTO messages (conversation_id, role, content, status, model, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, status, model, now),
+                (conversation_id, role, storable(content), status, model, now),
             )
             c.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
@@ -318,7 +337,7 @@ class Store:
             c.execute(
                 "UPDATE messages SET content = ?, status = ?, stats = ?, error = ? WHERE id = ?",
                 (
-                    content,
+                    storable(content),
                     status,
                     json.dumps(stats.to_dict()) if stats else None,
                     error,

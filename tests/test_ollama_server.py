@@ -285,7 +285,7 @@ def test_standalone_prints_listening_line(tmp_path: Path) -> None:
     reply_file = tmp_path / "reply.md"
     reply_file.write_text("from a file", encoding="utf-8")
     script = Path(__file__).with_name("ollama_server.py")
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, str(script), "--port", "0", "--reply-file", str(reply_file)],
         stdout=subprocess.PIPE,
         text=True,

@@ -437,3 +437,25 @@ def test_export_markdown() -> None:
         "\n"
         "Use `rev\n"
     )
+
+
+def test_search_ignores_case_in_any_script(tmp_path: Path) -> None:
+    from engines.chat import ChatOptions
+
+    store = Store.open(tmp_path / "db.sqlite")
+    c = store.create_conversation("m", ChatOptions(), "Receita")
+    store.add_message(c.id, "user", "Quanto de ÁGUA no PÃO?")
+    store.create_conversation("m", ChatOptions(), "Outra")
+    assert [x.title for x in store.conversations("água")] == ["Receita"]
+    assert [x.title for x in store.conversations("pão")] == ["Receita"]
+    assert [x.title for x in store.conversations("RECEITA")] == ["Receita"]
+
+
+def test_lone_surrogates_are_saved_not_fatal(tmp_path: Path) -> None:
+    from engines.chat import ChatOptions
+
+    store = Store.open(tmp_path / "db.sqlite")
+    c = store.create_conversation("m", ChatOptions(), "t")
+    mid = store.add_message(c.id, "assistant", "ok \ud800 then", status="streaming")
+    store.update_message(mid, "ok \ud800 then more", status="done")
+    assert store.messages(c.id)[0].content == "ok \ufffd then more"

@@ -268,7 +268,7 @@ async def test_conversations_new_switch_rename_delete_search(
         # search by message text
         await pilot.press("ctrl+f")
         await pilot.press(*"apple")
-        await pilot.pause()
+        await pilot.pause(0.4)
         assert listing.option_count == 1
         await pilot.press("enter")  # to the list
         assert app.focused is listing
@@ -292,7 +292,7 @@ async def test_conversations_new_switch_rename_delete_search(
         await pilot.press("y")
         await pilot.pause()
         app.screen.query_one("#search").value = ""  # type: ignore[attr-defined]
-        await pilot.pause()
+        await pilot.pause(0.4)
         assert listing.option_count == 1
         assert chat_screen(app).conversation is None
     titles = [c.title for c in Store.open(database(config_file)).conversations()]

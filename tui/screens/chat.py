@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -14,6 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Input, Select, Static
 
 from engines.chat import ChatError, ChatMessage, ChatOptions, ModelInfo, ServerStatus
@@ -28,6 +28,7 @@ from tui.widgets.sidebar import ConversationList, Sidebar
 if TYPE_CHECKING:
     from tui.app import LlmPessoalApp
 
+SEARCH_DELAY_S = 0.15
 NARROW = 80
 """Below this width the sidebar hides unless asked for."""
 
@@ -83,7 +84,7 @@ class ChatScreen(Screen[None]):
         super().__init__()
         self.models: list[ModelInfo] = []
         self.streaming = False
-        self._search_timer: asyncio.TimerHandle | None = None
+        self._search_timer: Timer | None = None
 
     @property
     def lp(self) -> LlmPessoalApp:
@@ -219,7 +220,10 @@ class ChatScreen(Screen[None]):
 
     @on(Input.Changed, "#search")
     def _search_changed(self) -> None:
-        self._refresh_list()
+        # search as the user types, once a pause in typing says the word is there
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        self._search_timer = self.set_timer(SEARCH_DELAY_S, self._refresh_list)
 
     @on(Input.Submitted, "#search")
     def _search_submitted(self) -> None:
