@@ -119,10 +119,12 @@ class ReplyStats:
 
 @dataclass(frozen=True)
 class ReplyChunk:
-    """A piece of a streamed reply; the last one carries the stats."""
+    """A piece of a streamed reply; the last one carries the stats. A reasoning
+    model's thinking comes first, in ``thinking``, with empty ``text``."""
 
     text: str
     stats: ReplyStats | None = None
+    thinking: str = ""
 
 
 @dataclass(frozen=True)
@@ -363,8 +365,9 @@ class ChatEngine:
                 if part.done:
                     yield ReplyChunk(text, self._stats(model, part, timer))
                     return
-                if text:
-                    yield ReplyChunk(text)
+                thinking = getattr(part.message, "thinking", None) or ""
+                if text or thinking:
+                    yield ReplyChunk(text, thinking=thinking)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:

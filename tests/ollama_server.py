@@ -304,6 +304,8 @@ class FakeOllama:
         self, *, reply: str = DEFAULT_REPLY, rate: float | None = None, first_token_delay: float = 0
     ) -> None:
         self.reply: str = reply
+        self.thinking: str = ""
+        """Text a reasoning model streams in ``message.thinking`` before its reply (chat)."""
         # A callable (messages, model) -> text, or a list of texts consumed one per reply
         # (falling back to ``reply`` when empty). Takes precedence over ``reply``.
         self.replies: RepliesFn | list[str] | None = None
@@ -666,6 +668,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, text.encode(), "text/plain; charset=utf-8")
 
     def _start_stream(self) -> None:
+        if getattr(self, "_stream_started", False):
+            return
+        self._stream_started = True
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
@@ -887,6 +892,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, kind: Literal["chat", "generate"], body: JSONObj, messages: list[JSONObj]
     ) -> None:
         fake = self.fake
+        self._stream_started = False
         t0 = time.monotonic_ns()
         name = str(body.get("model") or "")
         if not name:
@@ -946,6 +952,15 @@ class _Handler(BaseHTTPRequestHandler):
             if behaviour.first_token_delay > 0:
                 self._wait(behaviour.first_token_delay)
             if stream:
+                thinking = fake.thinking if kind == "chat" else ""
+                if thinking:  # a reasoning model thinks first, in message.thinking
+                    self._start_stream()
+                    for piece in tokenize(thinking):
+                        if behaviour.rate:
+                            self._wait(1 / behaviour.rate)
+                        think = frame("", False)
+                        think["message"]["thinking"] = piece
+                        self._write_line(think)
                 t_first = self._stream_tokens(tokens, behaviour, frame)
                 if self._fault_at(len(tokens), behaviour, frame, headers_sent=len(tokens) > 0):
                     return

@@ -200,6 +200,19 @@ async def test_stream_is_the_reply_exactly_with_stats(
     assert again[-1].stats is not None and again[-1].stats.load_s == pytest.approx(0.001)
 
 
+async def test_thinking_comes_before_the_reply(
+    engine: ChatEngine, ollama_server: FakeOllama
+) -> None:
+    ollama_server.thinking = "First, the question. Then the answer."
+    chunks = await collect(engine)
+    thought = [c for c in chunks if c.thinking]
+    assert "".join(c.thinking for c in thought) == ollama_server.thinking
+    assert all(not c.text for c in thought)
+    first_text = next(i for i, c in enumerate(chunks) if c.text)
+    assert chunks.index(thought[-1]) < first_text
+    assert "".join(c.text for c in chunks) == DEFAULT_REPLY
+
+
 async def test_stream_keeps_every_character(engine: ChatEngine, ollama_server: FakeOllama) -> None:
     odd = "nul\x00 esc\x1b[31m red\r\n emoji 👨‍👩‍👧 RTL שלום \u202e end  \n\n"
     ollama_server.reply = odd

@@ -441,3 +441,21 @@ async def test_help_and_screen_keys(ollama_server: FakeOllama, config_file: Path
         await pilot.press("f2")
         await pilot.pause()
         assert isinstance(app.screen, ChatScreen)
+
+
+async def test_thinking_is_shown_before_the_reply(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    ollama_server.thinking = "Let me think about this step by step. " * 20
+    ollama_server.rate = 100
+    ollama_server.reply = "Forty-two."
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await type_text(pilot, "why?")
+        # not pilot.press: it waits for the app to go idle, i.e. for the whole reply
+        app.screen.query_one(PromptInput).action_submit()
+        await wait_for(pilot, lambda: "thinking… (" in screen_text(app), what="thinking shown")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        assert replies(app)[-1].content == "Forty-two."
+        assert "thinking…" not in screen_text(app)

@@ -363,8 +363,14 @@ class ChatScreen(Screen[None]):
         saved_at = time.monotonic()
         save_failed = False
         try:
+            thought = 0
             async for chunk in engine.stream(conversation.model, history, conversation.options):
+                if chunk.thinking and not parts:
+                    thought += len(chunk.thinking)
+                    reply.thinking(thought)
                 if chunk.text:
+                    if not parts and thought:
+                        reply.thinking(thought, done=True)
                     parts.append(chunk.text)
                     await stream.write(visible(chunk.text))
                 if chunk.stats is not None:

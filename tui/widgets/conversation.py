@@ -56,6 +56,15 @@ class ReplyTurn(Vertical):
         self.set_class(self._status == "streaming", "-streaming")
         self.set_class(self._status in ("interrupted", "error"), "-failed")
 
+    def thinking(self, characters: int, *, done: bool = False) -> None:
+        """Show that the model is thinking (or has thought) before it answers."""
+        text = (
+            f"thought {characters:,} characters · writing…"
+            if done
+            else (f"thinking… ({characters:,} characters)")
+        )
+        self.query_one(".meta", Static).update(Text(text, style="dim italic"))
+
     def stream(self) -> MarkdownStream:
         return Markdown.get_stream(self.query_one(Markdown))
 
