@@ -119,6 +119,13 @@ class DiffusionSettings:
         default="stable-diffusion-v1-5/stable-diffusion-v1-5",
         metadata=_spec("Hub id, local diffusers folder, or a .safetensors/.ckpt file."),
     )
+    single_file_config: str = field(
+        default="",
+        metadata=_spec(
+            "For a single-file model: a diffusers folder or hub id with its configs "
+            "(empty: read them from the hub)."
+        ),
+    )
     device: str = field(
         default="auto",
         metadata=_spec(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engines.chat import ChatMessage, ChatOptions, ReplyStats
+from engines.images import ImageParameters
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,25 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
     CREATE INDEX conversations_by_update ON conversations(updated_at DESC);
     """,
+    # 2: the index of generated images
+    """
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        prompt TEXT NOT NULL,
+        negative_prompt TEXT NOT NULL DEFAULT '',
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        steps INTEGER NOT NULL,
+        guidance REAL NOT NULL,
+        seed INTEGER NOT NULL,
+        scheduler TEXT NOT NULL,
+        model TEXT NOT NULL,
+        seconds REAL NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX images_by_time ON images(created_at DESC);
+    """,
 )
 
 
@@ -85,6 +105,15 @@ class StoredMessage:
 
     def as_chat(self) -> ChatMessage:
         return ChatMessage(self.role, self.content)
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    id: int
+    path: Path
+    parameters: ImageParameters
+    seconds: float
+    created_at: float
 
 
 def title_from(text: str) -> str:
@@ -371,6 +400,63 @@ class Store:
                 )
             )
         return out
+
+    # -- images ----------------------------------------------------------------------
+
+    def add_image(self, path: Path, parameters: ImageParameters, seconds: float) -> int:
+        p = parameters
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT OR REPLACE INTO images (path, prompt, negative_prompt, width, height,"
+                " steps, guidance, seed, scheduler, model, seconds, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    str(path),
+                    storable(p.prompt),
+                    storable(p.negative_prompt),
+                    p.width,
+                    p.height,
+                    p.steps,
+                    p.guidance,
+                    p.seed,
+                    p.scheduler,
+                    p.model,
+                    seconds,
+                    time.time(),
+                ),
+            )
+        return int(cur.lastrowid or 0)
+
+    def images(self, limit: int = 200) -> list[StoredImage]:
+        """The most recent images first."""
+        rows = self._query(
+            "SELECT * FROM images ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+        )
+        return [
+            StoredImage(
+                r["id"],
+                Path(r["path"]),
+                ImageParameters(
+                    r["prompt"],
+                    r["negative_prompt"],
+                    r["width"],
+                    r["height"],
+                    r["steps"],
+                    r["guidance"],
+                    r["seed"],
+                    r["scheduler"],
+                    r["model"],
+                ),
+                r["seconds"],
+                r["created_at"],
+            )
+            for r in rows
+        ]
+
+    def forget_image(self, image_id: int) -> None:
+        """Remove an image from the index (the caller deletes the file)."""
+        with self._tx() as c:
+            c.execute("DELETE FROM images WHERE id = ?", (image_id,))
 
     def integrity_ok(self) -> bool:
         rows = self._query("PRAGMA integrity_check")
