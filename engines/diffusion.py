@@ -44,7 +44,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
 MAX_COUNT = 16
-PREVIEW_INTERVAL_S = 0.1
+PREVIEW_INTERVAL_S = 0.25
 """At most this often is a step preview made (each one copies the latents to the CPU)."""
 
 # Linear latent -> RGB maps (rows: latent channels; columns: R, G, B), output in [-1, 1].
@@ -183,6 +183,15 @@ class GenerationResult:
     notes: list[str] = field(default_factory=list)
 
 
+def model_name(model: str) -> str:
+    """How an image's metadata names its model: a hub id as it is, a local folder or
+    file by its name (no private paths in images people share)."""
+    path = Path(model).expanduser()
+    if path.is_absolute() or model.startswith((".", "~")) or path.exists():
+        return path.stem if path.is_file() else path.name
+    return model
+
+
 def resolve_device(wanted: str) -> str:
     import torch
 
@@ -290,6 +299,10 @@ class DiffusionEngine:
 
                 device = resolve_device(self.settings.device)
                 dtype = self._dtype(device)
+                if device == "cpu":
+                    # leave a core to the interface: oversubscribed OpenMP threads spin
+                    # and slow everything down, the steps included
+                    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
                 step(0.2, f"reading {model}")
                 pipe = self._read(model, dtype)
                 step(0.6, f"preparing for {device}")
@@ -350,8 +363,14 @@ class DiffusionEngine:
 
     def _read(self, model: str, dtype: Any) -> Any:
         """The pipeline from a hub id, a diffusers folder or a single checkpoint file."""
+        import diffusers
+        import transformers
         from diffusers import AutoPipelineForText2Image
 
+        # no progress bars or chatter on the terminal: the app shows its own progress
+        for library in (diffusers, transformers):
+            library.utils.logging.disable_progress_bar()
+            library.utils.logging.set_verbosity_error()
         path = Path(model).expanduser()
         common: dict[str, Any] = {"torch_dtype": dtype}
         looks_local = path.is_absolute() or model.startswith((".", "~")) or path.exists()
@@ -551,7 +570,7 @@ class DiffusionEngine:
                     guidance=request.guidance,
                     seed=seed,
                     scheduler=request.scheduler,
-                    model=self.model,
+                    model=model_name(self.model),
                 )
                 try:
                     path = save_png(image, self.outputs, parameters, datetime.now())

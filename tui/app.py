@@ -7,7 +7,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -20,10 +20,16 @@ from engines.config import Settings
 from engines.store import Status, Store, StoreError
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen
-from tui.screens.placeholder import image_screen, monitor_screen
+from tui.screens.image import ImageScreen
+from tui.screens.placeholder import monitor_screen
 from tui.widgets.conversation import ConversationView
+from tui.widgets.gallery import Gallery
+from tui.widgets.picture import Renderer
 from tui.widgets.prompt import PromptInput
 from tui.widgets.sidebar import ConversationList
+
+if TYPE_CHECKING:
+    from engines.diffusion import DiffusionEngine, GeneratedImage
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ class LlmPessoalApp(App[int]):
     CSS_PATH = "app.tcss"
     MODES: ClassVar[dict[str, str | object]] = {  # type: ignore[assignment]
         "chat": ChatScreen,
-        "image": image_screen,
+        "image": ImageScreen,
         "monitor": monitor_screen,
     }
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -58,6 +64,7 @@ class LlmPessoalApp(App[int]):
         *,
         start_screen: str | None = None,
         warnings: Iterable[str] = (),
+        image_renderer: Renderer = "halfblock",
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -66,6 +73,8 @@ class LlmPessoalApp(App[int]):
             settings.ollama.host, settings.ollama.timeout, settings.ollama.keep_alive
         )
         self.start_screen = start_screen or settings.ui.screen
+        self.image_renderer: Renderer = image_renderer
+        self._diffusion: DiffusionEngine | None = None
         self.startup_warnings = list(warnings)
         self._recheck = asyncio.Event()
         if settings.ui.theme in self.available_themes:
@@ -76,6 +85,62 @@ class LlmPessoalApp(App[int]):
         for warning in self.startup_warnings:
             self.notify(warning, severity="error", timeout=30)
         self.watch_ollama_status()
+        if self.settings.diffusion.preload:
+            self.preload_pipeline()
+
+    # -- the diffusion pipeline ------------------------------------------------------
+
+    @property
+    def diffusion(self) -> DiffusionEngine:
+        """The Stable Diffusion engine (cheap to make: torch loads with the model)."""
+        if self._diffusion is None:
+            from engines.diffusion import DiffusionEngine
+
+            self._diffusion = DiffusionEngine(
+                self.settings.diffusion,
+                self.settings.paths.outputs,
+                self.settings.paths.cache,
+                make_room=self._make_room,
+                on_image=self._index_image,
+            )
+        return self._diffusion
+
+    def _index_image(self, image: GeneratedImage) -> None:
+        try:
+            self.store.add_image(image.path, image.parameters, image.seconds)
+        except StoreError as exc:
+            log.error("image not indexed: %s", exc)
+
+    def _make_room(self) -> list[str]:
+        """From the diffusion thread: ask Ollama to unload its models."""
+
+        async def unload_all() -> list[str]:
+            try:
+                names = [m.name for m in await self.chat.loaded()]
+                for name in names:
+                    await self.chat.unload(name)
+            except ChatError as exc:
+                log.warning("could not unload Ollama's models: %s", exc)
+                return []
+            return names
+
+        result: list[str] = self.call_from_thread(unload_all)
+        return result
+
+    @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
+    def preload_pipeline(self) -> None:
+        from engines.diffusion import DiffusionError
+
+        try:
+            self.diffusion.load()
+        except DiffusionError as exc:
+            self.call_from_thread(
+                self.notify, str(exc), title="Model not loaded", severity="error", timeout=15
+            )
+
+    def image_finished(self, saved: int, screen: Screen[None]) -> None:
+        if self.screen is not screen and saved:
+            self.notify(f"{saved} image{'s' if saved > 1 else ''} ready.", title="Image")
 
     # -- Ollama reachability ---------------------------------------------------
 
@@ -129,6 +194,8 @@ class LlmPessoalApp(App[int]):
             ("Chat", ChatScreen),
             ("Prompt", PromptInput),
             ("Conversation list (Ctrl+B, Ctrl+F)", ConversationList),
+            ("Image", ImageScreen),
+            ("Gallery (Ctrl+B on the Image screen)", Gallery),
         ]
         for title, source in sources:
             rows = []

@@ -86,12 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> int:
     from tui.app import LlmPessoalApp, open_store
+    from tui.widgets.picture import choose_renderer, prepare_renderer
 
+    renderer = prepare_renderer(choose_renderer(settings.diffusion.preview))
     store, warnings = open_store(settings)
     if log_warning:
         warnings.append(log_warning)
     try:
-        app = LlmPessoalApp(settings, store, start_screen=screen, warnings=warnings)
+        app = LlmPessoalApp(
+            settings, store, start_screen=screen, warnings=warnings, image_renderer=renderer
+        )
         result = app.run()
     finally:
         store.close()

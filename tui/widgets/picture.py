@@ -1,0 +1,181 @@
+"""Pictures in the terminal: half-block characters everywhere, real pixels through
+textual-image where the terminal speaks Kitty's graphics protocol or Sixel."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
+
+from rich.color import Color
+from rich.segment import Segment
+from rich.style import Style
+from textual.app import ComposeResult
+from textual.containers import Container
+from textual.strip import Strip
+from textual.widget import Widget
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+Renderer = Literal["halfblock", "kitty", "sixel", "off"]
+
+_KITTY_TERMINALS = ("kitty", "ghostty", "WezTerm")
+
+
+def choose_renderer(setting: str, env: Mapping[str, str] | None = None) -> Renderer:
+    """The way to draw images: the setting, or for ``auto`` what the environment says
+    the terminal speaks (no terminal query: those cost time at every start)."""
+    env = os.environ if env is None else env
+    if setting in ("halfblock", "kitty", "sixel", "off"):
+        return setting  # type: ignore[return-value]
+    term = env.get("TERM", "")
+    program = env.get("TERM_PROGRAM", "")
+    if env.get("TMUX") or term.startswith(("screen", "tmux")):
+        return "halfblock"  # graphics do not pass through tmux or screen
+    if env.get("KITTY_WINDOW_ID") or term == "xterm-kitty" or program in _KITTY_TERMINALS:
+        return "kitty"
+    if "sixel" in term:
+        return "sixel"
+    return "halfblock"
+
+
+def prepare_renderer(renderer: Renderer) -> Renderer:
+    """Import textual-image for graphics before the app starts (it asks the terminal
+    what it supports at import, which is impossible once Textual runs). Falls back to
+    half blocks when that fails."""
+    if renderer not in ("kitty", "sixel"):
+        return renderer
+    try:
+        import textual_image.widget  # noqa: F401
+    except Exception:
+        return "halfblock"
+    return renderer
+
+
+class HalfBlocks(Widget):
+    """A picture in half-block characters (two pixels a cell), fitted and centred.
+
+    Drawn line by line from strips made once per image and size; styles are cached
+    across frames, so a stream of step previews costs a few milliseconds each."""
+
+    DEFAULT_CSS = """
+    HalfBlocks {
+        width: 1fr;
+        height: 1fr;
+    }
+    """
+
+    def __init__(self, placeholder: str = "", *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.placeholder = placeholder
+        self._image: Image.Image | None = None
+        self._strips: list[Strip] = []
+        self._made_for: tuple[int, int] | None = None
+        self._styles: dict[tuple[int, int], Style] = {}
+
+    def show(self, image: Image.Image | None) -> None:
+        self._image = image
+        self._made_for = None
+        self.refresh()
+
+    def _style(self, top: int, bottom: int) -> Style:
+        key = (top, bottom)
+        style = self._styles.get(key)
+        if style is None:
+            if len(self._styles) > 50_000:
+                self._styles.clear()
+            style = Style(
+                color=Color.from_rgb(top >> 16, (top >> 8) & 255, top & 255),
+                bgcolor=Color.from_rgb(bottom >> 16, (bottom >> 8) & 255, bottom & 255),
+            )
+            self._styles[key] = style
+        return style
+
+    def _make(self, width: int, height: int) -> None:
+        from PIL import Image as PILImage
+
+        self._made_for = (width, height)
+        self._strips = []
+        image = self._image
+        if image is None or width < 1 or height < 1:
+            return
+        scale = min(width / image.width, (height * 2) / image.height)
+        w = max(1, int(image.width * scale))
+        h = max(2, int(image.height * scale) // 2 * 2)
+        resample = PILImage.Resampling.NEAREST if scale > 2 else PILImage.Resampling.BILINEAR
+        # 5 bits a channel: invisible in half blocks, and far fewer distinct styles
+        small = image.convert("RGB").resize((w, h), resample).point(lambda v: v & 0xF8)
+        data = small.tobytes()
+        left = (width - w) // 2
+        pad = Segment(" " * left) if left else None
+        top_pad = (height - h // 2) // 2
+        blank = Strip.blank(width)
+        self._strips = [blank] * top_pad
+        row_bytes = w * 3
+        for y in range(0, h, 2):
+            upper = data[y * row_bytes : (y + 1) * row_bytes]
+            lower = data[(y + 1) * row_bytes : (y + 2) * row_bytes]
+            segments = [pad] if pad else []
+            for x in range(0, row_bytes, 3):
+                top = (upper[x] << 16) | (upper[x + 1] << 8) | upper[x + 2]
+                bottom = (lower[x] << 16) | (lower[x + 1] << 8) | lower[x + 2]
+                segments.append(Segment("▀", self._style(top, bottom)))
+            self._strips.append(Strip(segments, left + w).simplify())
+
+    def render_line(self, y: int) -> Strip:
+        width, height = self.content_size
+        if self._made_for != (width, height):
+            self._make(width, height)
+        if self._image is None:
+            if y == height // 2 and self.placeholder:
+                text = self.placeholder[:width].center(width)
+                return Strip([Segment(text, Style(dim=True))], width)
+            return Strip.blank(width)
+        if 0 <= y < len(self._strips):
+            return self._strips[y].extend_cell_length(width)
+        return Strip.blank(width)
+
+
+class Picture(Container):
+    """Shows a PIL image with the renderer chosen at start-up."""
+
+    DEFAULT_CSS = """
+    Picture {
+        width: 1fr;
+        height: 1fr;
+        align: center middle;
+    }
+    Picture > * {
+        width: 1fr;
+        height: 1fr;
+    }
+    """
+
+    def __init__(self, renderer: Renderer, placeholder: str = "", *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.renderer = renderer
+        self.placeholder = placeholder
+        self.image: Image.Image | None = None
+
+    def compose(self) -> ComposeResult:
+        if self.renderer == "kitty":
+            from textual_image.widget import TGPImage
+
+            yield TGPImage()
+        elif self.renderer == "sixel":
+            from textual_image.widget import SixelImage
+
+            yield SixelImage()
+        else:
+            yield HalfBlocks(self.placeholder)
+
+    def show(self, image: Image.Image | None) -> None:
+        self.image = image
+        if self.renderer == "off":
+            return
+        child = self.children[0] if self.children else None
+        if isinstance(child, HalfBlocks):
+            child.show(image)
+        elif child is not None:
+            child.image = image  # type: ignore[attr-defined]
