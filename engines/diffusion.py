@@ -295,6 +295,9 @@ class DiffusionEngine:
                 step(0.05, "importing torch and diffusers")
                 if self.cache is not None:
                     os.environ.setdefault("HF_HOME", str(self.cache))
+                # their import-time chatter would land on the terminal
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+                os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
                 import torch
 
                 device = resolve_device(self.settings.device)
@@ -372,7 +375,7 @@ class DiffusionEngine:
             library.utils.logging.disable_progress_bar()
             library.utils.logging.set_verbosity_error()
         path = Path(model).expanduser()
-        common: dict[str, Any] = {"torch_dtype": dtype}
+        common: dict[str, Any] = {"dtype": dtype}
         looks_local = path.is_absolute() or model.startswith((".", "~")) or path.exists()
         if looks_local and not path.exists():
             raise DiffusionError(f"model path {path} does not exist")

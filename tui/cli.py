@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("health", help="a health check as JSON; exit 0 when healthy")
+
+    from tui.cli_image import add_parser as add_image_parser
+
+    add_image_parser(sub, "default: [diffusion] model")
     return parser
 
 
@@ -73,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_tui(settings, args.screen, log_warning)
         if log_warning:
             err(log_warning)
+        if args.command == "image":
+            from tui.cli_image import run_image
+
+            return run_image(settings, args)
         return asyncio.run(run_command(settings, args))
     except KeyboardInterrupt:
         print(file=sys.stderr)
