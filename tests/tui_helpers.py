@@ -34,11 +34,14 @@ async def wait_for(
 
 
 async def type_text(pilot: Pilot[object], text: str) -> None:
-    """Put text in the focused prompt as a paste would."""
+    """Put text in the focused text area (the chat prompt by default), as a paste would."""
+    from textual.widgets import TextArea
+
     from tui.widgets.prompt import PromptInput
 
-    prompt = pilot.app.screen.query_one(PromptInput)
-    prompt.insert(text)
+    focused = pilot.app.focused
+    area = focused if isinstance(focused, TextArea) else pilot.app.screen.query_one(PromptInput)
+    area.insert(text)
     await pilot.pause()
 
 

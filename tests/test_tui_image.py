@@ -1,0 +1,237 @@
+"""Pilot tests of the Image screen with the tiny pipeline, loaded the app's real way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ollama_server import FakeOllama
+from PIL import Image
+from textual.widgets import Input, Label, TextArea
+from tui_helpers import make_app, screen_text, type_text, wait_for
+
+from engines.images import ImageParameters, read_parameters, save_png
+from engines.store import Store
+from tui.screens.chat import ChatScreen
+from tui.screens.image import ImageScreen, ImageViewer
+from tui.widgets.conversation import ReplyTurn
+from tui.widgets.gallery import Gallery
+
+SIZE = (120, 40)
+
+
+def image_config(make_config: Callable[..., Path], model: Path, **diffusion: object) -> Path:
+    return make_config(
+        diffusion={
+            "model": str(model),
+            "device": "cpu",
+            "width": 64,
+            "height": 64,
+            "steps": 4,
+            **diffusion,
+        },
+    )
+
+
+def screen(app: object) -> ImageScreen:
+    s = app.screen  # type: ignore[attr-defined]
+    assert isinstance(s, ImageScreen)
+    return s
+
+
+def error_text(app: object) -> str:
+    return str(screen(app).query_one("#image-error", Label).content)
+
+
+def pngs(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.png")) if folder.exists() else []
+
+
+async def generate(pilot: object, app: object, prompt: str) -> None:
+    await type_text(pilot, prompt)  # type: ignore[arg-type]
+    screen(app).action_generate()
+    await wait_for(
+        pilot,
+        lambda: not screen(app).generating,
+        timeout=60,  # type: ignore[arg-type]
+        what="generation to end",
+    )
+
+
+async def test_generate_saves_a_png_and_fills_the_gallery(
+    make_config: Callable[..., Path], tiny_sd_folder: Path
+) -> None:
+    config = image_config(make_config, tiny_sd_folder)
+    app = make_app(config, start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        s = screen(app)
+        assert app.focused is s.query_one("#image-prompt")
+        assert "not loaded" in screen_text(app)
+        await generate(pilot, app, "a red fox in the snow")
+        assert "ready on cpu in float32" in screen_text(app)
+        [png] = pngs(app.settings.paths.outputs)
+        params = read_parameters(png)
+        assert params.prompt == "a red fox in the snow" and params.width == 64
+        assert params.model == tiny_sd_folder.name
+        gallery = s.query_one(Gallery)
+        assert gallery.option_count == 1 and gallery.items[0].path == png
+        assert f"seed {params.seed}" in screen_text(app)
+    [indexed] = Store.open(app.settings.paths.database).images()
+    assert indexed.path == png
+
+
+async def test_bad_fields_are_named_and_nothing_runs(
+    make_config: Callable[..., Path], tiny_sd_folder: Path
+) -> None:
+    app = make_app(image_config(make_config, tiny_sd_folder), start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        s = screen(app)
+        s.action_generate()
+        await pilot.pause()
+        assert "the prompt is empty" in error_text(app)
+        await type_text(pilot, "a house")
+        s.query_one("#image-width", Input).value = "100"
+        s.action_generate()
+        await pilot.pause()
+        assert "width 100 is not allowed: use a multiple of 8 from 64 to 2048" in error_text(app)
+        s.query_one("#image-width", Input).value = "64"
+        s.query_one("#image-guidance", Input).value = "abc"
+        s.action_generate()
+        await pilot.pause()
+        assert "Guidance: 'abc' is not a number" in error_text(app)
+        assert app.focused is s.query_one("#image-guidance")
+        assert not s.generating
+        assert s.query_one("#image-prompt", TextArea).text == "a house", "nothing typed is lost"
+        assert pngs(app.settings.paths.outputs) == []
+
+
+async def test_escape_cancels_within_a_step(
+    make_config: Callable[..., Path], tiny_sd_folder: Path
+) -> None:
+    config = image_config(make_config, tiny_sd_folder, steps=150, width=128, height=128)
+    app = make_app(config, start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        s = screen(app)
+        await type_text(pilot, "slow one")
+        s.action_generate()
+        await wait_for(
+            pilot,
+            lambda: s._latest_step is not None and s._latest_step.step >= 2,
+            timeout=60,
+            what="a few steps",
+        )
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not s.generating, timeout=30, what="stop")
+        assert s._latest_step is not None and s._latest_step.step < 150
+        assert "stopped; 0 images kept" in screen_text(app)
+        outputs = app.settings.paths.outputs
+        assert pngs(outputs) == [] and not list(outputs.glob(".tmp-*"))
+
+
+async def test_gallery_reuse_copy_view_delete(
+    make_config: Callable[..., Path], tiny_sd_folder: Path
+) -> None:
+    app = make_app(image_config(make_config, tiny_sd_folder), start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        s = screen(app)
+        s.query_one("#image-negative", TextArea).load_text("blurry")
+        s.query_one("#image-seed", Input).value = "1234"
+        await generate(pilot, app, "a blue boat")
+        [png] = pngs(app.settings.paths.outputs)
+        # reuse: the form comes back from the PNG's own metadata
+        s.query_one("#image-prompt", TextArea).load_text("something else")
+        s.query_one("#image-seed", Input).value = ""
+        await pilot.press("ctrl+b")
+        assert app.focused is s.query_one(Gallery)
+        await pilot.press("u")
+        await pilot.pause()
+        assert s.query_one("#image-prompt", TextArea).text == "a blue boat"
+        assert s.query_one("#image-negative", TextArea).text == "blurry"
+        assert s.query_one("#image-seed", Input).value == "1234"
+        # copy the path
+        await pilot.press("ctrl+b", "c")
+        assert app.clipboard == str(png)
+        # view larger
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ImageViewer)
+        assert "Seed: 1234" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        # delete, after confirming
+        await pilot.press("d")
+        await pilot.pause()
+        assert f"Delete {png.name}?" in screen_text(app)
+        await pilot.press("y")
+        await pilot.pause()
+        assert not png.exists()
+        assert s.query_one(Gallery).option_count == 0
+    assert Store.open(app.settings.paths.database).images() == []
+
+
+async def test_chat_works_while_an_image_generates(
+    make_config: Callable[..., Path], tiny_sd_folder: Path, ollama_server: FakeOllama
+) -> None:
+    config = image_config(make_config, tiny_sd_folder, steps=150, width=128, height=128)
+    app = make_app(config, start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        s = screen(app)
+        await type_text(pilot, "a long one")
+        s.action_generate()
+        await wait_for(pilot, lambda: s._latest_step is not None, timeout=60, what="first step")
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: app.models, what="models")
+        chat = app.screen
+        assert isinstance(chat, ChatScreen)
+        await type_text(pilot, "hello while drawing")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat.streaming and chat.query(ReplyTurn), timeout=30)
+        assert chat.query(ReplyTurn).last().content == ollama_server.reply
+        assert s.generating, "the image is still being made"
+        s._cancel.set()
+        await wait_for(pilot, lambda: not s.generating, timeout=30)
+
+
+async def test_missing_model_is_a_clear_error(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    app = make_app(image_config(make_config, tmp_path / "no-such-model"), start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        await generate(pilot, app, "anything")
+        assert "does not exist" in error_text(app) and "failed" in screen_text(app)
+        assert screen(app).query_one("#image-prompt", TextArea).text == "anything"
+
+
+def write_sample(folder: Path, seed: int, when: float) -> Path:
+    """A deterministic PNG with parameters, as the engine writes them."""
+    from datetime import datetime
+
+    image = Image.new("RGB", (64, 64))
+    image.putdata(
+        [((x * 4) % 256, (y * 4) % 256, (seed * 40) % 256) for y in range(64) for x in range(64)]
+    )
+    params = ImageParameters(f"sample {seed}", "", 64, 64, 20, 7.5, seed, "Euler a", "tiny")
+    return save_png(image, folder, params, datetime.fromtimestamp(when))
+
+
+def test_image_screen_snapshot(
+    snap_compare, make_config: Callable[..., Path], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    config = make_config(diffusion={"model": "stable-diffusion-v1-5/stable-diffusion-v1-5"})
+    from engines.config import load_settings
+
+    settings = load_settings(config, env={})
+    store = Store.open(settings.paths.database)
+    for seed in (1, 2):
+        path = write_sample(settings.paths.outputs, seed, 1_790_000_000 + seed * 60)
+        store.add_image(path, read_parameters(path), 1.5)
+    with store._tx() as c:
+        c.execute("UPDATE images SET created_at = 1790000000 + seed * 60")
+    store.close()
+
+    async def settle(pilot):  # type: ignore[no-untyped-def]
+        await pilot.pause(0.3)
+
+    assert snap_compare(
+        make_app(config, start_screen="image"), terminal_size=SIZE, run_before=settle
+    )
