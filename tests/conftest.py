@@ -170,3 +170,65 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(cwd=tmp_path, env=clean_env(tmp_path))
+
+
+# --- tiny Stable Diffusion pipelines (tests/sd_fixtures.py) ---
+# Built once a session from random weights (fixed seed), about 1.5 s on two cores; torch and
+# diffusers are imported only when a test asks for one. Appended here as one block (other
+# fixtures above), hence imports below the top of the file; sd_fixtures itself imports only
+# the standard library at import time.
+#
+# - ``tiny_sd_folder``: a diffusers folder (``model_index.json``, ``unet/``, ``vae/``,
+#   ``text_encoder/``, ``tokenizer/``, ``scheduler/``), for ``from_pretrained(folder,
+#   local_files_only=True)``.
+# - ``tiny_sd_single_file``: a :class:`TinySingleFile` ``(checkpoint, config)``: the same
+#   weights as one LDM-layout ``.safetensors`` file, and the weightless folder to load it
+#   with: ``from_single_file(checkpoint, config=config, local_files_only=True)``.
+# Both are shared by the whole session: treat them as read-only.
+
+if TYPE_CHECKING:
+    from sd_fixtures import (
+        SINGLE_FILE_NAME,
+        TinySingleFile,
+        build_single_file_config,
+        build_tiny_pipeline_folder,
+        build_tiny_single_file,
+    )
+else:
+    try:  # as for ollama_server above: tests/ is on sys.path, unless it becomes a package
+        from sd_fixtures import (
+            SINGLE_FILE_NAME,
+            TinySingleFile,
+            build_single_file_config,
+            build_tiny_pipeline_folder,
+            build_tiny_single_file,
+        )
+    except ImportError:
+        from tests.sd_fixtures import (
+            SINGLE_FILE_NAME,
+            TinySingleFile,
+            build_single_file_config,
+            build_tiny_pipeline_folder,
+            build_tiny_single_file,
+        )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SD 1.x pipeline saved as a diffusers folder (built once a session)."""
+    return build_tiny_pipeline_folder(tmp_path_factory.mktemp("tiny-sd") / "tiny-sd15")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_single_file(
+    tmp_path_factory: pytest.TempPathFactory, tiny_sd_folder: Path
+) -> TinySingleFile:
+    """The same pipeline as one LDM checkpoint and its config folder (built once a session)."""
+    root = tmp_path_factory.mktemp("tiny-sd-single-file")
+    return TinySingleFile(
+        checkpoint=build_tiny_single_file(tiny_sd_folder, root / SINGLE_FILE_NAME),
+        config=build_single_file_config(tiny_sd_folder, root / "config"),
+    )
+
+
+# --- end of tiny Stable Diffusion pipelines ---
