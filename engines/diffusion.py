@@ -94,6 +94,10 @@ class SizeLimits:
     maximum: int = 2048
 
 
+ANY_MODEL = SizeLimits(maximum=3072)
+"""What some model takes (SDXL goes to 3072): the check before a model is loaded."""
+
+
 def validate(request: GenerationRequest, limits: SizeLimits = SizeLimits()) -> GenerationRequest:
     """The request, checked; RequestError says what is wrong and what is allowed."""
     problems = []
@@ -120,8 +124,9 @@ def validate(request: GenerationRequest, limits: SizeLimits = SizeLimits()) -> G
         )
     if not 1 <= request.count <= MAX_COUNT:
         problems.append(f"count {request.count} is not allowed: use 1 to {MAX_COUNT}")
-    if "\x00" in request.prompt or "\x00" in request.negative_prompt:
-        problems.append("the prompt holds a NUL character")
+    for name in ("prompt", "negative_prompt"):
+        if "\x00" in getattr(request, name):
+            problems.append(f"the {name.replace('_', ' ')} holds a NUL character: remove it")
     if problems:
         raise RequestError("; ".join(problems))
     return request
@@ -318,7 +323,7 @@ class DiffusionEngine:
                 self.limits = SizeLimits(
                     multiple=max(8, factor),
                     minimum=64,
-                    maximum=3072 if "XL" in type(pipe).__name__ else 2048,
+                    maximum=ANY_MODEL.maximum if "XL" in type(pipe).__name__ else 2048,
                 )
                 step(
                     0.85,
@@ -539,6 +544,8 @@ class DiffusionEngine:
         one step; images finished before it are kept and returned."""
         cancel = cancel or threading.Event()
         with self._lock:
+            # refuse a bad request before any work, loading included
+            request = validate(request, self.limits if self.loaded else ANY_MODEL)
             if self._pipe is None:
                 self.load(cancel=cancel)
             request = validate(request, self.limits)
@@ -615,22 +622,28 @@ class DiffusionEngine:
         pipe = self._pipe
         started = time.perf_counter()
         last_preview = 0.0
+        reported = 0
         matrix = self._matrix
 
         def step_end(p: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            nonlocal last_preview
+            nonlocal last_preview, reported
             if cancel.is_set():
                 p._interrupt = True
                 return kwargs
-            if on_step is not None:
+            # second-order samplers (Heun) run more model calls than steps: count the
+            # user's steps, so that step <= steps and the last one is steps
+            calls = max(1, int(getattr(p, "num_timesteps", 0) or request.steps))
+            done = (i + 1) * request.steps // calls
+            if on_step is not None and done > reported:
+                reported = done
                 now = time.perf_counter()
                 preview = None
-                if now - last_preview >= PREVIEW_INTERVAL_S or i + 1 == request.steps:
+                if now - last_preview >= PREVIEW_INTERVAL_S or done == request.steps:
                     last_preview = now
                     preview = latents_to_rgb(kwargs["latents"][0], matrix)
-                on_step(
-                    StepInfo(index, request.count, i + 1, request.steps, now - started, preview)
-                )
+                on_step(StepInfo(index, request.count, done, request.steps, now - started, preview))
+                if cancel.is_set():  # cancelled from the callback: no further step
+                    p._interrupt = True
             return kwargs
 
         generator = torch.Generator("cpu").manual_seed(seed)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from engines.chat import ChatEngine
 from engines.config import Settings
+from engines.monitor import Sampler
 
 
 def app_version() -> str:
@@ -23,70 +22,28 @@ def app_version() -> str:
         return "0+unknown"
 
 
-@dataclass(frozen=True)
-class GpuFigures:
-    index: int
-    name: str
-    utilization: float
-    memory_used: int
-    memory_total: int
-    temperature: float | None = None
-
-
-def gpu_figures() -> tuple[list[GpuFigures], str]:
-    """Every NVIDIA GPU through NVML, and a note saying why there are none."""
+async def system_info(disk: Path | None = None, window_s: float = 0.2) -> dict[str, Any]:
+    """The specification's ``system_info`` (cpu_usage, memory_usage, gpu_usage, in
+    percent) with the Monitor's details: per core, load, swap, disk, GPUs and their
+    processes. CPU use is measured over ``window_s`` without blocking the loop."""
+    sampler = Sampler(disk)
     try:
-        import pynvml
-    except ImportError:
-        return [], "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        return [], f"no NVIDIA driver ({exc})"
-    try:
-        out = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            util = pynvml.nvmlDeviceGetUtilizationRates(h)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            try:
-                temp: float | None = float(
-                    pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
-                )
-            except pynvml.NVMLError:
-                temp = None
-            name = pynvml.nvmlDeviceGetName(h)
-            out.append(
-                GpuFigures(
-                    i,
-                    name.decode() if isinstance(name, bytes) else str(name),
-                    float(util.gpu),
-                    int(mem.used),
-                    int(mem.total),
-                    temp,
-                )
-            )
-        return out, "" if out else "no NVIDIA GPU"
-    except pynvml.NVMLError as exc:
-        return [], f"NVML failed: {exc}"
+        await asyncio.sleep(window_s)
+        sample = sampler.sample()
     finally:
-        pynvml.nvmlShutdown()
-
-
-def system_info(cpu_interval: float = 0.2) -> dict[str, Any]:
-    """The specification's ``system_info``: cpu_usage, memory_usage, gpu_usage (percent)."""
-    gpus, gpu_note = gpu_figures()
-    mem = psutil.virtual_memory()
+        sampler.close()
+    details = sample.to_dict()
     return {
-        "cpu_usage": psutil.cpu_percent(interval=cpu_interval),
-        "memory_usage": mem.percent,
-        "gpu_usage": max((g.utilization for g in gpus), default=None),
-        "cpu_count": psutil.cpu_count(),
-        "load_average": list(os.getloadavg()),
-        "memory_total": mem.total,
-        "memory_used": mem.total - mem.available,
-        "gpus": [asdict(g) for g in gpus],
-        "gpu_note": gpu_note,
+        "cpu_usage": round(sample.cpu.total, 1),
+        "memory_usage": sample.memory.percent,
+        "gpu_usage": max((g.utilization for g in sample.gpus), default=None),
+        "cpu_count": len(sample.cpu.per_core),
+        "load_average": list(sample.cpu.load_average),
+        "memory_total": sample.memory.total,
+        "memory_used": sample.memory.used,
+        "gpus": details["gpus"],
+        "gpu_note": sample.gpu_note,
+        "details": details,
     }
 
 
@@ -110,7 +67,7 @@ async def status_report(settings: Settings, engine: ChatEngine) -> dict[str, Any
     return {
         "ollama_status": "online" if server.online else "offline",
         "stable_diffusion_status": "not_loaded",
-        "system_info": system_info(),
+        "system_info": await system_info(settings.paths.outputs),
         "ollama": {
             "host": server.host,
             "version": server.version,
