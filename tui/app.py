@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
@@ -21,7 +22,7 @@ from engines.store import Status, Store, StoreError
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen
 from tui.screens.image import ImageScreen
-from tui.screens.placeholder import monitor_screen
+from tui.screens.monitor import LoadedModels, MonitorScreen
 from tui.widgets.conversation import ConversationView
 from tui.widgets.gallery import Gallery
 from tui.widgets.picture import Renderer
@@ -36,6 +37,15 @@ log = logging.getLogger(__name__)
 ONLINE_RECHECK_S = 15.0
 
 
+@dataclass
+class LiveFigures:
+    """The app's own work as it happens, for the Monitor: None when idle."""
+
+    reply_tokens_per_s: float | None = None
+    image_steps_per_s: float | None = None
+    image_progress: str = ""
+
+
 class LlmPessoalApp(App[int]):
     """llm-pessoal: chat, images and the machine, in one terminal."""
 
@@ -44,7 +54,7 @@ class LlmPessoalApp(App[int]):
     MODES: ClassVar[dict[str, str | object]] = {  # type: ignore[assignment]
         "chat": ChatScreen,
         "image": ImageScreen,
-        "monitor": monitor_screen,
+        "monitor": MonitorScreen,
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help"),
@@ -75,6 +85,7 @@ class LlmPessoalApp(App[int]):
         self.start_screen = start_screen or settings.ui.screen
         self.image_renderer: Renderer = image_renderer
         self._diffusion: DiffusionEngine | None = None
+        self.live = LiveFigures()
         self.startup_warnings = list(warnings)
         self._recheck = asyncio.Event()
         if settings.ui.theme in self.available_themes:
@@ -196,6 +207,8 @@ class LlmPessoalApp(App[int]):
             ("Conversation list (Ctrl+B, Ctrl+F)", ConversationList),
             ("Image", ImageScreen),
             ("Gallery (Ctrl+B on the Image screen)", Gallery),
+            ("Monitor", MonitorScreen),
+            ("Loaded models (M on the Monitor screen)", LoadedModels),
         ]
         for title, source in sources:
             rows = []

@@ -364,6 +364,7 @@ class ChatScreen(Screen[None]):
         save_failed = False
         try:
             thought = 0
+            first_at: float | None = None
             async for chunk in engine.stream(conversation.model, history, conversation.options):
                 if chunk.thinking and not parts:
                     thought += len(chunk.thinking)
@@ -373,6 +374,11 @@ class ChatScreen(Screen[None]):
                         reply.thinking(thought, done=True)
                     parts.append(chunk.text)
                     await stream.write(visible(chunk.text))
+                    now_t = time.monotonic()
+                    if first_at is None:
+                        first_at = now_t
+                    elif now_t > first_at:
+                        self.lp.live.reply_tokens_per_s = (len(parts) - 1) / (now_t - first_at)
                 if chunk.stats is not None:
                     stats = chunk.stats
                 now = time.monotonic()
@@ -388,6 +394,7 @@ class ChatScreen(Screen[None]):
             status = "interrupted" if parts else "error"
             error = str(exc)
         finally:
+            self.lp.live.reply_tokens_per_s = None
             await stream.stop()
             content = "".join(parts)
             try:

@@ -254,6 +254,8 @@ class ImageScreen(Screen[None]):
         done = info.image_index * info.steps + info.step
         self.query_one("#image-progress", ProgressBar).update(progress=done)
         image = f"image {info.image_index + 1}/{info.count} · " if info.count > 1 else ""
+        self.lp.live.image_steps_per_s = info.steps_per_s
+        self.lp.live.image_progress = f"{image}step {info.step}/{info.steps}"
         self.query_one("#image-figures", Label).update(
             f"{image}step {info.step}/{info.steps} · {info.steps_per_s:.2f} steps/s · "
             f"ETA {info.eta_s:.0f} s"
@@ -264,6 +266,7 @@ class ImageScreen(Screen[None]):
     @on(GenerationEnded)
     def _generation_ended(self, event: GenerationEnded) -> None:
         self.generating = False
+        self.lp.live.image_steps_per_s = None
         self.refresh_bindings()
         self.query_one("#image-progress", ProgressBar).display = False
         figures = self.query_one("#image-figures", Label)
