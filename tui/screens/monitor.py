@@ -112,8 +112,8 @@ class Thumbnail(HalfBlocks, can_focus=True):
 
     BINDINGS = [
         Binding("enter", "view", "View", tooltip="View the image larger"),
-        Binding("right", "screen.focus_next", "Next", show=False),
-        Binding("left", "screen.focus_previous", "Previous", show=False),
+        Binding("right", "app.focus_next", "Next", show=False),
+        Binding("left", "app.focus_previous", "Previous", show=False),
     ]
 
     def __init__(self, image: StoredImage) -> None:
@@ -219,7 +219,7 @@ class MonitorScreen(Screen[None]):
         self._timer: Timer | None = None
         self._services_timer: Timer | None = None
         self._gpus_seen: set[int] = set()
-        self._images_shown: list[int] = []
+        self._images_shown: list[int] | None = None
 
     @property
     def lp(self) -> LlmPessoalApp:
@@ -409,8 +409,8 @@ class MonitorScreen(Screen[None]):
                 (f"{share}  {expires(m)}", "dim"),
             )
             listing.add_option(Option(label, id=m.name))
-        if highlighted is not None and highlighted < listing.option_count:
-            listing.highlighted = highlighted
+        keep = highlighted is not None and highlighted < listing.option_count
+        listing.highlighted = highlighted if keep else 0
 
     def confirm_unload_model(self, name: str) -> None:
         def confirmed(yes: bool | None) -> None:
@@ -422,8 +422,10 @@ class MonitorScreen(Screen[None]):
             confirmed,
         )
 
-    @work(exclusive=True, group="monitor-services", exit_on_error=False)
+    @work(group="monitor-actions", exit_on_error=False)
     async def unload_model(self, name: str) -> None:
+        # not in the "monitor-services" group: refreshing the list (as the screen does
+        # when the confirmation closes) must not cancel the unloading
         try:
             await self.lp.chat.unload(name)
         except ChatError as exc:
