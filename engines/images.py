@@ -60,7 +60,8 @@ class ImageParameters:
         for line in body:
             if line.startswith("Negative prompt:"):
                 target = negative_lines
-                line = line[len("Negative prompt:") :].lstrip()
+                # the one space after the colon, not the negative prompt's own whitespace
+                line = line[len("Negative prompt:") :].removeprefix(" ")
             target.append(line)
         size = settings.get("Size", "512x512").lower().split("x")
         return cls(
@@ -78,7 +79,7 @@ class ImageParameters:
 
 def _setting(value: str) -> str:
     """A value fit for the comma-separated settings line."""
-    if re.search(r'[,:"\n]', value):
+    if re.search(r'[,:"\n]', value) or value != value.strip():
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
     return value
 

@@ -78,6 +78,7 @@ class ProgressLine:
 
 def run_image(settings: Settings, args: argparse.Namespace) -> int:
     from engines.diffusion import (
+        ANY_MODEL,
         DiffusionEngine,
         DiffusionError,
         GenerationRequest,
@@ -87,22 +88,24 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
     from engines.store import Store, StoreError
 
     d = settings.diffusion
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    # a piped prompt's final newline is not part of it
+    prompt = sys.stdin.read().rstrip("\r\n") if args.prompt == "-" else args.prompt
     request = GenerationRequest(
         prompt=prompt,
         negative_prompt=args.negative_prompt
         if args.negative_prompt is not None
         else d.negative_prompt,
-        width=args.width or d.width,
-        height=args.height or d.height,
-        steps=args.steps or d.steps,
+        # `is not None`, not `or`: --width 0 is refused, not replaced by the default
+        width=args.width if args.width is not None else d.width,
+        height=args.height if args.height is not None else d.height,
+        steps=args.steps if args.steps is not None else d.steps,
         guidance=args.guidance if args.guidance is not None else d.guidance,
         seed=args.seed,
         scheduler=args.scheduler or d.scheduler,
         count=args.count,
     )
     try:
-        validate(request)
+        validate(request, ANY_MODEL)  # the model's own limits are checked once it is loaded
     except RequestError as exc:
         err(str(exc))
         return EXIT_USAGE
@@ -124,32 +127,40 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
 
     engine = DiffusionEngine(settings.diffusion, outputs, settings.paths.cache, on_image=index)
     cancel = threading.Event()
+    finished = threading.Event()
     outcome: dict[str, object] = {}
 
     def work() -> None:
         try:
-            print(f"loading {settings.diffusion.model}…", file=sys.stderr, flush=True)
-            engine.load(cancel=cancel)
-        except DiffusionError as exc:
-            outcome["load_error"] = exc
-            return
-        print(f"{engine.status.describe()}", file=sys.stderr, flush=True)
-        try:
+            try:
+                print(f"loading {settings.diffusion.model}…", file=sys.stderr, flush=True)
+                engine.load(cancel=cancel)
+            except DiffusionError as exc:
+                outcome["load_error"] = exc
+                return
+            print(f"{engine.status.describe()}", file=sys.stderr, flush=True)
             outcome["result"] = engine.generate(request, on_step=ProgressLine(), cancel=cancel)
         except DiffusionError as exc:
             outcome["error"] = exc
+        except Exception as exc:  # a bug: its traceback goes to stderr, the exit code is 1
+            outcome["error"] = exc
+            raise
+        finally:
+            finished.set()
 
     thread = threading.Thread(target=work, name="image", daemon=True)
     thread.start()
     interrupted = False
+    # wait on an Event, not thread.join(): on Python 3.11 a join interrupted by Ctrl-C
+    # marks the thread stopped while it still runs, and the process then aborts on exit
     try:
-        while thread.is_alive():
-            thread.join(0.2)
+        while not finished.wait(0.2):
+            pass
     except KeyboardInterrupt:
         interrupted = True
         cancel.set()
         print("\nstopping after this step…", file=sys.stderr, flush=True)
-        thread.join()
+        finished.wait()
     finally:
         if store is not None:
             store.close()

@@ -1,0 +1,219 @@
+"""``llm-pessoal image`` as real subprocesses on the tiny random-weight pipeline.
+
+The config's ``[diffusion] model`` is the tiny diffusers folder and its ``[paths]`` are under
+``tmp_path`` (the ``make_config`` fixture), so each run loads the model through the app's real
+path, writes real PNGs and indexes them in a real store.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from engines.images import read_parameters
+from engines.store import Store
+
+if TYPE_CHECKING:
+    from conftest import Cli, MakeConfig
+else:
+    Cli = MakeConfig = Any
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+NAME = re.compile(r"^\d{8}-\d{6}-(\d+)-([a-z0-9-]+)\.png$")
+RUN_TIMEOUT = 120  # loading torch on a busy two-core machine takes seconds, not minutes
+
+
+@pytest.fixture
+def sd_config(make_config: MakeConfig, tiny_sd_folder: Path) -> Path:
+    """A config whose model is the tiny folder, with small defaults (64x64, 2 steps)."""
+    return make_config(
+        diffusion={
+            "model": str(tiny_sd_folder),
+            "device": "cpu",
+            "width": 64,
+            "height": 64,
+            "steps": 2,
+            "scheduler": "Euler",
+        }
+    )
+
+
+def image(cli: Cli, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli.run("--config", str(config), "image", *args, timeout=RUN_TIMEOUT)
+
+
+def gallery(database: Path) -> list[Any]:
+    store = Store.open(database)
+    try:
+        return store.images()
+    finally:
+        store.close()
+
+
+def test_prints_each_saved_path_and_indexes_it_in_the_gallery(
+    cli: Cli, sd_config: Path, tmp_path: Path
+) -> None:
+    result = image(cli, sd_config, "a lighthouse at dusk", "--count", "2", "--seed", "5")
+    assert result.returncode == EXIT_OK, result.stderr
+    paths = [Path(line) for line in result.stdout.splitlines()]
+    assert len(paths) == 2 and all(p.is_file() for p in paths)
+    assert {p.parent for p in paths} == {tmp_path / "outputs"}
+    assert [NAME.match(p.name).groups() for p in paths] == [  # type: ignore[union-attr]
+        ("5", "a-lighthouse-at-dusk"),
+        ("6", "a-lighthouse-at-dusk"),
+    ]
+    for path, seed in zip(paths, (5, 6), strict=True):
+        params = read_parameters(path)
+        assert (params.seed, params.width, params.height, params.steps) == (seed, 64, 64, 2)
+        assert (params.prompt, params.scheduler, params.model) == (
+            "a lighthouse at dusk",
+            "Euler",
+            "tiny-sd15",
+        )
+    # progress goes to stderr, never to stdout
+    assert "loading" in result.stderr and "ready on cpu in float32" in result.stderr
+    assert "image 2/2" in result.stderr and "step 2/2" in result.stderr
+    assert "Traceback" not in result.stderr
+    # the gallery (the store's images table) has both
+    indexed = gallery(tmp_path / "data" / "llm-pessoal.db")
+    assert sorted(i.path for i in indexed) == sorted(paths)
+    assert sorted(i.parameters.seed for i in indexed) == [5, 6]
+
+
+def test_out_chooses_the_folder_and_options_reach_the_image(
+    cli: Cli, sd_config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "elsewhere" / "pngs"
+    result = cli.run(
+        "--config",
+        str(sd_config),
+        "image",
+        "-",
+        "--out",
+        str(out),
+        "--seed",
+        "77",
+        "--negative-prompt",
+        "fog",
+        "--scheduler",
+        "DPM++ 2M Karras",
+        "--guidance",
+        "4.5",
+        "--steps",
+        "3",
+        "--width",
+        "72",
+        input="a harbour, piped\n",
+        timeout=RUN_TIMEOUT,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    (path,) = (Path(line) for line in result.stdout.splitlines())
+    assert path.parent == out and path.is_file()
+    assert NAME.match(path.name).groups() == ("77", "a-harbour-piped")  # type: ignore[union-attr]
+    params = read_parameters(path)
+    assert (params.prompt, params.negative_prompt) == ("a harbour, piped", "fog")
+    assert (params.scheduler, params.guidance, params.steps) == ("DPM++ 2M Karras", 4.5, 3)
+    assert (params.width, params.height) == (72, 64)
+    assert not (tmp_path / "outputs").exists() or list((tmp_path / "outputs").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--width", "60"], "width 60 is not allowed: use a multiple of 8"),
+        (["--width", "0"], "width 0 is not allowed"),  # not silently the default
+        (["--height", "4096"], "height 4096 is not allowed"),
+        (["--steps", "0"], "steps 0 is not allowed: use 1 to 150"),
+        (["--steps", "151"], "steps 151 is not allowed"),
+        (["--guidance", "nan"], "guidance nan is not allowed"),
+        (["--seed", "-1"], "seed -1 is not allowed"),
+        (["--count", "17"], "count 17 is not allowed: use 1 to 16"),
+        (["--scheduler", "bogus"], "scheduler 'bogus' is unknown: use one of Euler, Euler a"),
+    ],
+)
+def test_a_bad_request_is_exit_2_before_loading(
+    cli: Cli, sd_config: Path, tmp_path: Path, args: list[str], named: str
+) -> None:
+    result = image(cli, sd_config, "a cat", *args)
+    assert result.returncode == EXIT_USAGE
+    assert result.stdout == ""
+    assert result.stderr.startswith("llm-pessoal: ") and named in result.stderr
+    assert "loading" not in result.stderr  # refused before the model was touched
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_an_empty_prompt_is_exit_2(cli: Cli, sd_config: Path) -> None:
+    result = image(cli, sd_config, "   ")
+    assert result.returncode == EXIT_USAGE and "the prompt is empty" in result.stderr
+
+
+def test_a_model_that_does_not_exist_is_exit_3(cli: Cli, sd_config: Path, tmp_path: Path) -> None:
+    result = image(cli, sd_config, "a cat", "--model", "/does/not/exist")
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    assert result.stdout == ""
+    assert "llm-pessoal: model path /does/not/exist does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def _lines(stream: Any, into: queue.Queue[str]) -> None:
+    for line in stream:
+        into.put(line)
+    into.put("")  # the end
+
+
+def test_sigint_while_generating_exits_130_and_leaves_no_file(
+    cli: Cli, sd_config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "interrupted"
+    proc = cli.popen(
+        "--config",
+        str(sd_config),
+        "image",
+        "a very long job",
+        "--steps",
+        "150",
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--out",
+        str(out),
+    )
+    stderr: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=_lines, args=(proc.stderr, stderr), daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not any("step 1/150" in line for line in seen):
+            line = stderr.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line, "the CLI ended before its first step:\n" + "".join(seen)
+            seen.append(line)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)  # stdout holds a few paths at most: it cannot fill up
+        stopped_after = time.monotonic() - sent
+        stdout = proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    while not stderr.empty():
+        seen.append(stderr.get())
+    text = "".join(seen)
+    assert code == EXIT_INTERRUPTED, text
+    assert "stopping after this step" in text and "Traceback" not in text
+    assert "terminate called" not in text and "Fatal Python error" not in text
+    assert stdout == ""
+    assert not out.exists() or list(out.iterdir()) == []  # no PNG, no .tmp-* file
+    print(f"stopped {stopped_after:.2f} s after SIGINT")

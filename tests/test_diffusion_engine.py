@@ -1,0 +1,562 @@
+"""The diffusion engine (``engines/diffusion.py``) on the tiny random-weight pipelines.
+
+The engine loads them through its real loading path (``DiffusionEngine.load`` with settings
+that point at the folder or the single file), on the CPU, in float32. Images are 64x64 with
+a few steps. The only fakes are inside the third-party model (a forward hook on the UNet);
+the engine's own logic always runs as it would for a user.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engines.config import DiffusionSettings
+from engines.diffusion import (
+    MAX_COUNT,
+    MAX_GUIDANCE,
+    MAX_STEPS,
+    SCHEDULERS,
+    DiffusionEngine,
+    DiffusionError,
+    EngineStatus,
+    GeneratedImage,
+    GenerationRequest,
+    RequestError,
+    SizeLimits,
+    StepInfo,
+    latents_to_rgb,
+    validate,
+)
+from engines.images import ImageParameters, read_parameters
+
+if TYPE_CHECKING:
+    from sd_fixtures import TinySingleFile
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPT = "a red fox in the snow"
+NAME = re.compile(r"^(\d{8})-(\d{6})-(\d+)-([a-z0-9-]+)\.png$")
+
+
+def request(**changes: Any) -> GenerationRequest:
+    """A small, fast request: 64x64, 3 steps, a fixed seed."""
+    base = GenerationRequest(
+        PROMPT, width=64, height=64, steps=3, guidance=7.5, seed=42, scheduler="Euler"
+    )
+    return replace(base, **changes)
+
+
+def make_engine(model: Path | str, outputs: Path, **settings: Any) -> DiffusionEngine:
+    return DiffusionEngine(DiffusionSettings(model=str(model), device="cpu", **settings), outputs)
+
+
+def pixels(path: Path) -> np.ndarray[Any, Any]:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def files(folder: Path) -> list[str]:
+    """Every entry in ``folder`` (hidden ones included), or [] when there is no folder."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+class Loaded:
+    """The module's engine, loaded once from the tiny folder, and what its loading showed."""
+
+    def __init__(self, engine: DiffusionEngine, before: EngineStatus, seen: list[EngineStatus]):
+        self.engine = engine
+        self.before = before
+        self.seen = seen
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_sd_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Loaded:
+    engine = make_engine(tiny_sd_folder, tmp_path_factory.mktemp("outputs"))
+    before = engine.status
+    seen: list[EngineStatus] = []
+    engine.load(on_progress=seen.append)
+    return Loaded(engine, before, seen)
+
+
+@pytest.fixture
+def engine(loaded: Loaded, tmp_path: Path) -> Iterator[DiffusionEngine]:
+    """The module's loaded engine, writing into this test's ``tmp_path / "outputs"``."""
+    e = loaded.engine
+    e.outputs = tmp_path / "outputs"
+    e.on_image = None
+    yield e
+    e.on_image = None
+    assert e.loaded, "a test left the shared engine unloaded"
+
+
+# -- loading ---------------------------------------------------------------------------
+
+
+def test_loading_goes_from_not_loaded_through_loading_to_ready(loaded: Loaded) -> None:
+    assert loaded.before.state == "not loaded" and loaded.before.describe() == "not loaded"
+    states = [s.state for s in loaded.seen]
+    assert states[0] == "loading" and states[-1] == "ready"
+    assert set(states[:-1]) == {"loading"}, states
+    progress = [s.progress for s in loaded.seen]
+    assert progress == sorted(progress) and len(set(progress)) == len(progress), progress
+    assert 0 < progress[0] < progress[-2] < 1 == progress[-1]
+    assert all(s.detail for s in loaded.seen[:-1])  # each phase says what it does
+    assert "loading (" in loaded.seen[0].describe()
+    status = loaded.engine.status
+    assert (status.state, status.device, status.dtype) == ("ready", "cpu", "float32")
+    assert status.describe() == "ready on cpu in float32"
+    assert loaded.engine.loaded
+
+
+def test_loading_twice_is_a_no_op(engine: DiffusionEngine) -> None:
+    pipe = engine._pipe
+    seen: list[EngineStatus] = []
+    status = engine.load(on_progress=seen.append)
+    assert engine._pipe is pipe and status.state == "ready" and seen == []
+    assert engine.load(engine.model) is status
+
+
+def test_single_file_makes_the_same_pixels_as_the_folder(
+    engine: DiffusionEngine, tiny_sd_single_file: TinySingleFile, tmp_path: Path
+) -> None:
+    single = make_engine(
+        tiny_sd_single_file.checkpoint,
+        tmp_path / "single",
+        single_file_config=str(tiny_sd_single_file.config),
+    )
+    try:
+        assert single.load().describe() == "ready on cpu in float32"
+        (a,) = engine.generate(request(seed=7)).images
+        (b,) = single.generate(request(seed=7)).images
+        assert np.array_equal(pixels(a.path), pixels(b.path))
+        assert b.parameters.model == tiny_sd_single_file.checkpoint.stem  # no folder, no suffix
+        assert b.path.parent == tmp_path / "single"
+    finally:
+        single.unload()
+
+
+def test_unload_frees_the_pipeline(tiny_sd_folder: Path, tmp_path: Path) -> None:
+    e = make_engine(tiny_sd_folder, tmp_path / "outputs")
+    e.load()
+    pipe, unet = weakref.ref(e._pipe), weakref.ref(e._pipe.unet)
+    e.unload()
+    gc.collect()
+    assert pipe() is None and unet() is None
+    assert not e.loaded
+    assert (e.status.state, e.status.device, e.status.progress) == ("not loaded", "", 0.0)
+    assert e.status.describe() == "not loaded"
+
+
+def test_a_missing_path_fails_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such-model"
+    e = make_engine(missing, tmp_path / "outputs")
+    with pytest.raises(DiffusionError, match=re.escape(str(missing))):
+        e.load()
+    assert e.status.state == "failed" and str(missing) in e.status.detail
+    assert e.status.describe().startswith("failed: ")
+    assert not e.loaded
+
+
+def test_a_folder_without_model_index_is_refused(tmp_path: Path, tiny_sd_folder: Path) -> None:
+    folder = tmp_path / "not-a-model"
+    shutil.copytree(tiny_sd_folder / "unet", folder / "unet")
+    e = make_engine(folder, tmp_path / "outputs")
+    with pytest.raises(DiffusionError, match=r"not a diffusers model folder.*model_index\.json"):
+        e.load()
+    assert e.status.state == "failed"
+
+
+def _missing(weights: Path) -> None:
+    weights.unlink()
+
+
+def _truncated(weights: Path) -> None:
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+def _garbled(weights: Path) -> None:
+    weights.write_bytes(b"\xff" * 64 + b"not a safetensors file" * 50)
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (_missing, r"unet"),
+        (_truncated, r"unet/diffusion_pytorch_model\.safetensors"),
+        (_garbled, r"unet/diffusion_pytorch_model\.safetensors"),
+    ],
+    ids=["missing", "truncated", "garbled"],
+)
+def test_damaged_weights_fail_naming_the_file_then_a_good_model_loads(
+    tiny_sd_folder: Path, tmp_path: Path, damage: Any, named: str
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_sd_folder, broken)
+    damage(broken / "unet" / "diffusion_pytorch_model.safetensors")
+    e = make_engine(broken, tmp_path / "outputs")
+    with pytest.raises(DiffusionError, match=named) as caught:
+        e.load()
+    assert str(broken) in str(caught.value)
+    assert e.status.state == "failed" and not e.loaded
+    # the same engine loads a good model afterwards (the damaged one is not cached)
+    assert e.load(str(tiny_sd_folder)).state == "ready"
+    assert e.loaded and e.model == str(tiny_sd_folder)
+    e.unload()
+
+
+def test_importing_the_engine_does_not_import_torch() -> None:
+    code = (
+        "import json, sys\n"
+        "import engines.diffusion\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'diffusers', 'transformers') "
+        "if m in sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []
+
+
+# -- requests --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"prompt": ""}, r"the prompt is empty"),
+        ({"prompt": "   \n\t"}, r"the prompt is empty"),
+        ({"width": 100}, r"width 100 is not allowed: use a multiple of 8 from 64 to 2048"),
+        ({"width": 56}, r"width 56 is not allowed: use a multiple of 8 from 64 to 2048"),
+        ({"width": 2056}, r"width 2056 is not allowed: use a multiple of 8 from 64 to 2048"),
+        ({"height": 0}, r"height 0 is not allowed: use a multiple of 8 from 64 to 2048"),
+        ({"height": -64}, r"height -64 is not allowed"),
+        ({"steps": 0}, rf"steps 0 is not allowed: use 1 to {MAX_STEPS}"),
+        ({"steps": 151}, rf"steps 151 is not allowed: use 1 to {MAX_STEPS}"),
+        ({"guidance": -1.0}, rf"guidance -1 is not allowed: use 0 to {MAX_GUIDANCE:g}"),
+        ({"guidance": 31.0}, rf"guidance 31 is not allowed: use 0 to {MAX_GUIDANCE:g}"),
+        ({"guidance": float("nan")}, r"guidance nan is not allowed: use 0 to 30"),
+        ({"guidance": float("inf")}, r"guidance inf is not allowed"),
+        ({"seed": -1}, r"seed -1 is not allowed: use 0 to 4294967295, or leave it empty"),
+        ({"seed": 2**32}, r"seed 4294967296 is not allowed: use 0 to 4294967295"),
+        ({"count": 0}, rf"count 0 is not allowed: use 1 to {MAX_COUNT}"),
+        ({"count": 17}, rf"count 17 is not allowed: use 1 to {MAX_COUNT}"),
+        ({"prompt": "a\x00b"}, r"the prompt holds a NUL character"),
+        ({"negative_prompt": "x\x00"}, r"the negative prompt holds a NUL character"),
+    ],
+)
+def test_validate_refuses_each_bad_field(changes: dict[str, Any], expected: str) -> None:
+    with pytest.raises(RequestError, match=expected):
+        validate(request(**changes))
+
+
+def test_an_unknown_scheduler_lists_the_known_ones() -> None:
+    with pytest.raises(RequestError) as caught:
+        validate(request(scheduler="Bogus 3000"))
+    message = str(caught.value)
+    assert "scheduler 'Bogus 3000' is unknown" in message
+    assert all(name in message for name in SCHEDULERS)
+
+
+def test_validate_names_every_problem_at_once() -> None:
+    with pytest.raises(RequestError) as caught:
+        validate(request(width=60, steps=0, seed=-5))
+    assert [p.split()[0] for p in str(caught.value).split("; ")] == ["width", "steps", "seed"]
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        request(),
+        request(width=2048, height=64, steps=150, guidance=0.0, seed=0, count=16),
+        request(guidance=30.0, seed=2**32 - 1),
+        request(seed=None, negative_prompt="blurry", scheduler="Heun"),
+    ],
+)
+def test_validate_passes_good_requests(good: GenerationRequest) -> None:
+    assert validate(good) is good
+
+
+def test_the_model_sets_the_limits() -> None:
+    assert validate(request(width=72), SizeLimits(multiple=8)).width == 72
+    with pytest.raises(RequestError, match="multiple of 64 from 128 to 256"):
+        validate(request(width=72), SizeLimits(multiple=64, minimum=128, maximum=256))
+
+
+def test_a_refused_request_does_no_work(engine: DiffusionEngine) -> None:
+    steps: list[StepInfo] = []
+    saved: list[GeneratedImage] = []
+    engine.on_image = saved.append
+    with pytest.raises(RequestError, match="width 60"):
+        engine.generate(request(width=60), on_step=steps.append)
+    assert steps == [] and saved == [] and files(engine.outputs) == []
+
+
+def test_an_unloaded_engine_refuses_before_loading(tmp_path: Path) -> None:
+    e = make_engine(tmp_path / "would-fail-to-load", tmp_path / "outputs")
+    with pytest.raises(RequestError, match="steps 0"):
+        e.generate(request(steps=0))
+    assert e.status.state == "not loaded"  # no loading was tried
+    assert files(tmp_path / "outputs") == []
+
+
+# -- generating ------------------------------------------------------------------------
+
+
+def test_a_png_with_its_parameters(engine: DiffusionEngine) -> None:
+    started = time.time()
+    result = engine.generate(request(negative_prompt="blurry, dark", scheduler="Euler a"))
+    assert not result.cancelled and result.notes == []
+    (image,) = result.images
+    assert files(engine.outputs) == [image.path.name]
+    match = NAME.match(image.path.name)
+    assert match, image.path.name
+    day, clock, seed, slug = match.groups()
+    assert (seed, slug) == ("42", "a-red-fox-in-the-snow")
+    made = time.mktime(time.strptime(day + clock, "%Y%m%d%H%M%S"))
+    assert started - 2 <= made <= time.time() + 1
+    expected = ImageParameters(
+        prompt=PROMPT,
+        negative_prompt="blurry, dark",
+        width=64,
+        height=64,
+        steps=3,
+        guidance=7.5,
+        seed=42,
+        scheduler="Euler a",
+        model=Path(engine.model).name,
+    )
+    assert image.parameters == expected
+    assert read_parameters(image.path) == expected
+    assert "/" not in expected.model
+    assert image.seconds > 0
+    with Image.open(image.path) as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "RGB", (64, 64))
+
+
+def test_the_same_seed_makes_the_same_pixels(engine: DiffusionEngine) -> None:
+    (a,) = engine.generate(request(seed=1234)).images
+    (b,) = engine.generate(request(seed=1234)).images
+    (c,) = engine.generate(request(seed=1235)).images
+    assert a.path != b.path and b.path.name.endswith("-2.png")
+    assert np.array_equal(pixels(a.path), pixels(b.path))
+    assert not np.array_equal(pixels(a.path), pixels(c.path))
+    assert pixels(a.path).std() > 0  # an image, not a flat colour
+
+
+def test_count_makes_consecutive_seeds_and_calls_on_image_once_each(
+    engine: DiffusionEngine,
+) -> None:
+    saved: list[GeneratedImage] = []
+    engine.on_image = saved.append
+    result = engine.generate(request(seed=100, count=3, steps=2))
+    assert [i.parameters.seed for i in result.images] == [100, 101, 102]
+    assert saved == result.images
+    assert files(engine.outputs) == sorted(i.path.name for i in result.images)
+    assert [NAME.match(i.path.name).group(3) for i in result.images] == ["100", "101", "102"]  # type: ignore[union-attr]
+    assert len({pixels(i.path).tobytes() for i in result.images}) == 3
+
+
+def test_the_seed_wraps_at_two_to_the_32(engine: DiffusionEngine) -> None:
+    result = engine.generate(request(seed=2**32 - 1, count=2, steps=1))
+    assert [i.parameters.seed for i in result.images] == [2**32 - 1, 0]
+
+
+def test_no_seed_means_a_random_one_that_is_recorded(engine: DiffusionEngine) -> None:
+    (a,) = engine.generate(request(seed=None, steps=1)).images
+    (b,) = engine.generate(request(seed=None, steps=1)).images
+    assert a.parameters.seed != b.parameters.seed
+    for image in (a, b):
+        assert 0 <= image.parameters.seed < 2**32
+        assert read_parameters(image.path).seed == image.parameters.seed
+        assert f"-{image.parameters.seed}-" in image.path.name
+    # the recorded seed makes the image again
+    (again,) = engine.generate(request(seed=a.parameters.seed, steps=1)).images
+    assert np.array_equal(pixels(again.path), pixels(a.path))
+
+
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+def test_every_scheduler_generates_and_counts_the_users_steps(
+    engine: DiffusionEngine, scheduler: str
+) -> None:
+    steps: list[StepInfo] = []
+    (image,) = engine.generate(request(scheduler=scheduler, steps=3), on_step=steps.append).images
+    assert read_parameters(image.path).scheduler == scheduler
+    assert [(s.step, s.steps) for s in steps] == [(1, 3), (2, 3), (3, 3)]
+    assert steps[-1].preview is not None
+
+
+def test_a_long_prompt_says_it_was_truncated(engine: DiffusionEngine) -> None:
+    used, most = engine.prompt_tokens(PROMPT)
+    assert 0 < used < most == 77
+    long = " ".join(["fox"] * 120)
+    result = engine.generate(request(prompt=long, steps=1))
+    assert len(result.images) == 1
+    (note,) = result.notes
+    assert "the text encoder reads the first 77" in note and "ignored" in note
+    assert read_parameters(result.images[0].path).prompt == long  # recorded as asked
+
+
+# -- previews --------------------------------------------------------------------------
+
+
+def test_on_step_for_every_step_with_previews(engine: DiffusionEngine) -> None:
+    steps: list[StepInfo] = []
+    engine.generate(request(steps=6, count=2, seed=3), on_step=steps.append)
+    assert [(s.image_index, s.step) for s in steps] == [
+        (i, n) for i in range(2) for n in range(1, 7)
+    ]
+    assert all(s.steps == 6 and s.count == 2 for s in steps)
+    elapsed = [s.elapsed_s for s in steps[:6]]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    for first, last in ((steps[0], steps[5]), (steps[6], steps[11])):
+        for info in (first, last):
+            assert isinstance(info.preview, Image.Image)
+            assert info.preview.mode == "RGB" and info.preview.size == (32, 32)  # the latents
+    assert steps[0].steps_per_s > 0 and steps[-1].eta_s == 0
+    assert steps[2].eta_s > 0
+
+
+def test_latents_to_rgb_makes_an_image_cheaply() -> None:
+    import torch
+
+    from engines.diffusion import LATENT_RGB_SD15
+
+    latents = torch.randn(4, 64, 64, generator=torch.Generator().manual_seed(0))
+    latents_to_rgb(latents, LATENT_RGB_SD15)  # the first call pays one-off costs
+    started = time.perf_counter()
+    image = latents_to_rgb(latents, LATENT_RGB_SD15)
+    cost = time.perf_counter() - started
+    print(f"latents_to_rgb on 4x64x64: {cost * 1000:.3f} ms")
+    assert (image.mode, image.size) == ("RGB", (64, 64))
+    zero = latents_to_rgb(torch.zeros(4, 8, 8), LATENT_RGB_SD15)
+    assert zero.getpixel((0, 0)) == (127, 127, 127)
+
+
+# -- cancelling ------------------------------------------------------------------------
+
+
+def count_unet_calls(engine: DiffusionEngine) -> tuple[list[int], Any]:
+    calls: list[int] = []
+    handle = engine._pipe.unet.register_forward_hook(lambda *_: calls.append(1))
+    return calls, handle
+
+
+def test_cancel_at_step_3_of_10_stops_within_a_step(engine: DiffusionEngine) -> None:
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def on_step(info: StepInfo) -> None:
+        seen.append(info.step)
+        if info.step == 3:
+            cancel.set()
+
+    calls, handle = count_unet_calls(engine)
+    try:
+        result = engine.generate(request(steps=10), on_step=on_step, cancel=cancel)
+    finally:
+        handle.remove()
+    assert result.cancelled and result.images == []
+    assert seen == [1, 2, 3]  # no step after the one that cancelled
+    assert len(calls) <= 4  # the UNet ran at most one more step, not the other 7
+    assert files(engine.outputs) == []
+    assert engine._pipe._interrupt is False  # the next run is not interrupted
+    assert len(engine.generate(request(steps=2)).images) == 1
+
+
+def test_cancel_in_the_second_image_keeps_the_first(engine: DiffusionEngine) -> None:
+    cancel = threading.Event()
+    saved: list[GeneratedImage] = []
+    engine.on_image = saved.append
+
+    def on_step(info: StepInfo) -> None:
+        if info.image_index == 1 and info.step == 3:
+            cancel.set()
+
+    result = engine.generate(request(steps=10, count=2, seed=8), on_step=on_step, cancel=cancel)
+    assert result.cancelled
+    (kept,) = result.images
+    assert kept.parameters.seed == 8 and saved == [kept]
+    assert files(engine.outputs) == [kept.path.name]  # no .tmp-* file, nothing for seed 9
+
+
+def test_cancel_from_another_thread(engine: DiffusionEngine) -> None:
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def on_step(info: StepInfo) -> None:
+        seen.append(info.step)
+        if info.step == 2:
+            threading.Thread(target=cancel.set).start()
+
+    result = engine.generate(request(steps=20), on_step=on_step, cancel=cancel)
+    assert result.cancelled and result.images == [] and files(engine.outputs) == []
+    assert 2 <= len(seen) < 20
+
+
+def test_a_cancel_set_before_the_start_makes_nothing(engine: DiffusionEngine) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    steps: list[StepInfo] = []
+    result = engine.generate(request(count=2), on_step=steps.append, cancel=cancel)
+    assert result.cancelled and result.images == [] and steps == []
+    assert files(engine.outputs) == []
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+def test_a_failure_inside_the_pipeline_is_a_diffusion_error(engine: DiffusionEngine) -> None:
+    calls = 0
+
+    def explode(*_: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the UNet fell over")
+
+    saved: list[GeneratedImage] = []
+    engine.on_image = saved.append
+    handle = engine._pipe.unet.register_forward_hook(explode)
+    try:
+        with pytest.raises(
+            DiffusionError, match=r"^the pipeline failed: RuntimeError: the UNet fell over"
+        ):
+            engine.generate(request(steps=5))
+    finally:
+        handle.remove()
+    assert saved == [] and files(engine.outputs) == []
+    assert engine.status.state == "ready"
+    (image,) = engine.generate(request(steps=2)).images  # and it works again
+    assert image.path.exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_saving_fails_cleanly(engine: DiffusionEngine, tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "outputs"
+    blocker.write_text("not a folder")
+    engine.outputs = blocker if where == "a file" else blocker / "images"
+    saved: list[GeneratedImage] = []
+    engine.on_image = saved.append
+    with pytest.raises(
+        DiffusionError, match=rf"^cannot save the image in {re.escape(str(engine.outputs))}"
+    ):
+        engine.generate(request(steps=1))
+    assert saved == []
+    assert files(tmp_path) == ["outputs"] and blocker.read_text() == "not a folder"
+    engine.outputs = tmp_path / "fine"
+    assert len(engine.generate(request(steps=1)).images) == 1
