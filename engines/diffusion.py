@@ -68,6 +68,10 @@ class DiffusionError(Exception):
     """Generation or loading failed; ``str()`` says what to do."""
 
 
+class LoadCancelled(DiffusionError):
+    """Loading was cancelled: nothing is loaded, and nothing failed."""
+
+
 class RequestError(DiffusionError):
     """A request was refused before any work started."""
 
@@ -291,7 +295,7 @@ class DiffusionEngine:
 
             def step(progress: float, detail: str) -> None:
                 if cancel is not None and cancel.is_set():
-                    raise DiffusionError("loading cancelled")
+                    raise LoadCancelled("loading cancelled")
                 self._set(state="loading", model=model, progress=progress, detail=detail)
                 if on_progress is not None:
                     on_progress(self._status)
@@ -341,6 +345,9 @@ class DiffusionEngine:
                     memory_bytes=memory,
                 )
                 log.info("diffusion pipeline ready", extra={"model": model, "device": device})
+            except LoadCancelled:
+                self.unload()
+                raise
             except DiffusionError as exc:
                 self._fail(str(exc))
                 raise

@@ -17,9 +17,12 @@ def slugify(text: str, max_len: int = 40) -> str:
     return slug[:max_len].rstrip("-") or "untitled"
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> Path:
+def atomic_write_bytes(
+    path: Path, data: bytes, mode: int = 0o644, *, exclusive: bool = False
+) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then
-    rename it into place; on any failure the temporary file is removed."""
+    rename it into place; on any failure the temporary file is removed. With
+    ``exclusive``, never replace an existing file: FileExistsError instead."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     try:
@@ -28,7 +31,19 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode & ~_umask())
-        os.replace(tmp, path)
+        if exclusive:
+            try:
+                os.link(tmp, path)  # fails if the name was taken meanwhile
+            except FileExistsError:
+                raise
+            except OSError:  # a filesystem without hard links: check, then rename
+                if path.exists():
+                    raise FileExistsError(path) from None
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -128,8 +128,12 @@ def save_png(image: Image.Image, folder: Path, parameters: ImageParameters, when
     """Write the image atomically into ``folder``; returns its path."""
     data = png_bytes(image, parameters)
     folder.mkdir(parents=True, exist_ok=True)
-    path = unique_path(folder, image_filename(when, parameters.seed, parameters.prompt))
-    return atomic_write_bytes(path, data)
+    name = image_filename(when, parameters.seed, parameters.prompt)
+    while True:  # another process may take the same name between the check and the write
+        try:
+            return atomic_write_bytes(unique_path(folder, name), data, exclusive=True)
+        except FileExistsError:
+            continue
 
 
 def read_parameters(path: Path) -> ImageParameters:
