@@ -335,6 +335,11 @@ class DiffusionEngine:
                     + (" (compiling the UNet, a one-off)" if self._fast(device) else ""),
                 )
                 self._warm_up(device)
+                # torch, diffusers and transformers bring millions of long-lived objects:
+                # keep them out of the collector's full passes, which otherwise stall the
+                # whole process (the interface included) for a third of a second
+                gc.collect()
+                gc.freeze()
                 memory = torch.cuda.memory_allocated() if device == "cuda" else 0
                 self._set(
                     state="ready",
