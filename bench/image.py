@@ -46,8 +46,12 @@ def tiny_folder(work: Path) -> Path:
 def sd15_folder(work: Path, dtype: str) -> Path:
     """SD 1.5's architecture with random weights (same cost per step as the real one)."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline
-    from diffusers import UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from sd_fixtures import write_tiny_clip_tokenizer_files
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -73,7 +77,7 @@ def sd15_folder(work: Path, dtype: str) -> Path:
             num_attention_heads=12,
             max_position_embeddings=77,
             hidden_act="quick_gelu",
-        )  # fmt: skip
+        )
     )
     tokenizer_dir = write_tiny_clip_tokenizer_files(work / "tokenizer-files")
     pipe = StableDiffusionPipeline(
