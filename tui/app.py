@@ -21,20 +21,29 @@ from engines.config import Settings
 from engines.store import Status, Store, StoreError
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen
-from tui.screens.image import ImageScreen
-from tui.screens.monitor import LoadedModels, MonitorScreen
 from tui.widgets.conversation import ConversationView
-from tui.widgets.gallery import Gallery
-from tui.widgets.picture import Renderer
 from tui.widgets.prompt import PromptInput
 from tui.widgets.sidebar import ConversationList
 
 if TYPE_CHECKING:
     from engines.diffusion import DiffusionEngine, GeneratedImage
+    from tui.widgets.picture import Renderer
 
 log = logging.getLogger(__name__)
 
 ONLINE_RECHECK_S = 15.0
+
+
+def _class(module: str, name: str) -> type:
+    """A class from a module imported on first use (the Image and Monitor screens, and
+    what they bring, are not needed for the first frame)."""
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def _screen(module: str, name: str) -> Screen[None]:
+    screen: Screen[None] = _class(module, name)()
+    return screen
 
 
 @dataclass
@@ -53,8 +62,8 @@ class LlmPessoalApp(App[int]):
     CSS_PATH = "app.tcss"
     MODES: ClassVar[dict[str, str | object]] = {  # type: ignore[assignment]
         "chat": ChatScreen,
-        "image": ImageScreen,
-        "monitor": MonitorScreen,
+        "image": lambda: _screen("tui.screens.image", "ImageScreen"),
+        "monitor": lambda: _screen("tui.screens.monitor", "MonitorScreen"),
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help"),
@@ -205,10 +214,13 @@ class LlmPessoalApp(App[int]):
             ("Chat", ChatScreen),
             ("Prompt", PromptInput),
             ("Conversation list (Ctrl+B, Ctrl+F)", ConversationList),
-            ("Image", ImageScreen),
-            ("Gallery (Ctrl+B on the Image screen)", Gallery),
-            ("Monitor", MonitorScreen),
-            ("Loaded models (M on the Monitor screen)", LoadedModels),
+            ("Image", _class("tui.screens.image", "ImageScreen")),
+            ("Gallery (Ctrl+B on the Image screen)", _class("tui.widgets.gallery", "Gallery")),
+            ("Monitor", _class("tui.screens.monitor", "MonitorScreen")),
+            (
+                "Loaded models (M on the Monitor screen)",
+                _class("tui.screens.monitor", "LoadedModels"),
+            ),
         ]
         for title, source in sources:
             rows = []
