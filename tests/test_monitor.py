@@ -77,3 +77,18 @@ def test_gpu_roles_and_memory_share() -> None:
     gpu = GpuFigures(0, "H100", 50.0, 40 * 2**30, 80 * 2**30)
     assert gpu.memory_percent == 50.0
     assert GpuFigures(1, "x", 0, 0, 0).memory_percent == 0.0
+
+
+def test_image_renderer_is_chosen_without_asking_the_terminal() -> None:
+    from tui.widgets.picture import choose_renderer, prepare_renderer
+
+    assert choose_renderer("auto", {"TERM": "xterm-256color"}) == "halfblock"
+    assert choose_renderer("auto", {"TERM": "xterm-kitty"}) == "kitty"
+    assert choose_renderer("auto", {"KITTY_WINDOW_ID": "1", "TERM": "xterm"}) == "kitty"
+    assert choose_renderer("auto", {"TERM_PROGRAM": "WezTerm", "TERM": "xterm"}) == "kitty"
+    assert choose_renderer("auto", {"TERM": "xterm-kitty", "TMUX": "/tmp/x"}) == "halfblock"
+    assert choose_renderer("auto", {"TERM": "screen-256color"}) == "halfblock"
+    assert choose_renderer("auto", {"TERM": "mlterm-sixel"}) == "sixel"
+    assert choose_renderer("sixel", {"TERM": "xterm"}) == "sixel", "the setting wins"
+    assert choose_renderer("off", {"TERM": "xterm-kitty"}) == "off"
+    assert prepare_renderer("halfblock") == "halfblock"
