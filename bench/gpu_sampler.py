@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engines.monitor import Sampler  # noqa: E402
+from engines.monitor import Sampler
 
 
 def load(stop: threading.Event, device: int) -> None:
