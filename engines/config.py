@@ -242,7 +242,14 @@ class UiSettings:
     """The terminal interface."""
 
     screen: str = field(default="chat", metadata=_spec("Screen shown at start.", choices=SCREENS))
-    theme: str = field(default="textual-dark", metadata=_spec("Textual theme name."))
+    theme: str = field(
+        default="textual-dark",
+        metadata=_spec("Textual theme at the first start; one chosen in the palette is remembered."),
+    )
+    bell: bool = field(
+        default=False,
+        metadata=_spec("Ring the terminal bell when a reply or image finishes on another screen."),
+    )
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,8 @@ class Settings:
     paths: PathSettings = field(default_factory=PathSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     ui: UiSettings = field(default_factory=UiSettings)
+    keys: Mapping[str, str] = field(default_factory=dict)
+    """``[keys]``: binding id -> keys (e.g. ``"chat.new" = "ctrl+k"``); the TUI checks the ids."""
     source: Path | None = None
     """The file these settings came from, or None for the built-in defaults."""
 
@@ -390,12 +399,37 @@ def _unknown(where: str, key: str, allowed: list[str], what: str = "key") -> Con
     )
 
 
+_KEY = re.compile(r"^[a-z0-9_+\-]+(,[a-z0-9_+\-]+)*$")
+
+
+def _check_keys(label: str, value: Any) -> dict[str, str]:
+    """``[keys]``: each entry a binding id and its keys, like ``"ctrl+k"`` or ``"f5,ctrl+r"``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{label}: [keys] must be a table of binding ids, not {value!r}")
+    out: dict[str, str] = {}
+    for binding, keys in value.items():
+        if isinstance(keys, dict):  # written as chat.new = "..." without quotes: a table
+            for sub, inner in _check_keys(label, keys).items():
+                out[f"{binding}.{sub}"] = inner
+            continue
+        if not isinstance(keys, str) or not _KEY.match(keys.replace(" ", "").lower()):
+            raise ConfigError(
+                f"{label}: [keys] {binding} = {keys!r}: expected keys like 'ctrl+k', 'f5' "
+                "or 'ctrl+k,f5' (names as Textual writes them)"
+            )
+        out[binding] = keys.replace(" ", "").lower()
+    return out
+
+
 def settings_from_mapping(
     data: Mapping[str, Any], *, source: Path | None = None, label: str = "config"
 ) -> Settings:
     """Validate a parsed TOML document into :class:`Settings`."""
     built: dict[str, Any] = {}
     for section, value in data.items():
+        if section == "keys":
+            built["keys"] = _check_keys(label, value)
+            continue
         if section not in SECTIONS:
             raise _unknown(f"{label}:", f"[{section}]", [f"[{s}]" for s in SECTIONS], "section")
         if not isinstance(value, dict):

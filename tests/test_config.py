@@ -50,6 +50,7 @@ def test_defaults_equal_the_shipped_config_toml() -> None:
         section: {f.name: plain(getattr(getattr(defaults, section), f.name)) for f in fields(cls)}
         for section, cls in SECTIONS.items()
     }
+    expected["keys"] = {}  # the [keys] table ships with examples in comments only
     assert shipped == expected
     # ... and the file itself validates to exactly the defaults.
     assert settings_from_mapping(shipped) == defaults
@@ -65,6 +66,20 @@ def _commented_keys() -> dict[tuple[str, str], str]:
         elif m := re.match(r"(\w+)\s*=\s*(\"[^\"]*\"|\S+)\s*#\s*(\S.*)$", line):
             found[(section, m.group(1))] = m.group(3)
     return found
+
+
+def test_keys_table_is_checked() -> None:
+    settings = settings_from_mapping({"keys": {"chat.new": "ctrl+k", "image": {"generate": "F5, ctrl+g"}}})
+    assert settings.keys == {"chat.new": "ctrl+k", "image.generate": "f5,ctrl+g"}
+    with pytest.raises(ConfigError, match=r"\[keys\] chat.new = 5: expected keys like 'ctrl\+k'"):
+        settings_from_mapping({"keys": {"chat.new": 5}})
+    from tui.keys import binding_ids, check_keymap
+
+    ids = binding_ids()
+    assert {"chat.new", "prompt.send", "image.generate", "monitor.unload_pipeline"} <= set(ids)
+    assert check_keymap({"chat.new": "ctrl+k"}, "config.toml") is None
+    problem = check_keymap({"chat.nwe": "ctrl+k"}, "config.toml")
+    assert problem is not None and "did you mean 'chat.new'" in problem
 
 
 def test_every_setting_has_a_comment_line_in_config_toml() -> None:
