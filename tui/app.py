@@ -15,9 +15,11 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.theme import Theme
 
 from engines.chat import ChatEngine, ChatError, ModelInfo, ServerStatus
 from engines.config import Settings
+from engines.state import State
 from engines.store import Status, Store, StoreError
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen
@@ -66,11 +68,11 @@ class LlmPessoalApp(App[int]):
         "monitor": lambda: _screen("tui.screens.monitor", "MonitorScreen"),
     }
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f1", "help", "Help"),
-        Binding("f2", "switch_mode('chat')", "Chat"),
-        Binding("f3", "switch_mode('image')", "Image"),
-        Binding("f4", "switch_mode('monitor')", "Monitor"),
-        Binding("ctrl+q", "quit", "Quit", priority=True, show=False),
+        Binding("f1", "help", "Help", id="app.help"),
+        Binding("f2", "switch_mode('chat')", "Chat", id="app.chat"),
+        Binding("f3", "switch_mode('image')", "Image", id="app.image"),
+        Binding("f4", "switch_mode('monitor')", "Monitor", id="app.monitor"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, show=False, id="app.quit"),
     ]
 
     ollama: reactive[ServerStatus | None] = reactive(None, init=False)
@@ -97,10 +99,16 @@ class LlmPessoalApp(App[int]):
         self.live = LiveFigures()
         self.startup_warnings = list(warnings)
         self._recheck = asyncio.Event()
-        if settings.ui.theme in self.available_themes:
-            self.theme = settings.ui.theme
+        self.keymap = dict(settings.keys)
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        self.state = State(settings.paths.database.parent / "state.json")
+        theme = self.state.get("theme") or settings.ui.theme
+        if theme in self.available_themes:
+            self.theme = theme
 
     def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._remember_theme)
         self.switch_mode(self.start_screen)
         for warning in self.startup_warnings:
             self.notify(warning, severity="error", timeout=30)
@@ -161,6 +169,12 @@ class LlmPessoalApp(App[int]):
     def image_finished(self, saved: int, screen: Screen[None]) -> None:
         if self.screen is not screen and saved:
             self.notify(f"{saved} image{'s' if saved > 1 else ''} ready.", title="Image")
+            if self.settings.ui.bell:
+                self.bell()
+
+    def _remember_theme(self, theme: Theme) -> None:
+        """A theme chosen in the palette is the theme of the next start too."""
+        self.state.set("theme", theme.name)
 
     # -- Ollama reachability ---------------------------------------------------
 
@@ -200,6 +214,8 @@ class LlmPessoalApp(App[int]):
     def reply_finished(self, title: str, status: Status, screen: Screen[None]) -> None:
         if self.screen is not screen and status == "done":
             self.notify(f"Reply ready in “{title}”.", title="Chat")
+            if self.settings.ui.bell:
+                self.bell()
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
@@ -227,9 +243,10 @@ class LlmPessoalApp(App[int]):
             for binding in getattr(source, "BINDINGS", []):
                 if not isinstance(binding, Binding) or not binding.description:
                     continue
+                key_list = self.keymap.get(binding.id or "", binding.key)
                 keys = ", ".join(
                     self.get_key_display(Binding(key, binding.action))
-                    for key in binding.key.split(",")
+                    for key in key_list.split(",")
                 )
                 rows.append((keys, binding.tooltip or binding.description))
             groups.append((title, rows))
@@ -261,7 +278,8 @@ class LlmPessoalApp(App[int]):
                 assert isinstance(binding, Binding)
                 if binding.action == "cancel_reply":
                     continue
-                key = self.get_key_display(Binding(binding.key.split(",")[0], binding.action))
+                first = self.keymap.get(binding.id or "", binding.key).split(",")[0]
+                key = self.get_key_display(Binding(first, binding.action))
                 yield SystemCommand(
                     f"Chat: {binding.tooltip or binding.description}",
                     f"{binding.description} ({key})",

@@ -101,11 +101,29 @@ class ImageScreen(Screen[None]):
     """Describe an image, generate it, watch it form, keep it."""
 
     BINDINGS = [
-        Binding("ctrl+g", "generate", "Generate", tooltip="Generate with the form's settings"),
-        Binding("escape", "cancel", "Cancel", tooltip="Stop the generation within a step"),
-        Binding("ctrl+l", "load", "Load model", tooltip="Load the pipeline now"),
-        Binding("ctrl+b", "gallery", "Gallery", tooltip="To the gallery of recent images"),
-        Binding("ctrl+f", "form", "Form", show=False, tooltip="Back to the form"),
+        Binding(
+            "ctrl+g",
+            "generate",
+            "Generate",
+            tooltip="Generate with the form's settings",
+            id="image.generate",
+        ),
+        Binding(
+            "escape",
+            "cancel",
+            "Cancel",
+            tooltip="Stop the generation within a step",
+            id="image.cancel",
+        ),
+        Binding("ctrl+l", "load", "Load model", tooltip="Load the pipeline now", id="image.load"),
+        Binding(
+            "ctrl+b",
+            "gallery",
+            "Gallery",
+            tooltip="To the gallery of recent images",
+            id="image.gallery",
+        ),
+        Binding("ctrl+f", "form", "Form", show=False, tooltip="Back to the form", id="image.form"),
     ]
 
     def __init__(self) -> None:

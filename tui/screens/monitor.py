@@ -111,7 +111,7 @@ class Thumbnail(HalfBlocks, can_focus=True):
     """A recent image, small; Enter views it larger."""
 
     BINDINGS = [
-        Binding("enter", "view", "View", tooltip="View the image larger"),
+        Binding("enter", "view", "View", tooltip="View the image larger", id="monitor.view_image"),
         Binding("right", "app.focus_next", "Next", show=False),
         Binding("left", "app.focus_previous", "Previous", show=False),
     ]
@@ -185,7 +185,13 @@ class LoadedModels(OptionList):
     """Ollama's loaded models; U unloads the highlighted one."""
 
     BINDINGS = [
-        Binding("u", "unload", "Unload model", tooltip="Ask Ollama to unload the highlighted model")
+        Binding(
+            "u",
+            "unload",
+            "Unload model",
+            tooltip="Ask Ollama to unload the highlighted model",
+            id="monitor.unload_model",
+        )
     ]
 
     def action_unload(self) -> None:
@@ -207,9 +213,12 @@ class MonitorScreen(Screen[None]):
             "unload_pipeline",
             "Unload pipeline",
             tooltip="Free the Stable Diffusion pipeline's memory",
+            id="monitor.unload_pipeline",
         ),
-        Binding("m", "focus_models", "Models", tooltip="To Ollama's loaded models"),
-        Binding("i", "focus_images", "Images", tooltip="To the recent images"),
+        Binding(
+            "m", "focus_models", "Models", tooltip="To Ollama's loaded models", id="monitor.models"
+        ),
+        Binding("i", "focus_images", "Images", tooltip="To the recent images", id="monitor.images"),
     ]
 
     def __init__(self) -> None:

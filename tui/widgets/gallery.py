@@ -22,10 +22,24 @@ class Gallery(OptionList):
     """The image index as a list; the highlighted image is shown beside it."""
 
     BINDINGS = [
-        Binding("enter", "act('view')", "View", tooltip="View the image larger"),
-        Binding("c", "act('copy')", "Copy path", tooltip="Copy the image's file path"),
-        Binding("u", "act('reuse')", "Reuse", tooltip="Fill the form from the image's settings"),
-        Binding("d,delete", "act('delete')", "Delete", tooltip="Delete the image (asks first)"),
+        Binding("enter", "act('view')", "View", tooltip="View the image larger", id="gallery.view"),
+        Binding(
+            "c", "act('copy')", "Copy path", tooltip="Copy the image's file path", id="gallery.copy"
+        ),
+        Binding(
+            "u",
+            "act('reuse')",
+            "Reuse",
+            tooltip="Fill the form from the image's settings",
+            id="gallery.reuse",
+        ),
+        Binding(
+            "d,delete",
+            "act('delete')",
+            "Delete",
+            tooltip="Delete the image (asks first)",
+            id="gallery.delete",
+        ),
     ]
 
     @dataclass

@@ -18,13 +18,14 @@ class PromptInput(TextArea):
     # (priority) binding it could overtake characters still queued for the widget,
     # and send a message without its last letters. The binding is here for the footer.
     BINDINGS = [
-        Binding("enter", "submit", "Send", tooltip="Send the message"),
+        Binding("enter", "submit", "Send", tooltip="Send the message", id="prompt.send"),
         Binding(
             "ctrl+j,shift+enter",
             "newline",
             "Newline",
             key_display="^j",
             tooltip="New line in the message (Shift+Enter where the terminal tells it apart)",
+            id="prompt.newline",
         ),
     ]
 
@@ -44,7 +45,9 @@ class PromptInput(TextArea):
         )
 
     async def _on_key(self, event: events.Key) -> None:
-        if event.key == "enter":
+        keymap: dict[str, str] = getattr(self.app, "keymap", {})
+        send = keymap.get("prompt.send", "enter").split(",")
+        if event.key == "enter" and "enter" in send:
             event.stop()
             event.prevent_default()
             self.action_submit()

@@ -22,8 +22,20 @@ class ConversationList(OptionList):
     """Saved conversations, newest first."""
 
     BINDINGS = [
-        Binding("r", "rename", "Rename", tooltip="Rename the highlighted conversation"),
-        Binding("d,delete", "delete", "Delete", tooltip="Delete the highlighted conversation"),
+        Binding(
+            "r",
+            "rename",
+            "Rename",
+            tooltip="Rename the highlighted conversation",
+            id="conversations.rename",
+        ),
+        Binding(
+            "d,delete",
+            "delete",
+            "Delete",
+            tooltip="Delete the highlighted conversation",
+            id="conversations.delete",
+        ),
     ]
 
     @dataclass
