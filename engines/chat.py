@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,9 +37,23 @@ class OllamaUnavailable(ChatError):
 class ModelNotFound(ChatError):
     """The server does not have the model asked for."""
 
-    def __init__(self, model: str) -> None:
-        super().__init__(f"model {model!r} is not installed; get it with: ollama pull {model}")
+    def __init__(self, model: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"model {model!r} is not installed; get it with: ollama pull {model}"
+        )
         self.model = model
+
+
+class ModelNotOnRegistry(ModelNotFound):
+    """A pull asked the registry for a model (or tag) it does not have."""
+
+    def __init__(self, model: str, detail: str = "") -> None:
+        super().__init__(
+            model,
+            f"model {model!r} was not found on the registry: check the name and the tag "
+            f"(the library is at https://ollama.com/library)"
+            + (f"; Ollama said: {detail}" if detail else ""),
+        )
 
 
 class StreamBroken(ChatError):
@@ -171,6 +186,158 @@ class ServerStatus:
     host: str
     version: str = ""
     error: str = ""
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One line of a pull, as Ollama reported it, with the figures worked out from it.
+
+    ``digest``, ``total`` and ``completed`` are Ollama's, for the layer the line is about
+    (empty and 0 on the lines between layers: "pulling manifest", "verifying sha256
+    digest", "writing manifest", "success"). ``rate`` (bytes/s, over the last few
+    seconds) and ``eta_s`` are this layer's; the ``overall_`` figures add up the layers
+    announced so far (Ollama announces each when it starts on it). A rate or ETA is None
+    until there is enough to tell."""
+
+    model: str
+    status: str
+    digest: str = ""
+    total: int = 0
+    completed: int = 0
+    rate: float | None = None
+    eta_s: float | None = None
+    overall_total: int = 0
+    overall_completed: int = 0
+    overall_rate: float | None = None
+    overall_eta_s: float | None = None
+    layers: int = 0
+    done: bool = False
+
+    @property
+    def layer(self) -> str:
+        """The layer's short id, as Ollama's own progress shows it (12 hex digits)."""
+        return self.digest.removeprefix("sha256:")[:12]
+
+    @property
+    def fraction(self) -> float | None:
+        return min(self.completed / self.total, 1.0) if self.total > 0 else None
+
+    @property
+    def overall_fraction(self) -> float | None:
+        if self.overall_total <= 0:
+            return None
+        return min(self.overall_completed / self.overall_total, 1.0)
+
+    def figures(self) -> str:
+        """This layer's bytes, rate and ETA: ``1.2 GB / 2.0 GB · 35.2 MB/s · ETA 0:23``."""
+        return _figures(self.completed, self.total, self.rate, self.eta_s)
+
+    def overall_figures(self) -> str:
+        return _figures(
+            self.overall_completed, self.overall_total, self.overall_rate, self.overall_eta_s
+        )
+
+
+def _figures(completed: int, total: int, rate: float | None, eta_s: float | None) -> str:
+    parts = [f"{human_bytes(completed)} / {human_bytes(total)}"]
+    if rate is not None and completed < total:
+        parts.append(f"{human_bytes(rate)}/s")
+    if eta_s is not None and completed < total:
+        parts.append(f"ETA {duration_text(eta_s)}")
+    return " · ".join(parts)
+
+
+def duration_text(seconds: float) -> str:
+    """``0:07``, ``12:34``, ``1:02:03``: seconds as a clock shows them."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class RateMeter:
+    """Units per second over the last ``window`` seconds of samples."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def add(self, t: float, value: float) -> float | None:
+        """Add a sample (a time and a running total); the rate, or None while unknown."""
+        samples = self._samples
+        samples.append((t, value))
+        while len(samples) > 2 and t - samples[1][0] >= self.window:
+            samples.popleft()
+        t0, v0 = samples[0]
+        if t - t0 < 1e-3:
+            return None
+        return max(value - v0, 0.0) / (t - t0)
+
+
+@dataclass
+class _Layer:
+    total: int
+    completed: int
+    start: int
+    meter: RateMeter
+    rate: float | None = None
+
+
+class PullTracker:
+    """Turns Ollama's pull lines into :class:`PullProgress`: per layer and overall, with
+    rates and ETAs. Bytes a layer had before this pull (a resumed download, a cached
+    layer) count as done but not as speed."""
+
+    def __init__(
+        self, model: str, clock: Callable[[], float] = time.monotonic, window: float = 5.0
+    ) -> None:
+        self.model = model
+        self.clock = clock
+        self.window = window
+        self._layers: dict[str, _Layer] = {}
+        self._overall = RateMeter(window)
+        self._overall_rate: float | None = None
+
+    def update(
+        self, status: str, digest: str = "", total: int = 0, completed: int = 0
+    ) -> PullProgress:
+        now = self.clock()
+        layer = None
+        if digest:
+            layer = self._layers.get(digest)
+            if layer is None:
+                layer = _Layer(total, completed, completed, RateMeter(self.window))
+                self._layers[digest] = layer
+            layer.total = max(total, layer.total)
+            layer.completed = max(completed, layer.completed)
+            layer.rate = layer.meter.add(now, layer.completed)
+            moved = sum(x.completed - x.start for x in self._layers.values())
+            self._overall_rate = self._overall.add(now, moved)
+        overall_total = sum(x.total for x in self._layers.values())
+        overall_completed = sum(min(x.completed, x.total) for x in self._layers.values())
+        return PullProgress(
+            model=self.model,
+            status=status,
+            digest=digest,
+            total=layer.total if layer else 0,
+            completed=layer.completed if layer else 0,
+            rate=layer.rate if layer else None,
+            eta_s=_eta(layer.total, layer.completed, layer.rate) if layer else None,
+            overall_total=overall_total,
+            overall_completed=overall_completed,
+            overall_rate=self._overall_rate,
+            overall_eta_s=_eta(overall_total, overall_completed, self._overall_rate),
+            layers=len(self._layers),
+            done=status == "success",
+        )
+
+
+def _eta(total: int, completed: int, rate: float | None) -> float | None:
+    if total > 0 and completed >= total:
+        return 0.0
+    if rate is None or rate <= 0:
+        return None
+    return (total - completed) / rate
 
 
 @dataclass
@@ -307,6 +474,61 @@ class ChatEngine:
             template=r.template or "",
             license=r.license or "",
         )
+
+    async def pull(self, model: str) -> AsyncGenerator[PullProgress, None]:
+        """Download ``model`` from its registry, yielding progress as Ollama reports it,
+        until the last line ("success"). Closing the iterator (or cancelling the task
+        that reads it) closes the HTTP stream: Ollama stops the download and keeps what
+        it has, so pulling again resumes it."""
+        tracker = PullTracker(model)
+        inner: AsyncIterator[Any] | None = None
+        log.info("pull", extra={"model": model})
+        try:
+            inner = await self.client.pull(model, stream=True)
+            async for part in inner:
+                progress = tracker.update(
+                    str(part.status or ""),
+                    str(part.digest or ""),
+                    int(part.total or 0),
+                    int(part.completed or 0),
+                )
+                yield progress
+                if progress.done:
+                    log.info("pulled", extra={"model": model})
+                    return
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise self._translate_pull(exc, model) from exc
+        finally:
+            if inner is not None:
+                aclose = getattr(inner, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        raise StreamBroken(f"Ollama at {self.host} ended the pull of {model!r} before it finished")
+
+    def _translate_pull(self, exc: BaseException, model: str) -> ChatError:
+        import ollama
+
+        if isinstance(exc, ollama.ResponseError):
+            text = str(exc.error).strip()
+            if "file does not exist" in text or (exc.status_code == 404 and "manifest" in text):
+                return ModelNotOnRegistry(model, text)
+        return self._translate(exc)
+
+    async def delete(self, model: str) -> None:
+        """Remove ``model`` from the server (its files too, unless another model shares them)."""
+        try:
+            await self.client.delete(model)
+        except Exception as exc:
+            import ollama
+
+            if isinstance(exc, ollama.ResponseError) and exc.status_code == 404:
+                raise ModelNotFound(
+                    model, f"model {model!r} is not installed, so there is nothing to delete"
+                ) from exc
+            raise self._translate(exc, model) from exc
+        log.info("deleted model", extra={"model": model})
 
     async def loaded(self) -> list[LoadedModel]:
         try:

@@ -244,7 +244,9 @@ class UiSettings:
     screen: str = field(default="chat", metadata=_spec("Screen shown at start.", choices=SCREENS))
     theme: str = field(
         default="textual-dark",
-        metadata=_spec("Textual theme at the first start; one chosen in the palette is remembered."),
+        metadata=_spec(
+            "Textual theme at the first start; one chosen in the palette is remembered."
+        ),
     )
     bell: bool = field(
         default=False,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from engines.config import DiffusionSettings
+from engines.files import remove_stale_temporaries
 from engines.images import ImageParameters, save_png
 
 if TYPE_CHECKING:
@@ -258,6 +259,8 @@ class DiffusionEngine:
         self.limits = SizeLimits()
         self.model = settings.model
         self.notes: list[str] = []
+        for stale in remove_stale_temporaries(outputs):
+            log.warning("removed a temporary file left by an interrupted save: %s", stale.name)
         """What the engine did on its own (unloading Ollama's models, say), to tell."""
         self._base_scheduler: Any = None
         self._scheduler_name = ""
@@ -604,7 +607,9 @@ class DiffusionEngine:
                 result.images.append(done)
                 if self.on_image is not None:
                     self.on_image(done)
-                log.info("image generated", extra={"path": str(path), "seconds": done.seconds})
+                # no prompt text above DEBUG: the file name holds a slug of it
+                log.info("image generated", extra={"seed": seed, "seconds": done.seconds})
+                log.debug("image saved", extra={"path": str(path)})
             return result
 
     def _use_scheduler(self, name: str) -> None:

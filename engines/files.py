@@ -24,7 +24,7 @@ def atomic_write_bytes(
     rename it into place; on any failure the temporary file is removed. With
     ``exclusive``, never replace an existing file: FileExistsError instead."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -66,3 +66,31 @@ def _umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o077  # unknown: the safe side
+
+
+TEMP_PREFIX = ".tmp-"
+
+
+def remove_stale_temporaries(folder: Path, older_than_s: float = 60.0) -> list[Path]:
+    """Remove what a killed writer left: our own temporary files (``.tmp-*``) older
+    than a minute (younger ones may belong to a writer still at work)."""
+    import time
+
+    removed: list[Path] = []
+    try:
+        candidates = list(folder.glob(TEMP_PREFIX + "*"))
+    except OSError:
+        return removed
+    now = time.time()
+    for path in candidates:
+        try:
+            if (
+                path.is_file()
+                and not path.is_symlink()
+                and now - path.stat().st_mtime > older_than_s
+            ):
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed

@@ -458,6 +458,11 @@ class Store:
         with self._tx() as c:
             c.execute("DELETE FROM images WHERE id = ?", (image_id,))
 
+    def image_id_at(self, path: Path) -> int | None:
+        """The index row of the image file at ``path``, if it is indexed (for clean-up)."""
+        rows = self._query("SELECT id FROM images WHERE path = ?", (str(path),))
+        return int(rows[0]["id"]) if rows else None
+
     def integrity_ok(self) -> bool:
         rows = self._query("PRAGMA integrity_check")
         return bool(rows) and rows[0][0] == "ok"
