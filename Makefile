@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test check bench clean
+.PHONY: install run test check lint-docker bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ check: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The Docker files, linted without a Docker engine: hadolint, the compose files against the
+# compose specification's schema, and `docker compose config` where the compose plugin is.
+lint-docker: install
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml docker-compose.gpu.yml
+	if docker compose version >/dev/null 2>&1; then \
+		docker compose -f docker-compose.yml -f docker-compose.gpu.yml config --quiet; \
+	else echo "lint-docker: no 'docker compose' here; skipped 'docker compose config'"; fi
 
 bench: install
 	$(BIN)/python bench/startup.py
