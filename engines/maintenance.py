@@ -184,7 +184,7 @@ def _add_file(
             return None
         info = tarfile.TarInfo(arcname)
         info.size = st.st_size
-        info.mtime = int(st.st_mtime)
+        info.mtime = st.st_mtime  # a float: PAX keeps the fraction
         info.mode = (st.st_mode & 0o777) if mode is None else mode
         info.uid = info.gid = 0
         info.uname = info.gname = ""
@@ -415,11 +415,13 @@ def _check_manifest(archive: Path, data: bytes) -> dict[str, Any]:
     except ValueError:
         manifest = None
     if not isinstance(manifest, dict) or manifest.get("app") != APP:
-        raise BadArchive(f"{archive}: member {MANIFEST!r} is not an llm-pessoal manifest")
+        raise BadArchive(
+            f"{archive}: member {MANIFEST!r} is not an llm-pessoal manifest; nothing was restored"
+        )
     if manifest.get("format") != FORMAT:
         raise BadArchive(
             f"{archive}: backup format {manifest.get('format')!r} is not one this version "
-            f"reads ({FORMAT}); upgrade llm-pessoal"
+            f"reads ({FORMAT}); upgrade llm-pessoal; nothing was restored"
         )
     return manifest
 
@@ -455,7 +457,9 @@ def _check_database(archive: Path, path: Path, old_outputs: str | None, outputs:
     except sqlite3.Error as exc:
         problem = f"it cannot be read: {exc}"
     if problem:
-        raise BadArchive(f"{archive}: member {DATABASE_MEMBER!r} is refused: {problem}")
+        raise BadArchive(
+            f"{archive}: member {DATABASE_MEMBER!r} is refused: {problem}; nothing was restored"
+        )
 
 
 # -- restore: the plan and its application ---------------------------------------------

@@ -69,7 +69,9 @@ def _commented_keys() -> dict[tuple[str, str], str]:
 
 
 def test_keys_table_is_checked() -> None:
-    settings = settings_from_mapping({"keys": {"chat.new": "ctrl+k", "image": {"generate": "F5, ctrl+g"}}})
+    settings = settings_from_mapping(
+        {"keys": {"chat.new": "ctrl+k", "image": {"generate": "F5, ctrl+g"}}}
+    )
     assert settings.keys == {"chat.new": "ctrl+k", "image.generate": "f5,ctrl+g"}
     with pytest.raises(ConfigError, match=r"\[keys\] chat.new = 5: expected keys like 'ctrl\+k'"):
         settings_from_mapping({"keys": {"chat.new": 5}})
