@@ -970,7 +970,7 @@ def clean(
         from engines.store import Store, StoreError
 
         try:
-            store = Store.open(settings.paths.database)
+            store = Store.open(settings.paths.database, recover=False)
         except StoreError as exc:
             summary.problems.append(f"{exc}; the gallery still lists the removed images")
     try:

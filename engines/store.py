@@ -153,8 +153,11 @@ class Store:
     # -- opening ------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, busy_timeout_s: float = 2.0) -> Store:
-        """Open (creating if needed) and migrate the database at ``path``."""
+    def open(cls, path: Path, *, busy_timeout_s: float = 2.0, recover: bool = True) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``. With
+        ``recover``, replies left streaming by a process that died are marked
+        interrupted; commands that may run beside the app pass False (a reply the app
+        is streaming at that moment is not interrupted)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -174,7 +177,7 @@ class Store:
         conn.create_function("fold", 1, _fold, deterministic=True)
         store = cls(conn, path)
         try:
-            store._prepare(wal=True)
+            store._prepare(wal=True, recover=recover)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(cls._explain(path, exc)) from None
@@ -204,7 +207,7 @@ class Store:
             )
         return f"{path}: {text}"
 
-    def _prepare(self, *, wal: bool) -> None:
+    def _prepare(self, *, wal: bool, recover: bool = True) -> None:
         with self._lock:
             c = self._conn
             c.execute("PRAGMA foreign_keys = ON")
@@ -229,6 +232,8 @@ class Store:
                     c.execute("ROLLBACK")
                     raise
                 log.info("database migrated", extra={"version": number})
+            if not recover:
+                return
             interrupted = c.execute(
                 "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'"
             ).rowcount

@@ -113,7 +113,7 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
         settings = replace(settings, diffusion=replace(d, model=args.model))
     outputs = args.out.expanduser().resolve() if args.out else settings.paths.outputs
     try:
-        store: Store | None = Store.open(settings.paths.database)
+        store: Store | None = Store.open(settings.paths.database, recover=False)
     except StoreError as exc:
         err(f"{exc}; the images will not be in the gallery")
         store = None
