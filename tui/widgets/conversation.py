@@ -2,18 +2,71 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Label, Markdown, Static
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Label, Static
 
 from engines.chat import ReplyStats
 from engines.store import Status, StoredMessage
 from tui.text import shorten, visible
+from tui.widgets.markdown_text import MarkdownText
 
 PROMPT_SHOWN = 20_000
 """Characters of a prompt drawn on screen; the whole prompt is stored and sent."""
+
+
+class ReplyWriter:
+    """Feeds a streaming reply to its Markdown widget at most every ``interval`` seconds.
+
+    A reply comes a token at a time, far faster than anyone reads; every update of the
+    widget costs a parse, a layout and a redraw of the followed view. So tokens are
+    gathered and written together: the first one at once, the rest at most
+    ``interval`` later, and whatever is left as soon as the reply ends."""
+
+    def __init__(self, markdown: MarkdownText, interval: float = 0.1) -> None:
+        self.markdown = markdown
+        self.interval = interval
+        self._pending: list[str] = []
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._last = 0.0
+        self._task = asyncio.create_task(self._run())
+
+    def write(self, text: str) -> None:
+        if text:
+            self._pending.append(text)
+            self._wake.set()
+
+    async def _flush(self) -> None:
+        text = "".join(self._pending)
+        self._pending.clear()
+        if text:
+            self.markdown.append(text)
+            await asyncio.sleep(0)  # let the screen draw it
+        self._last = time.monotonic()
+
+    async def _run(self) -> None:
+        # never cancelled: an append cut in the middle would leave the widget half-updated
+        while not self._closing.is_set():
+            await self._wake.wait()
+            wait = self._last + self.interval - time.monotonic()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), wait)
+            self._wake.clear()
+            await self._flush()
+
+    async def close(self) -> None:
+        """Write what is left now, and stop."""
+        self._closing.set()
+        self._wake.set()
+        await asyncio.shield(self._task)
+        await self._flush()
 
 
 class PromptTurn(Vertical):
@@ -49,11 +102,10 @@ class ReplyTurn(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label(visible(self.model), classes="who")
-        yield Markdown(visible(self.content), classes="body")
+        yield MarkdownText(visible(self.content), classes="body")
         yield Static(self._meta(), classes="meta")
 
     def on_mount(self) -> None:
-        self.set_class(self._status == "streaming", "-streaming")
         self.set_class(self._status in ("interrupted", "error"), "-failed")
 
     def thinking(self, characters: int, *, done: bool = False) -> None:
@@ -65,8 +117,8 @@ class ReplyTurn(Vertical):
         )
         self.query_one(".meta", Static).update(Text(text, style="dim italic"))
 
-    def stream(self) -> MarkdownStream:
-        return Markdown.get_stream(self.query_one(Markdown))
+    def writer(self, interval: float = 0.2) -> ReplyWriter:
+        return ReplyWriter(self.query_one(MarkdownText), interval)
 
     def _meta(self) -> Text:
         if self._status == "streaming":
@@ -85,8 +137,8 @@ class ReplyTurn(Vertical):
     ) -> None:
         self.content = content
         self._status, self._stats, self._error = status, stats, error
-        self.remove_class("-streaming")
-        self.set_class(status in ("interrupted", "error"), "-failed")
+        if status in ("interrupted", "error"):  # a class change restyles every block: only then
+            self.add_class("-failed")
         self.query_one(".meta", Static).update(self._meta())
 
 

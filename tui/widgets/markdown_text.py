@@ -1,0 +1,93 @@
+"""Markdown drawn by Rich in a few settled pieces and a live tail.
+
+A streamed reply grows a token at a time. Textual's Markdown widget keeps a widget
+per block, and every update lays out and redraws all of them; here the text is cut
+at block boundaries (a blank line outside a code fence) into pieces of a few
+kilobytes that are rendered once, and only the tail is rendered again as it grows.
+Raw HTML is shown as text: a model's reply is displayed as written, never hidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from markdown_it import MarkdownIt
+from rich.markdown import Markdown as RichMarkdown
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+SETTLE_AT = 2000
+"""Characters of finished blocks gathered before they become a piece of their own."""
+
+_PARSER = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table")
+
+
+class LiteralMarkdown(RichMarkdown):
+    """Rich's Markdown, with raw HTML kept as text instead of dropped."""
+
+    def __init__(self, markup: str, **kwargs: Any) -> None:
+        super().__init__("", **kwargs)
+        self.markup = markup
+        self.parsed = _PARSER.parse(markup)
+
+
+def render(markup: str) -> LiteralMarkdown:
+    return LiteralMarkdown(markup, code_theme="monokai", hyperlinks=True)
+
+
+class MarkdownText(Vertical):
+    """A Markdown text that can grow: ``append`` re-renders only the unsettled tail."""
+
+    DEFAULT_CSS = """
+    MarkdownText {
+        height: auto;
+    }
+    MarkdownText > Static {
+        height: auto;
+    }
+    """
+
+    def __init__(self, text: str = "", *, classes: str | None = None) -> None:
+        super().__init__(classes=classes)
+        self.text = ""
+        self._settled = 0  # text[:_settled] lives in settled pieces
+        self._scanned = 0  # lines are scanned up to here for safe cuts
+        self._in_fence = ""  # the fence marker of an open code block
+        self._safe = 0  # the last offset where a cut cannot split a block
+        self._initial = text
+        self._tail = Static("", classes="md-tail")
+
+    def compose(self) -> ComposeResult:
+        yield self._tail
+
+    def on_mount(self) -> None:
+        if self._initial:
+            self.append(self._initial)
+            self._initial = ""
+
+    def _scan(self) -> None:
+        """Find safe cuts in the complete lines added since the last scan."""
+        text = self.text
+        while True:
+            end = text.find("\n", self._scanned)
+            if end < 0:
+                return
+            line = text[self._scanned : end].strip()
+            if self._in_fence:
+                if line.startswith(self._in_fence) and not line.strip("`~"):
+                    self._in_fence = ""
+            elif line.startswith(("```", "~~~")):
+                self._in_fence = line[:3]
+            elif not line:
+                self._safe = end + 1
+            self._scanned = end + 1
+
+    def append(self, text: str) -> None:
+        self.text += text
+        self._scan()
+        if self._safe - self._settled >= SETTLE_AT:
+            piece = Static(render(self.text[self._settled : self._safe]))
+            self._settled = self._safe
+            self.mount(piece, before=self._tail)
+        self._tail.update(render(self.text[self._settled :]))
