@@ -313,8 +313,11 @@ class PullTracker:
             layer.rate = layer.meter.add(now, layer.completed)
             moved = sum(x.completed - x.start for x in self._layers.values())
             self._overall_rate = self._overall.add(now, moved)
+        done = status == "success"
         overall_total = sum(x.total for x in self._layers.values())
         overall_completed = sum(min(x.completed, x.total) for x in self._layers.values())
+        if done:  # whatever was said on the way, it is all here now
+            overall_completed = overall_total
         return PullProgress(
             model=self.model,
             status=status,
@@ -328,7 +331,7 @@ class PullTracker:
             overall_rate=self._overall_rate,
             overall_eta_s=_eta(overall_total, overall_completed, self._overall_rate),
             layers=len(self._layers),
-            done=status == "success",
+            done=done,
         )
 
 

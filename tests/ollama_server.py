@@ -323,8 +323,19 @@ class FakeOllama:
         self.status_override: tuple[int, str | JSONObj] | None = None
         self.status_override_path: str | None = None  # None: every path
         self.status_override_times: int | None = None  # None: until cleared
+        # /api/pull: a message that fails the pull after "pulling manifest" (as the registry's
+        # "pull model manifest: file does not exist" for an unknown name), the seconds between
+        # two progress lines, the layers' sizes in bytes (None: a model blob of the model's
+        # size and its template, license and params, as Ollama's library models have), the
+        # progress lines per layer after its first (which, as Ollama's, has no "completed"),
+        # the layers already on disk (a cache hit: completed == total at once), and a drop of
+        # the connection after that many lines.
         self.pull_error: str | None = None
         self.pull_delay: float = 0.0
+        self.pull_layers: list[int] | None = None
+        self.pull_steps: int = 4
+        self.pull_cached: int = 0
+        self.pull_drop_after: int | None = None
 
     def reset(self) -> None:
         """Back to the default behaviour, with counters and records cleared."""
@@ -340,6 +351,10 @@ class FakeOllama:
             self.streams: int = 0  # chat/generate replies started
             self.completed: int = 0  # replies that reached their final done chunk
             self.cancelled: int = 0  # replies cut short because the client closed the socket
+            self.pulls: int = 0  # /api/pull requests that started streaming
+            self.pulls_completed: int = 0  # pulls that reached "success"
+            self.pulls_cancelled: int = 0  # pulls cut short because the client closed the socket
+            self.pull_lines: int = 0  # progress lines written, all pulls together
             self.sent_first_token_at: float | None = None  # monotonic, latest reply
             self.sent_first_token_at_wall: float | None = None  # time.time()
             self.sent_last_token_at: float | None = None  # monotonic, latest token written
@@ -386,6 +401,9 @@ class FakeOllama:
                 "streams": self.streams,
                 "completed": self.completed,
                 "cancelled": self.cancelled,
+                "pulls": self.pulls,
+                "pulls_completed": self.pulls_completed,
+                "pulls_cancelled": self.pulls_cancelled,
                 "sent_first_token_at_wall": self.sent_first_token_at_wall,
                 "sent_last_token_at_wall": self.sent_last_token_at_wall,
                 "requests": [list(r) for r in self.requests],
@@ -544,7 +562,13 @@ class FakeOllama:
                 self.sent_first_token_at, self.sent_first_token_at_wall = mono, wall
             self.sent_last_token_at, self.sent_last_token_at_wall = mono, wall
 
-    def _count(self, what: Literal["streams", "completed", "cancelled"], delta: int = 1) -> None:
+    def _count(
+        self,
+        what: Literal[
+            "streams", "completed", "cancelled", "pulls", "pulls_completed", "pulls_cancelled"
+        ],
+        delta: int = 1,
+    ) -> None:
         with self._lock:
             setattr(self, what, getattr(self, what) + delta)
             if what == "streams":
@@ -569,6 +593,10 @@ class FakeOllama:
             "status_override_times",
             "pull_error",
             "pull_delay",
+            "pull_layers",
+            "pull_steps",
+            "pull_cached",
+            "pull_drop_after",
             "version",
         }
         with self._lock:
@@ -835,25 +863,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stream = body.get("stream") is not False
         with fake._lock:
-            error, delay = fake.pull_error, fake.pull_delay
+            error, delay, drop_after = fake.pull_error, fake.pull_delay, fake.pull_drop_after
+            sizes, steps, cached = fake.pull_layers, max(1, fake.pull_steps), fake.pull_cached
         model = fake._find(name) or FakeModel(name=name)
-        digest = model.blob_digest
-        total = model.size - 16384
-        lines: list[JSONObj] = [{"status": "pulling manifest"}]
-        if error is None:
-            lines += [
-                {
-                    "status": f"pulling {digest[7:19]}",
-                    "digest": digest,
-                    "total": total,
-                    "completed": total * step // 4,
-                }
-                for step in range(5)
-            ]
-            lines += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}]
-            lines.append({"status": "success"})
-        else:
-            lines.append({"error": error})
+        lines = _pull_lines(model, error, sizes, steps, cached)
         if not stream:
             self._wait(delay * len(lines))
             if error is None:
@@ -862,13 +875,25 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send_error(500, error)
             return
-        self._start_stream()
-        for line in lines:
-            self._wait(delay)
-            if line.get("status") == "success":
-                fake.add_model(model)
-            self._write_line(line)
-        self._end_stream()
+        fake._count("pulls")
+        try:
+            self._start_stream()
+            for i, line in enumerate(lines):
+                self._wait(delay)
+                if drop_after is not None and i == drop_after:
+                    self._drop(False)
+                    return
+                if line.get("status") == "success":
+                    fake.add_model(model)
+                    fake._count("pulls_completed")
+                self._write_line(line)
+                with fake._lock:
+                    fake.pull_lines += 1
+            self._end_stream()
+        except (_Cancelled, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            if not fake._stopping.is_set():
+                fake._count("pulls_cancelled")
+            raise
 
     def _chat(self, body: JSONObj) -> None:
         messages = body.get("messages") or []
@@ -1078,6 +1103,33 @@ def _first_fault(n_tokens: int, b: _Behaviour) -> tuple[str, int] | None:
         if after is not None and 0 <= after <= n_tokens
     ]
     return min(faults, key=lambda f: f[1]) if faults else None
+
+
+def _pull_lines(
+    model: FakeModel, error: str | None, sizes: list[int] | None, steps: int, cached: int
+) -> list[JSONObj]:
+    """The NDJSON lines of one pull, as Ollama streams them: the manifest, then each layer
+    in turn (its first line without "completed", as Go's omitempty drops a zero), then the
+    digest check, the manifest and "success"; or, with ``error``, the registry's error."""
+    lines: list[JSONObj] = [{"status": "pulling manifest"}]
+    if error is not None:
+        return [*lines, {"error": error}]
+    if sizes is None:  # the model blob, then its template, license and params
+        sizes = [max(model.size - 16384, 1), 1429, 7711, 96]
+    for index, total in enumerate(sizes):
+        digest = "sha256:" + hashlib.sha256(f"{model.name}:{index}".encode()).hexdigest()
+        status = f"pulling {digest[7:19]}"
+        if index < cached:
+            lines.append({"status": status, "digest": digest, "total": total, "completed": total})
+            continue
+        lines.append({"status": status, "digest": digest, "total": total})
+        lines += [
+            {"status": status, "digest": digest, "total": total, "completed": total * s // steps}
+            for s in range(1, steps + 1)
+        ]
+    lines += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}]
+    lines.append({"status": "success"})
+    return lines
 
 
 def _limit(tokens: list[str], options: JSONObj) -> tuple[list[str], str]:

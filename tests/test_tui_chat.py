@@ -14,6 +14,7 @@ from tui_helpers import make_app, screen_text, type_text, wait_for
 from engines.store import Store
 from tui.screens.chat import ChatScreen
 from tui.widgets.conversation import ConversationView, PromptTurn, ReplyTurn
+from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.prompt import PromptInput
 from tui.widgets.sidebar import ConversationList
 
@@ -112,7 +113,7 @@ async def test_newline_key_and_empty_prompt(ollama_server: FakeOllama, config_fi
 async def test_markup_and_escapes_are_shown_literally(
     ollama_server: FakeOllama, config_file: Path
 ) -> None:
-    ollama_server.reply = "[bold red]not bold[/] \x1b[31mred\x1b[0m done\x07"
+    ollama_server.reply = "[bold red]not bold[/] \x1b[31mred\x1b[0m done\x07 <b>kept</b>"
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
         await online(pilot, app)
@@ -122,6 +123,7 @@ async def test_markup_and_escapes_are_shown_literally(
         text = screen_text(app)
         assert "[bold red]not bold[/]" in text
         assert "␛[31mred␛[0m done␇" in text
+        assert "<b>kept</b>" in text, "raw HTML is shown, not dropped"
         assert "[blink]me[/blink] ␛[2J" in text
     assert stored(database(config_file))[1][1] == ollama_server.reply, "stored byte for byte"
 
@@ -217,7 +219,13 @@ async def test_unknown_model_is_refused_with_the_fix(
         await online(pilot, app)
         await type_text(pilot, "hello")
         await pilot.press("enter")
+        # the app offers to pull it (tests/test_tui_models.py pulls); declined, the
+        # message is not sent, the notice gives the fix, and the text stays
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the offer")
+        assert "nope:1b is not installed. Pull it now?" in screen_text(app)
+        await pilot.press("n")
         await pilot.pause()
+        assert isinstance(app.screen, ChatScreen)
         assert any("ollama pull nope:1b" in n.message for n in app._notifications)
         assert app.screen.query_one(PromptInput).text == "hello"
         assert not replies(app)

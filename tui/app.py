@@ -230,6 +230,7 @@ class LlmPessoalApp(App[int]):
             ("Chat", ChatScreen),
             ("Prompt", PromptInput),
             ("Conversation list (Ctrl+B, Ctrl+F)", ConversationList),
+            ("Models (F5 on the Chat screen)", _class("tui.screens.models", "ModelsDialog")),
             ("Image", _class("tui.screens.image", "ImageScreen")),
             ("Gallery (Ctrl+B on the Image screen)", _class("tui.widgets.gallery", "Gallery")),
             ("Monitor", _class("tui.screens.monitor", "MonitorScreen")),

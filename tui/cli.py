@@ -43,17 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--no-stream", action="store_true", help="print the reply when complete")
     chat.add_argument("--stats", action="store_true", help="print the reply's figures on stderr")
 
-    models = sub.add_parser("models", help="list the models Ollama has, with their details")
+    models = sub.add_parser(
+        "models", help="list the models Ollama has, with their details; pull, rm or show one"
+    )
     models.add_argument("--json", action="store_true", help="print JSON")
+    from tui.cli_models import add_model_commands
+
+    add_model_commands(models)
 
     status = sub.add_parser("status", help="services, versions and system figures")
     status.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("health", help="a health check as JSON; exit 0 when healthy")
 
+    from tui.cli_completion import add_parser as add_completion_parser
     from tui.cli_image import add_parser as add_image_parser
 
     add_image_parser(sub, "default: [diffusion] model")
+    from tui.cli_maintenance import add_parser as add_maintenance_parser
+
+    add_maintenance_parser(sub)
+    add_completion_parser(sub)
     return parser
 
 
@@ -64,6 +74,11 @@ def err(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "completion":  # needs no config
+        from tui.cli_completion import script
+
+        print(script(parser, args.shell), end="")
+        return EXIT_OK
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -81,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tui.cli_image import run_image
 
             return run_image(settings, args)
+        if args.command in ("backup", "restore", "clean"):
+            from tui.cli_maintenance import run_maintenance
+
+            return run_maintenance(settings, args)
         return asyncio.run(run_command(settings, args))
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -95,6 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> int:
     from tui.app import LlmPessoalApp, open_store
     from tui.widgets.picture import choose_renderer, prepare_renderer
+
+    if settings.keys:
+        from tui.keys import check_keymap
+
+        problem = check_keymap(settings.keys, str(settings.source or "config"))
+        if problem:
+            err(problem)
+            return EXIT_USAGE
 
     renderer = prepare_renderer(choose_renderer(settings.diffusion.preview))
     store, warnings = open_store(settings)
@@ -117,6 +144,10 @@ async def run_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.command == "chat":
             return await cmd_chat(settings, engine, args)
+        if args.command == "models" and args.models_command:
+            from tui.cli_models import run_model_command
+
+            return await run_model_command(engine, args)
         if args.command == "models":
             return await cmd_models(engine, args.json)
         if args.command == "status":

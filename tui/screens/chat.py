@@ -43,22 +43,34 @@ class ChatScreen(Screen[None]):
     """Talk to a model; every conversation is saved as it happens."""
 
     BINDINGS = [
-        Binding("escape", "cancel_reply", "Cancel reply", tooltip="Stop the reply being written"),
-        Binding("ctrl+n", "new_conversation", "New", tooltip="Start a new conversation"),
-        Binding("ctrl+t", "pick_model", "Model", tooltip="Choose the model"),
+        Binding(
+            "escape",
+            "cancel_reply",
+            "Cancel reply",
+            tooltip="Stop the reply being written",
+            id="chat.cancel",
+        ),
+        Binding(
+            "ctrl+n", "new_conversation", "New", tooltip="Start a new conversation", id="chat.new"
+        ),
+        Binding("ctrl+t", "pick_model", "Model", tooltip="Choose the model", id="chat.model"),
         Binding(
             "ctrl+o",
             "options",
             "Options",
             tooltip="System prompt, temperature, context, max tokens, seed",
+            id="chat.options",
         ),
-        Binding("ctrl+r", "copy_reply", "Copy", tooltip="Copy the last reply"),
+        Binding(
+            "ctrl+r", "copy_reply", "Copy", tooltip="Copy the last reply", id="chat.copy_reply"
+        ),
         Binding(
             "ctrl+g",
             "copy_code",
             "Copy code",
             show=False,
             tooltip="Copy a code block of the last reply",
+            id="chat.copy_code",
         ),
         Binding(
             "ctrl+s",
@@ -66,16 +78,40 @@ class ChatScreen(Screen[None]):
             "Export .md",
             show=False,
             tooltip="Export the conversation to Markdown",
+            id="chat.export",
         ),
-        Binding("ctrl+f", "search", "Search", show=False, tooltip="Search the conversations"),
+        Binding(
+            "ctrl+f",
+            "search",
+            "Search",
+            show=False,
+            tooltip="Search the conversations",
+            id="chat.search",
+        ),
         Binding(
             "ctrl+b",
             "toggle_sidebar",
             "Sidebar",
             show=False,
             tooltip="Show or hide the conversation list",
+            id="chat.sidebar",
         ),
-        Binding("ctrl+l", "focus_prompt", "Prompt", show=False, tooltip="Back to the prompt"),
+        Binding(
+            "ctrl+l",
+            "focus_prompt",
+            "Prompt",
+            show=False,
+            tooltip="Back to the prompt",
+            id="chat.prompt",
+        ),
+        Binding(
+            "f5",
+            "models",
+            "Models",
+            show=False,
+            tooltip="Ollama's models: details, pull one, delete one",
+            id="chat.models",
+        ),
     ]
 
     conversation: Conversation | None = None
@@ -305,9 +341,11 @@ class ChatScreen(Screen[None]):
         status = self.lp.ollama
         if status is not None and not status.online:
             return f"Ollama is unreachable at {status.host}; your message is kept. {status.error}"
-        if self.models and model not in {m.name for m in self.models}:
-            return f"Model {model!r} is not installed; get it with: ollama pull {model}"
         return None
+
+    def _installed(self, model: str) -> bool:
+        names = {m.name for m in self.models}
+        return model in names or (":" not in model and f"{model}:latest" in names)
 
     @on(PromptInput.Submitted)
     def _submitted(self, event: PromptInput.Submitted) -> None:
@@ -316,6 +354,63 @@ class ChatScreen(Screen[None]):
         if refusal:
             self.notify(visible(refusal), title="Not sent", severity="warning")
             return
+        model = self.current_model()
+        status = self.lp.ollama
+        if status is not None and status.online and not self._installed(model):
+            self.check_model(model)  # the list may be stale: ask the server before offering
+            return
+        self._send(text)
+
+    def _send_prompt(self) -> None:
+        """Send what the prompt holds now (after a check or a pull), if it still may be."""
+        text = self.query_one(PromptInput).text
+        refusal = self._refusal(text)
+        if refusal:
+            self.notify(visible(refusal), title="Not sent", severity="warning")
+            return
+        self._send(text)
+
+    @work(exclusive=True, group="model-check", exit_on_error=False)
+    async def check_model(self, model: str) -> None:
+        """The chat's model is not in the list: read the list again, then send, or offer
+        to pull the model. If the list cannot be read, send: the reply says what failed."""
+        try:
+            self.lp.models = await self.lp.chat.list_models()
+        except ChatError:
+            self._send_prompt()
+            return
+        if self._installed(model):
+            self._send_prompt()
+        else:
+            self._offer_pull(model)
+
+    def _offer_pull(self, model: str) -> None:
+        from tui.screens.models import ModelsDialog
+
+        keys = getattr(self.app, "keymap", {}).get("chat.models", "f5").split(",")[0]
+        kept = (
+            f"{visible(model)} is not installed: your message is kept. Pull it later with "
+            f"{keys.upper()} (or: ollama pull {visible(model)}), or choose another model (Ctrl+T)."
+        )
+
+        def pulled(name: str | None) -> None:
+            if name:
+                self._send_prompt()
+            else:
+                self.notify(kept, title="Not sent", severity="warning")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.push_screen(ModelsDialog(model, close_when_pulled=True), pulled)
+            else:
+                self.notify(kept, title="Not sent", severity="warning")
+
+        self.app.push_screen(
+            ConfirmDialog(f"{model} is not installed. Pull it now?", yes="Pull", variant="primary"),
+            answered,
+        )
+
+    def _send(self, text: str) -> None:
         store = self.lp.store
         try:
             if self.conversation is None:
@@ -335,7 +430,7 @@ class ChatScreen(Screen[None]):
         except StoreError as exc:
             self.notify(str(exc), title="Not sent", severity="error")
             return
-        event.prompt.clear()
+        self.query_one(PromptInput).clear()
         view = self.query_one(ConversationView)
         view.add_prompt(text)
         reply = view.add_reply(conversation.model)
@@ -359,7 +454,7 @@ class ChatScreen(Screen[None]):
         status: Status = "interrupted"
         stats = None
         error: str | None = None
-        stream = reply.stream()
+        stream = reply.writer()
         saved_at = time.monotonic()
         save_failed = False
         try:
@@ -373,7 +468,7 @@ class ChatScreen(Screen[None]):
                     if not parts and thought:
                         reply.thinking(thought, done=True)
                     parts.append(chunk.text)
-                    await stream.write(visible(chunk.text))
+                    stream.write(visible(chunk.text))
                     now_t = time.monotonic()
                     if first_at is None:
                         first_at = now_t
@@ -395,7 +490,7 @@ class ChatScreen(Screen[None]):
             error = str(exc)
         finally:
             self.lp.live.reply_tokens_per_s = None
-            await stream.stop()
+            await stream.close()
             content = "".join(parts)
             try:
                 store.update_message(reply_id, content, status=status, stats=stats, error=error)
@@ -427,6 +522,11 @@ class ChatScreen(Screen[None]):
 
     def action_focus_prompt(self) -> None:
         self.query_one(PromptInput).focus()
+
+    def action_models(self) -> None:
+        from tui.screens.models import ModelsDialog
+
+        self.app.push_screen(ModelsDialog())
 
     def action_search(self) -> None:
         self.remove_class("-sidebar-hidden")

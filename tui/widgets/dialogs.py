@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, TextArea
+from textual.widgets.button import ButtonVariant
 from textual.widgets.option_list import Option
 
 from engines.chat import ChatOptions
@@ -24,16 +25,19 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("n", "dismiss(False)", "No", show=False),
     ]
 
-    def __init__(self, question: str, yes: str = "Delete") -> None:
+    def __init__(
+        self, question: str, yes: str = "Delete", variant: ButtonVariant = "error"
+    ) -> None:
         super().__init__(classes="dialog")
         self.question = question
         self.yes = yes
+        self.variant: ButtonVariant = variant
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label(visible(self.question), classes="dialog-title")
             with Horizontal(classes="dialog-buttons"):
-                yield Button(self.yes, variant="error", id="yes")
+                yield Button(self.yes, variant=self.variant, id="yes")
                 yield Button("Cancel", id="no")
 
     def on_mount(self) -> None:

@@ -1,0 +1,368 @@
+"""The Models dialog: Ollama's models listed with their details; pull one by name with
+progress per layer (Esc stops it), delete the highlighted one (after asking)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
+
+from engines.chat import ChatError, ModelDetails, ModelInfo, OllamaUnavailable, human_bytes
+from tui.text import visible
+from tui.widgets.dialogs import ConfirmDialog
+
+if TYPE_CHECKING:
+    from engines.chat import PullProgress
+    from tui.app import LlmPessoalApp
+
+REDRAW_EVERY_S = 0.1
+"""A pull's bars are redrawn at most this often (Ollama reports many times a second)."""
+
+
+def list_label(model: ModelInfo) -> Text:
+    """``llama3.2:latest  3.2B · 2.0 GB``: the name, then (dim) its size in both senses."""
+    bits = [b for b in (model.parameter_size, human_bytes(model.size) if model.size else "") if b]
+    return Text.assemble(visible(model.name), ("  " + " · ".join(bits), "dim") if bits else "")
+
+
+def details_text(details: ModelDetails, info: ModelInfo | None = None) -> Text:
+    """A model's details as the dialog shows them; the server's text is shown as written."""
+    text = Text()
+    text.append(visible(details.name) + "\n", style="bold")
+    context = f"{details.context_length:,} tokens" if details.context_length else ""
+    rows = [
+        ("family", details.family),
+        ("parameters", details.parameter_size),
+        ("quantization", details.quantization),
+        ("context length", context),
+        ("capabilities", ", ".join(details.capabilities)),
+        ("size", human_bytes(info.size) if info and info.size else ""),
+    ]
+    for label, value in rows:
+        text.append(f"{label:<16}", style="dim")
+        text.append(visible(value or "-") + "\n")
+    for title, body in (
+        ("Parameters", details.parameters),
+        ("Template", details.template),
+        ("License", details.license),
+    ):
+        if body.strip():
+            text.append(f"\n{title}\n", style="bold")
+            text.append(visible(body.rstrip()) + "\n")
+    text.rstrip()
+    return text
+
+
+class LayerRow(Horizontal):
+    """One layer of a pull: its id, a bar, and bytes · rate · ETA."""
+
+    def __init__(self, label: str, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="pull-row")
+        self.label = label
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.label, classes="pull-name")
+        yield ProgressBar(total=None, show_eta=False)
+        yield Label("", classes="pull-figures")
+
+    def show(self, total: int, completed: int, figures: str) -> None:
+        self.query_one(ProgressBar).update(total=max(total, 1), progress=completed)
+        self.query_one(".pull-figures", Label).update(figures)
+
+
+class PullView(Vertical):
+    """A pull as it goes: Ollama's words, the whole download, then a bar per layer."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.rows: dict[str, LayerRow] = {}
+        self.model = ""
+        self._drawn_at = 0.0
+        self._last_key: tuple[str, str] = ("", "")
+
+    def compose(self) -> ComposeResult:
+        yield Label("", id="pull-status")
+        yield LayerRow("all layers", id="pull-overall")
+        yield Vertical(id="pull-layers")
+
+    async def begin(self, model: str) -> None:
+        self.model = model
+        self.rows.clear()
+        await self.query_one("#pull-layers", Vertical).remove_children()
+        self.query_one("#pull-overall", LayerRow).display = False
+        self._status(f"Pulling {model}: asking the registry…")
+        self._drawn_at = 0.0
+        self.display = True
+
+    async def show(self, p: PullProgress) -> None:
+        """Draw ``p``; lines that come faster than the eye are skipped, but never a new
+        layer, a layer's end, or a new status."""
+        now = time.monotonic()
+        key = (p.status, p.digest)
+        finished = p.total > 0 and p.completed >= p.total
+        fresh = p.digest not in self.rows if p.digest else key != self._last_key
+        if not (fresh or finished or p.done) and now - self._drawn_at < REDRAW_EVERY_S:
+            return
+        self._drawn_at, self._last_key = now, key
+        self._status(f"Pulling {self.model}: {p.status}")
+        if p.digest:
+            row = self.rows.get(p.digest)
+            if row is None:
+                row = LayerRow(p.layer)
+                self.rows[p.digest] = row
+                await self.query_one("#pull-layers", Vertical).mount(row)
+            row.show(p.total, p.completed, p.figures())
+        if p.overall_total:
+            overall = self.query_one("#pull-overall", LayerRow)
+            overall.display = True
+            overall.show(p.overall_total, p.overall_completed, p.overall_figures())
+
+    def finish(self, message: str, *, ok: bool) -> None:
+        self._status(message)
+        self.set_class(not ok, "-failed")
+
+    def _status(self, message: str) -> None:
+        self.remove_class("-failed")
+        self.query_one("#pull-status", Label).update(Text(visible(message)))
+
+
+class ModelsDialog(ModalScreen[str | None]):
+    """Ollama's models. Dismissed with the name pulled when opened to pull one
+    (``close_when_pulled``), else with None."""
+
+    CSS_PATH = "../models.tcss"
+    BINDINGS = [
+        Binding(
+            "escape",
+            "close",
+            "Close",
+            tooltip="Stop the pull, or close the dialog",
+            id="models.close",
+        ),
+        Binding(
+            "d,delete",
+            "delete_model",
+            "Delete",
+            tooltip="Delete the highlighted model (asks first)",
+            id="models.delete",
+        ),
+        Binding(
+            "p",
+            "focus_pull",
+            "Pull",
+            tooltip="Type the name of a model to pull; Enter starts it",
+            id="models.pull",
+        ),
+        Binding(
+            "r", "refresh", "Refresh", tooltip="Read the list of models again", id="models.refresh"
+        ),
+    ]
+
+    def __init__(self, pull: str = "", *, close_when_pulled: bool = False) -> None:
+        super().__init__(classes="dialog")
+        self.initial_pull = pull
+        self.close_when_pulled = close_when_pulled
+        self.pulling: str | None = None
+        self.models: list[ModelInfo] = []
+        self._details: dict[str, ModelDetails] = {}
+
+    @property
+    def lp(self) -> LlmPessoalApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box models-box"):
+            yield Label("Ollama models", classes="dialog-title")
+            with Horizontal(id="models-main"):
+                yield OptionList(id="models-list")
+                with VerticalScroll(id="model-details", can_focus=True):
+                    yield Static("", id="model-details-text")
+            with Horizontal(id="pull-form"):
+                yield Input(placeholder="Model to pull, e.g. llama3.2:1b", id="pull-name")
+                yield Button("Pull", id="pull-button", variant="primary")
+            yield PullView(id="pull-view")
+            yield Label(
+                "P pull · D delete · R refresh · Esc stops a pull, or closes",
+                classes="dialog-hint",
+            )
+
+    def on_mount(self) -> None:
+        self.query_one(PullView).display = False
+        self.watch(self.lp, "models", self._models_changed)
+        self.refresh_models()
+        if self.initial_pull:
+            self.query_one("#pull-name", Input).value = self.initial_pull
+            self.start_pull(self.initial_pull)
+        else:
+            self.query_one("#models-list", OptionList).focus()
+
+    # -- the list and the details ------------------------------------------------------
+
+    def _models_changed(self, models: list[ModelInfo]) -> None:
+        self.models = list(models)
+        listing = self.query_one("#models-list", OptionList)
+        current = self.highlighted()
+        listing.clear_options()
+        listing.add_options([Option(list_label(m), id=m.name) for m in self.models])
+        names = [m.name for m in self.models]
+        if not names:
+            self.query_one("#model-details-text", Static).update(
+                Text(
+                    "No models yet: type a name below (P) and press Enter to pull one.\n"
+                    "The library is at https://ollama.com/library",
+                    style="dim",
+                )
+            )
+            return
+        listing.highlighted = names.index(current) if current in names else 0
+
+    def _highlight(self, name: str) -> None:
+        names = [m.name for m in self.models]
+        for candidate in (name, f"{name}:latest"):
+            if candidate in names:
+                self.query_one("#models-list", OptionList).highlighted = names.index(candidate)
+                return
+
+    def highlighted(self) -> str | None:
+        listing = self.query_one("#models-list", OptionList)
+        if listing.highlighted is None or listing.option_count == 0:
+            return None
+        return listing.get_option_at_index(listing.highlighted).id
+
+    @on(OptionList.OptionHighlighted, "#models-list")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id:
+            self.show_details(event.option.id)
+
+    @work(exclusive=True, group="model-details", exit_on_error=False)
+    async def show_details(self, name: str) -> None:
+        label = self.query_one("#model-details-text", Static)
+        details = self._details.get(name)
+        if details is None:
+            label.update(Text(f"Reading {visible(name)}…", style="dim"))
+            try:
+                details = await self.lp.chat.show(name)
+            except ChatError as exc:
+                label.update(Text(visible(str(exc)), style="red"))
+                return
+            self._details[name] = details
+        info = next((m for m in self.models if m.name == name), None)
+        label.update(details_text(details, info))
+        self.query_one("#model-details", VerticalScroll).scroll_home(animate=False)
+
+    @work(exclusive=True, group="models-list", exit_on_error=False)
+    async def refresh_models(self) -> None:
+        await self._reload()
+
+    async def _reload(self) -> None:
+        """Read the list again; the app's list (and the chat's picker with it) follows."""
+        try:
+            models = await self.lp.chat.list_models()
+        except ChatError as exc:
+            self.notify(str(exc), title="Models not listed", severity="error")
+            self.lp.check_ollama_soon()
+            return
+        self.lp.models = models
+
+    def action_refresh(self) -> None:
+        self._details.clear()
+        self.refresh_models()
+
+    # -- pulling ----------------------------------------------------------------------------
+
+    def action_focus_pull(self) -> None:
+        self.query_one("#pull-name", Input).focus()
+
+    @on(Input.Submitted, "#pull-name")
+    @on(Button.Pressed, "#pull-button")
+    def _pull_asked(self) -> None:
+        self.start_pull(self.query_one("#pull-name", Input).value.strip())
+
+    def start_pull(self, name: str) -> None:
+        if not name:
+            self.notify("Type the name of a model to pull, e.g. llama3.2:1b.", severity="warning")
+            self.action_focus_pull()
+            return
+        if self.pulling:
+            self.notify(
+                f"{visible(self.pulling)} is still being pulled: Esc stops it.", severity="warning"
+            )
+            return
+        self.pulling = name
+        self.pull(name)
+
+    @work(exclusive=True, group="model-pull", exit_on_error=False)
+    async def pull(self, name: str) -> None:
+        view = self.query_one(PullView)
+        await view.begin(name)
+        self.pulling = name
+        try:
+            async with contextlib.aclosing(self.lp.chat.pull(name)) as progress:
+                async for p in progress:
+                    await view.show(p)
+        except ChatError as exc:
+            view.finish(str(exc), ok=False)
+            if isinstance(exc, OllamaUnavailable):
+                self.lp.check_ollama_soon()
+            return
+        except asyncio.CancelledError:  # Esc: the stream is closed by now
+            view.finish(f"Stopped pulling {name}; pulling it again resumes it.", ok=False)
+            raise
+        finally:
+            self.pulling = None
+        view.finish(f"Pulled {name}.", ok=True)
+        self._details.pop(name, None)
+        await self._reload()
+        self._highlight(name)
+        self.notify(f"Pulled {visible(name)}.", title="Models")
+        if self.close_when_pulled:
+            self.dismiss(name)
+
+    def action_close(self) -> None:
+        if self.pulling:
+            self.workers.cancel_group(self, "model-pull")
+            return
+        self.dismiss(None)
+
+    # -- deleting ---------------------------------------------------------------------------
+
+    def action_delete_model(self) -> None:
+        name = self.highlighted()
+        if name is None:
+            self.notify("There is no model to delete.", severity="warning")
+            return
+        if self.pulling == name:
+            self.notify(f"{visible(name)} is being pulled: Esc stops it first.", severity="warning")
+            return
+        info = next((m for m in self.models if m.name == name), None)
+        size = f" ({human_bytes(info.size)})" if info and info.size else ""
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.delete_model(name)
+
+        self.app.push_screen(
+            ConfirmDialog(f"Delete {name}{size} from Ollama? Its files go with it."), confirmed
+        )
+
+    @work(exclusive=True, group="model-delete", exit_on_error=False)
+    async def delete_model(self, name: str) -> None:
+        try:
+            await self.lp.chat.delete(name)
+        except ChatError as exc:
+            self.notify(str(exc), title="Not deleted", severity="error")
+            await self._reload()
+            return
+        self._details.pop(name, None)
+        await self._reload()
+        self.notify(f"Deleted {visible(name)}.", title="Models")
