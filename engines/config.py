@@ -265,7 +265,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     ui: UiSettings = field(default_factory=UiSettings)
     keys: Mapping[str, str] = field(default_factory=dict)
-    """``[keys]``: binding id -> keys (e.g. ``"chat.new" = "ctrl+k"``); the TUI checks the ids."""
+    """``[keys]``: binding id -> keys (e.g. ``"chat.new" = "f9"``); the TUI checks the ids."""
     source: Path | None = None
     """The file these settings came from, or None for the built-in defaults."""
 
