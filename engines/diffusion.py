@@ -305,8 +305,6 @@ class DiffusionEngine:
 
             try:
                 step(0.05, "importing torch and diffusers")
-                if self.cache is not None:
-                    os.environ.setdefault("HF_HOME", str(self.cache))
                 # their import-time chatter would land on the terminal
                 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
                 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -396,6 +394,10 @@ class DiffusionEngine:
             library.utils.logging.set_verbosity_error()
         path = Path(model).expanduser()
         common: dict[str, Any] = {"dtype": dtype}
+        if self.cache is not None and "HF_HOME" not in os.environ:
+            # downloads go to [paths] cache (as HF_HOME would), without changing the
+            # environment of the whole process
+            common["cache_dir"] = str(self.cache / "hub")
         looks_local = path.is_absolute() or model.startswith((".", "~")) or path.exists()
         if looks_local and not path.exists():
             raise DiffusionError(f"model path {path} does not exist")

@@ -37,7 +37,7 @@ else:
         from tests.ollama_server import FakeOllama
 
 REPO = Path(__file__).resolve().parent.parent
-LEAKY_ENV = ("OLLAMA_HOST", "LLM_PESSOAL_CONFIG", "LOG_LEVEL", "DEBUG")
+LEAKY_ENV = ("OLLAMA_HOST", "LLM_PESSOAL_CONFIG", "LOG_LEVEL", "DEBUG", "HF_HOME")
 
 MakeConfig = Callable[..., Path]
 
