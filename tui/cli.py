@@ -25,6 +25,14 @@ def _version() -> str:
     return app_version()
 
 
+class _Version(argparse.Action):
+    """--version, read only when asked for (not at every start)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        print(f"llm-pessoal {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-pessoal",
@@ -33,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml)")
     parser.add_argument("--screen", choices=SCREENS, help="screen to start on")
-    parser.add_argument("--version", action="version", version=f"llm-pessoal {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     chat = sub.add_parser("chat", help="send one message and print the reply")
