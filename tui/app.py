@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 ONLINE_RECHECK_S = 15.0
 
 
+def _import_client() -> None:
+    """The Ollama client and the async HTTP machinery its first request pulls in,
+    imported in a thread so the event loop never waits on them."""
+    for module in ("ollama", "httpcore._async.connection_pool", "anyio._backends._asyncio"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+
+
 def _class(module: str, name: str) -> type:
     """A class from a module imported on first use (the Image and Monitor screens, and
     what they bring, are not needed for the first frame)."""
@@ -183,7 +191,7 @@ class LlmPessoalApp(App[int]):
         """Check the server now and then, forever: faster while it is down, so the
         app recovers on its own once it comes back."""
         # The ollama client (httpx, pydantic) imports in a thread, off the event loop.
-        await asyncio.to_thread(importlib.import_module, "ollama")
+        await asyncio.to_thread(_import_client)
         while True:
             status = await self.chat.status()
             came_up = status.online and (self.ollama is None or not self.ollama.online)
