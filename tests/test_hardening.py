@@ -472,3 +472,27 @@ def test_files_are_private_or_as_the_umask_allows(
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}: readable by others"
     for path in settings_.paths.database.parent.iterdir():
         assert not stat.S_IMODE(path.stat().st_mode) & 0o002, f"{path} is world-writable"
+
+
+async def test_replies_do_not_pile_up_dead_footer_keys(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    from tui.widgets.footer import AppFooter
+
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.models, what="models")
+        footer = chat(app).query_one(AppFooter)
+
+        def watchers() -> int:
+            return sum(len(v) for v in getattr(footer, "__watchers", {}).values())
+
+        await send(pilot, app, "one")
+        await reply_done(pilot, app)
+        await pilot.pause(0.2)
+        after_one = watchers()
+        for i in range(8):
+            await send(pilot, app, f"more {i}")
+            await reply_done(pilot, app)
+        await pilot.pause(0.2)
+        assert watchers() <= after_one + 2, "the footer's keys are not kept alive"

@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Input, Select, Static
+from textual.widgets import Input, Select, Static
 
 from engines.chat import ChatError, ChatMessage, ChatOptions, ModelInfo, ServerStatus
 from engines.files import atomic_write_text, slugify
@@ -22,6 +22,7 @@ from engines.store import Conversation, Status, StoreError, export_markdown, tit
 from tui.text import visible
 from tui.widgets.conversation import ConversationView, ReplyTurn
 from tui.widgets.dialogs import ConfirmDialog, OptionsDialog, PickDialog, TextDialog
+from tui.widgets.footer import AppFooter
 from tui.widgets.prompt import PromptInput
 from tui.widgets.sidebar import ConversationList, Sidebar
 
@@ -137,7 +138,7 @@ class ChatScreen(Screen[None]):
             with Vertical(id="chat-main"):
                 yield ConversationView(id="conversation")
                 yield PromptInput(id="prompt")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         settings = self.lp.settings

@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Label, ProgressBar, Static
+from textual.widgets import Label, ProgressBar, Static
 
 from engines.diffusion import (
     DiffusionError,
@@ -29,6 +29,7 @@ from engines.images import read_parameters
 from engines.store import StoredImage, StoreError
 from tui.text import visible
 from tui.widgets.dialogs import ConfirmDialog
+from tui.widgets.footer import AppFooter
 from tui.widgets.gallery import Gallery
 from tui.widgets.image_form import FormError, ImageForm
 from tui.widgets.picture import Picture
@@ -153,7 +154,7 @@ class ImageScreen(Screen[None]):
                 )
                 yield ProgressBar(total=1, show_eta=False, id="image-progress")
                 yield Label("", id="image-figures")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         self.query_one("#image-prompt").focus()

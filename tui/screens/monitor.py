@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Label, OptionList, Static
+from textual.widgets import DataTable, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from engines.chat import ChatError, LoadedModel, human_bytes
@@ -24,6 +24,7 @@ from engines.store import StoredImage, StoreError
 from tui.screens.image import ImageViewer, open_image
 from tui.text import visible
 from tui.widgets.dialogs import ConfirmDialog
+from tui.widgets.footer import AppFooter
 from tui.widgets.picture import HalfBlocks
 
 if TYPE_CHECKING:
@@ -254,7 +255,7 @@ class MonitorScreen(Screen[None]):
                 yield Static("", id="activity-line")
             yield Label("Recent images (I, then ←/→ and Enter)", classes="field-label")
             yield Horizontal(id="recent-images")
-        yield Footer()
+        yield AppFooter()
 
     # -- sampling only while shown ------------------------------------------------
 
