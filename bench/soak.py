@@ -10,21 +10,27 @@ of 400 tokens) and generating with the tests' tiny Stable Diffusion pipeline on 
    figures line.
 3. Monitor (F4) for ``--monitor-s`` seconds.
 
+Then (unless ``--keep-data``) all but the newest two conversations and images are deleted
+from the app's database, with the app's own ``Store``, so the lists it shows stay the same
+length: growth is then a leak, not data (650 conversations in the sidebar cost about
+9 MiB, so an hour of cycles would otherwise grow by that much).
+
 A thread samples the app every ``--interval`` seconds: VmRSS, RssAnon and Threads from
 ``/proc/PID/status``, and the number of entries in ``/proc/PID/fd``. Each cycle also takes a
 sample at the same point (back on the chat screen, idle), which is less noisy than the timed
 ones (those land in any phase: a generation holds more memory than an idle chat).
 
-After the warm-up (the later of: 20 % of the run, the end of cycle 3) a least-squares slope
-of each series against time is fitted. The verdict "flat" needs the RSS slope under
+The warm-up ends at the later of 20 % of the run and the end of cycle 20: the first image
+loads torch and the pipeline, and RSS goes on rising for some 15-20 cycles (caches
+filling), then stays within a few MiB. After it, a least-squares slope of each series
+against time is fitted. The verdict "flat" needs the RSS slope under
 ``max(5 MiB/h, 4 MiB / measured hours)`` and the descriptor slope under
-``max(2/h, 3 / measured hours)``: a short run can only tell a big leak from the allocator's
-wobble (a few MiB, whatever the run length), so its threshold is looser; an hour's run
+``max(2/h, 3 / measured hours)``. A short run can only tell a big leak from the wobble
+(RSS moves by a few MiB whatever the run length), so its limit is looser: a 3-minute run
+measures about 75 s and allows about 200 MiB/h, which still flags a leak of one Textual
+footer per redraw of the key bar (about 1,700 MiB/h at this pace). An hour's run
 (48 measured minutes) holds RSS to 5 MiB/h and descriptors to under 4 gained.
-
-Each cycle adds one conversation to the sidebar and one image to the gallery (the gallery
-lists at most 200), so a small growth proportional to cycles is data, not a leak: the JSON
-gives the slope per cycle too, to compare with what one list entry costs.
+``fds_gained_since_warmup`` names what any new descriptors point at (``readlink``).
 
 Run: ``.venv/bin/python bench/soak.py --minutes 3`` (CI) or with no argument (an hour).
 Not part of ``make bench``.
@@ -36,6 +42,7 @@ import argparse
 import json
 import math
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -45,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 from common import (  # noqa: E402
     APP,
@@ -65,6 +72,7 @@ from common import (  # noqa: E402
 F2, F3, F4 = "\x1bOQ", "\x1bOR", "\x1bOS"  # xterm's keys for F2-F4
 CTRL_N, CTRL_G, CTRL_E, CTRL_U, ESC = "\x0e", "\x07", "\x05", "\x15", "\x1b"
 MIB = 1 << 20
+KEEP = 2  # conversations and images left in the database after each cycle
 
 EMPTY_CHAT = "Write a message below"  # ConversationView.EMPTY_HINT
 REPLY_DONE = "tok/s"  # the reply's stats line
@@ -143,6 +151,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.t0, self.interval, self.soak = pid, t0, interval, soak
         self.samples: list[Sample] = []
+        self.cpu_s: float | None = None
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -151,6 +160,7 @@ class Sampler(threading.Thread):
             if sample is None:
                 return
             self.samples.append(sample)
+            self.cpu_s = tree_cpu_seconds(self.pid)  # the last seen, should the app die
             self.stop_event.wait(self.interval)
 
 
@@ -210,6 +220,11 @@ class Soak:
         self.timings: dict[str, list[float]] = {"chat": [], "image": [], "cycle": []}
         self.figures_not_shown = 0
         self.retyped = 0
+        self.interrupted = False
+        self.harness_error: str | None = None
+        self.db = work / "app" / "data" / "soak.db"
+        self.store: Any = None
+        self.prune_errors = 0
 
     def drain(self, term: Terminal) -> None:
         """Feed what the reader thread recorded to the screen and drop it (an hour's
@@ -274,13 +289,13 @@ class Soak:
                 if attempt == 2:
                     raise
                 self.retyped += 1
-        before = set(self.outputs.glob("*.png")) if self.outputs.exists() else set()
+        before = self.pngs()
         t = time.monotonic()
         term.write(CTRL_G)
         deadline = time.monotonic() + 300  # the first one loads the pipeline
         while True:
             self.drain(term)
-            new = set(self.outputs.glob("*.png")) - before if self.outputs.exists() else set()
+            new = self.pngs() - before
             if new:
                 break
             if term.proc.poll() is not None:
@@ -292,13 +307,50 @@ class Soak:
             if time.monotonic() > deadline:
                 raise Stall("image: no new PNG in 300 s")
             time.sleep(0.05)
-        name = max(new, key=lambda p: p.stat().st_mtime).name
+        name = max(new)  # names start with the date and time
         try:  # the figures line names the file once the screen has taken the result
-            self.wait(term, "figures line", lambda s: name[:20] in s and "steps/s" not in s, 30)
+            self.wait(term, "figures line", lambda s: name[:24] in s and "steps/s" not in s, 30)
         except Stall:
             self.figures_not_shown += 1
             raise
         self.timings["image"].append(time.monotonic() - t)
+
+    def prune(self) -> None:
+        """Forget all but the newest KEEP conversations and images, from the database the
+        app reads (its own Store class, in this process), so the lists it shows stay the
+        same length: any growth left is a leak, not data. The sidebar re-reads the list at
+        the next Ctrl+N, the gallery at the next visit. The PNG files stay on disk."""
+        from engines.store import Store, StoreError
+
+        try:
+            if self.store is None:
+                self.store = Store.open(self.db, recover=False)
+            for c in self.store.conversations()[KEEP:]:
+                self.store.delete(c.id)
+            for image in self.store.images(limit=1 << 30)[KEEP:]:
+                self.store.forget_image(image.id)
+        except (StoreError, sqlite3.Error) as exc:
+            self.prune_errors += 1
+            log(f"prune: {exc}")
+
+    def data_counts(self) -> dict[str, int] | None:
+        if self.store is None:
+            return None
+        try:
+            return {
+                "conversations": len(self.store.conversations()),
+                "images_indexed": len(self.store.images(limit=1 << 30)),
+                "png_files": len(self.pngs()),
+            }
+        except sqlite3.Error:
+            return None
+
+    def pngs(self) -> set[str]:
+        """The images saved so far (not the ``.tmp-*`` files they are written through)."""
+        try:
+            return {n for n in os.listdir(self.outputs) if n.endswith(".png") and n[0] != "."}
+        except OSError:
+            return set()
 
     def monitor(self, term: Terminal) -> None:
         self.phase = "monitor"
@@ -317,13 +369,14 @@ class Soak:
         self.drain(term)
 
 
-def write_config(work: Path, host: str, pipeline: Path, steps: int) -> Path:
+def write_config(work: Path, host: str, pipeline: Path, steps: int, ollama_timeout: float) -> Path:
     app = work / "app"
     app.mkdir(parents=True, exist_ok=True)
     cfg = app / "config.toml"
     cfg.write_text(
         "[ollama]\n"
         f'host = "{host}"\n'
+        f"timeout = {ollama_timeout:g}\n"
         f'default_model = "{MODEL}"\n'
         "\n[diffusion]\n"
         f'model = "{pipeline}"\n'
@@ -347,10 +400,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reply = work / "reply.md"
         reply.write_text(markdown_reply(args.reply_tokens))
         with Server(reply, rate=args.rate) as server:
-            cfg = write_config(work, server.url, pipeline, args.steps)
+            cfg = write_config(work, server.url, pipeline, args.steps, args.ollama_timeout)
             result.update(drive(args, work, cfg))
     finally:
-        if not args.keep:
+        if not args.keep_workdir:
             rmtree(work)
         else:
             result["workdir"] = str(work)
@@ -385,6 +438,8 @@ def drive(args: argparse.Namespace, work: Path, cfg: Path) -> dict[str, Any]:
                 for step in args.cycle:
                     getattr(soak, step)(term)
                 soak.back_to_chat(term)
+                if not args.keep_data:
+                    soak.prune()
                 consecutive = 0
             except Stall as exc:
                 if term.proc.poll() is not None:
@@ -400,6 +455,14 @@ def drive(args: argparse.Namespace, work: Path, cfg: Path) -> dict[str, Any]:
                     log("three stalls in a row: giving up")
                     break
                 continue
+            except KeyboardInterrupt:
+                log("interrupted: reporting what was measured")
+                soak.interrupted = True
+                break
+            except Exception as exc:  # a fault of this script: report what was measured
+                soak.harness_error = f"{type(exc).__name__}: {exc}"
+                log(f"harness error: {soak.harness_error}")
+                break
             soak.cycles += 1
             soak.timings["cycle"].append(time.monotonic() - t)
             sample = read_sample(term.pid, t0, soak.cycles, "cycle-end")
@@ -425,7 +488,8 @@ def drive(args: argparse.Namespace, work: Path, cfg: Path) -> dict[str, Any]:
                 "phase": last_phase,
                 "screen": term.text().rstrip().splitlines()[-15:],
             }
-            log(f"the app died: {died}")
+            cpu_s = sampler.cpu_s
+            log(f"the app died (exit status {term.proc.returncode}) in cycle {soak.cycles + 1}")
         elapsed = time.time() - t0
     return report(
         args, soak, sampler.samples, cycle_samples, elapsed, warm_t, cpu_s, died,
@@ -483,10 +547,16 @@ def report(
             "image": f"64x64, {args.steps} steps, cpu, tiny pipeline",
             "monitor_s": args.monitor_s,
             "interval_s": args.interval,
+            "ollama_timeout_s": args.ollama_timeout,
+            "keep_data": args.keep_data,
             "cycle": args.cycle,
         },
         "app_cpu_s": round(cpu_s, 2) if cpu_s is not None else None,
         "app_died": died,
+        "interrupted": soak.interrupted,
+        "harness_error": soak.harness_error,
+        "data_at_end": soak.data_counts(),
+        "prune_errors": soak.prune_errors,
         "stalls": soak.stalls,
         "figures_line_not_shown": soak.figures_not_shown,
         "image_prompt_retyped": soak.retyped,
@@ -520,10 +590,10 @@ def report(
     if fds_after_warmup is not None and fds_at_end:
         out["fds_gained_since_warmup"] = fd_diff(fds_after_warmup, fds_at_end)
     rss, fds = slopes["rss_mib"], slopes["fds"]
-    if rss is None or fds is None or rss_limit is None or fd_limit is None:
-        verdict = "too short to tell"
-    elif died:
+    if died:
         verdict = "app died"
+    elif rss is None or fds is None or rss_limit is None or fd_limit is None:
+        verdict = "too short to tell"
     else:
         flat_rss = rss["per_hour"] < rss_limit
         flat_fds = fds["per_hour"] < fd_limit
@@ -551,17 +621,29 @@ def main() -> None:
         "--reply-tokens", type=int, default=400, help="e.g. 200, 400, 520 (markdown_reply's sizes)"
     )
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per image")
+    parser.add_argument(
+        "--ollama-timeout",
+        type=float,
+        default=300.0,
+        help="the app's [ollama] timeout (300 is its default)",
+    )
     parser.add_argument("--monitor-s", type=float, default=2.0)
     parser.add_argument("--warmup-fraction", type=float, default=0.2)
-    parser.add_argument("--warmup-cycles", type=int, default=3)
+    parser.add_argument("--warmup-cycles", type=int, default=20)
     parser.add_argument(
         "--cycle",
         type=lambda v: [x for x in v.split(",") if x],
         default=["chat", "image", "monitor"],
         help="the steps of a cycle, in order (a subset isolates a suspect)",
     )
+    parser.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="let conversations and images pile up (by default all but the newest 2 are "
+        "forgotten after each cycle, so what the app lists stays the same)",
+    )
     parser.add_argument("--series", action="store_true", help="every sample in the JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     if bad := set(args.cycle) - {"chat", "image", "monitor"}:
         parser.error(f"--cycle: unknown steps {sorted(bad)}")
