@@ -349,6 +349,13 @@ class _Timer:
     first: float | None = None
 
 
+async def _close(stream: Any) -> None:
+    """Close a client stream (and so its HTTP response), if there is one."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
@@ -504,10 +511,7 @@ class ChatEngine:
         except Exception as exc:
             raise self._translate_pull(exc, model) from exc
         finally:
-            if inner is not None:
-                aclose = getattr(inner, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            await _close(inner)
         raise StreamBroken(f"Ollama at {self.host} ended the pull of {model!r} before it finished")
 
     def _translate_pull(self, exc: BaseException, model: str) -> ChatError:
@@ -598,10 +602,7 @@ class ChatEngine:
         except Exception as exc:
             raise self._translate(exc, model) from exc
         finally:
-            if inner is not None:
-                aclose = getattr(inner, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            await _close(inner)
         raise StreamBroken(f"Ollama at {self.host} ended the reply without finishing it")
 
     async def reply(
