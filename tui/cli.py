@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engines.config import SCREENS, ConfigError, Settings, load_settings
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+from tui.cli_base import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, err
 
 
 def _version() -> str:
@@ -73,10 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_maintenance_parser(sub)
     add_completion_parser(sub)
     return parser
-
-
-def err(message: str) -> None:
-    print(f"llm-pessoal: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

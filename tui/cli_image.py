@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engines.config import Settings
+from tui.cli_base import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, err
 
 if TYPE_CHECKING:
     from engines.diffusion import GenerationResult, StepInfo
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def add_parser(
@@ -40,10 +39,6 @@ def add_parser(
         "--model", help=f"hub id, diffusers folder or checkpoint file ({settings_help})"
     )
     image.add_argument("--out", type=Path, help="folder for the PNGs (default: [paths] outputs)")
-
-
-def err(message: str) -> None:
-    print(f"llm-pessoal: {message}", file=sys.stderr)
 
 
 class ProgressLine:

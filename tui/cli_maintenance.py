@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from engines.config import Settings
+from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_USAGE, err
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 COMMANDS = ("backup", "restore", "clean")
 
 
@@ -51,10 +51,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     clean.add_argument(
         "--dry-run", "-n", action="store_true", help="list what would go, remove nothing"
     )
-
-
-def err(message: str) -> None:
-    print(f"llm-pessoal: {message}", file=sys.stderr)
 
 
 def run_maintenance(settings: Settings, args: argparse.Namespace) -> int:

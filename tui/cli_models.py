@@ -16,10 +16,11 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, err
+
 if TYPE_CHECKING:
     from engines.chat import ChatEngine, ChatError, ModelInfo, PullProgress
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 BAR_WIDTH = 24
 NON_TTY_EVERY_S = 2.0
 TTY_EVERY_S = 0.1
@@ -40,10 +41,6 @@ def add_model_commands(models: argparse.ArgumentParser) -> None:
     )
     show.add_argument("name", help="the model")
     show.add_argument("--json", dest="show_json", action="store_true", help="print JSON")
-
-
-def err(message: str) -> None:
-    print(f"llm-pessoal: {message}", file=sys.stderr)
 
 
 def _failure_code(exc: ChatError) -> int:
