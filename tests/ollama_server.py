@@ -336,6 +336,10 @@ class FakeOllama:
         self.pull_steps: int = 4
         self.pull_cached: int = 0
         self.pull_drop_after: int | None = None
+        # Hold every pull after that many progress lines until ``release_pulls()``: a test that
+        # needs a mid-download state holds it there instead of hoping to catch a passing frame.
+        self.pull_hold_after: int | None = None
+        self.pull_release = threading.Event()
 
     def reset(self) -> None:
         """Back to the default behaviour, with counters and records cleared."""
@@ -373,6 +377,10 @@ class FakeOllama:
             self.status_override = (code, body)
             self.status_override_path = path
             self.status_override_times = times
+
+    def release_pulls(self) -> None:
+        """Let pulls held by ``pull_hold_after`` go on to the end."""
+        self.pull_release.set()
 
     def set_loaded(self, names: Iterable[str], *, expires_in: float = DEFAULT_KEEP_ALIVE_S) -> None:
         """Set what ``/api/ps`` lists, replacing the models loaded so far."""
@@ -597,6 +605,7 @@ class FakeOllama:
             "pull_steps",
             "pull_cached",
             "pull_drop_after",
+            "pull_hold_after",
             "version",
         }
         with self._lock:
@@ -865,6 +874,7 @@ class _Handler(BaseHTTPRequestHandler):
         with fake._lock:
             error, delay, drop_after = fake.pull_error, fake.pull_delay, fake.pull_drop_after
             sizes, steps, cached = fake.pull_layers, max(1, fake.pull_steps), fake.pull_cached
+            hold_after = fake.pull_hold_after
         model = fake._find(name) or FakeModel(name=name)
         lines = _pull_lines(model, error, sizes, steps, cached)
         if not stream:
@@ -889,6 +899,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_line(line)
                 with fake._lock:
                     fake.pull_lines += 1
+                if hold_after is not None and i + 1 == hold_after:
+                    while not fake.pull_release.wait(0.05):
+                        if fake._stopping.is_set() or self._client_gone():
+                            raise _Cancelled
             self._end_stream()
         except (_Cancelled, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             if not fake._stopping.is_set():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
+from waiting import wait_for
 
 from engines.chat import (
     ChatEngine,
@@ -47,14 +48,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def wait_for(condition: Callable[[], bool], within: float = 1.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s")
-        await asyncio.sleep(0.01)
 
 
 async def collect(
@@ -345,7 +338,7 @@ async def test_a_hanging_server_times_out_naming_the_setting(ollama_server: Fake
             await collect(engine)
         assert time.monotonic() - start < 2
         assert "0.3 s" in str(info.value) and "[ollama] timeout" in str(info.value)
-        await wait_for(lambda: ollama_server.cancelled == 1)
+        await wait_for(None, lambda: ollama_server.cancelled == 1)
     finally:
         await engine.aclose()
 
@@ -391,11 +384,11 @@ async def test_cancelling_the_reading_task_closes_the_stream(
                 await asyncio.sleep(30)
 
     task = asyncio.create_task(read())
-    await wait_for(lambda: len(got) >= 3, within=3)
+    await wait_for(None, lambda: len(got) >= 3, timeout=3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: ollama_server.cancelled == 1)
+    await wait_for(None, lambda: ollama_server.cancelled == 1)
     assert ollama_server.completed == 0
     assert ollama_server.sent_tokens < 100
     # The engine still works afterwards.
@@ -413,6 +406,6 @@ async def test_closing_the_iterator_closes_the_stream(
     for _ in range(3):
         assert (await anext(stream)).text.strip() == "word"
     await stream.aclose()
-    await wait_for(lambda: ollama_server.cancelled == 1)
+    await wait_for(None, lambda: ollama_server.cancelled == 1)
     assert ollama_server.completed == 0
     assert ollama_server.sent_tokens < 100

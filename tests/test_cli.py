@@ -8,12 +8,12 @@ import pty
 import signal
 import socket
 import subprocess
-import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from waiting import wait_until
 
 if TYPE_CHECKING:
     from conftest import Cli, MakeConfig
@@ -237,9 +237,7 @@ def test_sigint_during_a_reply_exits_130_and_closes_the_stream(
     assert proc.returncode == EXIT_INTERRUPTED
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert out.count("word") < 100
-    deadline = time.monotonic() + 2
-    while ollama_server.cancelled == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: ollama_server.cancelled > 0)
     assert ollama_server.cancelled == 1 and ollama_server.completed == 0
 
 
@@ -391,7 +389,5 @@ def test_a_reader_that_goes_away_stops_the_reply_quietly(
             proc.kill()
             proc.wait()
     assert "Traceback" not in err and "BrokenPipeError" not in err
-    deadline = time.monotonic() + 2
-    while ollama_server.cancelled == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: ollama_server.cancelled > 0)
     assert ollama_server.cancelled == 1 and ollama_server.completed == 0

@@ -8,11 +8,11 @@ import os
 import pty
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from waiting import wait_until
 
 from engines.chat import PullTracker
 from tui.cli_models import PullDisplay
@@ -150,9 +150,7 @@ def test_ctrl_c_stops_the_pull_and_exits_130(
     ollama_server.pull_delay = 0.1
     proc = cli.popen("models", "pull", "gemma3:1b")
     try:
-        deadline = time.monotonic() + 15
-        while ollama_server.pull_lines < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: ollama_server.pull_lines >= 3)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:
@@ -162,9 +160,7 @@ def test_ctrl_c_stops_the_pull_and_exits_130(
     assert proc.returncode == EXIT_INTERRUPTED
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "pull of gemma3:1b stopped; pulling it again resumes it" in err
-    deadline = time.monotonic() + 2
-    while ollama_server.pulls_cancelled == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: ollama_server.pulls_cancelled > 0)
     assert ollama_server.pulls_cancelled == 1 and ollama_server.pulls_completed == 0
     assert "gemma3:1b" not in installed(ollama_server)
 

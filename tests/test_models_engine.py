@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
+from waiting import wait_for
 
 from engines.chat import (
     ChatEngine,
@@ -42,14 +42,6 @@ async def engine(ollama_server: FakeOllama) -> AsyncIterator[ChatEngine]:
         yield e
     finally:
         await e.aclose()
-
-
-async def wait_for(condition: Callable[[], bool], within: float = 2.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s")
-        await asyncio.sleep(0.01)
 
 
 async def collect(engine: ChatEngine, name: str) -> list[PullProgress]:
@@ -122,11 +114,11 @@ async def test_cancelling_a_pull_closes_the_stream(
             seen.append(p)
 
     task = asyncio.create_task(read())
-    await wait_for(lambda: any(p.completed for p in seen))
+    await wait_for(None, lambda: any(p.completed for p in seen))
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: ollama_server.pulls_cancelled == 1)
+    await wait_for(None, lambda: ollama_server.pulls_cancelled == 1)
     lines = ollama_server.pull_lines
     await asyncio.sleep(0.15)
     assert ollama_server.pull_lines == lines, "the server stopped sending"
@@ -142,7 +134,7 @@ async def test_closing_the_pull_iterator_closes_the_stream(
         async for p in pull:
             if p.digest:
                 break
-    await wait_for(lambda: ollama_server.pulls_cancelled == 1)
+    await wait_for(None, lambda: ollama_server.pulls_cancelled == 1)
 
 
 async def test_a_name_the_registry_does_not_have(

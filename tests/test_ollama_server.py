@@ -19,20 +19,20 @@ which is what the app's error handling has to catch:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import httpx
 import ollama
 import pytest
+from waiting import wait_for
 
 if TYPE_CHECKING:
     from ollama_server import FakeOllama, tokenize
@@ -224,14 +224,6 @@ def test_pull_and_delete(server: FakeOllama, client: ollama.Client) -> None:
     assert err.value.status_code == 404
 
 
-async def _wait_for(predicate: Callable[[], bool], within: float = 2.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 async def test_closing_async_stream_cancels_server_side(server: FakeOllama) -> None:
     server.reply = "word " * 400
     server.rate = 500.0
@@ -246,7 +238,7 @@ async def test_closing_async_stream_cancels_server_side(server: FakeOllama) -> N
         if seen == 3:
             break
     await stream.aclose()
-    await _wait_for(lambda: server.cancelled == 1)
+    await wait_for(None, lambda: server.cancelled == 1)
     assert server.completed == 0
     assert server.sent_tokens < 100
 
@@ -256,7 +248,7 @@ async def test_async_timeout_against_hang(server: FakeOllama) -> None:
     client = ollama.AsyncClient(host=server.url, timeout=0.2)
     with pytest.raises(httpx.ReadTimeout):
         await client.chat(model=MODEL, messages=HI)
-    await _wait_for(lambda: server.cancelled == 1)  # the server saw the client give up
+    await wait_for(None, lambda: server.cancelled == 1)  # the server saw the client give up
 
 
 def test_stop_is_prompt_with_hanging_request() -> None:

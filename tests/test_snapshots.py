@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ollama_server import FakeOllama
 from textual.pilot import Pilot
-from tui_helpers import make_app, wait_for
+from tui_helpers import make_app, screen_text, wait_for
 
 from engines.chat import ChatOptions, ReplyStats
 from engines.config import load_settings
@@ -93,7 +93,11 @@ def test_chat_interrupted_reply_with_escapes(
         await until_online(pilot)
         pilot.app.screen.query_one(ConversationList).focus()
         await pilot.press("down", "enter")
-        await pilot.pause()
+        await wait_for(
+            pilot,
+            lambda: "Once upon a time" in screen_text(pilot.app),  # type: ignore[arg-type]
+            what="the interrupted conversation on screen",
+        )
 
     assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=open_second)
 

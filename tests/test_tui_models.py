@@ -80,6 +80,7 @@ async def test_pull_shows_progress_then_the_model_is_in_the_picker(
 ) -> None:
     ollama_server.pull_layers = LAYERS
     ollama_server.pull_delay = 0.025
+    ollama_server.pull_hold_after = 4  # the big layer half-way: held there until released
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
         await open_models(pilot)
@@ -90,7 +91,9 @@ async def test_pull_shows_progress_then_the_model_is_in_the_picker(
             return all(s in text for s in ("MB / 40.0 MB · ", "MB/s · ETA 0:0", "all layers"))
 
         await wait_for(pilot, moving, what="bytes, a rate and an ETA")
+        assert "20.0 MB / 40.0 MB · " in screen_text(app)
         assert "Pulling gemma3:1b: pulling " in screen_text(app)
+        ollama_server.release_pulls()
         await wait_for(pilot, lambda: "Pulled gemma3:1b." in screen_text(app), what="the end")
         assert layer_rows(app) == 4
         text = screen_text(app)

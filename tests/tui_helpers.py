@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from textual.pilot import Pilot
+from waiting import wait_for as wait_for
 
 from engines.config import load_settings
 from engines.store import Store
@@ -19,18 +18,6 @@ def make_app(config: Path, **kwargs: object) -> LlmPessoalApp:
     settings = load_settings(config, env={})
     store, warnings = open_store(settings)
     return LlmPessoalApp(settings, store, warnings=warnings, **kwargs)  # type: ignore[arg-type]
-
-
-async def wait_for(
-    pilot: Pilot[object], predicate: Callable[[], object], timeout: float = 10.0, what: str = ""
-) -> None:
-    """Let the app run until ``predicate()`` is true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await pilot.pause(0.05)
-    await pilot.pause()
 
 
 async def type_text(pilot: Pilot[object], text: str) -> None:

@@ -22,6 +22,8 @@ from tui.text import visible
 from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
+    from textual.timer import Timer
+
     from engines.chat import PullProgress
     from tui.app import LlmPessoalApp
 
@@ -89,6 +91,8 @@ class PullView(Vertical):
         self.model = ""
         self._drawn_at = 0.0
         self._last_key: tuple[str, str] = ("", "")
+        self._pending: PullProgress | None = None
+        self._pending_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Label("", id="pull-status")
@@ -96,6 +100,7 @@ class PullView(Vertical):
         yield Vertical(id="pull-layers")
 
     async def begin(self, model: str) -> None:
+        self._cancel_pending()
         self.model = model
         self.rows.clear()
         await self.query_one("#pull-layers", Vertical).remove_children()
@@ -105,15 +110,30 @@ class PullView(Vertical):
         self.display = True
 
     async def show(self, p: PullProgress) -> None:
-        """Draw ``p``; lines that come faster than the eye are skipped, but never a new
-        layer, a layer's end, or a new status."""
+        """Draw ``p``; lines that come faster than the eye wait for the next redraw (the
+        latest of them is drawn then, even if no other line comes: a stalled download shows
+        where it stalled), but never a new layer, a layer's end, or a new status."""
         now = time.monotonic()
         key = (p.status, p.digest)
         finished = p.total > 0 and p.completed >= p.total
         fresh = p.digest not in self.rows if p.digest else key != self._last_key
         if not (fresh or finished or p.done) and now - self._drawn_at < REDRAW_EVERY_S:
+            self._pending = p
+            if self._pending_timer is None:
+                wait = REDRAW_EVERY_S - (now - self._drawn_at)
+                self._pending_timer = self.set_timer(wait, self._draw_pending)
             return
-        self._drawn_at, self._last_key = now, key
+        await self._draw(p)
+
+    async def _draw_pending(self) -> None:
+        self._pending_timer = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await self._draw(pending)
+
+    async def _draw(self, p: PullProgress) -> None:
+        self._cancel_pending()
+        self._drawn_at, self._last_key = time.monotonic(), (p.status, p.digest)
         self._status(f"Pulling {self.model}: {p.status}")
         if p.digest:
             row = self.rows.get(p.digest)
@@ -127,7 +147,14 @@ class PullView(Vertical):
             overall.display = True
             overall.show(p.overall_total, p.overall_completed, p.overall_figures())
 
+    def _cancel_pending(self) -> None:
+        self._pending = None
+        if self._pending_timer is not None:
+            self._pending_timer.stop()
+            self._pending_timer = None
+
     def finish(self, message: str, *, ok: bool) -> None:
+        self._cancel_pending()
         self._status(message)
         self.set_class(not ok, "-failed")
 
