@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.chat import ChatMessage, ChatOptions, ReplyStats
+from engines.chat_types import ChatMessage, ChatOptions, ReplyStats
 from engines.images import ImageParameters
 
 log = logging.getLogger(__name__)

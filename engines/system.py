@@ -10,9 +10,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from engines.chat import ChatEngine
 from engines.config import Settings
 from engines.monitor import Sampler
+from engines.ollama_client import ChatEngine
 
 
 def app_version() -> str:

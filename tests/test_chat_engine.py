@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from waiting import wait_for
 
-from engines.chat import (
-    ChatEngine,
+from engines.chat_types import (
     ChatError,
     ChatMessage,
     ChatOptions,
@@ -21,6 +20,7 @@ from engines.chat import (
     ReplyChunk,
     StreamBroken,
 )
+from engines.ollama_client import ChatEngine
 
 if TYPE_CHECKING:
     from ollama_server import DEFAULT_REPLY, FakeOllama, tokenize

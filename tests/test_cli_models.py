@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from waiting import wait_until
 
-from engines.chat import PullTracker
+from engines.progress import PullTracker
 from tui.cli_models import PullDisplay
 
 if TYPE_CHECKING:

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ollama._client import _parse_host
 
-from engines.chat import ChatEngine
 from engines.config import (
     ENV_CONFIG,
     SECTIONS,
@@ -26,6 +25,7 @@ from engines.config import (
     normalize_host,
     settings_from_mapping,
 )
+from engines.ollama_client import ChatEngine
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
 

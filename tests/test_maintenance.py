@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from engines.chat import ChatOptions
+from engines.chat_types import ChatOptions
 from engines.images import ImageParameters
 from engines.maintenance import DATABASE_MEMBER, human_size, parse_duration
 from engines.store import Store

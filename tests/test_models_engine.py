@@ -12,17 +12,10 @@ from typing import TYPE_CHECKING
 import pytest
 from waiting import wait_for
 
-from engines.chat import (
-    ChatEngine,
-    ModelNotFound,
-    ModelNotOnRegistry,
-    OllamaUnavailable,
-    PullProgress,
-    PullTracker,
-    RateMeter,
-    StreamBroken,
-    duration_text,
-)
+from engines.chat_types import ModelNotFound, ModelNotOnRegistry, OllamaUnavailable, StreamBroken
+from engines.ollama_client import ChatEngine
+from engines.progress import PullProgress, PullTracker, RateMeter
+from engines.units import duration_text
 
 if TYPE_CHECKING:
     from ollama_server import FakeOllama

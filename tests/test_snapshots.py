@@ -14,7 +14,7 @@ from ollama_server import FakeOllama
 from textual.pilot import Pilot
 from tui_helpers import make_app, screen_text, wait_for
 
-from engines.chat import ChatOptions, ReplyStats
+from engines.chat_types import ChatOptions, ReplyStats
 from engines.config import load_settings
 from engines.store import Store
 from tui.widgets.sidebar import ConversationList

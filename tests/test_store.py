@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.chat import ChatOptions, ReplyStats
+from engines.chat_types import ChatOptions, ReplyStats
 from engines.store import (
     MIGRATIONS,
     Conversation,
@@ -306,7 +306,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from engines.chat import ChatOptions
+    from engines.chat_types import ChatOptions
     from engines.store import Store
 
     store = Store.open(Path(sys.argv[1]))
@@ -440,7 +440,7 @@ def test_export_markdown() -> None:
 
 
 def test_search_ignores_case_in_any_script(tmp_path: Path) -> None:
-    from engines.chat import ChatOptions
+    from engines.chat_types import ChatOptions
 
     store = Store.open(tmp_path / "db.sqlite")
     c = store.create_conversation("m", ChatOptions(), "Receita")
@@ -452,7 +452,7 @@ def test_search_ignores_case_in_any_script(tmp_path: Path) -> None:
 
 
 def test_lone_surrogates_are_saved_not_fatal(tmp_path: Path) -> None:
-    from engines.chat import ChatOptions
+    from engines.chat_types import ChatOptions
 
     store = Store.open(tmp_path / "db.sqlite")
     c = store.create_conversation("m", ChatOptions(), "t")

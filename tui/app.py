@@ -17,8 +17,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.theme import Theme
 
-from engines.chat import ChatEngine, ChatError, ModelInfo, ServerStatus
+from engines.chat_types import ChatError, ModelInfo, ServerStatus
 from engines.config import Settings
+from engines.ollama_client import ChatEngine
 from engines.state import State
 from engines.store import Status, Store, StoreError
 from tui.screens.chat import ChatScreen

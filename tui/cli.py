@@ -141,7 +141,7 @@ def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> 
 
 
 async def run_command(settings: Settings, args: argparse.Namespace) -> int:
-    from engines.chat import ChatEngine
+    from engines.ollama_client import ChatEngine
 
     engine = ChatEngine(settings.ollama.host, settings.ollama.timeout, settings.ollama.keep_alive)
     try:
@@ -163,13 +163,13 @@ async def run_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _failure_code(exc: Exception) -> int:
-    from engines.chat import ModelNotFound, OllamaUnavailable
+    from engines.chat_types import ModelNotFound, OllamaUnavailable
 
     return EXIT_UNAVAILABLE if isinstance(exc, OllamaUnavailable | ModelNotFound) else EXIT_FAIL
 
 
 async def cmd_chat(settings: Settings, engine: Any, args: argparse.Namespace) -> int:
-    from engines.chat import ChatError, ChatMessage, ChatOptions
+    from engines.chat_types import ChatError, ChatMessage, ChatOptions
     from tui.text import visible
 
     message = sys.stdin.read() if args.message == "-" else args.message
@@ -216,7 +216,8 @@ async def cmd_chat(settings: Settings, engine: Any, args: argparse.Namespace) ->
 
 
 async def cmd_models(engine: Any, as_json: bool) -> int:
-    from engines.chat import ChatError, human_bytes
+    from engines.chat_types import ChatError
+    from engines.units import human_bytes
 
     try:
         models = await engine.list_models()

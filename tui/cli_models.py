@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, err
 
 if TYPE_CHECKING:
-    from engines.chat import ChatEngine, ChatError, ModelInfo, PullProgress
+    from engines.chat_types import ChatError, ModelInfo
+    from engines.ollama_client import ChatEngine
+    from engines.progress import PullProgress
 
 BAR_WIDTH = 24
 NON_TTY_EVERY_S = 2.0
@@ -44,7 +46,7 @@ def add_model_commands(models: argparse.ArgumentParser) -> None:
 
 
 def _failure_code(exc: ChatError) -> int:
-    from engines.chat import ModelNotFound, OllamaUnavailable
+    from engines.chat_types import ModelNotFound, OllamaUnavailable
 
     return EXIT_UNAVAILABLE if isinstance(exc, OllamaUnavailable | ModelNotFound) else EXIT_FAIL
 
@@ -129,7 +131,7 @@ class PullDisplay:
 
 
 async def cmd_pull(engine: ChatEngine, name: str) -> int:
-    from engines.chat import ChatError
+    from engines.chat_types import ChatError
 
     display = PullDisplay(sys.stderr)
     try:
@@ -177,7 +179,8 @@ async def ask(question: str) -> str:
 
 
 async def cmd_rm(engine: ChatEngine, name: str, yes: bool) -> int:
-    from engines.chat import ChatError, human_bytes
+    from engines.chat_types import ChatError
+    from engines.units import human_bytes
 
     if not yes and not sys.stdin.isatty():
         err(f"not deleting {name}: add --yes to delete without being asked (no terminal to ask on)")
@@ -211,7 +214,7 @@ async def cmd_rm(engine: ChatEngine, name: str, yes: bool) -> int:
 
 
 async def cmd_show(engine: ChatEngine, name: str, as_json: bool) -> int:
-    from engines.chat import ChatError
+    from engines.chat_types import ChatError
     from tui.text import visible
 
     try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from engines.chat import ModelInfo, ServerStatus
+from engines.chat_types import ModelInfo, ServerStatus
 
 
 @dataclass

@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 
-from engines.chat import ChatError, ChatMessage, ChatOptions, ModelInfo, ServerStatus
+from engines.chat_types import ChatError, ChatMessage, ChatOptions, ModelInfo, ServerStatus
 from engines.files import atomic_write_text, slugify
 from engines.store import Conversation, Status, StoreError, export_markdown, title_from
 from tui.text import visible

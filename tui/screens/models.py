@@ -17,14 +17,15 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
-from engines.chat import ChatError, ModelDetails, ModelInfo, OllamaUnavailable, human_bytes
+from engines.chat_types import ChatError, ModelDetails, ModelInfo, OllamaUnavailable
+from engines.units import human_bytes
 from tui.text import visible
 from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
     from textual.timer import Timer
 
-    from engines.chat import PullProgress
+    from engines.progress import PullProgress
     from tui.app import LlmPessoalApp
 
 REDRAW_EVERY_S = 0.1

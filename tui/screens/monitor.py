@@ -18,9 +18,10 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from engines.chat import ChatError, LoadedModel, human_bytes
+from engines.chat_types import ChatError, LoadedModel
 from engines.monitor import GpuFigures, History, Sample, Sampler
 from engines.store import StoredImage, StoreError
+from engines.units import human_bytes
 from tui.screens.image import ImageViewer, open_image
 from tui.text import visible
 from tui.widgets.dialogs import ConfirmDialog

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
-from engines.chat import ReplyStats
+from engines.chat_types import ReplyStats
 from engines.store import Status, StoredMessage
 from tui.text import shorten, visible
 from tui.widgets.markdown_text import MarkdownText

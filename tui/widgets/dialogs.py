@@ -12,7 +12,7 @@ from textual.widgets import Button, Input, Label, OptionList, TextArea
 from textual.widgets.button import ButtonVariant
 from textual.widgets.option_list import Option
 
-from engines.chat import ChatOptions
+from engines.chat_types import ChatOptions
 from tui.text import visible
 
 
