@@ -1,4 +1,4 @@
-"""SQLite storage for conversations (and, later, the image index).
+"""SQLite storage: conversations and their messages, and the index of generated images.
 
 WAL journal, versioned migrations through ``PRAGMA user_version``. A streaming
 reply is saved as it grows with status ``streaming``; when it ends it becomes

@@ -23,7 +23,7 @@ def app_version() -> str:
 
 
 async def system_info(disk: Path | None = None, window_s: float = 0.2) -> dict[str, Any]:
-    """The specification's ``system_info`` (cpu_usage, memory_usage, gpu_usage, in
+    """The original web app's ``system_info`` (referencia-tecnica.md) (cpu_usage, memory_usage, gpu_usage, in
     percent) with the Monitor's details: per core, load, swap, disk, GPUs and their
     processes. CPU use is measured over ``window_s`` without blocking the loop."""
     sampler = Sampler(disk)
@@ -48,7 +48,7 @@ async def system_info(disk: Path | None = None, window_s: float = 0.2) -> dict[s
 
 
 async def status_report(settings: Settings, engine: ChatEngine) -> dict[str, Any]:
-    """What the specification's ``/api/status`` returned, with details."""
+    """What the original web app's ``/api/status`` returned (referencia-tecnica.md), with details."""
     server = await engine.status()
     loaded: list[dict[str, Any]] = []
     if server.online:
@@ -88,7 +88,7 @@ def _writable(path: Path) -> bool:
 
 
 async def health_report(settings: Settings, engine: ChatEngine) -> dict[str, Any]:
-    """What the specification's ``/api/health`` returned, with the checks behind it."""
+    """What the original web app's ``/api/health`` returned (referencia-tecnica.md), with the checks behind it."""
     started = time.perf_counter()
     server = await engine.status()
     checks = {

@@ -177,7 +177,6 @@ async def test_server_restarting_mid_conversation(
 def test_sigkill_while_a_reply_streams_keeps_everything_saved(
     ollama_server: FakeOllama, make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
-    pytest.importorskip("pyte", reason="bench's terminal emulator") if False else None
     import shutil
 
     if shutil.which("tmux") is None:
