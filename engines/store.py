@@ -74,6 +74,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX images_by_time ON images(created_at DESC);
     """,
+    # 3: messages form a tree: each has a parent (the turn it answers or follows), and a
+    # conversation has a current leaf. Regenerating adds a sibling and editing a prompt
+    # starts a branch; nothing is deleted by either. Existing conversations become one
+    # straight path, each message the child of the one before it.
+    """
+    ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE;
+    ALTER TABLE conversations ADD COLUMN current_id INTEGER;
+    UPDATE messages SET parent_id = (
+        SELECT MAX(p.id) FROM messages p
+        WHERE p.conversation_id = messages.conversation_id AND p.id < messages.id
+    );
+    UPDATE conversations SET current_id = (
+        SELECT MAX(m.id) FROM messages m WHERE m.conversation_id = conversations.id
+    );
+    CREATE INDEX messages_by_parent ON messages(parent_id, id);
+    """,
 )
 
 
@@ -102,6 +118,7 @@ class StoredMessage:
     stats: ReplyStats | None
     error: str | None
     created_at: float
+    parent_id: int | None = None
 
     def as_chat(self) -> ChatMessage:
         return ChatMessage(self.role, self.content)
@@ -345,18 +362,28 @@ class Store:
         *,
         status: Status = "done",
         model: str | None = None,
+        parent_id: int | Literal["current"] | None = "current",
     ) -> int:
+        """Add a message under ``parent_id`` (by default the conversation's current leaf;
+        None: a new first turn) and make it the current leaf."""
         now = time.time()
         with self._tx() as c:
+            if parent_id == "current":
+                row = c.execute(
+                    "SELECT current_id FROM conversations WHERE id = ?", (conversation_id,)
+                ).fetchone()
+                parent_id = row[0] if row else None
             cur = c.execute(
-                "INSERT INTO messages (conversation_id, role, content, status, model, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, storable(content), status, model, now),
+                "INSERT INTO messages (conversation_id, role, content, status, model, created_at,"
+                " parent_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, storable(content), status, model, now, parent_id),
             )
+            message_id = int(cur.lastrowid or 0)
             c.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
+                "UPDATE conversations SET updated_at = ?, current_id = ? WHERE id = ?",
+                (now, message_id, conversation_id),
             )
-        return int(cur.lastrowid or 0)
+        return message_id
 
     def update_message(
         self,
@@ -380,9 +407,83 @@ class Store:
             )
 
     def messages(self, conversation_id: int) -> list[StoredMessage]:
+        """The conversation as it reads now: the path from its first turn to its current
+        leaf (other versions and branches are kept, and reached through :meth:`siblings`)."""
+        rows = self._query(
+            "WITH RECURSIVE path(id, depth) AS ("
+            " SELECT current_id, 0 FROM conversations WHERE id = ?1 AND current_id IS NOT NULL"
+            " UNION ALL SELECT m.parent_id, path.depth + 1 FROM messages m JOIN path"
+            " ON m.id = path.id WHERE m.parent_id IS NOT NULL)"
+            " SELECT m.* FROM path JOIN messages m ON m.id = path.id ORDER BY path.depth DESC",
+            (conversation_id,),
+        )
+        return self._messages(rows)
+
+    def all_messages(self, conversation_id: int) -> list[StoredMessage]:
+        """Every message of the conversation, every version and branch, oldest first."""
         rows = self._query(
             "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
         )
+        return self._messages(rows)
+
+    def message(self, message_id: int) -> StoredMessage | None:
+        rows = self._query("SELECT * FROM messages WHERE id = ?", (message_id,))
+        return self._messages(rows)[0] if rows else None
+
+    def siblings(self, message_id: int) -> list[int]:
+        """The versions of a turn, oldest first: the messages that share its parent and
+        its role (a regenerated reply's earlier replies; an edited prompt's earlier
+        prompts). A turn that was never redone is its only version."""
+        rows = self._query(
+            "SELECT s.id FROM messages m JOIN messages s ON s.conversation_id = m.conversation_id"
+            " AND s.role = m.role AND s.parent_id IS m.parent_id WHERE m.id = ? ORDER BY s.id",
+            (message_id,),
+        )
+        return [int(r["id"]) for r in rows]
+
+    def latest_leaf(self, message_id: int) -> int:
+        """The end of the branch that goes on from ``message_id``, following the newest
+        child at each turn."""
+        leaf = message_id
+        while True:
+            rows = self._query("SELECT MAX(id) AS child FROM messages WHERE parent_id = ?", (leaf,))
+            if not rows or rows[0]["child"] is None:
+                return leaf
+            leaf = int(rows[0]["child"])
+
+    def switch_to(self, message_id: int) -> None:
+        """Make the branch through ``message_id`` the current one (its newest leaf)."""
+        leaf = self.latest_leaf(message_id)
+        with self._tx() as c:
+            c.execute(
+                "UPDATE conversations SET current_id = ? WHERE id ="
+                " (SELECT conversation_id FROM messages WHERE id = ?)",
+                (leaf, message_id),
+            )
+
+    def delete_from(self, message_id: int) -> None:
+        """Delete ``message_id`` and everything that followed it on every branch. The
+        conversation goes on from the newest remaining version of that turn, else from
+        the turn before it."""
+        message = self.message(message_id)
+        if message is None:
+            return
+        on_current_path = any(m.id == message_id for m in self.messages(message.conversation_id))
+        others = [i for i in self.siblings(message_id) if i != message_id]
+        with self._tx() as c:
+            c.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        if not on_current_path:
+            return
+        if others:
+            self.switch_to(others[-1])
+            return
+        with self._tx() as c:
+            c.execute(
+                "UPDATE conversations SET current_id = ? WHERE id = ?",
+                (message.parent_id, message.conversation_id),
+            )
+
+    def _messages(self, rows: list[sqlite3.Row]) -> list[StoredMessage]:
         out = []
         for r in rows:
             stats = None
@@ -402,6 +503,7 @@ class Store:
                     stats,
                     r["error"],
                     r["created_at"],
+                    r["parent_id"],
                 )
             )
         return out

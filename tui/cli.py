@@ -44,11 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     chat = sub.add_parser("chat", help="send one message and print the reply")
-    chat.add_argument("message", help="the message; '-' reads it from standard input")
+    chat.add_argument("message", nargs="?", help="the message; '-' reads it from standard input")
     chat.add_argument("--model", "-m", help="model (default: [ollama] default_model)")
     chat.add_argument("--system", "-s", help="system prompt")
     chat.add_argument("--no-stream", action="store_true", help="print the reply when complete")
     chat.add_argument("--stats", action="store_true", help="print the reply's figures on stderr")
+    from tui.cli_conversations import add_chat_options
+    from tui.cli_conversations import add_parser as add_conversations_parser
+
+    add_chat_options(chat)
+    add_conversations_parser(sub)
 
     models = sub.add_parser(
         "models", help="list the models Ollama has, with their details; pull, rm or show one"
@@ -99,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tui.cli_image import run_image
 
             return run_image(settings, args)
+        if args.command == "conversations":
+            from tui.cli_conversations import run_conversations
+
+            return run_conversations(settings, args)
         if args.command in ("backup", "restore", "clean"):
             from tui.cli_maintenance import run_maintenance
 
@@ -146,7 +155,9 @@ async def run_command(settings: Settings, args: argparse.Namespace) -> int:
     engine = ChatEngine(settings.ollama.host, settings.ollama.timeout, settings.ollama.keep_alive)
     try:
         if args.command == "chat":
-            return await cmd_chat(settings, engine, args)
+            from tui.cli_conversations import run_chat
+
+            return await run_chat(settings, engine, args)
         if args.command == "models" and args.models_command:
             from tui.cli_models import run_model_command
 
@@ -166,53 +177,6 @@ def _failure_code(exc: Exception) -> int:
     from engines.chat_types import ModelNotFound, OllamaUnavailable
 
     return EXIT_UNAVAILABLE if isinstance(exc, OllamaUnavailable | ModelNotFound) else EXIT_FAIL
-
-
-async def cmd_chat(settings: Settings, engine: Any, args: argparse.Namespace) -> int:
-    from engines.chat_types import ChatError, ChatMessage, ChatOptions
-    from tui.text import visible
-
-    message = sys.stdin.read() if args.message == "-" else args.message
-    if not message.strip():
-        err("the message is empty: give the text to send (or '-' to read it from stdin)")
-        return EXIT_USAGE
-    model = args.model or settings.ollama.default_model
-    options = ChatOptions(
-        system_prompt=args.system if args.system is not None else settings.chat.system_prompt,
-        temperature=settings.chat.temperature,
-        context_length=settings.chat.context_length,
-        max_tokens=settings.ollama.max_tokens,
-        seed=settings.chat.seed,
-    )
-    history = [ChatMessage("user", message)]
-    show = visible if sys.stdout.isatty() else (lambda text: text)
-    out = sys.stdout
-    last = ""  # the last character written: the reply's line is ended only if it is open
-    try:
-        if args.no_stream:
-            text, stats = await engine.reply(model, history, options)
-            out.write(show(text))
-            last = text[-1:]
-        else:
-            stats = None
-            async for chunk in engine.stream(model, history, options):
-                if chunk.text:
-                    out.write(show(chunk.text))
-                    out.flush()
-                    last = chunk.text[-1:]
-                stats = chunk.stats or stats
-    except ChatError as exc:
-        if last and last != "\n":
-            out.write("\n")
-        out.flush()
-        err(str(exc))
-        return _failure_code(exc)
-    if last != "\n":
-        out.write("\n")
-    out.flush()
-    if args.stats and stats is not None:
-        print(stats.summary(), file=sys.stderr)
-    return EXIT_OK
 
 
 async def cmd_models(engine: Any, as_json: bool) -> int:

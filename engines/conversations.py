@@ -1,0 +1,395 @@
+"""The life of a chat reply, from the request to its final status, with no Textual.
+
+:class:`ConversationService` owns every reply: it adds the turns to the message tree,
+builds the history sent to the model (the current path, with the system prompt and the
+options), streams through :class:`~engines.ollama_client.ChatEngine`, saves the reply as
+it grows, finishes it as done, interrupted or error (with the reason and the figures),
+and publishes what happens to any number of listeners. The Chat screen is one listener
+(it draws); the CLI is another (it prints).
+
+A reply is prepared (its rows written) by :meth:`ConversationService.send`,
+:meth:`~ConversationService.regenerate`, :meth:`~ConversationService.edit` or
+:meth:`~ConversationService.continue_reply`, then run by awaiting
+:meth:`ConversationService.run` in whatever task the caller owns (a Textual worker, or
+``asyncio.run`` in the CLI): cancelling that task stops the reply, which is kept, marked
+interrupted. At most ``max_parallel`` replies stream at once; the others wait in order,
+and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engines.chat_types import (
+    ChatError,
+    ChatMessage,
+    ChatOptions,
+    ModelNotFound,
+    OllamaUnavailable,
+    ReplyStats,
+)
+from engines.ollama_client import ChatEngine
+from engines.store import Conversation, Status, Store, StoreError, title_from
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["send", "regenerate", "edit", "continue"]
+
+
+class ConversationError(Exception):
+    """A reply cannot be prepared; ``str()`` says why and what to do instead."""
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyEvent:
+    conversation_id: int
+    reply_id: int
+
+
+@dataclass(frozen=True)
+class ReplyWaiting(ReplyEvent):
+    """Every slot streams another reply: this one waits; ``position`` 1 goes next."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class ReplyStarted(ReplyEvent):
+    model: str
+
+
+@dataclass(frozen=True)
+class ReplyThinking(ReplyEvent):
+    """A reasoning model thinks: ``chars`` so far; ``done`` when its answer begins."""
+
+    chars: int
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class ReplyText(ReplyEvent):
+    """A piece of the reply, as it came."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReplyFigures(ReplyEvent):
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class ReplySaveFailed(ReplyEvent):
+    message: str
+
+
+Failure = Literal["unreachable", "model-missing", "failed"]
+
+
+@dataclass(frozen=True)
+class ReplyFinished(ReplyEvent):
+    status: Status
+    content: str
+    stats: ReplyStats | None
+    error: str | None
+    title: str
+    failure: Failure | None = None
+    """Why it failed: the server could not be reached, it lacks the model, or else."""
+
+
+Listener = Callable[[ReplyEvent], None]
+
+
+# -- replies --------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """A reply prepared in the store, waiting to run or running."""
+
+    conversation: Conversation
+    reply_id: int
+    history: list[ChatMessage]
+    kind: Kind
+    prefix: str = ""
+    """What the reply already holds (a continued reply); new text is added after it."""
+    parts: list[str] = field(default_factory=list)
+    status: Literal["waiting", "streaming", "finished"] = "waiting"
+
+    @property
+    def conversation_id(self) -> int:
+        return self.conversation.id
+
+    @property
+    def text(self) -> str:
+        return self.prefix + "".join(self.parts)
+
+
+class ConversationService:
+    """Every chat reply of the app; see the module's docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        engine: ChatEngine,
+        *,
+        save_interval: float = 1.0,
+        max_parallel: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_parallel < 1:
+            raise ValueError("max_parallel must be at least 1")
+        self.store = store
+        self.engine = engine
+        self.save_interval = save_interval
+        self.max_parallel = max_parallel
+        self.clock = clock
+        self._listeners: list[Listener] = []
+        self._replies: dict[int, Reply] = {}  # by conversation: one reply at a time in each
+        self._slots: asyncio.Semaphore | None = None
+        self._queue: list[int] = []  # conversation ids waiting for a slot, in order
+
+    # -- listeners --------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every event from now on; returns the unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _publish(self, event: ReplyEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # one broken listener must not stop the reply or the others
+                log.exception("a reply listener failed")
+
+    # -- state ------------------------------------------------------------------------------
+
+    def reply_in(self, conversation_id: int) -> Reply | None:
+        """The reply that streams or waits in this conversation, if any."""
+        return self._replies.get(conversation_id)
+
+    @property
+    def busy(self) -> dict[int, Reply]:
+        """Every reply that streams or waits, by conversation."""
+        return dict(self._replies)
+
+    # -- preparing --------------------------------------------------------------------------
+
+    def _free(self, conversation_id: int) -> None:
+        if conversation_id in self._replies:
+            raise ConversationError(
+                "a reply is still being written in this conversation: wait for it, or stop "
+                "it (Esc) first"
+            )
+
+    def new_conversation(
+        self, model: str, options: ChatOptions, first_prompt: str = ""
+    ) -> Conversation:
+        return self.store.create_conversation(model, options, title_from(first_prompt))
+
+    def send(self, conversation: Conversation, text: str) -> Reply:
+        """Add ``text`` as the next prompt on the current path, and its reply."""
+        if not text.strip():
+            raise ConversationError("the message is empty: type something to send")
+        self._free(conversation.id)
+        self.store.add_message(conversation.id, "user", text)
+        return self._prepare(conversation, "send")
+
+    def regenerate(self, conversation: Conversation, reply_id: int | None = None) -> Reply:
+        """A new version of a reply (by default the last one on the current path), beside
+        the earlier ones; the history is what came before it."""
+        self._free(conversation.id)
+        path = self.store.messages(conversation.id)
+        target = next(
+            (m for m in reversed(path) if m.role == "assistant" and reply_id in (None, m.id)),
+            None,
+        )
+        if target is None:
+            raise ConversationError("there is no reply to regenerate here yet: send a message")
+        return self._prepare(conversation, "regenerate", parent_id=target.parent_id)
+
+    def edit(self, conversation: Conversation, prompt_id: int, text: str) -> Reply:
+        """Send ``text`` in place of an earlier prompt: a new branch from the turn before
+        it; what followed the old prompt is kept as the other branch."""
+        if not text.strip():
+            raise ConversationError(
+                "the edited prompt is empty: type the new text (the old one is kept)"
+            )
+        self._free(conversation.id)
+        old = self.store.message(prompt_id)
+        if old is None or old.conversation_id != conversation.id or old.role != "user":
+            raise ConversationError("only a prompt of this conversation can be edited")
+        self.store.add_message(conversation.id, "user", text, parent_id=old.parent_id)
+        return self._prepare(conversation, "edit")
+
+    def continue_reply(self, conversation: Conversation, reply_id: int | None = None) -> Reply:
+        """Go on with a reply that was interrupted or cut by the length limit: the model
+        gets the partial reply as the assistant's last turn and writes what follows."""
+        self._free(conversation.id)
+        path = self.store.messages(conversation.id)
+        target = next(
+            (m for m in reversed(path) if m.role == "assistant" and reply_id in (None, m.id)),
+            None,
+        )
+        if target is None:
+            raise ConversationError("there is no reply to continue here yet")
+        cut = target.stats is not None and target.stats.done_reason == "length"
+        if target.status == "done" and not cut:
+            raise ConversationError(
+                "that reply is complete: only an interrupted reply, or one cut at the length "
+                "limit, can be continued"
+            )
+        if target.id != path[-1].id:
+            raise ConversationError("only the last reply of the conversation can be continued")
+        history = [m.as_chat() for m in path[:-1] if m.role == "user" or m.status == "done"]
+        history.append(ChatMessage("assistant", target.content))
+        self.store.update_message(target.id, target.content, status="streaming")
+        reply = Reply(conversation, target.id, history, "continue", prefix=target.content)
+        self._replies[conversation.id] = reply
+        return reply
+
+    def _prepare(
+        self,
+        conversation: Conversation,
+        kind: Kind,
+        *,
+        parent_id: int | Literal["current"] | None = "current",
+    ) -> Reply:
+        history_path = self.store.messages(conversation.id)
+        if kind == "regenerate":
+            # the history ends at the reply's parent: the prompt it answers
+            ids = [m.id for m in history_path]
+            end = ids.index(parent_id) + 1 if parent_id in ids else len(history_path)
+            history_path = history_path[:end]
+        history = [m.as_chat() for m in history_path if m.role == "user" or m.status == "done"]
+        reply_id = self.store.add_message(
+            conversation.id,
+            "assistant",
+            "",
+            status="streaming",
+            model=conversation.model,
+            parent_id=parent_id,
+        )
+        reply = Reply(conversation, reply_id, history, kind)
+        self._replies[conversation.id] = reply
+        return reply
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self, reply: Reply) -> ReplyFinished:
+        """Stream ``reply`` to its end and finish it. Cancelling the task that awaits this
+        stops it: the reply is kept, marked interrupted, and the cancel goes on."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_parallel)
+        cid = reply.conversation_id
+        self._queue.append(cid)
+        try:
+            if self._slots.locked():
+                position = self._queue.index(cid) + 1
+                self._publish(ReplyWaiting(cid, reply.reply_id, position=position))
+            async with self._slots:
+                self._queue.remove(cid)
+                return await self._stream(reply)
+        except asyncio.CancelledError:
+            if reply.status == "waiting":  # stopped before it began: nothing was said
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(cid)
+                self._finish(reply, "interrupted", None, "stopped before it began")
+            raise
+        finally:
+            self._replies.pop(cid, None)
+
+    async def _stream(self, reply: Reply) -> ReplyFinished:
+        cid, rid = reply.conversation_id, reply.reply_id
+        conversation = reply.conversation
+        reply.status = "streaming"
+        self._publish(ReplyStarted(cid, rid, conversation.model))
+        status: Status = "interrupted"
+        stats: ReplyStats | None = None
+        error: str | None = None
+        failure: Failure | None = None
+        saved_at = self.clock()
+        save_failed = False
+        thought = 0
+        first_at: float | None = None
+        try:
+            stream = self.engine.stream(conversation.model, reply.history, conversation.options)
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    if chunk.thinking and not reply.parts:
+                        thought += len(chunk.thinking)
+                        self._publish(ReplyThinking(cid, rid, thought))
+                    if chunk.text:
+                        if not reply.parts and thought:
+                            self._publish(ReplyThinking(cid, rid, thought, done=True))
+                        reply.parts.append(chunk.text)
+                        self._publish(ReplyText(cid, rid, chunk.text))
+                        now = self.clock()
+                        if first_at is None:
+                            first_at = now
+                        elif now > first_at:
+                            rate = (len(reply.parts) - 1) / (now - first_at)
+                            self._publish(ReplyFigures(cid, rid, rate))
+                    if chunk.stats is not None:
+                        stats = chunk.stats
+                    now = self.clock()
+                    if now - saved_at >= self.save_interval and not save_failed:
+                        saved_at = now
+                        try:
+                            self.store.update_message(rid, reply.text, status="streaming")
+                        except StoreError as exc:
+                            save_failed = True
+                            self._publish(ReplySaveFailed(cid, rid, str(exc)))
+            status = "done"
+        except ChatError as exc:
+            status = "interrupted" if reply.parts or reply.prefix else "error"
+            error = str(exc)
+            failure = (
+                "unreachable"
+                if isinstance(exc, OllamaUnavailable)
+                else "model-missing"
+                if isinstance(exc, ModelNotFound)
+                else "failed"
+            )
+        except asyncio.CancelledError:
+            self._finish(reply, "interrupted", stats, None)
+            raise
+        return self._finish(reply, status, stats, error, failure)
+
+    def _finish(
+        self,
+        reply: Reply,
+        status: Status,
+        stats: ReplyStats | None,
+        error: str | None,
+        failure: Failure | None = None,
+    ) -> ReplyFinished:
+        reply.status = "finished"
+        content = reply.text
+        try:
+            self.store.update_message(
+                reply.reply_id, content, status=status, stats=stats, error=error
+            )
+        except StoreError as exc:
+            self._publish(ReplySaveFailed(reply.conversation_id, reply.reply_id, str(exc)))
+        latest = self.store.conversation(reply.conversation_id)
+        title = latest.title if latest else reply.conversation.title
+        event = ReplyFinished(
+            reply.conversation_id, reply.reply_id, status, content, stats, error, title, failure
+        )
+        log.info(
+            "reply finished",
+            extra={"status": status, "kind": reply.kind, "chars": len(content)},
+        )
+        self._publish(event)
+        return event
