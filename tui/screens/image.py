@@ -367,7 +367,6 @@ class ImageScreen(Screen[None]):
             self.query_one("#image-prompt").focus()
             self.notify(f"The form now holds the settings of {image.path.name}.")
         elif event.action == "delete":
-
             outputs = self.lp.settings.paths.outputs
 
             def confirmed(yes: bool | None) -> None:
