@@ -413,15 +413,28 @@ class RestorePlan:
             self._restore_database(report, now)
         report.lines += self.notes
         if any(self.files(f) for f in FOLDERS):
-            with _gzip_tar(self) as tar:
-                wanted = {m.name: m for f in FOLDERS for m in self.files(f)}
-                for member in tar:
-                    checked = wanted.pop(member.name, None)
-                    if checked is not None:
-                        top = member.name.split("/", 1)[0]
-                        self._restore_member(tar, top, checked, member, report)
-                for folder in FOLDERS:
-                    self._folder_line(folder, report)
+            wanted = {m.name: m for f in FOLDERS for m in self.files(f)}
+            try:
+                with _gzip_tar(self) as tar:
+                    for member in tar:
+                        checked = wanted.pop(member.name, None)
+                        if checked is not None:
+                            top = member.name.split("/", 1)[0]
+                            self._restore_member(tar, top, checked, member, report)
+            except _ARCHIVE_ERRORS as exc:
+                if isinstance(exc, OSError) and exc.filename is not None:
+                    raise  # writing, not reading the archive
+                report.problems.append(
+                    f"{self.archive}: the archive changed on disk since it was checked "
+                    f"({exc}); the restore stopped"
+                )
+            if wanted:
+                report.problems.append(
+                    f"{self.archive}: {len(wanted)} checked file(s) were not found again "
+                    "(the archive changed on disk since it was checked); not restored"
+                )
+            for folder in FOLDERS:
+                self._folder_line(folder, report)
         if self.skipped:
             report.lines.append(
                 f"skipped {len(self.skipped)} temporary file(s) of the archive (.tmp-*)"
@@ -535,7 +548,7 @@ class RestorePlan:
         notes = []
         if counts.get("beside"):
             notes.append(
-                f"{counts['beside']} beside the current one(s) as *.restored, which are kept"
+                f"{counts['beside']} beside the file already there, as *.restored"
             )
         if counts.get("kept"):
             notes.append(f"{counts['kept']} newer kept; --yes replaces them")
@@ -585,9 +598,10 @@ class RestorePlan:
                 "move it to ./config.toml or ~/.config/llm-pessoal/config.toml to use it"
             )
         else:
+            asks = ", after asking: it moves the data folders" if moves else ""
             report.lines.append(
                 f"config: written to {target}; compare it with {current} and move it "
-                "into place if you want it (--yes replaces the config)"
+                f"into place if you want it (--yes replaces the config{asks})"
             )
 
 

@@ -401,7 +401,7 @@ def test_restore_keeps_the_live_log_and_puts_the_archived_one_beside(
     (beside,) = (tmp_path / "logs").glob("app.jsonl.restored*")
     assert beside.read_text(encoding="utf-8").startswith('{"message": "then"}\n')
     assert "written after the backup" not in beside.read_text(encoding="utf-8")
-    assert "beside the current one(s) as *.restored" in result.stdout
+    assert "(1 beside the file already there, as *.restored)" in result.stdout
 
 
 @pytest.mark.parametrize(
