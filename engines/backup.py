@@ -84,14 +84,19 @@ def data_folders(settings: Settings) -> dict[str, Path]:
     }
 
 
-def kept_place(settings: Settings, path: Path) -> str | None:
+def kept_place(
+    settings: Settings, path: Path, folders: tuple[str, ...] | None = None
+) -> str | None:
     """What the app keeps at ``path`` (resolved), in words, or None when it keeps nothing
-    there: the database, its side files, the config file, or a data folder's contents."""
+    there: the database, its side files, the config file, or the contents of a data
+    folder (of those named by their ``[paths]`` key in ``folders``; default: all)."""
     real = path.resolve()
     what = kept_files(settings).get(real)
     if what:
         return what
     for key, folder in data_folders(settings).items():
+        if folders is not None and key not in folders:
+            continue
         if real == folder or real.is_relative_to(folder):
             return f"inside [paths] {key} ({folder})"
     return None

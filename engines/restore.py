@@ -547,9 +547,7 @@ class RestorePlan:
         written = counts.get("written", 0) + counts.get("beside", 0)
         notes = []
         if counts.get("beside"):
-            notes.append(
-                f"{counts['beside']} beside the file already there, as *.restored"
-            )
+            notes.append(f"{counts['beside']} beside the file already there, as *.restored")
         if counts.get("kept"):
             notes.append(f"{counts['kept']} newer kept; --yes replaces them")
         if counts.get("same"):
@@ -673,7 +671,7 @@ def _free_space_check(plan: RestorePlan) -> None:
 
 def _refuse_archive_place(settings: Settings, archive: Path) -> None:
     """An archive inside what a restore replaces would be overwritten while it is read."""
-    where = kept_place(settings, archive)
+    where = kept_place(settings, archive, FOLDERS)
     if where:
         raise BadArchive(
             f"{archive}: the archive is {where}, which the restore replaces: move it "
