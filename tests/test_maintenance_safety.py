@@ -558,6 +558,7 @@ def test_rotated_logs_are_private(tmp_path: Path) -> None:
 
     umask = os.umask(0o022)
     root = logging.getLogger()
+    level = root.level
     try:
         assert setup_logging(tmp_path / "logs", "INFO") is None
         (handler,) = [h for h in root.handlers if getattr(h, "_llm_pessoal", False)]
@@ -569,6 +570,7 @@ def test_rotated_logs_are_private(tmp_path: Path) -> None:
         logging.getLogger("test").info("a third prompt")
     finally:
         os.umask(umask)
+        root.setLevel(level)
         for h in list(root.handlers):
             if getattr(h, "_llm_pessoal", False):
                 root.removeHandler(h)

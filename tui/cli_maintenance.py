@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,7 @@ def _ask(question: str) -> bool:
 
 
 def _confirm_config(moves: list[str]) -> bool:
-    """With --yes on a terminal: the archived config moves the data folders; ask."""
+    """With --yes on a terminal, when the archived config moves the data folders: ask."""
     print("The archived config.toml would replace the one in use, and it:", file=sys.stderr)
     for move in moves:
         print(f"  {visible(move)}", file=sys.stderr)
@@ -177,7 +177,12 @@ def cmd_restore(settings: Settings, archive: Path, yes: bool) -> int:
             if not _ask("Go on?"):
                 err("nothing was restored")
                 return EXIT_FAIL
-        report = plan.apply(confirm_config=_confirm_config if on_terminal else None)
+        confirm: Callable[[list[str]], bool] | None = None
+        moves = plan.config_moves() if plan.config_target()[1] else []
+        if moves and on_terminal:  # asked before anything is changed
+            answer = _confirm_config(moves)
+            confirm = lambda _moves: answer  # noqa: E731
+        report = plan.apply(confirm_config=confirm)
     for line in report.lines:
         print(visible(line))
     for problem in report.problems:
