@@ -226,6 +226,21 @@ class PathSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """Backup and restore."""
+
+    restore_max_mb: int = field(
+        default=100_000,
+        metadata=_spec(
+            "Most megabytes a restore may write (the archive's files together); "
+            "a larger archive is refused.",
+            lo=1,
+            hi=1_000_000_000,
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """The JSON-lines log."""
 
@@ -262,6 +277,7 @@ class Settings:
     chat: ChatSettings = field(default_factory=ChatSettings)
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
     paths: PathSettings = field(default_factory=PathSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     ui: UiSettings = field(default_factory=UiSettings)
     keys: Mapping[str, str] = field(default_factory=dict)
@@ -275,6 +291,7 @@ SECTIONS: dict[str, type[Any]] = {
     "chat": ChatSettings,
     "diffusion": DiffusionSettings,
     "paths": PathSettings,
+    "backup": BackupSettings,
     "logging": LoggingSettings,
     "ui": UiSettings,
 }

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import logging.handlers
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+
+from engines.files import PRIVATE_MODE, open_private
 
 LOG_FILE = "app.jsonl"
 _MARK = "_llm_pessoal"  # set on the handlers this module added, so a second setup replaces them
@@ -36,6 +40,14 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose every file (the live one after each rotation included) only its
+    owner can read: logs hold prompts and replies, as the database does."""
+
+    def _open(self) -> io.TextIOWrapper:
+        return open_private(Path(self.baseFilename), encoding=self.encoding or "utf-8")
+
+
 def setup_logging(log_dir: Path, level: str) -> str | None:
     """Send the app's logs to ``log_dir/app.jsonl``. Returns a warning when that is
     impossible (the app then runs without a log file rather than not at all)."""
@@ -50,10 +62,13 @@ def setup_logging(log_dir: Path, level: str) -> str | None:
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
         path = log_dir / LOG_FILE
-        handler = logging.handlers.RotatingFileHandler(
+        handler = PrivateRotatingFileHandler(
             path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8"
         )
-        os.chmod(path, 0o600)
+        for rotated in log_dir.glob(LOG_FILE + ".*"):  # written by an older version: 0644
+            with contextlib.suppress(OSError):
+                if not rotated.is_symlink():
+                    os.chmod(rotated, PRIVATE_MODE)
     except OSError as exc:
         handler = logging.NullHandler()
         warning = f"logs are off: cannot write to {log_dir}: {exc.strerror or exc}"

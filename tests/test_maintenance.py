@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from engines.backup import DATABASE_MEMBER
 from engines.chat_types import ChatOptions
+from engines.clean import parse_duration
 from engines.images import ImageParameters
-from engines.maintenance import DATABASE_MEMBER, human_size, parse_duration
 from engines.store import Store
+from engines.units import human_bytes
 
 if TYPE_CHECKING:
     from conftest import Cli, MakeConfig, write_toml
@@ -117,6 +119,26 @@ def stored_paths(db: Path) -> set[Path]:
         store.close()
 
 
+def run_on_terminal(cli: Cli, answer: bytes, *args: str) -> tuple[int, str, str]:
+    """Run the CLI with a terminal on standard input that types ``answer``."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            cli.command(*args),
+            cwd=cli.cwd,
+            env=cli.environment(),
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        os.write(leader, answer)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    return proc.returncode, out.decode(), err.decode()
+
+
 # -- backup ----------------------------------------------------------------------------
 
 
@@ -168,7 +190,7 @@ def test_backup_holds_images_database_logs_config_and_a_manifest(
     assert set(members(named)) == names
 
     result = cli.run("backup", "--out", "missing/x.tar.gz")
-    assert result.returncode == EXIT_FAIL and "no such folder" in result.stderr
+    assert result.returncode == EXIT_USAGE and "no such folder" in result.stderr
 
 
 def test_backup_copies_the_database_consistently_during_a_write_transaction(
@@ -234,8 +256,11 @@ def test_restore_round_trip(cli: Cli, data: Path, tmp_path: Path) -> None:
     assert "restored the database into" in result.stdout
     assert f"restored 3 file(s) into {tmp_path / 'outputs'}" in result.stdout
     assert "config: " in result.stdout and "already the same" in result.stdout
-    # the same bytes and modification times (the database is checked through SQLite below)
-    assert without(tree(tmp_path), "data/", archive.name) == without(before, "data/")
+    # the same bytes and modification times (the database is checked through SQLite below);
+    # the live log is kept, the archived one goes beside it
+    after = tree(tmp_path)
+    assert after.pop("logs/app.jsonl.restored")[0] == b'{"message": "now"}\n'
+    assert without(after, "data/", archive.name) == without(before, "data/")
     store = Store.open(tmp_path / "data" / "llm-pessoal.db")
     try:
         (conv,) = store.conversations()
@@ -267,18 +292,33 @@ def test_restore_elsewhere_moves_the_gallery_with_the_images(
         other / "config.toml",
         {"paths": {"outputs": "pics", "logs": "logs", "database": "db/app.db"}},
     )
+    ours = config.read_bytes()
     result = cli.run("--config", str(config), "restore", str(archive), "--yes")
-    assert result.returncode == EXIT_OK, result.stderr
     assert (other / "pics" / "sub" / "three.png").read_bytes() == (
         tmp_path / "outputs" / "sub" / "three.png"
     ).read_bytes()
     assert stored_paths(other / "db" / "app.db") == {
         other / "pics" / n for n in ("one.png", "two.png", "sub/three.png")
     }
-    # --yes replaced this config (its old self kept); the archived one puts the data elsewhere
+    # the archived config would move every folder away from where the data were restored:
+    # --yes without a terminal to confirm on leaves this config in place, with the other beside
+    assert result.returncode == EXIT_FAIL
+    (line,) = result.stderr.splitlines()
+    assert "config: not put in place: it moves [paths] outputs, logs, database" in line
+    assert config.read_bytes() == ours
+    assert (other / "config.toml.restored").read_bytes() == data.read_bytes()
+    assert not list(other.glob("config.toml.before-restore-*"))
+
+    # on a terminal, --yes asks, naming where each folder would go; "y" replaces it
+    code, out, err = run_on_terminal(
+        cli, b"y\n", "--config", str(config), "restore", str(archive), "--yes"
+    )
+    assert code == EXIT_OK, err
+    assert f"puts [paths] outputs at {tmp_path / 'outputs'}, not {other / 'pics'}" in err
+    assert "Replace the config with it? [y/N]" in err
+    assert f"config: restored into {config}" in out
     assert config.read_bytes() == data.read_bytes()
     assert list(other.glob("config.toml.before-restore-*"))
-    assert "config: note: it puts [paths] outputs at" in result.stdout
 
 
 def test_restore_on_a_terminal_asks_and_keeps_newer_files_and_the_config(
@@ -292,30 +332,12 @@ def test_restore_on_a_terminal_asks_and_keeps_newer_files_and_the_config(
     data.write_text(config_text + "\n[ui]\nscreen = 'image'\n", encoding="utf-8")
     edited = data.read_bytes()
 
-    def run_on_terminal(answer: bytes) -> tuple[int, str, str]:
-        leader, follower = pty.openpty()
-        try:
-            proc = subprocess.Popen(
-                cli.command("restore", str(archive)),
-                cwd=cli.cwd,
-                env=cli.environment(),
-                stdin=follower,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            os.write(leader, answer)
-            out, err = proc.communicate(timeout=20)
-        finally:
-            os.close(leader)
-            os.close(follower)
-        return proc.returncode, out.decode(), err.decode()
-
-    code, out, err = run_on_terminal(b"n\n")
+    code, out, err = run_on_terminal(cli, b"n\n", "restore", str(archive))
     assert (code, out) == (EXIT_FAIL, "")
     assert "Go on? [y/N]" in err and "nothing was restored" in err
     assert not (tmp_path / "outputs" / "two.png").exists()
 
-    code, out, err = run_on_terminal(b"y\n")
+    code, out, err = run_on_terminal(cli, b"y\n", "restore", str(archive))
     assert code == EXIT_OK, err
     assert "the database ->" in err and "config.toml ->" in err
     assert one.read_bytes() == b"redrawn since"  # newer: kept
@@ -496,7 +518,7 @@ def test_clean_by_age_dry_run_then_for_real(cli: Cli, data: Path, tmp_path: Path
         f"would remove {'log' if p.parent == logs else 'image'} {p} ({n} B)"
         for p, n in sizes.items()
     )
-    total = human_size(sum(sizes.values()))
+    total = human_bytes(sum(sizes.values()))
     assert listed[-1] == f"would free {total} (3 item(s)); nothing was removed"
 
     real = cli.run("clean", "--images-older-than", "7d", "--logs-older-than", "30d")
@@ -533,15 +555,18 @@ def test_clean_cache_empties_it_without_following_links(
 
     dry = cli.run("clean", "--cache", "--dry-run", env={"HF_HOME": str(elsewhere)})
     assert dry.returncode == EXIT_OK
-    assert f"would remove cache {cache / 'hub'} (3.0 KB)" in dry.stdout
+    assert dry.stdout.splitlines() == [
+        f"would remove cache {cache / 'hub' / 'models--x'} (3.0 KB)",
+        "would free 3.0 KB (1 item(s)); nothing was removed",
+    ]
     assert f"HF_HOME={elsewhere} is not [paths] cache" in dry.stderr
-    assert (cache / "token").exists()
+    assert f"left alone in {cache}: outlink, token (not made by" in dry.stderr
 
     result = cli.run("clean", "--cache")
-    assert (result.returncode, result.stderr) == (EXIT_OK, ""), result.stderr
-    assert f"removed cache {cache / 'token'} (10 B)" in result.stdout
-    assert re.search(r"^freed 3\.\d KB \(3 item\(s\)\)$", result.stdout, re.MULTILINE)
-    assert cache.is_dir() and not list(cache.iterdir())
+    assert result.returncode == EXIT_OK, result.stderr
+    assert f"removed cache {cache / 'hub' / 'models--x'} (3.0 KB)" in result.stdout
+    assert re.search(r"^freed 3\.\d KB \(1 item\(s\)\)$", result.stdout, re.MULTILINE)
+    assert sorted(p.name for p in cache.rglob("*")) == ["hub", "outlink", "token"]
     assert (elsewhere / "precious").read_bytes() == b"p"
 
 

@@ -373,6 +373,7 @@ async def test_copy_reply_code_block_and_export(
         await pilot.pause()
         exports = list(app.settings.paths.exports.glob("*.md"))
         assert len(exports) == 1
+        assert exports[0].stat().st_mode & 0o777 == 0o600  # conversation text is private
         content = exports[0].read_text()
         assert "## You\n\ncode please" in content and "echo two" in content
 

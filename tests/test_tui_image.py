@@ -161,7 +161,7 @@ async def test_gallery_reuse_copy_view_delete(
         # delete, after confirming
         await pilot.press("d")
         await pilot.pause()
-        assert f"Delete {png.name}?" in screen_text(app)
+        assert f"Delete {png}?" in str(app.screen.query_one(".dialog-title", Label).content)
         await pilot.press("y")
         await pilot.pause()
         assert not png.exists()

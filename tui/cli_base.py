@@ -6,24 +6,32 @@ The codes are the same for every command; ``--help`` and the README print this t
 from __future__ import annotations
 
 import sys
+import textwrap
 from enum import IntEnum
 
 from tui.text import visible
 
 
 class Exit(IntEnum):
-    """The exit codes of every ``llm-pessoal`` command."""
+    """The exit codes of every ``llm-pessoal`` command; :data:`EXIT_MEANINGS` says each."""
 
     OK = 0
-    """Success."""
     FAIL = 1
-    """The job failed or was refused (a generation error, the database held by the app...)."""
     USAGE = 2
-    """Bad input: arguments, standard input or the config file."""
     UNAVAILABLE = 3
-    """Ollama unreachable, or the model missing."""
     INTERRUPTED = 130
-    """Interrupted (Ctrl-C)."""
+
+
+EXIT_MEANINGS = {
+    Exit.OK: "Success.",
+    Exit.FAIL: "The job failed or was refused (a generation error, the database held by "
+    "the app during a restore, a restore larger than [backup] restore_max_mb...).",
+    Exit.USAGE: "Bad input: arguments, standard input, the config file, or a backup archive "
+    "that is not one (or is inside what a restore replaces).",
+    Exit.UNAVAILABLE: "Ollama unreachable, or the model missing.",
+    Exit.INTERRUPTED: "Interrupted (Ctrl-C).",
+}
+"""What each exit code means (member docstrings are not kept by ``enum``)."""
 
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = Exit.OK, Exit.FAIL, Exit.USAGE
@@ -33,7 +41,13 @@ EXIT_UNAVAILABLE, EXIT_INTERRUPTED = Exit.UNAVAILABLE, Exit.INTERRUPTED
 def exit_codes_help() -> str:
     """The table of exit codes, as ``--help`` shows it."""
     lines = ["exit codes:"]
-    lines += [f"  {code.value:<4} {(code.__doc__ or '').strip()}" for code in Exit]
+    for code in Exit:
+        lines += textwrap.wrap(
+            EXIT_MEANINGS[code],
+            width=79,
+            initial_indent=f"  {code.value:<4} ",
+            subsequent_indent=" " * 7,
+        )
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 
 from engines.chat_types import ChatError, ChatMessage, ChatOptions, ModelInfo, ServerStatus
-from engines.files import atomic_write_text, slugify
+from engines.files import slugify, write_private_text
 from engines.store import Conversation, Status, StoreError, export_markdown, title_from
 from tui.text import visible
 from tui.widgets.conversation import ConversationView, ReplyTurn
@@ -610,7 +610,7 @@ class ChatScreen(Screen[None]):
             messages = self.lp.store.messages(self.conversation.id)
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             name = f"{stamp}-{slugify(self.conversation.title)}.md"
-            path = atomic_write_text(
+            path = write_private_text(
                 self.lp.settings.paths.exports / name,
                 export_markdown(self.conversation, messages),
             )

@@ -25,6 +25,7 @@ from engines.diffusion import (
     StepInfo,
     validate,
 )
+from engines.files import OutsideFolder, remove_inside
 from engines.images import read_parameters
 from engines.store import StoredImage, StoreError
 from tui.text import visible
@@ -366,17 +367,18 @@ class ImageScreen(Screen[None]):
             self.query_one("#image-prompt").focus()
             self.notify(f"The form now holds the settings of {image.path.name}.")
         elif event.action == "delete":
+            outputs = self.lp.settings.paths.outputs
 
             def confirmed(yes: bool | None) -> None:
                 if not yes:
                     return
                 try:
-                    image.path.unlink(missing_ok=True)
+                    remove_inside(outputs, image.path, "[paths] outputs")
                     self.lp.store.forget_image(image.id)
-                except (OSError, StoreError) as exc:
-                    self.notify(f"Not deleted: {exc}", severity="error")
+                except (OSError, StoreError, OutsideFolder) as exc:
+                    self.notify(visible(f"Not deleted: {exc}"), severity="error")
                     return
                 self.refresh_gallery()
-                self.notify(f"Deleted {image.path.name}.")
+                self.notify(visible(f"Deleted {image.path}."))
 
-            self.app.push_screen(ConfirmDialog(f"Delete {image.path.name}?"), confirmed)
+            self.app.push_screen(ConfirmDialog(f"Delete {image.path}?"), confirmed)
