@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-load check lint-docker bench clean
+.PHONY: install run test test-load check lint-docker bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ lint-docker: install
 	if docker compose version >/dev/null 2>&1; then \
 		docker compose -f docker-compose.yml -f docker-compose.gpu.yml config --quiet; \
 	else echo "lint-docker: no 'docker compose' here; skipped 'docker compose config'"; fi
+
+# The README's screenshots: the real app against the tests' fake Ollama, saved as SVG.
+screenshots: install
+	$(BIN)/python docs/screenshots.py
 
 bench: install
 	$(BIN)/python bench/startup.py
