@@ -27,7 +27,7 @@ from engines.diffusion import (
 )
 from engines.images import read_parameters
 from engines.store import StoredImage, StoreError
-from tui.text import visible
+from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
 from tui.widgets.gallery import Gallery
@@ -207,7 +207,7 @@ class ImageScreen(Screen[None]):
     # -- generation --------------------------------------------------------------------
 
     def _error(self, message: str) -> None:
-        self.query_one("#image-error", Label).update(visible(message))
+        self.query_one("#image-error", Label).update(shown(message))
 
     def action_generate(self) -> None:
         if self.generating:

@@ -22,7 +22,7 @@ from engines.chat import ChatError, LoadedModel, human_bytes
 from engines.monitor import GpuFigures, History, Sample, Sampler
 from engines.store import StoredImage, StoreError
 from tui.screens.image import ImageViewer, open_image
-from tui.text import visible
+from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
 from tui.widgets.picture import HalfBlocks
@@ -120,7 +120,7 @@ class Thumbnail(HalfBlocks, can_focus=True):
     def __init__(self, image: StoredImage) -> None:
         super().__init__("…")
         self.stored = image
-        self.tooltip = image.parameters.prompt
+        self.tooltip = shown(image.parameters.prompt)
 
     def action_view(self) -> None:
         screen = self.screen
@@ -378,12 +378,14 @@ class MonitorScreen(Screen[None]):
         elif status.online:
             line.update(
                 Text.assemble(
-                    ("● ", "green"), ("Ollama ", "bold"), f"{status.version} at {status.host}"
+                    ("● ", "green"),
+                    ("Ollama ", "bold"),
+                    shown(f"{status.version} at {status.host}"),
                 )
             )
             self.read_loaded_models()
         else:
-            line.update(Text.assemble(("● ", "red"), ("Ollama ", "bold"), visible(status.error)))
+            line.update(Text.assemble(("● ", "red"), ("Ollama ", "bold"), shown(status.error)))
             self.post_message(ModelsLoaded(None))
         self._show_pipeline()
 
