@@ -86,8 +86,14 @@ class Bars:
             self.console.print(self.progress.make_tasks_table([t]))
 
     def finish(self, task: TaskID) -> None:
-        """``task`` is done: it stays on screen as it is, and is no longer redrawn."""
-        self.progress.stop_task(task)
+        """``task`` is done: its last line is printed for good (above the bars still
+        running, in order with the notes) and it is no longer redrawn."""
+        if self.tty:
+            t = self.progress.tasks[self.progress.task_ids.index(task)]
+            self.console.print(self.progress.make_tasks_table([t]))
+            self.progress.remove_task(task)
+        else:
+            self.progress.stop_task(task)
 
     def note(self, text: str) -> None:
         """A line of text above the bars (or between the lines, off a terminal)."""
