@@ -81,7 +81,7 @@ class ImageViewer(ModalScreen[None]):
             yield Static(
                 Text(visible(self.image.parameters.to_text()), style="dim"), id="viewer-text"
             )
-            yield Label(f"{self.image.path}   (Esc closes)", classes="dialog-hint")
+            yield Label(shown(f"{self.image.path}   (Esc closes)"), classes="dialog-hint")
 
     def on_mount(self) -> None:
         self.load_picture()
@@ -305,7 +305,9 @@ class ImageScreen(Screen[None]):
             figures.update(f"stopped; {saved} image{'s' if saved != 1 else ''} kept")
         elif saved:
             last = result.images[-1]
-            figures.update(f"{last.path.name} · seed {last.parameters.seed} · {last.seconds:.1f} s")
+            figures.update(
+                shown(f"{last.path.name} · seed {last.parameters.seed} · {last.seconds:.1f} s")
+            )
         self.refresh_gallery()
         self.lp.image_finished(saved, self)
 

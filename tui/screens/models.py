@@ -18,7 +18,7 @@ from textual.widgets import Button, Input, Label, OptionList, ProgressBar, Stati
 from textual.widgets.option_list import Option
 
 from engines.chat import ChatError, ModelDetails, ModelInfo, OllamaUnavailable, human_bytes
-from tui.text import visible
+from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class LayerRow(Horizontal):
         self.label = label
 
     def compose(self) -> ComposeResult:
-        yield Label(self.label, classes="pull-name")
+        yield Label(shown(self.label), classes="pull-name")
         yield ProgressBar(total=None, show_eta=False)
         yield Label("", classes="pull-figures")
 

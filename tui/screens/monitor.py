@@ -158,7 +158,7 @@ class GpuPanel(Vertical):
         self.query_one(".gpu-title", Static).update(
             Text.assemble(
                 (f"GPU {gpu.index} ", "bold"),
-                gpu.name,
+                shown(gpu.name),
                 ("  " + "  ".join(x for x in (heat, power) if x), "dim"),
             )
         )
@@ -406,7 +406,7 @@ class MonitorScreen(Screen[None]):
         if event.models is None:
             listing.add_option(
                 Option(
-                    Text(event.error or "no models: Ollama is offline", style="dim"), disabled=True
+                    shown(event.error or "no models: Ollama is offline", style="dim"), disabled=True
                 )
             )
             return
