@@ -29,9 +29,9 @@ class Limit:
             return False
         return not (self.multiple_of and value % self.multiple_of)
 
-    def span(self) -> str:
-        """``64 to 2048``, ``0 to 30``."""
-        return f"{_number(self.lo)} to {_number(self.hi)}"
+    def span(self, between: str = " to ") -> str:
+        """``64 to 2048``, ``0 to 30``; ``between`` replaces the " to "."""
+        return f"{_number(self.lo)}{between}{_number(self.hi)}"
 
     def describe(self) -> str:
         """What is allowed, for an error message: ``a multiple of 8 from 64 to 2048``."""

@@ -299,3 +299,33 @@ def test_the_app_writes_no_injected_sequence_to_its_terminal(
     out = raw.read_bytes()
     assert len(out) > 10_000  # the app's own drawing was captured
     assert_no_injection(out)
+
+
+# -- the display functions themselves ----------------------------------------------------------
+
+
+def test_shown_is_a_renderable_that_neither_interprets_markup_nor_keeps_controls() -> None:
+    from rich.console import Console
+
+    from tui.text import shown
+
+    text = shown(f"[bold]x[/bold] [link=https://e.example]y[/link]{HOSTILE}", style="red")
+    assert text.plain == f"[bold]x[/bold] [link=https://e.example]y[/link]{SHOWN}"
+    console = Console(force_terminal=True, color_system="truecolor", width=200)
+    with console.capture() as capture:
+        console.print(text)
+    written = capture.get().encode()
+    assert_no_injection(written)
+    assert b"\x1b]8;" not in written  # no hyperlink made from the text
+
+
+def test_json_output_escapes_what_a_terminal_would_act_on() -> None:
+    import json
+
+    from tui.cli_base import dumps
+
+    data = {"name": f"é{HOSTILE}\u202e"}
+    text = dumps(data)
+    assert json.loads(text) == data  # the same document
+    assert_no_injection(text.encode())
+    assert "\x1b" not in text and "\u202e" not in text and "é" in text

@@ -39,4 +39,4 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def script(parser: argparse.ArgumentParser, shell: str) -> str:
     import shtab
 
-    return str(shtab.complete(parser, shell=shell))
+    return str(shtab.complete(parser, shell))  # the shell to complete for (not a subshell)

@@ -107,9 +107,9 @@ class OptionsDialog(ModalScreen[ChatOptions | None]):
         "seed": (int, CHAT_SEED),
     }
     HINTS = {
-        "temperature": f"Temperature ({CHAT_TEMPERATURE.span()})",
+        "temperature": f"Temperature ({CHAT_TEMPERATURE.span('–')})",
         "context_length": "Context length in tokens (0: the model's own)",
-        "max_tokens": f"Max tokens per reply ({CHAT_MAX_TOKENS.span()})",
+        "max_tokens": f"Max tokens per reply ({CHAT_MAX_TOKENS.span('–')})",
         "seed": "Seed (-1: random each reply)",
     }
 
