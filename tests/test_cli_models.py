@@ -124,6 +124,23 @@ def test_pull_display_skips_lines_that_come_too_fast() -> None:
     assert len(lines) == 4, "the layer's first and last lines, not the hundred between"
 
 
+def test_pull_display_on_a_terminal_redraws_a_few_times_a_second() -> None:
+    from tui.cli_progress import REFRESH_PER_S
+
+    out = io.StringIO()
+    display = PullDisplay(out, tty=True)
+    tracker = PullTracker("m")
+    started = time.monotonic()
+    for done in range(0, 1_000_001, 1000):  # a thousand lines, as fast as they come
+        display.show(tracker.update("pulling abc", "sha256:abc", 1_000_000, done))
+    display.show(tracker.update("success"))
+    display.end_line()
+    elapsed = time.monotonic() - started
+    redraws = out.getvalue().count("pulling abc")
+    assert redraws <= REFRESH_PER_S * elapsed + 4, (redraws, elapsed)
+    assert out.getvalue().count("100%") >= 1 and "success" in out.getvalue()
+
+
 def test_pulling_a_name_the_registry_lacks_is_exit_3(
     cli: Cli, config_file: Path, ollama_server: FakeOllama
 ) -> None:

@@ -201,7 +201,7 @@ class ModelsDialog(ModalScreen[str | None]):
         self.watch(self.lp, "models", self._models_changed)
         self.refresh_models()
         if self.initial_pull:
-            self.query_one("#pull-name", Input).value = self.initial_pull
+            self.query_one("#pull-name", Input).value = visible(self.initial_pull)
             self.start_pull(self.initial_pull)
         else:
             self.query_one("#models-list", OptionList).focus()

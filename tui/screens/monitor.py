@@ -144,7 +144,7 @@ class GpuPanel(Vertical):
         yield Spark(classes="gpu-util-history")
         yield Static("", classes="gpu-memory")
         yield Spark(classes="gpu-memory-history")
-        table: DataTable[str] = DataTable(classes="gpu-processes", show_cursor=False)
+        table: DataTable[str | Text] = DataTable(classes="gpu-processes", show_cursor=False)
         table.add_columns("PID", "process", "memory", "")
         yield table
 
@@ -177,7 +177,7 @@ class GpuPanel(Vertical):
         table = self.query_one(DataTable)
         table.clear()
         for p in gpu.processes:
-            table.add_row(str(p.pid), visible(p.name), human_bytes(p.used_memory), p.role)
+            table.add_row(str(p.pid), shown(p.name), human_bytes(p.used_memory), p.role)
         if not gpu.processes:
             table.add_row("", "no process holds memory", "", "")
 

@@ -14,7 +14,7 @@ from textual.widgets.option_list import Option
 
 from engines.chat import ChatOptions
 from engines.limits import CHAT_CONTEXT_LENGTH, CHAT_MAX_TOKENS, CHAT_SEED, CHAT_TEMPERATURE
-from tui.text import shown
+from tui.text import shown, visible
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -61,7 +61,7 @@ class TextDialog(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label(self.title_text, classes="dialog-title")
-            yield Input(self.value, id="text")
+            yield Input(visible(self.value), id="text")
             yield Label("", id="dialog-error", classes="dialog-error")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -121,7 +121,7 @@ class OptionsDialog(ModalScreen[ChatOptions | None]):
         with Vertical(classes="dialog-box options-box"):
             yield Label("Conversation options", classes="dialog-title")
             yield Label("System prompt")
-            yield TextArea(self.options.system_prompt, id="system_prompt", soft_wrap=True)
+            yield TextArea(visible(self.options.system_prompt), id="system_prompt", soft_wrap=True)
             with Grid(id="option-grid"):
                 for name in self.LIMITS:
                     yield Label(self.HINTS[name])
