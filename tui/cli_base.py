@@ -85,7 +85,7 @@ class Parser(argparse.ArgumentParser):
 def nonempty(value: str) -> str:
     """An option's value that cannot be empty (``--model ""``)."""
     if not value.strip():
-        raise argparse.ArgumentTypeError("an empty value is not allowed")
+        raise argparse.ArgumentTypeError(f"{value!r} is empty: give a non-empty value")
     return value
 
 
@@ -102,7 +102,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         option = "--" + dest.replace("_", "-")
         if value == [] or [] in values:
             raise UsageError(
-                f"{option}=-- has no value: '--' ends the options and cannot be a value"
+                f"{option}=-- has no value: '--' ends the options and cannot be a value; "
+                f"give {option} a value of its own"
             )
         for one in values:
             text = str(one) if isinstance(one, str | Path) else ""
