@@ -460,3 +460,26 @@ def test_limits_are_the_ones_requests_and_the_form_use(tmp_path: Path) -> None:
             load_settings(cfg, env={})
     cfg = write(tmp_path / "config.toml", f"[diffusion]\nwidth = {int(IMAGE_SIDE.hi)}\n")
     assert load_settings(cfg, env={}).diffusion.width == IMAGE_SIDE.hi
+
+
+def test_the_shipped_config_states_the_same_limits() -> None:
+    from engines.limits import (
+        CHAT_MAX_TOKENS,
+        IMAGE_GUIDANCE,
+        IMAGE_SIDE,
+        IMAGE_STEPS,
+    )
+
+    lines = {
+        line.split("=")[0].strip(): line
+        for line in SHIPPED.read_text(encoding="utf-8").splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    for key, limit in (
+        ("max_tokens", CHAT_MAX_TOKENS),
+        ("width", IMAGE_SIDE),
+        ("height", IMAGE_SIDE),
+        ("steps", IMAGE_STEPS),
+        ("guidance", IMAGE_GUIDANCE),
+    ):
+        assert f"({limit.span('-')}" in lines[key], lines[key]
