@@ -18,11 +18,23 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from engines.limits import (
+    CHAT_CONTEXT_LENGTH,
+    CHAT_MAX_TOKENS,
+    CHAT_SEED,
+    CHAT_TEMPERATURE,
+    IMAGE_GUIDANCE,
+    IMAGE_SIDE,
+    IMAGE_STEPS,
+    Limit,
+)
+
 ENV_CONFIG = "LLM_PESSOAL_CONFIG"
 DEFAULT_OLLAMA_PORT = 11434
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SCREENS = ("chat", "image", "monitor")
 # What Ollama takes as keep_alive: a Go duration ("5m", "1h30m", "-1m") or a bare 0.
+_HOSTNAME = re.compile(r"[A-Za-z0-9._-]+")
 GO_DURATION = re.compile(r"[-+]?0|[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+")
 
 
@@ -39,8 +51,14 @@ def _spec(
     path: bool = False,
     multiple_of: int | None = None,
     duration: bool = False,
+    limit: Limit | None = None,
+    required: bool = False,
 ) -> dict[str, Any]:
+    if limit is not None:
+        lo, hi, multiple_of = limit.lo, limit.hi, limit.multiple_of
     return {
+        "required": required,
+        "limit": limit,
         "doc": doc,
         "lo": lo,
         "hi": hi,
@@ -65,12 +83,12 @@ class OllamaSettings:
     )
     default_model: str = field(
         default="llama3.2:latest",
-        metadata=_spec("Model a new conversation starts with."),
+        metadata=_spec("Model a new conversation starts with.", required=True),
     )
     max_tokens: int = field(
         default=2048,
         metadata=_spec(
-            "Most tokens one reply may have (Ollama's num_predict).", lo=1, hi=1_048_576
+            "Most tokens one reply may have (Ollama's num_predict).", limit=CHAT_MAX_TOKENS
         ),
     )
     keep_alive: str = field(
@@ -93,17 +111,19 @@ class ChatSettings:
         default="", metadata=_spec("System prompt of new conversations (empty: none).")
     )
     temperature: float = field(
-        default=0.8, metadata=_spec("Sampling temperature of new conversations.", lo=0, hi=2)
+        default=0.8,
+        metadata=_spec("Sampling temperature of new conversations.", limit=CHAT_TEMPERATURE),
     )
     context_length: int = field(
         default=0,
         metadata=_spec(
-            "Context window in tokens (num_ctx); 0 keeps the model's own.", lo=0, hi=1_048_576
+            "Context window in tokens (num_ctx); 0 keeps the model's own.",
+            limit=CHAT_CONTEXT_LENGTH,
         ),
     )
     seed: int = field(
         default=-1,
-        metadata=_spec("Sampling seed; -1 picks a new one for every reply.", lo=-1, hi=2**31 - 1),
+        metadata=_spec("Sampling seed; -1 picks a new one for every reply.", limit=CHAT_SEED),
     )
     save_interval: float = field(
         default=1.0,
@@ -117,7 +137,9 @@ class DiffusionSettings:
 
     model: str = field(
         default="stable-diffusion-v1-5/stable-diffusion-v1-5",
-        metadata=_spec("Hub id, local diffusers folder, or a .safetensors/.ckpt file."),
+        metadata=_spec(
+            "Hub id, local diffusers folder, or a .safetensors/.ckpt file.", required=True
+        ),
     )
     single_file_config: str = field(
         default="",
@@ -170,17 +192,17 @@ class DiffusionSettings:
     )
     width: int = field(
         default=512,
-        metadata=_spec("Default image width in pixels.", lo=64, hi=2048, multiple_of=8),
+        metadata=_spec("Default image width in pixels.", limit=IMAGE_SIDE),
     )
     height: int = field(
         default=512,
-        metadata=_spec("Default image height in pixels.", lo=64, hi=2048, multiple_of=8),
+        metadata=_spec("Default image height in pixels.", limit=IMAGE_SIDE),
     )
     steps: int = field(
-        default=20, metadata=_spec("Default number of denoising steps.", lo=1, hi=150)
+        default=20, metadata=_spec("Default number of denoising steps.", limit=IMAGE_STEPS)
     )
     guidance: float = field(
-        default=7.5, metadata=_spec("Default guidance (CFG) scale.", lo=0, hi=30)
+        default=7.5, metadata=_spec("Default guidance (CFG) scale.", limit=IMAGE_GUIDANCE)
     )
     scheduler: str = field(
         default="Euler a",
@@ -330,6 +352,10 @@ def normalize_host(host: str) -> str:
         port = split.port or port
     except ValueError as exc:  # a port that is not a number, an unclosed "[", ...
         raise ValueError(str(exc)) from None
+    if ":" not in name and not _HOSTNAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a host name (letters, digits, '.', '-' and '_' only)")
+    if any(c.isspace() for c in hostport):
+        raise ValueError("an address has no spaces")
     if name == "0.0.0.0":
         name = "127.0.0.1"
     if ":" in name:  # IPv6 literal
@@ -343,6 +369,10 @@ def _allowed(name: str, meta: Mapping[str, Any], kind: type[Any]) -> str:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     if meta["duration"]:
         return "a duration like '5m', '1h30m' or '0' (negative: forever)"
+    if meta["required"]:
+        return "a non-empty string"
+    if meta["limit"] is not None:
+        return str(meta["limit"].describe())
     word = {bool: "true or false", str: "a string", Path: "a path (a string)"}.get(kind)
     if word:
         return word
@@ -392,6 +422,8 @@ def _check(where: str, name: str, value: Any, kind: type[Any], meta: Mapping[str
             raise bad()
         return matched
     if meta["duration"] and not GO_DURATION.fullmatch(value.strip()):
+        raise bad()
+    if meta["required"] and not value.strip():
         raise bad()
     if kind is Path:
         if not value.strip():

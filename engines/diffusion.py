@@ -24,6 +24,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from engines.config import DiffusionSettings
 from engines.files import remove_stale_temporaries
 from engines.images import ImageParameters, save_png
+from engines.limits import (
+    IMAGE_COUNT,
+    IMAGE_GUIDANCE,
+    IMAGE_SEED,
+    IMAGE_SIDE,
+    IMAGE_SIDE_XL,
+    IMAGE_STEPS,
+    image_side_help,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,9 +51,9 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 """The samplers by the names users know, and the diffusers scheduler behind each."""
 
-MAX_STEPS = 150
-MAX_GUIDANCE = 30.0
-MAX_COUNT = 16
+MAX_STEPS = int(IMAGE_STEPS.hi)
+MAX_GUIDANCE = IMAGE_GUIDANCE.hi
+MAX_COUNT = int(IMAGE_COUNT.hi)
 PREVIEW_INTERVAL_S = 0.25
 """At most this often is a step preview made (each one copies the latents to the CPU)."""
 
@@ -94,12 +103,12 @@ class GenerationRequest:
 class SizeLimits:
     """What sizes a loaded model takes."""
 
-    multiple: int = 8
-    minimum: int = 64
-    maximum: int = 2048
+    multiple: int = IMAGE_SIDE.multiple_of or 1
+    minimum: int = int(IMAGE_SIDE.lo)
+    maximum: int = int(IMAGE_SIDE.hi)
 
 
-ANY_MODEL = SizeLimits(maximum=3072)
+ANY_MODEL = SizeLimits(maximum=int(IMAGE_SIDE_XL.hi))
 """What some model takes (SDXL goes to 3072): the check before a model is loaded."""
 
 
@@ -111,17 +120,19 @@ def validate(request: GenerationRequest, limits: SizeLimits = SizeLimits()) -> G
     for name in ("width", "height"):
         value = getattr(request, name)
         if not limits.minimum <= value <= limits.maximum or value % limits.multiple:
-            problems.append(
-                f"{name} {value} is not allowed: use a multiple of {limits.multiple} "
-                f"from {limits.minimum} to {limits.maximum}"
+            allowed = (
+                image_side_help()
+                if limits == ANY_MODEL
+                else f"a multiple of {limits.multiple} from {limits.minimum} to {limits.maximum}"
             )
+            problems.append(f"{name} {value} is not allowed: use {allowed}")
     if not 1 <= request.steps <= MAX_STEPS:
         problems.append(f"steps {request.steps} is not allowed: use 1 to {MAX_STEPS}")
     if not (0 <= request.guidance <= MAX_GUIDANCE) or math.isnan(request.guidance):
         problems.append(f"guidance {request.guidance:g} is not allowed: use 0 to {MAX_GUIDANCE:g}")
-    if request.seed is not None and not 0 <= request.seed < 2**32:
+    if request.seed is not None and not IMAGE_SEED.allows(request.seed):
         problems.append(
-            f"seed {request.seed} is not allowed: use 0 to {2**32 - 1}, or leave it empty"
+            f"seed {request.seed} is not allowed: use {IMAGE_SEED.span()}, or leave it empty"
         )
     if request.scheduler not in SCHEDULERS:
         problems.append(
@@ -327,8 +338,8 @@ class DiffusionEngine:
                 factor = int(getattr(pipe, "vae_scale_factor", 8) or 8)
                 self.limits = SizeLimits(
                     multiple=max(8, factor),
-                    minimum=64,
-                    maximum=ANY_MODEL.maximum if "XL" in type(pipe).__name__ else 2048,
+                    minimum=int(IMAGE_SIDE.lo),
+                    maximum=int((IMAGE_SIDE_XL if "XL" in type(pipe).__name__ else IMAGE_SIDE).hi),
                 )
                 step(
                     0.85,

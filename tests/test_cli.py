@@ -393,3 +393,170 @@ def test_a_reader_that_goes_away_stops_the_reply_quietly(
     assert "Traceback" not in err and "BrokenPipeError" not in err
     wait_until(lambda: ollama_server.cancelled > 0)
     assert ollama_server.cancelled == 1 and ollama_server.completed == 0
+
+
+# -- one clear line, exit 2, never a traceback ----------------------------------------------
+
+
+def test_help_shows_the_exit_codes(cli: Cli) -> None:
+    from tui.cli_base import EXIT_MEANINGS
+
+    result = cli.run("--help")
+    assert result.returncode == EXIT_OK
+    assert "exit codes:" in result.stdout
+    text = " ".join(result.stdout.split())  # the table wraps long meanings
+    for code, meaning in EXIT_MEANINGS.items():
+        assert f"{code.value} {meaning}" in text
+
+
+def test_image_help_states_the_limits_config_and_the_form_use(cli: Cli) -> None:
+    from engines.limits import IMAGE_COUNT, IMAGE_SIDE, IMAGE_STEPS
+
+    result = cli.run("image", "--help", env={"COLUMNS": "400"})
+    assert result.returncode == EXIT_OK
+    assert IMAGE_SIDE.describe() in result.stdout
+    assert f"({IMAGE_STEPS.span()})" in result.stdout
+    assert f"({IMAGE_COUNT.span()})" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--config=--", "status"], "--config"),
+        (["chat", "--model=--", "hi"], "--model"),
+        (["image", "a cat", "--out=--"], "--out"),
+        (["image", "a cat", "--negative-prompt=--"], "--negative-prompt"),
+        (["image", "a cat", "--model=--"], "--model"),
+    ],
+)
+def test_double_dash_as_a_value_is_refused_not_ignored(
+    cli: Cli, config_file: Path, ollama_server: FakeOllama, args: list[str], option: str
+) -> None:
+    result = cli.run(*args)
+    assert result.returncode == EXIT_USAGE
+    line = assert_clean_failure(result)
+    assert f"{option}=--" in line and "cannot be a value" in line
+    assert chat_bodies(ollama_server) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--config", "", "status"], "--config"),
+        (["chat", "--model", " ", "hi"], "--model"),
+        (["image", "a cat", "--model", ""], "--model"),
+        (["image", "a cat", "--out", ""], "--out"),
+    ],
+)
+def test_an_empty_value_is_refused_not_replaced_by_the_default(
+    cli: Cli, config_file: Path, ollama_server: FakeOllama, args: list[str], option: str
+) -> None:
+    result = cli.run(*args)
+    assert result.returncode == EXIT_USAGE
+    line = assert_clean_failure(result)
+    assert option in line and "empty" in line
+    assert chat_bodies(ollama_server) == []
+
+
+@pytest.mark.parametrize("command", [["chat", "-"], ["image", "-"]])
+def test_standard_input_that_is_not_utf8_is_named(
+    cli: Cli, config_file: Path, ollama_server: FakeOllama, command: list[str]
+) -> None:
+    result = subprocess.run(
+        cli.command(*command),
+        cwd=cli.cwd,
+        env=cli.environment(),
+        input=b"caf\xe9 au lait\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == EXIT_USAGE, stderr
+    line = assert_clean_failure(subprocess.CompletedProcess([], 2, "", stderr))
+    assert "standard input is not UTF-8" in line and "0xe9 at offset 3" in line
+    assert chat_bodies(ollama_server) == []
+
+
+def test_an_argument_that_is_not_utf8_is_named(
+    cli: Cli, config_file: Path, ollama_server: FakeOllama
+) -> None:
+    result = subprocess.run(
+        [*cli.command("chat"), os.fsdecode(b"caf\xe9")],
+        cwd=cli.cwd,
+        env=cli.environment(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == EXIT_USAGE, stderr
+    assert "is not UTF-8" in assert_clean_failure(subprocess.CompletedProcess([], 2, "", stderr))
+    assert chat_bodies(ollama_server) == []
+
+
+def test_an_out_of_range_width_states_the_same_limits_as_the_config(
+    cli: Cli, config_file: Path
+) -> None:
+    from engines.limits import IMAGE_SIDE, IMAGE_SIDE_XL
+
+    result = cli.run("image", "a cat", "--width", "100")
+    assert result.returncode == EXIT_USAGE
+    line = assert_clean_failure(result)
+    assert f"width 100 is not allowed: use {IMAGE_SIDE.describe()}" in line
+    assert f"{IMAGE_SIDE_XL.span()} with an SDXL model" in line
+
+
+def test_a_parse_error_is_one_line_and_exit_2(cli: Cli) -> None:
+    result = cli.run("image", "a cat", "--steps", "many")
+    assert result.returncode == EXIT_USAGE
+    line = assert_clean_failure(result)
+    assert "--steps" in line and "'many'" in line and "--help" in line
+
+
+# -- completion ------------------------------------------------------------------------------
+
+
+def test_completion_comes_from_shtab_for_each_shell(cli: Cli) -> None:
+    import shtab
+
+    from tui.cli_completion import DIRECTORY, FILE, SHELLS
+
+    assert {k: FILE[k] for k in SHELLS} == {k: shtab.FILE[k] for k in SHELLS}
+    assert {k: DIRECTORY[k] for k in SHELLS} == {k: shtab.DIRECTORY[k] for k in SHELLS}
+    for shell in SHELLS:
+        result = cli.run("completion", shell)
+        assert result.returncode == EXIT_OK, shell
+        assert "status" in result.stdout and "--config" in result.stdout, shell
+        if shell in ("bash", "zsh"):
+            assert "--negative-prompt" in result.stdout
+    zsh = cli.run("completion", "zsh").stdout
+    assert zsh.startswith("#compdef llm-pessoal")
+
+
+# -- show ------------------------------------------------------------------------------------
+
+
+def test_show_prints_the_parameters_off_a_terminal(cli: Cli, tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from PIL import Image
+
+    from engines.images import ImageParameters, save_png
+
+    params = ImageParameters("a [bold]cat[/]", "dogs", 64, 64, 12, 6.5, 42, "DDIM", "tiny")
+    path = save_png(Image.new("RGB", (64, 64)), tmp_path, params, datetime(2026, 1, 2))
+    result = cli.run("show", str(path))
+    assert result.returncode == EXIT_OK, result.stderr
+    assert result.stdout.splitlines()[0] == str(path)
+    assert "  a [bold]cat[/]" in result.stdout  # markup shown as written
+    assert "Seed: 42" in result.stdout and "Sampler: DDIM" in result.stdout
+    assert "▀" not in result.stdout  # no picture on a pipe
+
+    missing = cli.run("show", str(tmp_path / "nope.png"))
+    assert missing.returncode == EXIT_USAGE
+    assert "no such file" in assert_clean_failure(missing)
+    (tmp_path / "text.png").write_text("not a png")
+    bad = cli.run("show", str(tmp_path / "text.png"))
+    assert bad.returncode == EXIT_USAGE
+    assert "not an image" in assert_clean_failure(bad)

@@ -217,3 +217,47 @@ def test_sigint_while_generating_exits_130_and_leaves_no_file(
     assert stdout == ""
     assert not out.exists() or list(out.iterdir()) == []  # no PNG, no .tmp-* file
     print(f"stopped {stopped_after:.2f} s after SIGINT")
+
+
+def test_show_draws_the_image_on_a_terminal_and_progress_is_sparse_off_one(
+    cli: Cli, sd_config: Path, tmp_path: Path
+) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            cli.command("--config", str(sd_config), "image", "a red barn", "--show", "--seed", "3"),
+            cwd=cli.cwd,
+            env=cli.environment({"TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"}),
+            stdin=follower,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+        )
+        os.close(follower)
+        follower = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+        assert proc.wait(RUN_TIMEOUT) == EXIT_OK, err
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    text = out.decode()
+    assert "▀" in text or "▄" in text  # the picture, in half blocks with colours
+    assert "\x1b[38;" in text
+    [path] = list((tmp_path / "outputs").glob("*.png"))
+    assert str(path) in text
+    # stderr was a pipe: plain progress lines, no cursor movement, the last step always shown
+    assert "\x1b[" not in err and "\r" not in err
+    assert any("step 2/2" in line for line in err.splitlines())

@@ -6,8 +6,10 @@ import io
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +92,7 @@ def test_pull_draws_each_layer_and_exits_0(
     assert lines[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
     finals = [line for line in lines if "100%" in line]
     assert len(finals) == 4, result.stderr
-    assert finals[0].startswith("pulling ") and "[########################] 100%" in finals[0]
+    assert finals[0].startswith("pulling ") and "━" * 24 + " 100%" in finals[0]
     assert "40.0 MB / 40.0 MB" in finals[0] and "96 B / 96 B" in finals[3]
     assert "gemma3:1b" in installed(ollama_server)
 
@@ -103,9 +105,11 @@ def test_pull_on_a_terminal_redraws_the_line_with_rate_and_eta(
     ollama_server.pull_delay = 0.12
     code, out = on_a_terminal(cli, ["models", "pull", "gemma3:1b"])
     assert code == EXIT_OK
-    assert "\r\x1b[2Kpulling " in out
+    assert "\r\x1b[2Kpulling " in out  # the bar is redrawn in place (rich.progress)
+    assert out.count("pulling 4b056eccc7ed") >= 2
     assert "MB/s" in out and "ETA 0:0" in out
-    assert "40.0 MB / 40.0 MB" in out and out.rstrip().endswith("success")
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out).replace("\r", "")
+    assert "40.0 MB / 40.0 MB" in plain and plain.rstrip().endswith("success")
 
 
 def test_pull_display_skips_lines_that_come_too_fast() -> None:
@@ -119,6 +123,23 @@ def test_pull_display_skips_lines_that_come_too_fast() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0] == "pulling manifest" and lines[-1] == "success"
     assert len(lines) == 4, "the layer's first and last lines, not the hundred between"
+
+
+def test_pull_display_on_a_terminal_redraws_a_few_times_a_second() -> None:
+    from tui.cli_progress import REFRESH_PER_S
+
+    out = io.StringIO()
+    display = PullDisplay(out, tty=True)
+    tracker = PullTracker("m")
+    started = time.monotonic()
+    for done in range(0, 1_000_001, 1000):  # a thousand lines, as fast as they come
+        display.show(tracker.update("pulling abc", "sha256:abc", 1_000_000, done))
+    display.show(tracker.update("success"))
+    display.end_line()
+    elapsed = time.monotonic() - started
+    redraws = out.getvalue().count("pulling abc")
+    assert redraws <= REFRESH_PER_S * elapsed + 4, (redraws, elapsed)
+    assert out.getvalue().count("100%") >= 1 and "success" in out.getvalue()
 
 
 def test_pulling_a_name_the_registry_lacks_is_exit_3(

@@ -231,7 +231,9 @@ def test_hosts_mean_what_they_mean_to_the_official_client(form: str) -> None:
     assert normalize_host(form) == _parse_host(form)
 
 
-@pytest.mark.parametrize("bad", ["ftp://box:11434", "://box", "http://"])
+@pytest.mark.parametrize(
+    "bad", ["ftp://box:11434", "://box", "http://", "http://a b", "a b:11434", "http://a\tb"]
+)
 def test_a_bad_ollama_host_is_a_config_error(tmp_path: Path, bad: str) -> None:
     cfg = write(tmp_path / "config.toml", "")
     with pytest.raises(ConfigError, match="OLLAMA_HOST"):
@@ -283,6 +285,10 @@ def test_log_level_and_debug_override_the_file(tmp_path: Path) -> None:
         ("ollama = 3\n", ["[ollama]", "table"]),
         ("[diffusion]\nfast = 1\n", ["[diffusion] fast", "true or false"]),
         ('[ollama]\nkeep_alive = "five minutes"\n', ["[ollama] keep_alive", "5m"]),
+        ('[ollama]\ndefault_model = ""\n', ["[ollama] default_model", "a non-empty string"]),
+        ('[ollama]\ndefault_model = "  "\n', ["[ollama] default_model", "a non-empty string"]),
+        ('[diffusion]\nmodel = ""\n', ["[diffusion] model", "a non-empty string"]),
+        ('[ollama]\nhost = "http://a b"\n', ["[ollama] host", "'a b' is not a host name"]),
     ],
 )
 def test_a_bad_file_names_the_file_the_key_and_what_is_allowed(
@@ -438,3 +444,42 @@ def test_any_document_gives_settings_or_a_config_error(document: dict[str, Any])
         assert isinstance(s, Settings)
         assert all(p.is_absolute() for p in vars(s.paths).values())
         ChatEngine(s.ollama.host)  # whatever was accepted is an address the engine takes
+
+
+def test_limits_are_the_ones_requests_and_the_form_use(tmp_path: Path) -> None:
+    """One source: what [diffusion] and [chat] refuse is what engines.limits says."""
+    from engines.limits import CHAT_MAX_TOKENS, IMAGE_SIDE, IMAGE_STEPS
+
+    for text, limit in (
+        (f"[diffusion]\nwidth = {int(IMAGE_SIDE.hi) + 8}\n", IMAGE_SIDE),
+        (f"[diffusion]\nsteps = {int(IMAGE_STEPS.hi) + 1}\n", IMAGE_STEPS),
+        (f"[ollama]\nmax_tokens = {int(CHAT_MAX_TOKENS.hi) + 1}\n", CHAT_MAX_TOKENS),
+    ):
+        cfg = write(tmp_path / "config.toml", text)
+        with pytest.raises(ConfigError, match=re.escape(limit.describe())):
+            load_settings(cfg, env={})
+    cfg = write(tmp_path / "config.toml", f"[diffusion]\nwidth = {int(IMAGE_SIDE.hi)}\n")
+    assert load_settings(cfg, env={}).diffusion.width == IMAGE_SIDE.hi
+
+
+def test_the_shipped_config_states_the_same_limits() -> None:
+    from engines.limits import (
+        CHAT_MAX_TOKENS,
+        IMAGE_GUIDANCE,
+        IMAGE_SIDE,
+        IMAGE_STEPS,
+    )
+
+    lines = {
+        line.split("=")[0].strip(): line
+        for line in SHIPPED.read_text(encoding="utf-8").splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    for key, limit in (
+        ("max_tokens", CHAT_MAX_TOKENS),
+        ("width", IMAGE_SIDE),
+        ("height", IMAGE_SIDE),
+        ("steps", IMAGE_STEPS),
+        ("guidance", IMAGE_GUIDANCE),
+    ):
+        assert f"({limit.span('-')}" in lines[key], lines[key]

@@ -336,7 +336,7 @@ async def test_options_dialog_validates_and_applies(
         temperature.value = "9"  # type: ignore[attr-defined]
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert "Temperature: '9' is not allowed; use a number from 0.0 to 2.0" in screen_text(app)
+        assert "Temperature: '9' is not allowed; use a number from 0 to 2" in screen_text(app)
         temperature.value = "0.2"  # type: ignore[attr-defined]
         app.screen.query_one("#seed").value = "42"  # type: ignore[attr-defined]
         app.screen.query_one("#system_prompt").load_text("Be brief.")  # type: ignore[attr-defined]

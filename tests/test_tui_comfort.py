@@ -79,19 +79,22 @@ async def test_reply_finishing_on_another_screen_is_announced(
 
 
 def test_bash_completion_knows_commands_and_options(tmp_path: Path) -> None:
+    import re
     import shutil
 
     out = subprocess.run(
         [sys.executable, "-m", "tui.cli", "completion", "bash"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
-    assert "complete -o default -F _llm_pessoal llm-pessoal" in out
+    registered = re.search(r"^complete .*-F (\S+) llm-pessoal$", out, re.MULTILINE)
+    assert registered, out[-500:]
+    function = registered.group(1)
     if shutil.which("bash") is None:  # pragma: no cover
         return
     probe = (
         f"{out}\n"
-        'COMP_WORDS=(llm-pessoal image --st); COMP_CWORD=2; _llm_pessoal; echo "${COMPREPLY[@]}"\n'
-        'COMP_WORDS=(llm-pessoal st); COMP_CWORD=1; _llm_pessoal; echo "${COMPREPLY[@]}"\n'
+        f'COMP_WORDS=(llm-pessoal image --st); COMP_CWORD=2; {function}; echo "${{COMPREPLY[@]}}"\n'
+        f'COMP_WORDS=(llm-pessoal st); COMP_CWORD=1; {function}; echo "${{COMPREPLY[@]}}"\n'
     )
     lines = subprocess.run(
         ["bash", "-c", probe], capture_output=True, text=True, timeout=30

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.theme import Theme
@@ -24,6 +25,7 @@ from engines.state import State
 from engines.store import Status, Store, StoreError
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen
+from tui.text import visible
 from tui.widgets.conversation import ConversationView
 from tui.widgets.prompt import PromptInput
 from tui.widgets.sidebar import ConversationList
@@ -115,6 +117,22 @@ class LlmPessoalApp(App[int]):
         theme = self.state.get("theme") or settings.ui.theme
         if theme in self.available_themes:
             self.theme = theme
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast, from any screen or widget, goes through here. Its text often holds
+        outside text (a model name, a server's error, a file name): it is shown, never
+        interpreted, neither as markup nor by the terminal (DESIGN decision 9)."""
+        super().notify(
+            visible(message), title=visible(title), severity=severity, timeout=timeout, markup=False
+        )
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._remember_theme)

@@ -1,21 +1,36 @@
 """The ``llm-pessoal`` command: the TUI, or a headless job for scripts.
 
-Exit codes: 0 success, 2 bad input (including the config), 3 Ollama
-unreachable or model missing, 130 interrupted.
+The exit codes are one table for every command (``tui.cli_base.Exit``, shown by ``--help``).
+Everything it writes to the terminal goes through ``tui.cli_base`` (``say``, ``err``,
+``dumps``), so outside text is shown and never interpreted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from engines.config import SCREENS, ConfigError, Settings, load_settings
-from tui.cli_base import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, err
+from tui.cli_base import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    check_arguments,
+    dumps,
+    err,
+    exit_codes_help,
+    nonempty,
+    say,
+)
+from tui.cli_completion import FILE
 
 
 def _version() -> str:
@@ -28,24 +43,30 @@ class _Version(argparse.Action):
     """--version, read only when asked for (not at every start)."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
-        print(f"llm-pessoal {_version()}")
+        say(f"llm-pessoal {_version()}")
         parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = Parser(
         prog="llm-pessoal",
         description="A terminal workstation for local AI: chat with Ollama models, "
         "generate images, watch the machine. With no command it starts the TUI.",
+        epilog=exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml)")
+    parser.add_argument(
+        "--config", metavar="PATH", type=nonempty, help="config file (default: ./config.toml)"
+    ).complete = FILE  # type: ignore[attr-defined]
     parser.add_argument("--screen", choices=SCREENS, help="screen to start on")
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     chat = sub.add_parser("chat", help="send one message and print the reply")
     chat.add_argument("message", nargs="?", help="the message; '-' reads it from standard input")
-    chat.add_argument("--model", "-m", help="model (default: [ollama] default_model)")
+    chat.add_argument(
+        "--model", "-m", type=nonempty, help="model (default: [ollama] default_model)"
+    )
     chat.add_argument("--system", "-s", help="system prompt")
     chat.add_argument("--no-stream", action="store_true", help="print the reply when complete")
     chat.add_argument("--stats", action="store_true", help="print the reply's figures on stderr")
@@ -75,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tui.cli_maintenance import add_parser as add_maintenance_parser
 
     add_maintenance_parser(sub)
+    from tui.cli_show import add_parser as add_show_parser
+
+    add_show_parser(sub)
     add_completion_parser(sub)
     return parser
 
@@ -82,11 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_arguments(args)
+    except UsageError as exc:
+        err(str(exc))
+        return EXIT_USAGE
     if args.command == "completion":  # needs no config
         from tui.cli_completion import script
 
-        print(script(parser, args.shell), end="")
+        sys.stdout.write(script(parser, args.shell))
         return EXIT_OK
+    if args.command == "show":  # needs no config
+        from tui.cli_show import run_show
+
+        return run_show(args)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -113,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_maintenance(settings, args)
         return asyncio.run(run_command(settings, args))
+    except UsageError as exc:  # standard input that is not UTF-8, ...
+        err(str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -182,6 +218,7 @@ def _failure_code(exc: Exception) -> int:
 async def cmd_models(engine: Any, as_json: bool) -> int:
     from engines.chat_types import ChatError
     from engines.units import human_bytes
+    from tui.text import visible
 
     try:
         models = await engine.list_models()
@@ -216,10 +253,10 @@ async def cmd_models(engine: Any, as_json: bool) -> int:
             }
         )
     if as_json:
-        print(json.dumps({"models": rows}, indent=2))
+        say(dumps({"models": rows}))
         return EXIT_OK
     if not rows:
-        print("No models yet. Get one with: ollama pull llama3.2")
+        say("No models yet. Get one with: ollama pull llama3.2")
         return EXIT_OK
     header = ("NAME", "PARAMS", "QUANT", "FAMILY", "CONTEXT", "SIZE")
     table = [header] + [
@@ -233,9 +270,10 @@ async def cmd_models(engine: Any, as_json: bool) -> int:
         )
         for r in rows
     ]
+    table = [tuple(visible(cell) for cell in row) for row in table]  # widths as shown
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return EXIT_OK
 
 
@@ -244,21 +282,19 @@ async def cmd_status(settings: Settings, engine: Any, as_json: bool) -> int:
 
     report = await status_report(settings, engine)
     if as_json:
-        print(json.dumps(report, indent=2))
+        say(dumps(report))
     else:
         o, s = report["ollama"], report["system_info"]
         state = (
             f"online, version {o['version']}" if report["ollama_status"] == "online" else o["error"]
         )
-        print(f"llm-pessoal {report['version']}")
-        print(f"Ollama ({o['host']}): {state}")
+        say(f"llm-pessoal {report['version']}")
+        say(f"Ollama ({o['host']}): {state}")
         for m in o["loaded_models"]:
-            print(f"  loaded: {m['name']}")
-        print(
-            f"Stable Diffusion: {report['stable_diffusion']['state']} ({settings.diffusion.model})"
-        )
+            say(f"  loaded: {m['name']}")
+        say(f"Stable Diffusion: {report['stable_diffusion']['state']} ({settings.diffusion.model})")
         gpu = f"{s['gpu_usage']:.0f}%" if s["gpu_usage"] is not None else s["gpu_note"]
-        print(f"CPU {s['cpu_usage']:.0f}% · RAM {s['memory_usage']:.0f}% · GPU {gpu}")
+        say(f"CPU {s['cpu_usage']:.0f}% · RAM {s['memory_usage']:.0f}% · GPU {gpu}")
     return EXIT_OK if report["ollama_status"] == "online" else EXIT_UNAVAILABLE
 
 
@@ -266,7 +302,7 @@ async def cmd_health(settings: Settings, engine: Any) -> int:
     from engines.system import health_report
 
     report = await health_report(settings, engine)
-    print(json.dumps(report, indent=2))
+    say(dumps(report))
     if report["status"] == "healthy":
         return EXIT_OK
     return EXIT_UNAVAILABLE if report["checks"]["ollama"] != "ok" else EXIT_FAIL

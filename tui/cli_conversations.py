@@ -16,7 +16,15 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, err
+from tui.cli_base import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    UsageError,
+    err,
+    read_stdin_text,
+)
 from tui.text import visible
 
 if TYPE_CHECKING:
@@ -61,10 +69,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rm = actions.add_parser("rm", help="delete a conversation (asks first on a terminal)")
     rm.add_argument("id", metavar="ID|last")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask (needed off a terminal)")
-
-
-class UsageError(Exception):
-    """Bad input: the message says what is wrong and what is allowed."""
 
 
 def _open_store(settings: Settings) -> Store:
@@ -112,12 +116,7 @@ async def run_chat(settings: Settings, engine: ChatEngine, args: argparse.Namesp
         err("--regenerate writes a new version of the last reply: give no message with it")
         return EXIT_USAGE
     if message == "-":
-        raw = sys.stdin.buffer.read()
-        try:
-            message = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            err(f"standard input is not UTF-8 text (byte {exc.start}): send UTF-8 text")
-            return EXIT_USAGE
+        message = read_stdin_text("message")
     if not args.regenerate and not (message or "").strip():
         err("the message is empty: give the text to send (or '-' to read it from stdin)")
         return EXIT_USAGE

@@ -6,15 +6,29 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engines.config import Settings
-from tui.cli_base import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, err
+from engines.limits import IMAGE_COUNT, IMAGE_GUIDANCE, IMAGE_STEPS, image_side_help
+from tui.cli_base import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    err,
+    nonempty,
+    nonempty_path,
+    read_stdin_text,
+    say,
+)
+from tui.cli_completion import DIRECTORY, FILE
+from tui.cli_progress import Bars
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from engines.diffusion import GenerationResult, StepInfo
 
 
@@ -24,51 +38,66 @@ def add_parser(
     image = sub.add_parser("image", help="generate images with Stable Diffusion")
     image.add_argument("prompt", help="what to draw; '-' reads it from standard input")
     image.add_argument("--negative-prompt", "-n", help="what to avoid")
-    image.add_argument("--width", "-W", type=int, help="pixels, a multiple of 8")
-    image.add_argument("--height", "-H", type=int, help="pixels, a multiple of 8")
-    image.add_argument("--steps", type=int, help="denoising steps (1-150)")
-    image.add_argument("--guidance", "--cfg", type=float, help="guidance scale (0-30)")
+    image.add_argument("--width", "-W", type=int, help=f"pixels: {image_side_help()}")
+    image.add_argument("--height", "-H", type=int, help=f"pixels: {image_side_help()}")
+    image.add_argument("--steps", type=int, help=f"denoising steps ({IMAGE_STEPS.span()})")
+    image.add_argument(
+        "--guidance", "--cfg", type=float, help=f"guidance scale ({IMAGE_GUIDANCE.span()})"
+    )
     image.add_argument("--seed", type=int, help="seed (default: random, always recorded)")
     image.add_argument(
         "--scheduler",
         "--sampler",
         help="Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC, LMS or Heun",
     )
-    image.add_argument("--count", type=int, default=1, help="how many images (1-16)")
     image.add_argument(
-        "--model", help=f"hub id, diffusers folder or checkpoint file ({settings_help})"
+        "--count", type=int, default=1, help=f"how many images ({IMAGE_COUNT.span()})"
     )
-    image.add_argument("--out", type=Path, help="folder for the PNGs (default: [paths] outputs)")
+    image.add_argument(
+        "--model",
+        type=nonempty,
+        help=f"hub id, diffusers folder or checkpoint file ({settings_help})",
+    ).complete = FILE  # type: ignore[attr-defined]
+    image.add_argument(
+        "--out", type=nonempty_path, help="folder for the PNGs (default: [paths] outputs)"
+    ).complete = DIRECTORY  # type: ignore[attr-defined]
+    image.add_argument(
+        "--show",
+        action="store_true",
+        help="draw each image in the terminal (half blocks) when stdout is one",
+    )
 
 
 class ProgressLine:
-    """One line on stderr, rewritten in place on a terminal, sparse otherwise."""
+    """A bar per image on stderr (``rich.progress``): redrawn in place on a terminal, a few
+    times a second; a line now and then elsewhere, and always each image's last."""
 
     def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        from rich.progress import BarColumn, TextColumn
+
+        self.bars = Bars(
+            [
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=24),
+                TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+                TextColumn("{task.fields[speed]}"),
+            ]
+        )
+        self.tasks: dict[int, TaskID] = {}
 
     def __call__(self, info: StepInfo) -> None:
-        now = time.monotonic()
-        final = info.step == info.steps
-        if not self.tty and not final and now - self.last < 2:
-            return
-        if self.tty and not final and now - self.last < 0.1:
-            return
-        self.last = now
-        width = 24
-        filled = int(width * info.step / info.steps)
-        bar = "#" * filled + "-" * (width - filled)
-        which = f"image {info.image_index + 1}/{info.count} " if info.count > 1 else ""
-        text = (
-            f"{which}[{bar}] step {info.step}/{info.steps} "
-            f"{info.steps_per_s:.2f} steps/s ETA {info.eta_s:.0f} s"
-        )
-        if self.tty:
-            sys.stderr.write("\r\x1b[2K" + text + ("\n" if final else ""))
-        else:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
+        task = self.tasks.get(info.image_index)
+        if task is None:
+            self.bars.start()
+            which = f"image {info.image_index + 1}/{info.count}" if info.count > 1 else "image"
+            task = self.tasks[info.image_index] = self.bars.add(which, info.steps, speed="")
+        speed = f"{info.steps_per_s:.2f} steps/s ETA {info.eta_s:.0f} s"
+        self.bars.update(task, info.step, speed=speed)
+        if info.step == info.steps:
+            self.bars.finish(task)
+
+    def stop(self) -> None:
+        self.bars.stop()
 
 
 def run_image(settings: Settings, args: argparse.Namespace) -> int:
@@ -84,7 +113,7 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
 
     d = settings.diffusion
     # a piped prompt's final newline is not part of it
-    prompt = sys.stdin.read().rstrip("\r\n") if args.prompt == "-" else args.prompt
+    prompt = read_stdin_text("prompt").rstrip("\r\n") if args.prompt == "-" else args.prompt
     request = GenerationRequest(
         prompt=prompt,
         negative_prompt=args.negative_prompt
@@ -128,13 +157,16 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
     def work() -> None:
         try:
             try:
-                print(f"loading {settings.diffusion.model}…", file=sys.stderr, flush=True)
+                say(f"loading {settings.diffusion.model}…", file=sys.stderr)
                 engine.load(cancel=cancel)
             except DiffusionError as exc:
                 outcome["load_error"] = exc
                 return
-            print(f"{engine.status.describe()}", file=sys.stderr, flush=True)
-            outcome["result"] = engine.generate(request, on_step=ProgressLine(), cancel=cancel)
+            say(engine.status.describe(), file=sys.stderr)
+            try:
+                outcome["result"] = engine.generate(request, on_step=progress, cancel=cancel)
+            finally:
+                progress.stop()
         except DiffusionError as exc:
             outcome["error"] = exc
         except Exception as exc:  # a bug: its traceback goes to stderr, the exit code is 1
@@ -143,6 +175,7 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             finished.set()
 
+    progress = ProgressLine()
     thread = threading.Thread(target=work, name="image", daemon=True)
     thread.start()
     interrupted = False
@@ -162,7 +195,12 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
     result: GenerationResult | None = outcome.get("result")  # type: ignore[assignment]
     if result is not None:
         for image in result.images:
-            print(image.path, flush=True)
+            if args.show and sys.stdout.isatty():
+                from tui.cli_show import draw_path
+
+                draw_path(image.path)
+            say(str(image.path), exact_when_piped=True)
+            sys.stdout.flush()
         for note in result.notes:
             err(note)
     if "load_error" in outcome:

@@ -1,8 +1,8 @@
 """``llm-pessoal models pull|rm|show``: Ollama's models, managed from a shell or a script.
 
-``models pull NAME`` draws a progress bar per layer on stderr (bytes, rate, ETA), rewritten
-in place on a terminal and a line now and then otherwise; Ctrl-C stops the download (exit
-130) and pulling again resumes it. ``models rm NAME`` asks first on a terminal; elsewhere it
+``models pull NAME`` draws a progress bar per layer on stderr (bytes, rate, ETA) with
+``rich.progress``, redrawn in place on a terminal and a line now and then otherwise; Ctrl-C
+stops the download (exit 130) and pulling again resumes it. ``models rm NAME`` asks first on a terminal; elsewhere it
 wants ``--yes``. ``models show NAME [--json]`` prints a model's details.
 """
 
@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, err
+from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, dumps, err, say
+from tui.cli_progress import Bars
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from engines.chat_types import ChatError, ModelInfo
     from engines.ollama_client import ChatEngine
     from engines.progress import PullProgress
 
 BAR_WIDTH = 24
-NON_TTY_EVERY_S = 2.0
-TTY_EVERY_S = 0.1
 
 
 def add_model_commands(models: argparse.ArgumentParser) -> None:
@@ -64,70 +63,50 @@ async def run_model_command(engine: ChatEngine, args: argparse.Namespace) -> int
 # -- pull ---------------------------------------------------------------------------------
 
 
-def bar(fraction: float | None, width: int = BAR_WIDTH) -> str:
-    filled = int(width * (fraction or 0.0))
-    return "[" + "#" * filled + "-" * (width - filled) + "]"
-
-
-def layer_line(p: PullProgress) -> str:
-    """``pulling 4b056eccc7ed [######------]  50%  1.0 GB / 2.0 GB · 50.0 MB/s · ETA 0:20``"""
-    percent = f"{100 * (p.fraction or 0.0):3.0f}%"
-    return f"{p.status} {bar(p.fraction)} {percent}  {p.figures()}"
-
-
 class PullDisplay:
-    """Progress on a stream: one line per layer, rewritten in place on a terminal (at most
-    ten times a second), or written again every few seconds elsewhere; each layer's last
-    line (100 %) and every status between layers are always written."""
+    """A pull's progress through ``rich.progress``: a bar per layer (redrawn in place on a
+    terminal, a few times a second; a line now and then elsewhere, and always its last), and
+    every status between layers ("pulling manifest", "success") as a line of its own."""
 
     def __init__(self, out: TextIO, tty: bool | None = None) -> None:
-        self.out = out
-        self.tty = out.isatty() if tty is None else tty
-        self.open = False  # a layer's line is on screen without its newline (tty only)
-        self.digest = ""  # the layer being shown
+        from rich.progress import BarColumn, TaskProgressColumn, TextColumn
+
+        self.bars = Bars(
+            [
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=BAR_WIDTH),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[figures]}"),
+            ],
+            out,
+            tty,
+        )
+        self.tasks: dict[str, TaskID] = {}
         self.finished: set[str] = set()
         self.last_status = ""
-        self.last_at = 0.0
 
     def show(self, p: PullProgress) -> None:
         if not p.digest:
             if p.status and p.status != self.last_status:
-                self.end_line()
-                self.out.write(p.status + "\n")
-                self.out.flush()
+                self.bars.note(p.status)
             self.last_status = p.status
             return
         self.last_status = ""
         if p.digest in self.finished:
             return
-        now = time.monotonic()
-        finished = p.total > 0 and p.completed >= p.total
-        if p.digest != self.digest:
-            self.end_line()
-            self.digest = p.digest
-        elif not finished and now - self.last_at < self.every:
-            return
-        self.last_at = now
-        text = layer_line(p)
-        if self.tty:
-            self.out.write("\r\x1b[2K" + text)
-            self.open = True
-        else:
-            self.out.write(text + "\n")
-        if finished:
+        task = self.tasks.get(p.digest)
+        if task is None:
+            self.bars.start()
+            task = self.tasks[p.digest] = self.bars.add(
+                f"pulling {p.layer}", total=p.total or None, figures=""
+            )
+        self.bars.update(task, p.completed, total=p.total or None, figures=p.figures())
+        if p.total > 0 and p.completed >= p.total:
             self.finished.add(p.digest)
-            self.end_line()
-        self.out.flush()
-
-    @property
-    def every(self) -> float:
-        return TTY_EVERY_S if self.tty else NON_TTY_EVERY_S
+            self.bars.finish(task)
 
     def end_line(self) -> None:
-        if self.open:
-            self.out.write("\n")
-            self.open = False
-        self.out.flush()
+        self.bars.stop()
 
 
 async def cmd_pull(engine: ChatEngine, name: str) -> int:
@@ -160,7 +139,7 @@ def find_model(models: list[ModelInfo], name: str) -> ModelInfo | None:
 
 async def ask(question: str) -> str:
     """Ask on stderr, read a line from stdin without blocking the loop (so Ctrl-C works)."""
-    sys.stderr.write(question)
+    say(question, file=sys.stderr, end="")
     sys.stderr.flush()
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
@@ -206,7 +185,7 @@ async def cmd_rm(engine: ChatEngine, name: str, yes: bool) -> int:
     except ChatError as exc:
         err(str(exc))
         return _failure_code(exc)
-    print(f"deleted {model.name}")
+    say(f"deleted {model.name}")
     return EXIT_OK
 
 
@@ -215,7 +194,6 @@ async def cmd_rm(engine: ChatEngine, name: str, yes: bool) -> int:
 
 async def cmd_show(engine: ChatEngine, name: str, as_json: bool) -> int:
     from engines.chat_types import ChatError
-    from tui.text import visible
 
     try:
         details = await engine.show(name)
@@ -225,9 +203,8 @@ async def cmd_show(engine: ChatEngine, name: str, as_json: bool) -> int:
     if as_json:
         data: dict[str, Any] = asdict(details)
         data["capabilities"] = list(details.capabilities)
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        say(dumps(data))
         return EXIT_OK
-    show = visible if sys.stdout.isatty() else (lambda text: text)
     rows = [
         ("name", details.name),
         ("family", details.family),
@@ -237,16 +214,16 @@ async def cmd_show(engine: ChatEngine, name: str, as_json: bool) -> int:
         ("capabilities", ", ".join(details.capabilities) or "-"),
     ]
     width = max(len(label) for label, _ in rows)
-    print("Model")
+    say("Model")
     for label, value in rows:
-        print(f"  {label.ljust(width)}  {show(value or '-')}")
+        say(f"  {label.ljust(width)}  {value or '-'}")
     for title, text in (
         ("Parameters", details.parameters),
         ("Template", details.template),
         ("License", details.license),
     ):
         if text.strip():
-            print(f"\n{title}")
+            say(f"\n{title}")
             for line in text.rstrip("\n").splitlines():
-                print(f"  {show(line)}".rstrip())
+                say(f"  {line}".rstrip())
     return EXIT_OK

@@ -19,7 +19,7 @@ from textual.widgets import Input, Select, Static
 from engines.chat_types import ChatError, ChatMessage, ChatOptions, ModelInfo, ServerStatus
 from engines.files import slugify, write_private_text
 from engines.store import Conversation, Status, StoreError, export_markdown, title_from
-from tui.text import visible
+from tui.text import shown, visible
 from tui.widgets.conversation import ConversationView, ReplyTurn
 from tui.widgets.dialogs import ConfirmDialog, OptionsDialog, PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
@@ -171,11 +171,11 @@ class ChatScreen(Screen[None]):
         if status is None:
             label.update(Text("◌ Ollama: checking…", style="dim"))
         elif status.online:
-            label.update(Text.assemble(("● ", "green"), f"Ollama {status.version}"))
-            label.tooltip = status.host
+            label.update(Text.assemble(("● ", "green"), "Ollama ", shown(status.version)))
+            label.tooltip = shown(status.host)
         else:
             label.update(Text.assemble(("● ", "red"), ("Ollama unreachable · retrying", "")))
-            label.tooltip = status.error
+            label.tooltip = shown(status.error)
         self.set_class(status is not None and not status.online, "-offline")
 
     def _models_changed(self, models: list[ModelInfo]) -> None:
@@ -189,10 +189,10 @@ class ChatScreen(Screen[None]):
         select = self.query_one("#model", Select)
         current = self.current_model()
         names = [m.name for m in self.models]
-        options = [(visible(m.label()), m.name) for m in self.models]
+        options = [(shown(m.label()), m.name) for m in self.models]
         if current and current not in names:
             note = "not installed" if self.models else "offline"
-            options.insert(0, (f"{visible(current)}  ({note})", current))
+            options.insert(0, (shown(f"{current}  ({note})"), current))
         with self.prevent(Select.Changed):
             select.set_options(options)
             if current:

@@ -28,7 +28,7 @@ from engines.diffusion import (
 from engines.files import OutsideFolder, remove_inside
 from engines.images import read_parameters
 from engines.store import StoredImage, StoreError
-from tui.text import visible
+from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
 from tui.widgets.gallery import Gallery
@@ -82,7 +82,7 @@ class ImageViewer(ModalScreen[None]):
             yield Static(
                 Text(visible(self.image.parameters.to_text()), style="dim"), id="viewer-text"
             )
-            yield Label(f"{self.image.path}   (Esc closes)", classes="dialog-hint")
+            yield Label(shown(f"{self.image.path}   (Esc closes)"), classes="dialog-hint")
 
     def on_mount(self) -> None:
         self.load_picture()
@@ -208,7 +208,7 @@ class ImageScreen(Screen[None]):
     # -- generation --------------------------------------------------------------------
 
     def _error(self, message: str) -> None:
-        self.query_one("#image-error", Label).update(visible(message))
+        self.query_one("#image-error", Label).update(shown(message))
 
     def action_generate(self) -> None:
         if self.generating:
@@ -306,7 +306,9 @@ class ImageScreen(Screen[None]):
             figures.update(f"stopped; {saved} image{'s' if saved != 1 else ''} kept")
         elif saved:
             last = result.images[-1]
-            figures.update(f"{last.path.name} · seed {last.parameters.seed} · {last.seconds:.1f} s")
+            figures.update(
+                shown(f"{last.path.name} · seed {last.parameters.seed} · {last.seconds:.1f} s")
+            )
         self.refresh_gallery()
         self.lp.image_finished(saved, self)
 

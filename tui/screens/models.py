@@ -19,7 +19,7 @@ from textual.widgets.option_list import Option
 
 from engines.chat_types import ChatError, ModelDetails, ModelInfo, OllamaUnavailable
 from engines.units import human_bytes
-from tui.text import visible
+from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class LayerRow(Horizontal):
         self.label = label
 
     def compose(self) -> ComposeResult:
-        yield Label(self.label, classes="pull-name")
+        yield Label(shown(self.label), classes="pull-name")
         yield ProgressBar(total=None, show_eta=False)
         yield Label("", classes="pull-figures")
 
@@ -229,7 +229,7 @@ class ModelsDialog(ModalScreen[str | None]):
         self.watch(self.lp, "models", self._models_changed)
         self.refresh_models()
         if self.initial_pull:
-            self.query_one("#pull-name", Input).value = self.initial_pull
+            self.query_one("#pull-name", Input).value = visible(self.initial_pull)
             self.start_pull(self.initial_pull)
         else:
             self.query_one("#models-list", OptionList).focus()

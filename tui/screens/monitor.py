@@ -23,7 +23,7 @@ from engines.monitor import GpuFigures, History, Sample, Sampler
 from engines.store import StoredImage, StoreError
 from engines.units import human_bytes
 from tui.screens.image import ImageViewer, open_image
-from tui.text import visible
+from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
 from tui.widgets.picture import HalfBlocks
@@ -121,7 +121,7 @@ class Thumbnail(HalfBlocks, can_focus=True):
     def __init__(self, image: StoredImage) -> None:
         super().__init__("…")
         self.stored = image
-        self.tooltip = image.parameters.prompt
+        self.tooltip = shown(image.parameters.prompt)
 
     def action_view(self) -> None:
         screen = self.screen
@@ -145,7 +145,7 @@ class GpuPanel(Vertical):
         yield Spark(classes="gpu-util-history")
         yield Static("", classes="gpu-memory")
         yield Spark(classes="gpu-memory-history")
-        table: DataTable[str] = DataTable(classes="gpu-processes", show_cursor=False)
+        table: DataTable[str | Text] = DataTable(classes="gpu-processes", show_cursor=False)
         table.add_columns("PID", "process", "memory", "")
         yield table
 
@@ -159,7 +159,7 @@ class GpuPanel(Vertical):
         self.query_one(".gpu-title", Static).update(
             Text.assemble(
                 (f"GPU {gpu.index} ", "bold"),
-                gpu.name,
+                shown(gpu.name),
                 ("  " + "  ".join(x for x in (heat, power) if x), "dim"),
             )
         )
@@ -178,7 +178,7 @@ class GpuPanel(Vertical):
         table = self.query_one(DataTable)
         table.clear()
         for p in gpu.processes:
-            table.add_row(str(p.pid), visible(p.name), human_bytes(p.used_memory), p.role)
+            table.add_row(str(p.pid), shown(p.name), human_bytes(p.used_memory), p.role)
         if not gpu.processes:
             table.add_row("", "no process holds memory", "", "")
 
@@ -379,12 +379,14 @@ class MonitorScreen(Screen[None]):
         elif status.online:
             line.update(
                 Text.assemble(
-                    ("● ", "green"), ("Ollama ", "bold"), f"{status.version} at {status.host}"
+                    ("● ", "green"),
+                    ("Ollama ", "bold"),
+                    shown(f"{status.version} at {status.host}"),
                 )
             )
             self.read_loaded_models()
         else:
-            line.update(Text.assemble(("● ", "red"), ("Ollama ", "bold"), visible(status.error)))
+            line.update(Text.assemble(("● ", "red"), ("Ollama ", "bold"), shown(status.error)))
             self.post_message(ModelsLoaded(None))
         self._show_pipeline()
 
@@ -405,7 +407,7 @@ class MonitorScreen(Screen[None]):
         if event.models is None:
             listing.add_option(
                 Option(
-                    Text(event.error or "no models: Ollama is offline", style="dim"), disabled=True
+                    shown(event.error or "no models: Ollama is offline", style="dim"), disabled=True
                 )
             )
             return

@@ -13,7 +13,7 @@ from textual.widgets import Label, Static
 
 from engines.chat_types import ReplyStats
 from engines.store import Status, StoredMessage
-from tui.text import shorten, visible
+from tui.text import shorten, shown, visible
 from tui.widgets.markdown_text import MarkdownText
 
 PROMPT_SHOWN = 20_000
@@ -101,7 +101,7 @@ class ReplyTurn(Vertical):
         self._error = error
 
     def compose(self) -> ComposeResult:
-        yield Label(visible(self.model), classes="who")
+        yield Label(shown(self.model), classes="who")
         yield MarkdownText(visible(self.content), classes="body")
         yield Static(self._meta(), classes="meta")
 

@@ -13,7 +13,8 @@ from textual.widgets.button import ButtonVariant
 from textual.widgets.option_list import Option
 
 from engines.chat_types import ChatOptions
-from tui.text import visible
+from engines.limits import CHAT_CONTEXT_LENGTH, CHAT_MAX_TOKENS, CHAT_SEED, CHAT_TEMPERATURE
+from tui.text import shown, visible
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -35,7 +36,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
-            yield Label(visible(self.question), classes="dialog-title")
+            yield Label(shown(self.question), classes="dialog-title")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.yes, variant=self.variant, id="yes")
                 yield Button("Cancel", id="no")
@@ -60,7 +61,7 @@ class TextDialog(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label(self.title_text, classes="dialog-title")
-            yield Input(self.value, id="text")
+            yield Input(visible(self.value), id="text")
             yield Label("", id="dialog-error", classes="dialog-error")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -84,7 +85,7 @@ class PickDialog(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label(self.title_text, classes="dialog-title")
-            yield OptionList(*(Option(visible(i)) for i in self.items), id="pick")
+            yield OptionList(*(Option(shown(i)) for i in self.items), id="pick")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option_index)
@@ -100,15 +101,15 @@ class OptionsDialog(ModalScreen[ChatOptions | None]):
     ]
 
     LIMITS = {
-        "temperature": (float, 0.0, 2.0),
-        "context_length": (int, 0, 1_048_576),
-        "max_tokens": (int, 1, 1_048_576),
-        "seed": (int, -1, 2**31 - 1),
+        "temperature": (float, CHAT_TEMPERATURE),
+        "context_length": (int, CHAT_CONTEXT_LENGTH),
+        "max_tokens": (int, CHAT_MAX_TOKENS),
+        "seed": (int, CHAT_SEED),
     }
     HINTS = {
-        "temperature": "Temperature (0–2)",
+        "temperature": f"Temperature ({CHAT_TEMPERATURE.span('–')})",
         "context_length": "Context length in tokens (0: the model's own)",
-        "max_tokens": "Max tokens per reply (1–1048576)",
+        "max_tokens": f"Max tokens per reply ({CHAT_MAX_TOKENS.span('–')})",
         "seed": "Seed (-1: random each reply)",
     }
 
@@ -120,7 +121,7 @@ class OptionsDialog(ModalScreen[ChatOptions | None]):
         with Vertical(classes="dialog-box options-box"):
             yield Label("Conversation options", classes="dialog-title")
             yield Label("System prompt")
-            yield TextArea(self.options.system_prompt, id="system_prompt", soft_wrap=True)
+            yield TextArea(visible(self.options.system_prompt), id="system_prompt", soft_wrap=True)
             with Grid(id="option-grid"):
                 for name in self.LIMITS:
                     yield Label(self.HINTS[name])
@@ -146,16 +147,18 @@ class OptionsDialog(ModalScreen[ChatOptions | None]):
         values: dict[str, object] = {
             "system_prompt": self.query_one("#system_prompt", TextArea).text
         }
-        for name, (kind, lo, hi) in self.LIMITS.items():
+        for name, (kind, limit) in self.LIMITS.items():
             raw = self.query_one(f"#{name}", Input).value.strip()
             try:
                 value = kind(raw)
             except ValueError:
                 value = None
-            if value is None or not lo <= value <= hi:
+            if value is None or not limit.allows(value):
                 self.query_one("#dialog-error", Label).update(
-                    f"{self.HINTS[name].split(' (')[0]}: {raw!r} is not allowed; "
-                    f"use {'a number' if kind is float else 'a whole number'} from {lo} to {hi}."
+                    shown(
+                        f"{self.HINTS[name].split(' (')[0]}: {raw!r} is not allowed; "
+                        f"use {limit.describe()}."
+                    )
                 )
                 self.query_one(f"#{name}", Input).focus()
                 return

@@ -9,6 +9,8 @@ from textual.widgets import Input, Label, Select, TextArea
 from engines.config import DiffusionSettings
 from engines.diffusion import SCHEDULERS, GenerationRequest
 from engines.images import ImageParameters
+from engines.limits import IMAGE_COUNT, IMAGE_GUIDANCE, IMAGE_SEED, IMAGE_STEPS, image_side_help
+from tui.text import visible
 
 
 class FormError(ValueError):
@@ -81,31 +83,34 @@ class ImageForm(Vertical):
             guidance = float(guidance_raw)
         except ValueError:
             raise FormError(
-                "guidance", f"Guidance: {guidance_raw!r} is not a number; use 0 to 30"
+                "guidance",
+                f"Guidance: {guidance_raw!r} is not a number; use {IMAGE_GUIDANCE.span()}",
             ) from None
         seed_raw = self._text("seed")
         seed = (
             None
             if not seed_raw
-            else self._int("seed", "Seed", "use 0 to 4294967295, or leave it empty")
+            else self._int("seed", "Seed", f"use {IMAGE_SEED.span()}, or leave it empty")
         )
         scheduler = self.query_one("#image-scheduler", Select).value
         return GenerationRequest(
             prompt=prompt,
             negative_prompt=negative,
-            width=self._int("width", "Width", "use a multiple of 8 from 64 to 2048"),
-            height=self._int("height", "Height", "use a multiple of 8 from 64 to 2048"),
-            steps=self._int("steps", "Steps", "use 1 to 150"),
+            width=self._int("width", "Width", f"use {image_side_help()}"),
+            height=self._int("height", "Height", f"use {image_side_help()}"),
+            steps=self._int("steps", "Steps", f"use {IMAGE_STEPS.span()}"),
             guidance=guidance,
             seed=seed,
             scheduler=str(scheduler),
-            count=self._int("count", "Count", "use 1 to 16"),
+            count=self._int("count", "Count", f"use {IMAGE_COUNT.span()}"),
         )
 
     def fill(self, p: ImageParameters) -> None:
-        """Fill the form from an image's own parameters ("reuse settings")."""
-        self.query_one("#image-prompt", TextArea).load_text(p.prompt)
-        self.query_one("#image-negative", TextArea).load_text(p.negative_prompt)
+        """Fill the form from an image's own parameters ("reuse settings"). The PNG's text is
+        outside text: its control characters are loaded as visible stand-ins, which the
+        TextArea can draw without the terminal acting on them."""
+        self.query_one("#image-prompt", TextArea).load_text(visible(p.prompt))
+        self.query_one("#image-negative", TextArea).load_text(visible(p.negative_prompt))
         for field, value in (
             ("width", p.width),
             ("height", p.height),
