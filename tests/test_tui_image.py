@@ -116,13 +116,13 @@ async def test_escape_cancels_within_a_step(
         s.action_generate()
         await wait_for(
             pilot,
-            lambda: s._latest_step is not None and s._latest_step.step >= 2,
+            lambda: s.last_step is not None and s.last_step.step >= 2,
             timeout=60,
             what="a few steps",
         )
         await pilot.press("escape")
         await wait_for(pilot, lambda: not s.generating, timeout=30, what="stop")
-        assert s._latest_step is not None and s._latest_step.step < 150
+        assert s.last_step is not None and s.last_step.step < 150
         assert "stopped; 0 images kept" in screen_text(app)
         outputs = app.settings.paths.outputs
         assert pngs(outputs) == [] and not list(outputs.glob(".tmp-*"))
@@ -178,7 +178,7 @@ async def test_chat_works_while_an_image_generates(
         s = screen(app)
         await type_text(pilot, "a long one")
         s.action_generate()
-        await wait_for(pilot, lambda: s._latest_step is not None, timeout=60, what="first step")
+        await wait_for(pilot, lambda: s.last_step is not None, timeout=60, what="first step")
         await pilot.press("f2")
         await wait_for(pilot, lambda: app.models, what="models")
         chat = app.screen

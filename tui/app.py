@@ -80,11 +80,21 @@ class LlmPessoalApp(App[int]):
         "monitor": lambda: _screen("tui.screens.monitor", "MonitorScreen"),
     }
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f1", "help", "Help", id="app.help"),
-        Binding("f2", "switch_mode('chat')", "Chat", id="app.chat"),
-        Binding("f3", "switch_mode('image')", "Image", id="app.image"),
-        Binding("f4", "switch_mode('monitor')", "Monitor", id="app.monitor"),
-        Binding("ctrl+q", "quit", "Quit", priority=True, show=False, id="app.quit"),
+        Binding("f1", "help", "Help", tooltip="Show every key", id="app.help"),
+        Binding(
+            "f2", "switch_mode('chat')", "Chat", tooltip="Go to the Chat screen", id="app.chat"
+        ),
+        Binding(
+            "f3", "switch_mode('image')", "Image", tooltip="Go to the Image screen", id="app.image"
+        ),
+        Binding(
+            "f4",
+            "switch_mode('monitor')",
+            "Monitor",
+            tooltip="Go to the Monitor screen",
+            id="app.monitor",
+        ),
+        Binding("ctrl+q", "quit", "Quit", priority=True, show=False, tooltip="Quit", id="app.quit"),
         Binding(
             "ctrl+p",
             "command_palette",

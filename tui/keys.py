@@ -105,13 +105,13 @@ def check_keymap(keymap: Mapping[str, str], source: str) -> str | None:
         return None
     key, (a, a_source), (b, b_source) = clash
     remapped, other = ((a, a_source), (b, b_source))
-    if not (a.id and a.id in keymap):
+    if not (a.id and a.id in keymap and key not in keys_of(a, {})):
         remapped, other = other, remapped
-    where = "everywhere" if a_source.context == b_source.context == "app" else "together"
+    where = "everywhere" if other[1].context == "app" else f"among the {other[1].place} keys"
     return (
         f"{source}: [keys] {_name(*remapped)} = {','.join(keys_of(remapped[0], keymap))!r} "
-        f"clashes with {_name(*other)} ({other[0].description or other[0].action}), which "
-        f"also uses {key!r}; both keys work {where} ({other[1].place}). Choose another key."
+        f"clashes with {_name(*other)} ({other[0].description or other[0].action}, {where}), "
+        f"which also uses {key}: one key cannot do both. Choose another key."
     )
 
 
@@ -119,11 +119,11 @@ def first_clash(
     keymap: Mapping[str, str],
 ) -> tuple[str, tuple[Binding, Source], tuple[Binding, Source]] | None:
     """The first key that two bindings active together share once ``keymap`` applies,
-    one of them remapped (the defaults share keys only on purpose: F1 opens and closes
-    the help)."""
+    the key new to one of them (the defaults share keys only on purpose: F1 opens and
+    closes the help)."""
 
-    def remapped(binding: Binding) -> bool:
-        return bool(binding.id) and binding.id in keymap
+    def new(binding: Binding, key: str) -> bool:
+        return bool(binding.id) and binding.id in keymap and key not in keys_of(binding, {})
 
     by_context: dict[str, list[tuple[Binding, Source]]] = {}
     for source in SOURCES:
@@ -139,7 +139,7 @@ def first_clash(
                 if (
                     first is not None
                     and first[0] is not binding
-                    and (remapped(first[0]) or remapped(binding))
+                    and (new(first[0], key) or new(binding, key))
                 ):
                     return key, first, (binding, source)
                 seen[key] = (binding, source)
@@ -161,13 +161,13 @@ def place_of(node: DOMNode) -> str:
 def own_bindings(node: DOMNode) -> Iterator[Binding]:
     """The bindings the app's own classes give ``node`` (Textual's built-in keys of
     inputs and lists are left out), with a description, in declaration order."""
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for cls in type(node).__mro__:
         if not cls.__module__.startswith("tui."):
             continue
         for binding in declared(cls):
-            if binding.description and binding.action not in seen:
-                seen.add(binding.action)
+            if binding.description and (binding.key, binding.action) not in seen:
+                seen.add((binding.key, binding.action))
                 yield binding
 
 

@@ -605,7 +605,12 @@ class ChatScreen(AppScreen[None]):
             if index is not None:
                 lang, code = blocks[index]
                 self.app.copy_to_clipboard(code)
-                self.notify(f"Copied the {lang or 'code'} block ({len(code.splitlines())} lines).")
+                lines = len(code.splitlines())
+                self.notify(
+                    f"Copied the {visible(lang) or 'code'} block "
+                    f"({lines} line{'s' if lines != 1 else ''}).",
+                    markup=False,
+                )
 
         if len(blocks) == 1:
             copy(0)

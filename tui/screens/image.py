@@ -98,6 +98,8 @@ class ImageScreen(AppScreen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._cancel = threading.Event()
+        self.last_step: StepInfo | None = None
+        """The newest step shown of the generation under way."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="pipeline-status")
@@ -186,6 +188,7 @@ class ImageScreen(AppScreen[None]):
             return
         self._error("")
         self._cancel.clear()
+        self.last_step = None
         self.generating = True
         self.lp.live.image_cancel = self._cancel
         progress = self.query_one("#image-progress", ProgressBar)
@@ -227,6 +230,7 @@ class ImageScreen(AppScreen[None]):
         info = event.info
         if not self.generating:
             return
+        self.last_step = info
         done = info.image_index * info.steps + info.step
         self.query_one("#image-progress", ProgressBar).update(progress=done)
         image = f"image {info.image_index + 1}/{info.count} · " if info.count > 1 else ""

@@ -82,6 +82,7 @@ class TextDialog(AppModal[str | None]):
             yield Label(self.title_text, classes="dialog-title")
             yield Input(self.value, id="text")
             yield Label("", id="dialog-error", classes="dialog-error")
+            yield Label("Enter saves · Esc cancels", classes="dialog-hint")
         yield AppFooter()
 
     def on_input_submitted(self) -> None:
@@ -122,6 +123,7 @@ class PickDialog(AppModal[int | None]):
                 ),
                 id="pick",
             )
+            yield Label("Its number or Enter picks an item · Esc cancels", classes="dialog-hint")
         yield AppFooter()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
