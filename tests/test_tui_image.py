@@ -13,9 +13,10 @@ from tui_helpers import make_app, screen_text, type_text, wait_for
 from engines.images import ImageParameters, read_parameters, save_png
 from engines.store import Store
 from tui.screens.chat import ChatScreen
-from tui.screens.image import ImageScreen, ImageViewer
+from tui.screens.image import ImageScreen
 from tui.widgets.conversation import ReplyTurn
 from tui.widgets.gallery import Gallery
+from tui.widgets.image_viewer import ImageViewer
 
 SIZE = (120, 40)
 

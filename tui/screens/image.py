@@ -39,8 +39,6 @@ from tui.widgets.picture import Picture
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["ImageScreen", "ImageViewer", "open_image"]
-
 
 @dataclass
 class PipelineChanged(Message):
