@@ -10,6 +10,7 @@ import re
 import socket
 from pathlib import Path
 
+import pytest
 from ollama_server import FakeOllama
 from textual.pilot import Pilot
 from tui_helpers import make_app, screen_text, wait_for
@@ -18,6 +19,8 @@ from engines.chat import ChatOptions, ReplyStats
 from engines.config import load_settings
 from engines.store import Store
 from tui.widgets.sidebar import ConversationList
+
+pytestmark = pytest.mark.usefixtures("steady_cursor")
 
 FIXED_TIME = 1_790_000_000.0  # a fixed moment, so the sidebar's dates do not change
 
@@ -228,7 +231,7 @@ def test_palette_on_the_image_screen_at_80x24(snap_compare, config_file: Path) -
     assert snap_compare(app, terminal_size=SMALL, run_before=palette)
 
 
-def test_image_screen_and_viewer_at_80x24(snap_compare, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_image_screen_with_its_gallery_at_80x24(snap_compare, config_file: Path) -> None:  # type: ignore[no-untyped-def]
     from datetime import datetime
 
     from PIL import Image
@@ -248,9 +251,9 @@ def test_image_screen_and_viewer_at_80x24(snap_compare, config_file: Path) -> No
     store.close()
 
     async def view(pilot: Pilot[object]) -> None:
-        await pilot.press("ctrl+b", "enter")
-        await wait_for(pilot, lambda: "Seed: 3" in screen_text(pilot.app), what="the viewer")  # type: ignore[arg-type]
-        picture = pilot.app.screen.query_one(Picture)
+        # the gallery, scrolled into view below the form; the preview shows its image
+        await pilot.press("ctrl+b")
+        picture = pilot.app.screen.query_one("#preview", Picture)
         await wait_for(pilot, lambda: picture.image is not None, what="the picture, read")
 
     app = make_app(config_file, start_screen="image")

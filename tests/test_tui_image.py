@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from ollama_server import FakeOllama
 from PIL import Image
 from textual.widgets import Input, Label, TextArea
@@ -215,6 +216,7 @@ def write_sample(folder: Path, seed: int, when: float) -> Path:
     return save_png(image, folder, params, datetime.fromtimestamp(when))
 
 
+@pytest.mark.usefixtures("steady_cursor")
 def test_image_screen_snapshot(
     snap_compare, make_config: Callable[..., Path], tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

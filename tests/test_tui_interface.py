@@ -40,6 +40,7 @@ from tui.screens.monitor import MonitorScreen
 from tui.widgets.conversation import ReplyTurn
 from tui.widgets.dialogs import ConfirmDialog, OptionsDialog, PickDialog, TextDialog
 from tui.widgets.image_viewer import ImageViewer
+from tui.widgets.picture import Picture
 from tui.widgets.sidebar import ConversationList
 
 SIZE = (120, 40)
@@ -404,6 +405,19 @@ async def test_at_80x24_the_preview_and_the_conversation_get_room(
         await pilot.press("f3")
         await wait_for(pilot, lambda: "Generate" in screen_text(app))
         assert app.screen.query_one("#preview").region.width >= 40
+
+
+async def test_the_image_viewer_fits_80x24(config_file: Path) -> None:
+    app = make_app(config_file, start_screen="image")
+    async with app.run_test(size=SMALL) as pilot:
+        image = a_stored_image(app)
+        await app.push_screen(ImageViewer(image, "halfblock"))  # type: ignore[arg-type]
+        picture = app.screen.query_one("#viewer-picture", Picture)
+        await wait_for(pilot, lambda: picture.image is not None, what="the picture, read")
+        text = screen_text(app)
+        assert "a red square" in text and "Seed: 1" in text, "the parameters are shown"
+        assert picture.region.width >= 60 and picture.region.height >= 8
+        assert "esc Close" in text.splitlines()[-1]
 
 
 # -- failures are told ------------------------------------------------------------------------

@@ -456,12 +456,17 @@ class MonitorScreen(AppScreen[None]):
 
     def action_unload_pipeline(self) -> None:
         engine = self.lp.diffusion
-        if not engine.loaded:
-            self.notify("The Stable Diffusion pipeline is not loaded.", severity="warning")
-            return
-
         kept = "The Stable Diffusion pipeline stays loaded."
         generation = self.lp.live.image_cancel
+        if generation is None and not engine.loaded:
+            loading = engine.status.state == "loading"
+            self.notify(
+                "The Stable Diffusion pipeline is loading: unload it once it is ready."
+                if loading
+                else "The Stable Diffusion pipeline is not loaded.",
+                severity="warning",
+            )
+            return
         if generation is not None:
             # the pipeline cannot go while an image uses it: offer to stop the image
             def stop_first(yes: bool | None) -> None:
