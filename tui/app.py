@@ -7,7 +7,7 @@ import contextlib
 import importlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -74,7 +74,7 @@ class LlmPessoalApp(App[int]):
 
     TITLE = "llm-pessoal"
     CSS_PATH = "app.tcss"
-    MODES: ClassVar[dict[str, str | object]] = {  # type: ignore[assignment]
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
         "chat": ChatScreen,
         "image": lambda: _screen("tui.screens.image", "ImageScreen"),
         "monitor": lambda: _screen("tui.screens.monitor", "MonitorScreen"),
