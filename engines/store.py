@@ -4,6 +4,12 @@ WAL journal, versioned migrations through ``PRAGMA user_version``. A streaming
 reply is saved as it grows with status ``streaming``; when it ends it becomes
 ``done``, ``interrupted`` or ``error``. A reply left ``streaming`` by a killed
 process is marked ``interrupted`` the next time the store opens.
+
+Which process writes a streaming reply is in its ``owner`` column: a token whose lock
+file (``<database>.owners/<token>.lock``) the writing store holds with ``flock`` for as
+long as it is open. The lock goes when the process does, however it ends, so recovery
+interrupts only the replies whose owner's lock is free, and leaves a live app's reply
+(another window on the same database) streaming.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ import json
 import logging
 import os
 import re
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -90,7 +97,43 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX messages_by_parent ON messages(parent_id, id);
     """,
+    # 4: who writes a streaming reply (crash recovery leaves a live process's reply alone)
+    """
+    ALTER TABLE messages ADD COLUMN owner TEXT;
+    """,
 )
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows: a streaming reply has no owner
+    fcntl = None  # type: ignore[assignment]
+
+_TOKEN = re.compile(r"[0-9]+-[0-9a-f]{16}")
+
+
+def owners_folder(database: Path) -> Path:
+    """Where the lock files of the processes writing replies to ``database`` are."""
+    return database.with_name(database.name + ".owners")
+
+
+def _lock_free(path: Path) -> bool:
+    """Whether no process holds the lock file at ``path`` (taking it, then letting go)."""
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # cannot tell: take it for alive, the reply is not touched
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    else:
+        return True
+    finally:
+        os.close(fd)
 
 
 class StoreError(Exception):
@@ -166,6 +209,8 @@ class Store:
         self._conn = conn
         self._lock = threading.RLock()
         self.path = path
+        self._owner: str | None = None
+        self._owner_fd: int | None = None
 
     # -- opening ------------------------------------------------------------
 
@@ -251,15 +296,89 @@ class Store:
                 log.info("database migrated", extra={"version": number})
             if not recover:
                 return
-            interrupted = c.execute(
-                "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'"
-            ).rowcount
+            interrupted = 0
+            c.execute("BEGIN IMMEDIATE")  # a database another program locks is refused here
+            try:
+                owners = [
+                    row[0]
+                    for row in c.execute(
+                        "SELECT DISTINCT owner FROM messages WHERE status = 'streaming'"
+                    ).fetchall()
+                ]
+                for owner in owners:
+                    if self._owner_alive(owner):
+                        continue
+                    interrupted += c.execute(
+                        "UPDATE messages SET status = 'interrupted'"
+                        " WHERE status = 'streaming' AND owner IS ?",
+                        (owner,),
+                    ).rowcount
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
             if interrupted:
                 log.warning("replies interrupted by an earlier exit", extra={"count": interrupted})
+            self._sweep_owners()
+
+    def _owner_alive(self, owner: str | None) -> bool:
+        """Whether the process that wrote ``owner`` still holds its lock. Rows with no
+        owner (written before the column, or where no lock could be taken) are taken
+        for dead, as all streaming rows were before."""
+        if owner is None or self.path is None or not _TOKEN.fullmatch(owner):
+            return False
+        if owner == self._owner:
+            return True
+        return not _lock_free(owners_folder(self.path) / f"{owner}.lock")
+
+    def _sweep_owners(self) -> None:
+        """Remove the lock files of processes that are gone."""
+        if self.path is None or fcntl is None:
+            return
+        folder = owners_folder(self.path)
+        try:
+            entries = list(folder.glob("*.lock"))
+        except OSError:
+            return
+        for entry in entries:
+            if entry.stem != self._owner and _lock_free(entry):
+                with suppress(OSError):
+                    entry.unlink()
+
+    def _claim(self) -> str | None:
+        """This store's owner token, its lock file taken on first use; None where no
+        lock can be had (the reply is then recovered as before: by the next start)."""
+        if self._owner is not None or self.path is None or fcntl is None:
+            return self._owner
+        folder = owners_folder(self.path)
+        for _attempt in range(3):
+            token = f"{os.getpid()}-{secrets.token_hex(8)}"
+            path = folder / f"{token}.lock"
+            try:
+                folder.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:
+                log.warning("no owner lock for streaming replies: %s", exc)
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # a sweep may have unlinked the new file before the lock was taken
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    self._owner, self._owner_fd = token, fd
+                    return token
+            except OSError:
+                pass
+            os.close(fd)
+        return None
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            if self._owner_fd is not None and self.path is not None:
+                with suppress(OSError):
+                    (owners_folder(self.path) / f"{self._owner}.lock").unlink()
+                os.close(self._owner_fd)
+                self._owner_fd = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -367,6 +486,8 @@ class Store:
         """Add a message under ``parent_id`` (by default the conversation's current leaf;
         None: a new first turn) and make it the current leaf."""
         now = time.time()
+        with self._lock:
+            owner = self._claim() if status == "streaming" else None
         with self._tx() as c:
             if parent_id == "current":
                 row = c.execute(
@@ -375,8 +496,8 @@ class Store:
                 parent_id = row[0] if row else None
             cur = c.execute(
                 "INSERT INTO messages (conversation_id, role, content, status, model, created_at,"
-                " parent_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, storable(content), status, model, now, parent_id),
+                " parent_id, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, storable(content), status, model, now, parent_id, owner),
             )
             message_id = int(cur.lastrowid or 0)
             c.execute(
@@ -394,14 +515,20 @@ class Store:
         stats: ReplyStats | None = None,
         error: str | None = None,
     ) -> None:
+        owner = None
+        if status == "streaming":  # a reply taken up again (continued) is this process's now
+            with self._lock:
+                owner = self._claim()
         with self._tx() as c:
             c.execute(
-                "UPDATE messages SET content = ?, status = ?, stats = ?, error = ? WHERE id = ?",
+                "UPDATE messages SET content = ?, status = ?, stats = ?, error = ?,"
+                " owner = COALESCE(?, owner) WHERE id = ?",
                 (
                     storable(content),
                     status,
                     json.dumps(stats.to_dict()) if stats else None,
                     error,
+                    owner,
                     message_id,
                 ),
             )

@@ -232,3 +232,12 @@ def tiny_sd_single_file(
 
 
 # --- end of tiny Stable Diffusion pipelines ---
+
+
+@pytest.fixture
+def steady_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text cursors that do not blink, so a snapshot does not depend on when it is taken."""
+    from textual.widgets import Input, TextArea
+
+    monkeypatch.setattr(TextArea, "_toggle_cursor_blink_visible", lambda self: None)
+    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)

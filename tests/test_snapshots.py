@@ -10,6 +10,7 @@ import re
 import socket
 from pathlib import Path
 
+import pytest
 from ollama_server import FakeOllama
 from textual.pilot import Pilot
 from tui_helpers import make_app, screen_text, wait_for
@@ -18,6 +19,8 @@ from engines.chat_types import ChatOptions, ReplyStats
 from engines.config import load_settings
 from engines.store import Store
 from tui.widgets.sidebar import ConversationList
+
+pytestmark = pytest.mark.usefixtures("steady_cursor")
 
 FIXED_TIME = 1_790_000_000.0  # a fixed moment, so the sidebar's dates do not change
 
@@ -132,3 +135,130 @@ def test_options_dialog(snap_compare, ollama_server: FakeOllama, config_file: Pa
         await pilot.pause()
 
     assert snap_compare(make_app(config_file), terminal_size=(120, 40), run_before=open_options)
+
+
+# -- every dialog at 80x24 -----------------------------------------------------------------
+
+SMALL = (80, 24)
+
+
+def test_chat_at_80x24(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    seed(config_file)
+    assert snap_compare(make_app(config_file), terminal_size=SMALL, run_before=until_online)
+
+
+def test_options_dialog_at_80x24(
+    snap_compare, ollama_server: FakeOllama, config_file: Path
+) -> None:  # type: ignore[no-untyped-def]
+    async def open_options(pilot: Pilot[object]) -> None:
+        await until_online(pilot)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: pilot.app.screen.query("#save"), what="the dialog")
+        pilot.app.screen.query_one("#save").focus()  # scrolled into view
+        await pilot.pause()
+
+    assert snap_compare(make_app(config_file), terminal_size=SMALL, run_before=open_options)
+
+
+def test_help_at_80x24(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    async def open_help(pilot: Pilot[object]) -> None:
+        await until_online(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(make_app(config_file), terminal_size=SMALL, run_before=open_help)
+
+
+def test_confirm_dialog_at_80x24(
+    snap_compare, ollama_server: FakeOllama, config_file: Path
+) -> None:  # type: ignore[no-untyped-def]
+    seed(config_file)
+
+    async def ask(pilot: Pilot[object]) -> None:
+        await until_online(pilot)
+        pilot.app.screen.query_one(ConversationList).focus()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: pilot.app.screen.query("#yes"), what="the question")
+
+    assert snap_compare(make_app(config_file), terminal_size=SMALL, run_before=ask)
+
+
+def test_rename_dialog_at_80x24(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    seed(config_file)
+
+    async def rename(pilot: Pilot[object]) -> None:
+        await until_online(pilot)
+        pilot.app.screen.query_one(ConversationList).focus()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: pilot.app.screen.query("#text"), what="the dialog")
+
+    assert snap_compare(make_app(config_file), terminal_size=SMALL, run_before=rename)
+
+
+def test_code_block_picker_at_80x24(
+    snap_compare, ollama_server: FakeOllama, config_file: Path
+) -> None:  # type: ignore[no-untyped-def]
+    store = Store.open(load_settings(config_file, env={}).paths.database)
+    c = store.create_conversation("llama3.2:latest", ChatOptions(), "Two blocks")
+    store.add_message(c.id, "user", "two blocks please")
+    rid = store.add_message(c.id, "assistant", "", model="llama3.2:latest")
+    store.update_message(rid, "```sh\nls -la\n```\n\n" + REPLY, status="done")
+    with store._tx() as conn:
+        conn.execute("UPDATE conversations SET created_at = ?, updated_at = ?", (FIXED_TIME,) * 2)
+    store.close()
+
+    async def pick(pilot: Pilot[object]) -> None:
+        await until_online(pilot)
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: pilot.app.screen.query("#pick"), what="the picker")
+
+    assert snap_compare(make_app(config_file), terminal_size=SMALL, run_before=pick)
+
+
+def test_models_dialog_at_80x24(snap_compare, ollama_server: FakeOllama, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    async def open_models(pilot: Pilot[object]) -> None:
+        await until_online(pilot)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: "131,072" in screen_text(pilot.app), what="details")  # type: ignore[arg-type]
+
+    assert snap_compare(make_app(config_file), terminal_size=SMALL, run_before=open_models)
+
+
+def test_palette_on_the_image_screen_at_80x24(snap_compare, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    async def palette(pilot: Pilot[object]) -> None:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Gallery")
+        await wait_for(pilot, lambda: "Gallery: Reuse" in screen_text(pilot.app), what="found")  # type: ignore[arg-type]
+
+    app = make_app(config_file, start_screen="image")
+    assert snap_compare(app, terminal_size=SMALL, run_before=palette)
+
+
+def test_image_screen_with_its_gallery_at_80x24(snap_compare, config_file: Path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    from PIL import Image
+
+    from engines.images import ImageParameters, save_png
+    from tui.widgets.picture import Picture
+
+    settings = load_settings(config_file, env={})
+    image = Image.new("RGB", (64, 64))
+    image.putdata([((x * 4) % 256, (y * 4) % 256, 90) for y in range(64) for x in range(64)])
+    params = ImageParameters("a gradient", "", 64, 64, 20, 7.5, 3, "Euler a", "tiny")
+    path = save_png(image, settings.paths.outputs, params, datetime.fromtimestamp(FIXED_TIME))
+    store = Store.open(settings.paths.database)
+    store.add_image(path, params, 1.5)
+    with store._tx() as conn:
+        conn.execute("UPDATE images SET created_at = ?", (FIXED_TIME,))
+    store.close()
+
+    async def view(pilot: Pilot[object]) -> None:
+        # the gallery, scrolled into view below the form; the preview shows its image
+        await pilot.press("ctrl+b")
+        picture = pilot.app.screen.query_one("#preview", Picture)
+        await wait_for(pilot, lambda: picture.image is not None, what="the picture, read")
+
+    app = make_app(config_file, start_screen="image")
+    assert snap_compare(app, terminal_size=SMALL, run_before=view)

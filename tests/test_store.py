@@ -459,3 +459,138 @@ def test_lone_surrogates_are_saved_not_fatal(tmp_path: Path) -> None:
     mid = store.add_message(c.id, "assistant", "ok \ud800 then", status="streaming")
     store.update_message(mid, "ok \ud800 then more", status="done")
     assert store.messages(c.id)[0].content == "ok \ufffd then more"
+
+
+# -- crash recovery tells a live writer from a dead one ---------------------------------
+
+
+def test_a_second_store_leaves_a_live_stores_streaming_reply_alone(db: Path) -> None:
+    first = Store.open(db)
+    c = first.create_conversation("m", OPTIONS)
+    mid = first.add_message(c.id, "assistant", "", status="streaming", model="m")
+    first.update_message(mid, "still writ", status="streaming")
+    second = Store.open(db)  # another window of the app on the same database
+    try:
+        (m,) = second.messages(c.id)
+        assert m.status == "streaming", "a live reply is not marked interrupted"
+        first.update_message(mid, "still writing, done", status="done")
+        (m,) = second.messages(c.id)
+        assert (m.status, m.content) == ("done", "still writing, done")
+    finally:
+        second.close()
+        first.close()
+
+
+def test_a_reply_of_a_closed_store_is_interrupted_by_the_next(db: Path) -> None:
+    first = Store.open(db)
+    c = first.create_conversation("m", OPTIONS)
+    first.add_message(c.id, "assistant", "half", status="streaming", model="m")
+    first.close()  # as an app that died would: its lock is gone
+    again = Store.open(db)
+    try:
+        assert [m.status for m in again.messages(c.id)] == ["interrupted"]
+        assert list(Path(f"{db}.owners").glob("*.lock")) == [], "the dead lock files go"
+    finally:
+        again.close()
+
+
+STREAMER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from engines.chat_types import ChatOptions
+    from engines.store import Store
+
+    store = Store.open(Path(sys.argv[1]))
+    c = store.create_conversation("m", ChatOptions(), "live")
+    mid = store.add_message(c.id, "assistant", "", status="streaming", model="m")
+    store.update_message(mid, "partial", status="streaming")
+    print("streaming", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_another_process_streaming_is_alive_until_it_dies(db: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STREAMER, str(db)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "streaming"
+        other = Store.open(db)
+        try:
+            (c,) = other.conversations()
+            assert [m.status for m in other.messages(c.id)] == ["streaming"]
+        finally:
+            other.close()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    after = Store.open(db)
+    try:
+        (c,) = after.conversations()
+        assert [(m.status, m.content) for m in after.messages(c.id)] == [("interrupted", "partial")]
+    finally:
+        after.close()
+
+
+def test_migrating_a_version_2_database_keeps_every_row(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    conn = raw(db)
+    for script in MIGRATIONS[:2]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(
+        "INSERT INTO conversations (id, title, model, options, created_at, updated_at)"
+        " VALUES (1, 'old', 'm', '{}', 1, 1)"
+    )
+    rows = [(1, "user", "question", "done"), (2, "assistant", "half", "streaming")]
+    for mid, role, content, status in rows:
+        conn.execute(
+            "INSERT INTO messages (id, conversation_id, role, content, status, created_at)"
+            " VALUES (?, 1, ?, ?, ?, 1)",
+            (mid, role, content, status),
+        )
+    conn.execute(
+        "INSERT INTO images (path, prompt, width, height, steps, guidance, seed, scheduler,"
+        " model, created_at) VALUES ('/x.png', 'a cat', 64, 64, 2, 7.5, 1, 'euler', 'sd', 1)"
+    )
+    conn.close()
+    store = Store.open(db)
+    try:
+        assert [(m.role, m.content, m.status) for m in store.messages(1)] == [
+            ("user", "question", "done"),
+            ("assistant", "half", "interrupted"),  # written by an app with no owner column
+        ]
+        assert [i.parameters.prompt for i in store.images()] == ["a cat"]
+        assert store.conversation(1) is not None
+    finally:
+        store.close()
+    conn = raw(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 3
+    finally:
+        conn.close()
+
+
+def test_a_crafted_owner_is_taken_for_dead_and_touches_no_file(db: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "victim.lock"
+    outside.write_text("keep")
+    store = Store.open(db)
+    c = store.create_conversation("m", OPTIONS)
+    mid = store.add_message(c.id, "assistant", "", status="streaming", model="m")
+    store.close()
+    conn = raw(db)
+    conn.execute("UPDATE messages SET owner = ? WHERE id = ?", ("../../victim", mid))
+    conn.close()
+    again = Store.open(db)
+    try:
+        assert [m.status for m in again.messages(c.id)] == ["interrupted"]
+        assert outside.read_text() == "keep"
+    finally:
+        again.close()

@@ -193,7 +193,11 @@ async def test_ollama_down_at_start_then_recovers(tmp_path: Path, config_file: P
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen.query_one(PromptInput).text == "keep me", "a refused message stays"
-        assert any("unreachable" in n.message for n in app._notifications)
+        refusal = [n.message for n in app._notifications if "kept" in n.message]
+        assert refusal, "the refusal says the message is kept"
+        # said once: the host and the reason are not repeated in two sentences
+        assert refusal[-1].count(f"127.0.0.1:{port}") == 1, refusal[-1]
+        assert refusal[-1].startswith("Cannot reach Ollama"), refusal[-1]
         server = FakeOllama(port=port).start()
         try:
             await wait_for(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from ollama_server import FakeOllama
 from PIL import Image
 from textual.widgets import Input, Label, TextArea
@@ -13,9 +14,10 @@ from tui_helpers import make_app, screen_text, type_text, wait_for
 from engines.images import ImageParameters, read_parameters, save_png
 from engines.store import Store
 from tui.screens.chat import ChatScreen
-from tui.screens.image import ImageScreen, ImageViewer
+from tui.screens.image import ImageScreen
 from tui.widgets.conversation import ReplyTurn
 from tui.widgets.gallery import Gallery
+from tui.widgets.image_viewer import ImageViewer
 
 SIZE = (120, 40)
 
@@ -116,13 +118,13 @@ async def test_escape_cancels_within_a_step(
         s.action_generate()
         await wait_for(
             pilot,
-            lambda: s._latest_step is not None and s._latest_step.step >= 2,
+            lambda: s.last_step is not None and s.last_step.step >= 2,
             timeout=60,
             what="a few steps",
         )
         await pilot.press("escape")
         await wait_for(pilot, lambda: not s.generating, timeout=30, what="stop")
-        assert s._latest_step is not None and s._latest_step.step < 150
+        assert s.last_step is not None and s.last_step.step < 150
         assert "stopped; 0 images kept" in screen_text(app)
         outputs = app.settings.paths.outputs
         assert pngs(outputs) == [] and not list(outputs.glob(".tmp-*"))
@@ -178,7 +180,7 @@ async def test_chat_works_while_an_image_generates(
         s = screen(app)
         await type_text(pilot, "a long one")
         s.action_generate()
-        await wait_for(pilot, lambda: s._latest_step is not None, timeout=60, what="first step")
+        await wait_for(pilot, lambda: s.last_step is not None, timeout=60, what="first step")
         await pilot.press("f2")
         await wait_for(pilot, lambda: app.models, what="models")
         chat = app.screen
@@ -214,6 +216,7 @@ def write_sample(folder: Path, seed: int, when: float) -> Path:
     return save_png(image, folder, params, datetime.fromtimestamp(when))
 
 
+@pytest.mark.usefixtures("steady_cursor")
 def test_image_screen_snapshot(
     snap_compare, make_config: Callable[..., Path], tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -40,7 +40,7 @@ async def open_models(pilot: Pilot[object]) -> ModelsDialog:
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, ModelsDialog), what="the dialog")
     dialog = pilot.app.screen
     assert isinstance(dialog, ModelsDialog)
-    await wait_for(pilot, lambda: "LICENSE AGREEMENT" in screen_text(pilot.app), what="details")  # type: ignore[arg-type]
+    await wait_for(pilot, lambda: "131,072 tokens" in screen_text(pilot.app), what="details")  # type: ignore[arg-type]
     return dialog
 
 

@@ -22,9 +22,9 @@ from engines.monitor import (
     Sample,
 )
 from engines.store import Store
-from tui.screens.image import ImageViewer
 from tui.screens.monitor import LoadedModels, MonitorScreen, SystemSampled, Thumbnail
 from tui.widgets.dialogs import ConfirmDialog
+from tui.widgets.image_viewer import ImageViewer
 
 GB = 1_000_000_000
 

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -17,18 +18,18 @@ from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.theme import Theme
+from textual.worker import Worker, WorkerState
 
 from engines.chat_types import ChatError, ModelInfo, ServerStatus
 from engines.config import Settings
 from engines.ollama_client import ChatEngine
 from engines.state import State
 from engines.store import Status, Store, StoreError
+from tui import keys
+from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen
 from tui.text import visible
-from tui.widgets.conversation import ConversationView
-from tui.widgets.prompt import PromptInput
-from tui.widgets.sidebar import ConversationList
 
 if TYPE_CHECKING:
     from engines.diffusion import DiffusionEngine, GeneratedImage
@@ -66,6 +67,8 @@ class LiveFigures:
     reply_tokens_per_s: float | None = None
     image_steps_per_s: float | None = None
     image_progress: str = ""
+    image_cancel: threading.Event | None = None
+    """Set while an image is being generated: setting it stops the generation."""
 
 
 class LlmPessoalApp(App[int]):
@@ -73,17 +76,36 @@ class LlmPessoalApp(App[int]):
 
     TITLE = "llm-pessoal"
     CSS_PATH = "app.tcss"
-    MODES: ClassVar[dict[str, str | object]] = {  # type: ignore[assignment]
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
         "chat": ChatScreen,
         "image": lambda: _screen("tui.screens.image", "ImageScreen"),
         "monitor": lambda: _screen("tui.screens.monitor", "MonitorScreen"),
     }
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f1", "help", "Help", id="app.help"),
-        Binding("f2", "switch_mode('chat')", "Chat", id="app.chat"),
-        Binding("f3", "switch_mode('image')", "Image", id="app.image"),
-        Binding("f4", "switch_mode('monitor')", "Monitor", id="app.monitor"),
-        Binding("ctrl+q", "quit", "Quit", priority=True, show=False, id="app.quit"),
+        Binding("f1", "help", "Help", tooltip="Show every key", id="app.help"),
+        Binding(
+            "f2", "switch_mode('chat')", "Chat", tooltip="Go to the Chat screen", id="app.chat"
+        ),
+        Binding(
+            "f3", "switch_mode('image')", "Image", tooltip="Go to the Image screen", id="app.image"
+        ),
+        Binding(
+            "f4",
+            "switch_mode('monitor')",
+            "Monitor",
+            tooltip="Go to the Monitor screen",
+            id="app.monitor",
+        ),
+        Binding("ctrl+q", "quit", "Quit", priority=True, show=False, tooltip="Quit", id="app.quit"),
+        Binding(
+            "ctrl+p",
+            "command_palette",
+            "Palette",
+            priority=True,
+            show=False,
+            tooltip="Every action by name",
+            id="app.palette",
+        ),
     ]
 
     ollama: reactive[ServerStatus | None] = reactive(None, init=False)
@@ -182,7 +204,7 @@ class LlmPessoalApp(App[int]):
         result: list[str] = self.call_from_thread(unload_all)
         return result
 
-    @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="pipeline-preload", exit_on_error=False)
     def preload_pipeline(self) -> None:
         from engines.diffusion import DiffusionError
 
@@ -250,36 +272,44 @@ class LlmPessoalApp(App[int]):
             return
         self.push_screen(HelpScreen(self.help_groups()))
 
-    def help_groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        groups: list[tuple[str, list[tuple[str, str]]]] = []
-        sources: list[tuple[str, object]] = [
-            ("Everywhere", self),
-            ("Chat", ChatScreen),
-            ("Prompt", PromptInput),
-            ("Conversation list (Ctrl+B, Ctrl+F)", ConversationList),
-            ("Models (F5 on the Chat screen)", _class("tui.screens.models", "ModelsDialog")),
-            ("Image", _class("tui.screens.image", "ImageScreen")),
-            ("Gallery (Ctrl+B on the Image screen)", _class("tui.widgets.gallery", "Gallery")),
-            ("Monitor", _class("tui.screens.monitor", "MonitorScreen")),
-            (
-                "Loaded models (M on the Monitor screen)",
-                _class("tui.screens.monitor", "LoadedModels"),
-            ),
+    def key_display(self, binding: Binding) -> str:
+        """The keys of ``binding`` as the footer shows them, ``[keys]`` applied."""
+        shown = [
+            # a binding's own key_display names its first key only (^j, not shift+enter)
+            self.get_key_display(Binding(key, binding.action, key_display=display))
+            for key, display in zip(
+                keys.keys_of(binding, self.keymap),
+                [binding.key_display] + [None] * 99,
+                strict=False,
+            )
         ]
-        for title, source in sources:
-            rows = []
-            for binding in getattr(source, "BINDINGS", []):
-                if not isinstance(binding, Binding) or not binding.description:
-                    continue
-                key_list = self.keymap.get(binding.id or "", binding.key)
-                keys = ", ".join(
-                    self.get_key_display(Binding(key, binding.action))
-                    for key in key_list.split(",")
-                )
-                rows.append((keys, binding.tooltip or binding.description))
-            groups.append((title, rows))
-        palette = self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "command_palette"))
-        groups[0][1].append((palette, "Command palette: every action by name"))
+        return ", ".join(shown)
+
+    def _rows(self, bindings: Iterable[Binding]) -> list[tuple[str, str]]:
+        return [(self.key_display(b), b.tooltip or b.description) for b in bindings]
+
+    def help_groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """The help's groups of (keys, what they do): the keys of the screen (or dialog)
+        it opens over first, then everywhere, then the other screens and dialogs; all
+        read from the bindings themselves."""
+        screen = self.screen
+        groups: list[tuple[str, list[tuple[str, str]]]] = []
+        here: set[str] = {"Everywhere"}
+        for node in keys.nodes_of(screen):
+            place = keys.place_of(node)
+            if place not in here:
+                here.add(place)
+                groups.append((f"{place} (here)", self._rows(keys.own_bindings(node))))
+        everywhere = self._rows(keys.declared(type(self)))
+        groups.append(("Everywhere", everywhere))
+        for source in keys.SOURCES:
+            if source.place in here:
+                continue
+            here.add(source.place)
+            cls = keys.source_class(source)
+            rows = self._rows(b for b in keys.declared(cls) if b.description)
+            if rows:
+                groups.append((source.place, rows))
         groups.append(
             (
                 "Conversation",
@@ -291,28 +321,56 @@ class LlmPessoalApp(App[int]):
         )
         return groups
 
-    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Textual's own commands, then one for every binding of the app, of the screen
+        (or dialog) the palette opened over, and of the widgets in it."""
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Chat", "Go to the Chat screen (F2)", lambda: self.switch_mode("chat"))
-        yield SystemCommand(
-            "Image", "Go to the Image screen (F3)", lambda: self.switch_mode("image")
-        )
-        yield SystemCommand(
-            "Monitor", "Go to the Monitor screen (F4)", lambda: self.switch_mode("monitor")
-        )
-        yield SystemCommand("Help", "Show every key (F1)", self.action_help)
-        if isinstance(screen, ChatScreen):
-            for binding in ChatScreen.BINDINGS:
-                assert isinstance(binding, Binding)
-                if binding.action == "cancel_reply":
-                    continue
-                first = self.keymap.get(binding.id or "", binding.key).split(",")[0]
-                key = self.get_key_display(Binding(first, binding.action))
+        for node in (self, *keys.nodes_of(screen)):
+            place = keys.place_of(node)
+            for binding in keys.own_bindings(node):
+                if binding.action in ("command_palette", "quit"):
+                    continue  # the palette itself; Textual's own "Quit" is listed above
+                action_name = binding.action.split("(", 1)[0].rsplit(".", 1)[-1]
+                if node.check_action(action_name, ()) is False:
+                    continue  # not possible now (no reply to cancel, say)
                 yield SystemCommand(
-                    f"Chat: {binding.tooltip or binding.description}",
-                    f"{binding.description} ({key})",
-                    lambda action=binding.action: screen.run_action(action),
+                    f"{place}: {binding.description}",
+                    f"{binding.tooltip or binding.description} ({self.key_display(binding)})",
+                    lambda node=node, action=binding.action: node.run_action(action),
                 )
+
+    # -- failures nobody caught --------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The app's own workers."""
+        if event.state is WorkerState.ERROR:
+            self._worker_failed(event.worker)
+
+    def on_worker_failed(self, event: WorkerFailed) -> None:
+        """The workers of screens and dialogs (``tui.screens.base``)."""
+        self._worker_failed(event.worker)
+
+    def _worker_failed(self, worker: Worker[Any]) -> None:
+        error = worker.error
+        if error is None:
+            return
+        log.error(
+            "unexpected error in %s: %s: %s",
+            worker.name,
+            type(error).__name__,
+            error,
+            exc_info=(type(error), error, error.__traceback__),
+            extra={"worker": worker.name, "group": worker.group},
+        )
+        where = self.settings.paths.logs / "app.jsonl"
+        first = visible(str(error).splitlines()[0] if str(error) else "")
+        self.notify(
+            f"{worker.name} failed ({type(error).__name__}: {first}); details in {where}",
+            title="Unexpected error",
+            severity="error",
+            timeout=15,
+            markup=False,
+        )
 
     async def on_unmount(self) -> None:
         await self.chat.aclose()
@@ -325,6 +383,3 @@ def open_store(settings: Settings) -> tuple[Store, list[str]]:
     except StoreError as exc:
         log.error("database unusable: %s", exc)
         return Store.memory(), [f"{exc}. Conversations will not be saved this session."]
-
-
-__all__ = ["ConversationView", "LlmPessoalApp", "open_store"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from markdown_it import MarkdownIt
 from rich.text import Text
@@ -12,22 +11,20 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
+from textual.reactive import var
 from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 
 from engines.chat_types import ChatError, ChatMessage, ChatOptions, ModelInfo, ServerStatus
 from engines.files import slugify, write_private_text
 from engines.store import Conversation, Status, StoreError, export_markdown, title_from
+from tui.screens.base import AppScreen
 from tui.text import shown, visible
 from tui.widgets.conversation import ConversationView, ReplyTurn
 from tui.widgets.dialogs import ConfirmDialog, OptionsDialog, PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
 from tui.widgets.prompt import PromptInput
 from tui.widgets.sidebar import ConversationList, Sidebar
-
-if TYPE_CHECKING:
-    from tui.app import LlmPessoalApp
 
 SEARCH_DELAY_S = 0.15
 NARROW = 80
@@ -40,7 +37,7 @@ def code_blocks(markdown: str) -> list[tuple[str, str]]:
     return [(t.info.strip(), t.content) for t in tokens if t.type in ("fence", "code_block")]
 
 
-class ChatScreen(Screen[None]):
+class ChatScreen(AppScreen[None]):
     """Talk to a model; every conversation is saved as it happens."""
 
     BINDINGS = [
@@ -116,16 +113,13 @@ class ChatScreen(Screen[None]):
     ]
 
     conversation: Conversation | None = None
+    streaming = var(False, bindings=True)
+    """A reply is being written (Esc stops it)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.models: list[ModelInfo] = []
-        self.streaming = False
         self._search_timer: Timer | None = None
-
-    @property
-    def lp(self) -> LlmPessoalApp:
-        return self.app  # type: ignore[return-value]
 
     # -- layout ---------------------------------------------------------------
 
@@ -157,9 +151,19 @@ class ChatScreen(Screen[None]):
         if conversations:
             self.open_conversation(conversations[0].id)
         else:
-            self.query_one(ConversationView).show_messages([])
+            self._show_new()
             self._refresh_list()
         self.query_one(PromptInput).focus()
+
+    def _show_new(self) -> None:
+        """An empty conversation, saying which model it will use."""
+        model = self.new_model
+        with_model = (
+            f"A new conversation with {visible(model)}."
+            if model
+            else "A new conversation: choose a model first (Ctrl+T)."
+        )
+        self.query_one(ConversationView).show_messages([], hint=with_model)
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW, "-narrow")
@@ -205,6 +209,7 @@ class ChatScreen(Screen[None]):
         self.query_one(PromptInput).focus()
         if self.conversation is None:
             self.new_model = event.value
+            self._show_new()
             return
         try:
             self.lp.store.update_settings(
@@ -272,13 +277,19 @@ class ChatScreen(Screen[None]):
                 "A reply is still streaming: press Esc to stop it first.", severity="warning"
             )
             return
-        if self.conversation is not None:
-            self.new_model = self.conversation.model
+        # a new conversation starts with [ollama] default_model, as the README says
+        self.new_model = self.lp.settings.ollama.default_model
         self.conversation = None
-        self.query_one(ConversationView).show_messages([])
+        self._show_new()
         self._show_models()
         self._refresh_list()
         self.query_one(PromptInput).focus()
+        if self.new_model:
+            self.notify(
+                f"New conversation with {visible(self.new_model)} ([ollama] default_model); "
+                "Ctrl+T chooses another.",
+                markup=False,
+            )
 
     @on(ConversationList.RenameRequested)
     def _rename(self, event: ConversationList.RenameRequested) -> None:
@@ -325,7 +336,11 @@ class ChatScreen(Screen[None]):
             self.notify(f"Deleted “{visible(conversation.title)}”.")
 
         self.app.push_screen(
-            ConfirmDialog(f"Delete “{conversation.title}” and all its messages?"), confirmed
+            ConfirmDialog(
+                f"Delete “{conversation.title}” and all its messages?",
+                kept=f"Kept “{visible(conversation.title)}”.",
+            ),
+            confirmed,
         )
 
     # -- sending and streaming ----------------------------------------------------
@@ -341,7 +356,8 @@ class ChatScreen(Screen[None]):
             return "Choose a model first (Ctrl+T)."
         status = self.lp.ollama
         if status is not None and not status.online:
-            return f"Ollama is unreachable at {status.host}; your message is kept. {status.error}"
+            reason = status.error or f"Ollama is unreachable at {status.host}"
+            return f"{reason[:1].upper()}{reason[1:]}. Your message is kept."
         return None
 
     def _installed(self, model: str) -> bool:
@@ -403,11 +419,11 @@ class ChatScreen(Screen[None]):
         def answered(yes: bool | None) -> None:
             if yes:
                 self.app.push_screen(ModelsDialog(model, close_when_pulled=True), pulled)
-            else:
-                self.notify(kept, title="Not sent", severity="warning")
 
         self.app.push_screen(
-            ConfirmDialog(f"{model} is not installed. Pull it now?", yes="Pull", variant="primary"),
+            ConfirmDialog(
+                f"{model} is not installed. Pull it now?", yes="Pull", variant="primary", kept=kept
+            ),
             answered,
         )
 
@@ -436,7 +452,6 @@ class ChatScreen(Screen[None]):
         view.add_prompt(text)
         reply = view.add_reply(conversation.model)
         self.streaming = True
-        self.refresh_bindings()
         self._refresh_list()
         self.stream_reply(conversation, history, reply, reply_id)
 
@@ -499,7 +514,6 @@ class ChatScreen(Screen[None]):
                 self.notify(str(exc), title="Reply not saved", severity="error")
             reply.finish(content, status, stats, error)
             self.streaming = False
-            self.refresh_bindings()
             if error:
                 self.lp.check_ollama_soon()
             self.lp.reply_finished(conversation.title, status, self)
@@ -591,14 +605,19 @@ class ChatScreen(Screen[None]):
             if index is not None:
                 lang, code = blocks[index]
                 self.app.copy_to_clipboard(code)
-                self.notify(f"Copied the {lang or 'code'} block ({len(code.splitlines())} lines).")
+                lines = len(code.splitlines())
+                self.notify(
+                    f"Copied the {visible(lang) or 'code'} block "
+                    f"({lines} line{'s' if lines != 1 else ''}).",
+                    markup=False,
+                )
 
         if len(blocks) == 1:
             copy(0)
             return
         items = [
-            f"{i + 1}. {lang or 'text'}: {(code.strip().splitlines() or [''])[0][:60]}"
-            for i, (lang, code) in enumerate(blocks)
+            f"{lang or 'text'}: {(code.strip().splitlines() or [''])[0][:60]}"
+            for lang, code in blocks
         ]
         self.app.push_screen(PickDialog("Copy which code block?", items), copy)
 

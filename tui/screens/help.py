@@ -1,4 +1,5 @@
-"""Every key of the app, read from the bindings themselves so it is never out of date."""
+"""Every key of the app, read from the bindings themselves so it is never out of date:
+those of the screen (or dialog) it opens over first (``LlmPessoalApp.help_groups``)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from tui.screens.base import AppModal
+from tui.widgets.footer import AppFooter
 
-class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
+
+class HelpScreen(AppModal[None]):
+    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close", tooltip="Close the help")]
 
     def __init__(self, groups: list[tuple[str, list[tuple[str, str]]]]) -> None:
         super().__init__(classes="dialog")
@@ -29,3 +32,4 @@ class HelpScreen(ModalScreen[None]):
                     table.add_row(key, description)
                 yield Static(table, classes="help-keys")
             yield Label("Esc closes this help.", classes="dialog-hint")
+        yield AppFooter()

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.reactive import var
 from textual.widgets import Label, ProgressBar, Static
 
 from engines.diffusion import (
@@ -27,18 +27,18 @@ from engines.diffusion import (
 )
 from engines.files import OutsideFolder, remove_inside
 from engines.images import read_parameters
-from engines.store import StoredImage, StoreError
+from engines.store import StoreError
+from tui.screens.base import AppScreen
 from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
 from tui.widgets.gallery import Gallery
 from tui.widgets.image_form import FormError, ImageForm
+from tui.widgets.image_viewer import ImageViewer, open_image
 from tui.widgets.picture import Picture
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from tui.app import LlmPessoalApp
 
 
 @dataclass
@@ -48,7 +48,12 @@ class PipelineChanged(Message):
 
 @dataclass
 class StepCompleted(Message):
-    """A step is done; the screen reads the newest one (high-rate: coalesced)."""
+    """A step is done. High-rate: a newer step replaces one still waiting in the queue."""
+
+    info: StepInfo
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, StepCompleted)
 
 
 @dataclass
@@ -58,48 +63,7 @@ class GenerationEnded(Message):
     last: Image.Image | None
 
 
-def open_image(path: Path) -> Image.Image:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.load()
-        return im.copy()
-
-
-class ImageViewer(ModalScreen[None]):
-    """One image, as large as the terminal allows, with its parameters."""
-
-    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
-
-    def __init__(self, image: StoredImage, renderer: str) -> None:
-        super().__init__(classes="dialog")
-        self.image = image
-        self.renderer = renderer
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="viewer-box"):
-            yield Picture(self.renderer, "", id="viewer-picture")  # type: ignore[arg-type]
-            yield Static(
-                Text(visible(self.image.parameters.to_text()), style="dim"), id="viewer-text"
-            )
-            yield Label(shown(f"{self.image.path}   (Esc closes)"), classes="dialog-hint")
-
-    def on_mount(self) -> None:
-        self.load_picture()
-
-    @work(thread=True, exit_on_error=False)
-    def load_picture(self) -> None:
-        try:
-            picture = open_image(self.image.path)
-        except OSError as exc:
-            self.app.call_from_thread(
-                self.notify, f"Cannot open {self.image.path}: {exc}", severity="error"
-            )
-            return
-        self.app.call_from_thread(self.query_one(Picture).show, picture)
-
-
-class ImageScreen(Screen[None]):
+class ImageScreen(AppScreen[None]):
     """Describe an image, generate it, watch it form, keep it."""
 
     BINDINGS = [
@@ -128,16 +92,13 @@ class ImageScreen(Screen[None]):
         Binding("ctrl+f", "form", "Form", show=False, tooltip="Back to the form", id="image.form"),
     ]
 
+    generating = var(False, bindings=True)
+
     def __init__(self) -> None:
         super().__init__()
-        self._latest_step: StepInfo | None = None
-        self._step_pending = threading.Event()
         self._cancel = threading.Event()
-        self.generating = False
-
-    @property
-    def lp(self) -> LlmPessoalApp:
-        return self.app  # type: ignore[return-value]
+        self.last_step: StepInfo | None = None
+        """The newest step shown of the generation under way."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="pipeline-status")
@@ -194,7 +155,7 @@ class ImageScreen(Screen[None]):
             return
         self.load_pipeline()
 
-    @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="pipeline-load", exit_on_error=False)
     def load_pipeline(self) -> None:
         engine = self.lp.diffusion
         try:
@@ -226,15 +187,16 @@ class ImageScreen(Screen[None]):
             return
         self._error("")
         self._cancel.clear()
+        self.last_step = None
         self.generating = True
+        self.lp.live.image_cancel = self._cancel
         progress = self.query_one("#image-progress", ProgressBar)
         progress.update(total=request.steps * request.count, progress=0)
         progress.display = True
         self.query_one("#image-figures", Label).update("starting…")
-        self.refresh_bindings()
         self.generate(request)
 
-    @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="generation", exit_on_error=False)
     def generate(self, request: GenerationRequest) -> None:
         engine = self.lp.diffusion
         if not engine.loaded:
@@ -247,10 +209,7 @@ class ImageScreen(Screen[None]):
             self.post_message(PipelineChanged(engine.status))
 
         def on_step(info: StepInfo) -> None:
-            self._latest_step = info
-            if not self._step_pending.is_set():
-                self._step_pending.set()
-                self.post_message(StepCompleted())
+            self.post_message(StepCompleted(info))
 
         try:
             result = engine.generate(request, on_step=on_step, cancel=self._cancel)
@@ -266,11 +225,11 @@ class ImageScreen(Screen[None]):
         self.post_message(GenerationEnded(result, None, last))
 
     @on(StepCompleted)
-    def _step_completed(self) -> None:
-        self._step_pending.clear()
-        info = self._latest_step
-        if info is None or not self.generating:
+    def _step_completed(self, event: StepCompleted) -> None:
+        info = event.info
+        if not self.generating:
             return
+        self.last_step = info
         done = info.image_index * info.steps + info.step
         self.query_one("#image-progress", ProgressBar).update(progress=done)
         image = f"image {info.image_index + 1}/{info.count} · " if info.count > 1 else ""
@@ -287,7 +246,7 @@ class ImageScreen(Screen[None]):
     def _generation_ended(self, event: GenerationEnded) -> None:
         self.generating = False
         self.lp.live.image_steps_per_s = None
-        self.refresh_bindings()
+        self.lp.live.image_cancel = None
         self.query_one("#image-progress", ProgressBar).display = False
         figures = self.query_one("#image-figures", Label)
         if event.error:

@@ -13,20 +13,20 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from engines.chat_types import ChatError, ModelDetails, ModelInfo, OllamaUnavailable
 from engines.units import human_bytes
+from tui.screens.base import AppModal
 from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
+from tui.widgets.footer import AppFooter
 
 if TYPE_CHECKING:
     from textual.timer import Timer
 
     from engines.progress import PullProgress
-    from tui.app import LlmPessoalApp
 
 REDRAW_EVERY_S = 0.1
 """A pull's bars are redrawn at most this often (Ollama reports many times a second)."""
@@ -164,7 +164,7 @@ class PullView(Vertical):
         self.query_one("#pull-status", Label).update(Text(visible(message)))
 
 
-class ModelsDialog(ModalScreen[str | None]):
+class ModelsDialog(AppModal[str | None]):
     """Ollama's models. Dismissed with the name pulled when opened to pull one
     (``close_when_pulled``), else with None."""
 
@@ -204,10 +204,6 @@ class ModelsDialog(ModalScreen[str | None]):
         self.models: list[ModelInfo] = []
         self._details: dict[str, ModelDetails] = {}
 
-    @property
-    def lp(self) -> LlmPessoalApp:
-        return self.app  # type: ignore[return-value]
-
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box models-box"):
             yield Label("Ollama models", classes="dialog-title")
@@ -223,10 +219,12 @@ class ModelsDialog(ModalScreen[str | None]):
                 "P pull · D delete · R refresh · Esc stops a pull, or closes",
                 classes="dialog-hint",
             )
+        yield AppFooter()
 
     def on_mount(self) -> None:
         self.query_one(PullView).display = False
         self.watch(self.lp, "models", self._models_changed)
+        self.watch(self.lp, "ollama", lambda _: self._models_changed(self.lp.models), init=False)
         self.refresh_models()
         if self.initial_pull:
             self.query_one("#pull-name", Input).value = visible(self.initial_pull)
@@ -244,13 +242,21 @@ class ModelsDialog(ModalScreen[str | None]):
         listing.add_options([Option(list_label(m), id=m.name) for m in self.models])
         names = [m.name for m in self.models]
         if not names:
-            self.query_one("#model-details-text", Static).update(
-                Text(
-                    "No models yet: type a name below (P) and press Enter to pull one.\n"
-                    "The library is at https://ollama.com/library",
-                    style="dim",
+            status = self.lp.ollama
+            if status is None:
+                empty = "Asking Ollama for its models…"
+            elif not status.online:
+                empty = (
+                    f"Ollama is unreachable, so its models cannot be listed: "
+                    f"{visible(status.error)}\nThe list fills in once it answers "
+                    "(R reads it again)."
                 )
-            )
+            else:
+                empty = (
+                    "No models yet: type a name below (P) and press Enter to pull one.\n"
+                    "The library is at https://ollama.com/library"
+                )
+            self.query_one("#model-details-text", Static).update(Text(empty, style="dim"))
             return
         listing.highlighted = names.index(current) if current in names else 0
 
@@ -380,7 +386,11 @@ class ModelsDialog(ModalScreen[str | None]):
                 self.delete_model(name)
 
         self.app.push_screen(
-            ConfirmDialog(f"Delete {name}{size} from Ollama? Its files go with it."), confirmed
+            ConfirmDialog(
+                f"Delete {name}{size} from Ollama? Its files go with it.",
+                kept=f"Kept {visible(name)}.",
+            ),
+            confirmed,
         )
 
     @work(exclusive=True, group="model-delete", exit_on_error=False)
@@ -392,5 +402,8 @@ class ModelsDialog(ModalScreen[str | None]):
             await self._reload()
             return
         self._details.pop(name, None)
+        view = self.query_one(PullView)
+        if not self.pulling:  # "Pulled X." is over, and may be untrue now
+            view.display = False
         await self._reload()
         self.notify(f"Deleted {visible(name)}.", title="Models")

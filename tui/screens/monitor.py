@@ -12,7 +12,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, OptionList, Static
@@ -22,16 +21,15 @@ from engines.chat_types import ChatError, LoadedModel
 from engines.monitor import GpuFigures, History, Sample, Sampler
 from engines.store import StoredImage, StoreError
 from engines.units import human_bytes
-from tui.screens.image import ImageViewer, open_image
+from tui.screens.base import AppScreen
 from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
+from tui.widgets.image_viewer import ImageViewer, open_image
 from tui.widgets.picture import HalfBlocks
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from tui.app import LlmPessoalApp
 
 SAMPLE_EVERY_S = 1.0
 SERVICES_EVERY_S = 5.0
@@ -40,7 +38,12 @@ RECENT_IMAGES = 6
 
 @dataclass
 class SystemSampled(Message):
+    """A new sample; one still waiting in the queue is replaced by the newer one."""
+
     sample: Sample
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SystemSampled)
 
 
 @dataclass
@@ -118,15 +121,17 @@ class Thumbnail(HalfBlocks, can_focus=True):
         Binding("left", "app.focus_previous", "Previous", show=False),
     ]
 
+    @dataclass
+    class ViewRequested(Message):
+        image: StoredImage
+
     def __init__(self, image: StoredImage) -> None:
         super().__init__("…")
         self.stored = image
         self.tooltip = shown(image.parameters.prompt)
 
     def action_view(self) -> None:
-        screen = self.screen
-        assert isinstance(screen, MonitorScreen)
-        screen.view(self.stored)
+        self.post_message(self.ViewRequested(self.stored))
 
     def on_click(self) -> None:
         self.action_view()
@@ -196,17 +201,19 @@ class LoadedModels(OptionList):
         )
     ]
 
+    @dataclass
+    class UnloadRequested(Message):
+        model: str
+
     def action_unload(self) -> None:
         if self.highlighted is None:
             return
         option = self.get_option_at_index(self.highlighted)
         if option.id:
-            screen = self.screen
-            assert isinstance(screen, MonitorScreen)
-            screen.confirm_unload_model(option.id)
+            self.post_message(self.UnloadRequested(option.id))
 
 
-class MonitorScreen(Screen[None]):
+class MonitorScreen(AppScreen[None]):
     """Meters and two-minute histories, services with actions, recent images."""
 
     BINDINGS = [
@@ -231,10 +238,6 @@ class MonitorScreen(Screen[None]):
         self._services_timer: Timer | None = None
         self._gpus_seen: set[int] = set()
         self._images_shown: list[int] | None = None
-
-    @property
-    def lp(self) -> LlmPessoalApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Static("Monitor", id="monitor-title")
@@ -425,13 +428,20 @@ class MonitorScreen(Screen[None]):
         keep = highlighted is not None and highlighted < listing.option_count
         listing.highlighted = highlighted if keep else 0
 
-    def confirm_unload_model(self, name: str) -> None:
+    @on(LoadedModels.UnloadRequested)
+    def confirm_unload_model(self, event: LoadedModels.UnloadRequested) -> None:
+        name = event.model
+
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.unload_model(name)
 
         self.app.push_screen(
-            ConfirmDialog(f"Unload {name} from Ollama? It reloads on its next use.", "Unload"),
+            ConfirmDialog(
+                f"Unload {name} from Ollama? It reloads on its next use.",
+                "Unload",
+                kept=f"{visible(name)} stays loaded.",
+            ),
             confirmed,
         )
 
@@ -449,8 +459,37 @@ class MonitorScreen(Screen[None]):
 
     def action_unload_pipeline(self) -> None:
         engine = self.lp.diffusion
-        if not engine.loaded:
-            self.notify("The Stable Diffusion pipeline is not loaded.", severity="warning")
+        kept = "The Stable Diffusion pipeline stays loaded."
+        generation = self.lp.live.image_cancel
+        if generation is None and not engine.loaded:
+            loading = engine.status.state == "loading"
+            self.notify(
+                "The Stable Diffusion pipeline is loading: unload it once it is ready."
+                if loading
+                else "The Stable Diffusion pipeline is not loaded.",
+                severity="warning",
+            )
+            return
+        if generation is not None:
+            # the pipeline cannot go while an image uses it: offer to stop the image
+            def stop_first(yes: bool | None) -> None:
+                if yes:
+                    generation.set()
+                    self.notify(
+                        "Stopping the image being generated; the pipeline unloads once it "
+                        "has stopped (within a step)."
+                    )
+                    self.unload_pipeline()
+
+            self.app.push_screen(
+                ConfirmDialog(
+                    "An image is being generated with the pipeline. Stop the generation "
+                    "and unload the pipeline?",
+                    "Stop and unload",
+                    kept=f"{kept} The image goes on.",
+                ),
+                stop_first,
+            )
             return
 
         def confirmed(yes: bool | None) -> None:
@@ -458,12 +497,15 @@ class MonitorScreen(Screen[None]):
                 self.unload_pipeline()
 
         self.app.push_screen(
-            ConfirmDialog("Unload the Stable Diffusion pipeline and free its memory?", "Unload"),
+            ConfirmDialog(
+                "Unload the Stable Diffusion pipeline and free its memory?", "Unload", kept=kept
+            ),
             confirmed,
         )
 
-    @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="pipeline-unload", exit_on_error=False)
     def unload_pipeline(self) -> None:
+        # waits for a generation or a load in progress: the engine holds its lock
         self.lp.diffusion.unload()
         self.app.call_from_thread(self._show_pipeline)
         self.app.call_from_thread(self.notify, "Stable Diffusion pipeline unloaded.")
@@ -511,5 +553,6 @@ class MonitorScreen(Screen[None]):
             thumbs.append(thumb)
         await row.mount_all(thumbs)
 
-    def view(self, image: StoredImage) -> None:
-        self.app.push_screen(ImageViewer(image, self.lp.image_renderer))
+    @on(Thumbnail.ViewRequested)
+    def view(self, event: Thumbnail.ViewRequested) -> None:
+        self.app.push_screen(ImageViewer(event.image, self.lp.image_renderer))

@@ -145,7 +145,8 @@ class ReplyTurn(Vertical):
 class ConversationView(VerticalScroll):
     """The turns of one conversation, following the newest text as it arrives."""
 
-    def show_messages(self, messages: list[StoredMessage]) -> None:
+    def show_messages(self, messages: list[StoredMessage], *, hint: str = "") -> None:
+        """Show these turns; with none, a hint (``hint`` first, when given)."""
         self.remove_children()
         turns: list[PromptTurn | ReplyTurn] = []
         for m in messages:
@@ -164,7 +165,8 @@ class ConversationView(VerticalScroll):
         if turns:
             self.mount_all(turns)
         else:
-            self.mount(Static(self.EMPTY_HINT, classes="empty-hint"))
+            text = f"{hint}\n{self.EMPTY_HINT}" if hint else self.EMPTY_HINT
+            self.mount(Static(Text(text), classes="empty-hint"))
         self.anchor()
 
     EMPTY_HINT = "Write a message below and press Enter. F1 lists every key."

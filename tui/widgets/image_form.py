@@ -52,7 +52,14 @@ class ImageForm(Vertical):
             yield Label("Guidance")
             yield Input(f"{d.guidance:g}", id="image-guidance", type="number", compact=True)
             yield Label("Seed")
-            yield Input("", id="image-seed", type="integer", placeholder="random", compact=True)
+            yield Input(
+                "",
+                id="image-seed",
+                type="integer",
+                placeholder="random",
+                valid_empty=True,  # empty is a random seed, not an error
+                compact=True,
+            )
             yield Label("Count")
             yield Input("1", id="image-count", type="integer", compact=True)
         yield Label("Sampler", classes="field-label")

@@ -78,8 +78,22 @@ class ConversationList(OptionList):
 
 
 class Sidebar(Vertical):
-    """Search box above the conversation list."""
+    """Search box above the conversation list; Down goes from the box to the list."""
+
+    BINDINGS = [
+        Binding(
+            "down",
+            "to_list",
+            "To the list",
+            show=False,
+            tooltip="From the search box down to the conversations found",
+            id="conversations.to_list",
+        )
+    ]
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="Search conversations", id="search")
         yield ConversationList(id="conversations")
+
+    def action_to_list(self) -> None:
+        self.query_one(ConversationList).focus()
