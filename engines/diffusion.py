@@ -760,7 +760,14 @@ class DiffusionEngine:
 
         pipe = self._pipe
         vae = pipe.vae
-        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        # fp32 for the decode only where diffusers' own pipeline does it (SDXL's VAE overflows
+        # in fp16); SD 1.x/2.x pipelines decode in fp16, though their VAE config says
+        # force_upcast: upcasting those costs a slower decode and two conversions an image
+        upcast = (
+            vae.dtype == torch.float16
+            and getattr(vae.config, "force_upcast", False)
+            and "XL" in type(pipe).__name__
+        )
         if upcast:
             vae.to(torch.float32)
         try:
