@@ -422,6 +422,143 @@ finally:
 """
 
 
+PHASES_CODE = """
+import asyncio, functools, importlib, json, sys, time
+t0 = time.perf_counter()
+out = sys.argv.pop(1)
+marks, spent, depth = {}, {}, {}
+
+def mark(name):
+    marks.setdefault(name, round(1000 * (time.perf_counter() - t0), 1))
+
+def wrap(module, path, name):
+    try:
+        owner = importlib.import_module(module)
+        *parents, attr = path.split(".")
+        for p in parents:
+            owner = getattr(owner, p)
+        fn = getattr(owner, attr)
+    except (ImportError, AttributeError):
+        return
+    def add(t):
+        if not marks.get("first frame"):
+            total, calls = spent.get(name, (0.0, 0))
+            spent[name] = (total + time.perf_counter() - t, calls + 1)
+    if asyncio.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def timed(*a, **k):
+            depth[name] = depth.get(name, 0) + 1
+            t = time.perf_counter()
+            try:
+                return await fn(*a, **k)
+            finally:
+                depth[name] -= 1
+                if not depth[name]:
+                    add(t)
+    else:
+        @functools.wraps(fn)
+        def timed(*a, **k):
+            depth[name] = depth.get(name, 0) + 1
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                depth[name] -= 1
+                if not depth[name]:
+                    add(t)
+    setattr(owner, attr, timed)
+
+import textual.app
+mark("import textual.app")
+import tui.cli
+mark("import tui.cli")
+import tui.app
+mark("import tui.app (and its screens)")
+for module, path, name in [
+    ("tui.cli", "build_parser", "argparse parser"),
+    ("tui.cli", "load_settings", "load_settings"),
+    ("engines.logs", "setup_logging", "setup_logging"),
+    ("tui.app", "open_store", "open_store"),
+    ("tui.app", "LlmPessoalApp.__init__", "LlmPessoalApp.__init__"),
+    ("tui.app", "LlmPessoalApp.on_mount", "LlmPessoalApp.on_mount"),
+    ("tui.screens.chat", "ChatScreen.compose", "ChatScreen.compose"),
+    ("tui.screens.chat", "ChatScreen.on_mount", "ChatScreen.on_mount"),
+    ("engines.store", "Store.conversations", "Store.conversations"),
+    ("tui.widgets.sidebar", "Sidebar.show", "Sidebar.show"),
+    ("tui.widgets.conversation", "ConversationView.show_messages", "ConversationView.show_messages"),
+    ("textual.css.stylesheet", "Stylesheet.read_all", "CSS: read files"),
+    ("textual.css.stylesheet", "Stylesheet.parse", "CSS: parse"),
+    ("textual.css.stylesheet", "Stylesheet.apply", "CSS: apply to nodes"),
+    ("textual.app", "App._init_mode", "App._init_mode (switch_mode)"),
+    ("textual.app", "App.refresh_css", "App.refresh_css"),
+    ("textual.screen", "Screen._refresh_layout", "layout"),
+    ("textual.app", "App._display", "render and write frames"),
+]:
+    wrap(module, path, name)
+
+display = textual.app.App._display
+def first_frame(self, screen, renderable):
+    display(self, screen, renderable)
+    if not marks.get("first frame") and renderable is not None and type(screen).__name__ == "ChatScreen":
+        mark("first frame")
+        self.exit()
+textual.app.App._display = first_frame
+run = textual.app.App.run
+def run_marked(self, *a, **k):
+    mark("App.run")
+    return run(self, *a, **k)
+textual.app.App.run = run_marked
+from tui.cli import main
+try:
+    main()
+finally:
+    with open(out, "w") as f:
+        json.dump({"marks_ms": marks, "spent_ms": {k: [round(1000 * v[0], 1), v[1]] for k, v in spent.items()}}, f)
+"""
+
+
+def phases(n: int = 3) -> dict[str, Any]:
+    """Wall-clock milestones of one start (ms from the interpreter's first line of the
+    wrapper) and the time spent in the app's and Textual's main steps until the first
+    frame of the chat screen: plain timers around a few functions, no profiler, so the
+    figures are real (the median of ``n`` starts, after one to warm up)."""
+    workdir = tempdir("startup-phases")
+    reply = workdir / "reply.md"
+    reply.write_text("A short reply.\n", encoding="utf-8")
+    out_path = workdir / "phases.json"
+    runs: list[dict[str, Any]] = []
+    try:
+        with Server(reply) as server:
+            cfg = app_config(workdir / "app", server.url)
+            argv = [
+                str(VENV_BIN / "python"),
+                "-c",
+                PHASES_CODE,
+                str(out_path),
+                "--config",
+                str(cfg),
+            ]
+            for i in range(n + 1):
+                with Terminal(argv, checkout_env(), str(workdir)) as term:
+                    term.proc.wait(60)
+                if i:
+                    runs.append(json.loads(out_path.read_text()))
+    finally:
+        rmtree(workdir)
+    marks = {k: median([r["marks_ms"].get(k) for r in runs]) for k in runs[-1]["marks_ms"]}
+    spent = {
+        k: {"ms": median([r["spent_ms"][k][0] for r in runs if k in r["spent_ms"]]),
+            "calls": runs[-1]["spent_ms"][k][1]}
+        for k in runs[-1]["spent_ms"]
+    }  # fmt: skip
+    return {
+        "runs": n,
+        "milestones_ms": marks,
+        "until_first_frame_ms": dict(sorted(spent.items(), key=lambda kv: -(kv[1]["ms"] or 0))),
+        "note": "nested steps overlap (CSS: apply runs inside layout and the screen's mount)",
+    }
+
+
 def importtime(top: int) -> dict[str, Any]:
     """``-X importtime``: the slowest imports by cumulative time (down to the third level
     of nesting), and self time summed per top-level package."""
@@ -571,6 +708,7 @@ def profile(top: int) -> dict[str, Any]:
         "benchmark": "startup-profile",
         "machine": machine(),
         "importtime": importtime(top),
+        "phases": phases(),
         "first_frame_cprofile": first_frame_profile(top),
         "textual_ready": textual_ready(),
         "import_memory": import_memory(),
