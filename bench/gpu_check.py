@@ -519,7 +519,20 @@ def fast(plan: Plan, report: Report, on_step: Callable[[StepInfo], None]) -> dic
     if plan.device == "cuda":
         report.aim("fast_s_per_image", m["fast"], AIMS["fast_s_per_image"])
         report.check("speed.fast_compiled_the_unet", compiled)
+    out["unload"] = unload(plan, report, "fast", engine)
+    return out
+
+
+def unload(plan: Plan, report: Report, name: str, engine: DiffusionEngine) -> dict[str, Any]:
+    """``unload`` gives the pipeline back: nothing holds it after (the engine froze the
+    collector's view of it at load; a cycle through it, say a hook or the compiled UNet's
+    cache, would keep it and its GPU memory for good), and on CUDA the memory is free."""
+    pipe = weakref.ref(engine._pipe)
     engine.unload()
+    out: dict[str, Any] = {"pipeline_freed": pipe() is None}
+    if plan.device == "cuda":
+        out["allocated_mib_after"] = round(cuda_memory()["allocated"] / MIB, 1)
+    report.check(f"unload.{name}_frees_the_pipeline", pipe() is None, out)
     return out
 
 
@@ -1080,6 +1093,7 @@ def run(plan: Plan, report: Report) -> None:
         d["out_of_memory"] = section(
             report, "out_of_memory", partial(out_of_memory, plan, report, engine)
         )
+        d["unload"] = section(report, "unload", partial(unload, plan, report, "plain", engine))
     engine.unload()
     d["ollama_sharing"] = section(report, "ollama_sharing", lambda: ollama_sharing(plan, report))
     d["cli"] = section(report, "cli", lambda: cli(plan, report))

@@ -396,7 +396,7 @@ class DiffusionEngine:
 
     def _fail(self, message: str) -> None:
         self._pipe = None
-        self._release()
+        self._release(dropped=True)
         self._set(state="failed", detail=message, progress=0.0)
         log.error("diffusion pipeline failed to load: %s", message)
 
@@ -553,13 +553,19 @@ class DiffusionEngine:
         """Free the pipeline and the memory it held."""
         with self._lock:
             self._pipe = None
-            self._release()
+            self._release(dropped=True)
             self._set(
                 state="not loaded", device="", dtype="", detail="", progress=0.0, memory_bytes=0
             )
 
     @staticmethod
-    def _release() -> None:
+    def _release(dropped: bool = False) -> None:
+        """Give memory back. ``dropped``: the pipeline was let go; load froze the
+        collector's view of it (gc.freeze), and a frozen reference cycle (accelerate's
+        offload hooks make one, module -> forward -> module) is never collected: unfreeze
+        first, or unloading frees nothing and the GPU memory stays taken for good."""
+        if dropped:
+            gc.unfreeze()
         gc.collect()
         try:
             import torch

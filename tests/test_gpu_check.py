@@ -46,6 +46,8 @@ EXPECTED_CHECKS = {
     "cli.one_png",
     "cli.parameters",
     "cli.png_size",
+    "unload.plain_frees_the_pipeline",
+    "unload.fast_frees_the_pipeline",
 }
 
 
@@ -163,3 +165,21 @@ def test_out_of_memory_while_generating_frees_what_the_step_held(
     assert len(engine.generate(request).images) == 1  # and the engine works on
     assert str(error)
     engine.unload()
+
+
+def test_unload_frees_a_pipeline_caught_in_a_reference_cycle(
+    tiny_sd_folder: Path, tmp_path: Path
+) -> None:
+    """CPU offload (accelerate's hooks: module -> forward -> module) and compiled modules
+    put the pipeline in reference cycles; load froze the collector's view of it, so unload
+    must unfreeze it, or the pipeline and its GPU memory are never given back."""
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    engine = DiffusionEngine(
+        DiffusionSettings(model=str(tiny_sd_folder), device="cpu"), tmp_path / "outputs"
+    )
+    engine.load()
+    add_hook_to_module(engine._pipe.unet, ModelHook())  # as enable_model_cpu_offload does
+    unet = weakref.ref(engine._pipe.unet)
+    engine.unload()
+    assert unet() is None, "the unloaded pipeline is still in memory"
