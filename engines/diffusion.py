@@ -56,6 +56,10 @@ MAX_GUIDANCE = IMAGE_GUIDANCE.hi
 MAX_COUNT = int(IMAGE_COUNT.hi)
 PREVIEW_INTERVAL_S = 0.25
 """At most this often is a step preview made (each one copies the latents to the CPU)."""
+ROOM_MARGIN_BYTES = 1_500_000_000
+"""GPU memory wanted beyond the weights: activations at 512x512, with some margin."""
+ROOM_WAIT_S = 15.0
+"""How long to wait for the memory Ollama frees after it was asked to unload."""
 
 # Linear latent -> RGB maps (rows: latent channels; columns: R, G, B), output in [-1, 1].
 LATENT_RGB_SD15 = (
@@ -84,6 +88,10 @@ class LoadCancelled(DiffusionError):
 
 class RequestError(DiffusionError):
     """A request was refused before any work started."""
+
+
+class OutOfMemory(DiffusionError):
+    """The GPU ran out of memory; what it held is given back, the engine still works."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,17 @@ def resolve_device(wanted: str) -> str:
     return wanted
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the GPU ran out of memory (torch's own error, or cuBLAS/cuDNN
+    failing to allocate, which torch reports as a plain RuntimeError)."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text.lower() or "STATUS_ALLOC_FAILED" in text
+    )
+
+
 def latents_to_rgb(latents: Any, matrix: tuple[tuple[float, ...], ...]) -> Image.Image:
     """A cheap preview of (C, H, W) latents through a linear map, as a PIL image."""
     import torch
@@ -314,6 +333,7 @@ class DiffusionEngine:
                 if on_progress is not None:
                     on_progress(self._status)
 
+            pipe: Any = None
             try:
                 step(0.05, "importing torch and diffusers")
                 # their import-time chatter would land on the terminal
@@ -363,22 +383,31 @@ class DiffusionEngine:
                 )
                 log.info("diffusion pipeline ready", extra={"model": model, "device": device})
             except LoadCancelled:
-                self.unload()
-                raise
+                failure = ""
+            except OutOfMemory as exc:  # in the warm-up: no size of the user's to blame
+                failure = self._explain_load_error(model, exc)
             except DiffusionError as exc:
-                self._fail(str(exc))
-                raise
+                failure = str(exc)
             except Exception as exc:
-                message = self._explain_load_error(model, exc)
-                self._fail(message)
-                raise DiffusionError(message) from exc
-            if on_progress is not None:
-                on_progress(self._status)
-            return self._status
+                failure = self._explain_load_error(model, exc)
+                log.debug("loading %s failed", model, exc_info=exc)
+            else:
+                if on_progress is not None:
+                    on_progress(self._status)
+                return self._status
+            # Out of the handler, so that no traceback holds the half-loaded pipeline (its
+            # frames do): now _fail can give its memory back. Nothing chained, for the same
+            # reason; the log has the original.
+            pipe = None
+            if not failure:
+                self.unload()
+                raise LoadCancelled("loading cancelled")
+            self._fail(failure)
+            raise DiffusionError(failure)
 
     def _fail(self, message: str) -> None:
         self._pipe = None
-        self._release()
+        self._release(dropped=True)
         self._set(state="failed", detail=message, progress=0.0)
         log.error("diffusion pipeline failed to load: %s", message)
 
@@ -466,7 +495,7 @@ class DiffusionEngine:
             if hasattr(pipe, "fuse_qkv_projections"):
                 pipe.fuse_qkv_projections()
         if device == "cuda":
-            self._ensure_room(pipe, dtype)
+            self._ensure_room(pipe, dtype, step)
         if s.cpu_offload == "model" and device != "cpu":
             pipe.enable_model_cpu_offload(device=device)
         elif s.cpu_offload == "sequential" and device != "cpu":
@@ -477,11 +506,13 @@ class DiffusionEngine:
             pipe.unet = torch.compile(pipe.unet)
         pipe.set_progress_bar_config(disable=True)
 
-    def _ensure_room(self, pipe: Any, dtype: Any) -> None:
-        """On CUDA, make room by asking Ollama to unload its models, when allowed."""
+    def _ensure_room(self, pipe: Any, dtype: Any, step: Callable[[float, str], None]) -> None:
+        """On CUDA, make room by asking Ollama to unload its models, when allowed, and
+        wait (up to ROOM_WAIT_S) for the memory to come back: Ollama answers the unload
+        at once but its runner frees the GPU a moment later."""
         import torch
 
-        free, _total = torch.cuda.mem_get_info()
+        free = self._gpu_free_bytes()
         size = sum(
             p.numel() * p.element_size()
             for name in ("unet", "vae", "text_encoder", "text_encoder_2")
@@ -490,15 +521,31 @@ class DiffusionEngine:
         )
         if dtype == torch.float16 and next(pipe.unet.parameters()).dtype == torch.float32:
             size //= 2
-        need = size + 1_500_000_000  # activations at 512x512 with some margin
+        need = size + ROOM_MARGIN_BYTES
         if free >= need or not self.settings.unload_ollama_models or self.make_room is None:
             return
+        step(0.65, "asking Ollama to unload its models to make room on the GPU")
         unloaded = self.make_room()
-        if unloaded:
-            note = f"unloaded Ollama models to make room on the GPU: {', '.join(unloaded)}"
-            self._set(detail=note)
-            self.notes.append(note)
-            log.info(note)
+        if not unloaded:
+            return
+        note = f"unloaded Ollama models to make room on the GPU: {', '.join(unloaded)}"
+        deadline = time.monotonic() + ROOM_WAIT_S
+        while (free := self._gpu_free_bytes()) < need and time.monotonic() < deadline:
+            step(0.7, f"{note}; waiting for the memory to be free")
+            time.sleep(0.2)
+        if free < need:
+            note += (
+                f" (still only {free / 2**30:.1f} GiB free of the {need / 2**30:.1f} GiB wanted)"
+            )
+        self.notes.append(note)
+        step(0.75, note)
+        log.info(note)
+
+    def _gpu_free_bytes(self) -> int:
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        return int(free)
 
     def _warm_up(self, device: str) -> None:
         """One short run, so the first real image is not slowed by one-off work."""
@@ -517,13 +564,19 @@ class DiffusionEngine:
         """Free the pipeline and the memory it held."""
         with self._lock:
             self._pipe = None
-            self._release()
+            self._release(dropped=True)
             self._set(
                 state="not loaded", device="", dtype="", detail="", progress=0.0, memory_bytes=0
             )
 
     @staticmethod
-    def _release() -> None:
+    def _release(dropped: bool = False) -> None:
+        """Give memory back. ``dropped``: the pipeline was let go; load froze the
+        collector's view of it (gc.freeze), and a frozen reference cycle (accelerate's
+        offload hooks make one, module -> forward -> module) is never collected: unfreeze
+        first, or unloading frees nothing and the GPU memory stays taken for good."""
+        if dropped:
+            gc.unfreeze()
         gc.collect()
         try:
             import torch
@@ -536,7 +589,7 @@ class DiffusionEngine:
     def _explain_load_error(model: str, exc: Exception) -> str:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         name = type(exc).__name__
-        if "OutOfMemory" in name:
+        if isinstance(exc, OutOfMemory) or out_of_memory(exc):
             return (
                 f'not enough GPU memory to load {model}: set cpu_offload = "model" '
                 "or close what else uses the GPU"
@@ -695,19 +748,28 @@ class DiffusionEngine:
             if not decode:
                 return None
             return self._decode(out.images)
-        except torch.OutOfMemoryError as exc:
-            self._release()
-            raise DiffusionError(
-                f"the GPU ran out of memory at {request.width}x{request.height}: "
-                "try a smaller size, attention_slicing = true, vae_tiling = true, "
-                'or cpu_offload = "model" in config.toml'
-            ) from exc
         except DiffusionError:
             raise
         except Exception as exc:
-            raise DiffusionError(f"the pipeline failed: {type(exc).__name__}: {exc}") from exc
+            oom = out_of_memory(exc)
+            if oom:
+                log.warning("out of memory: %s", str(exc).strip().split("\n")[0])
+                failure = (
+                    f"the GPU ran out of memory at {request.width}x{request.height}: "
+                    "try a smaller size, attention_slicing = true, vae_tiling = true, "
+                    'or cpu_offload = "model" in config.toml'
+                )
+            else:
+                log.error("the pipeline failed", exc_info=exc)
+                failure = f"the pipeline failed: {type(exc).__name__}: {exc}"
         finally:
             pipe._interrupt = False
+        # Out of the handler: the exception's traceback held every frame of the pipeline's
+        # call, and with them its intermediate tensors. Gone now, they can be given back
+        # (an error kept by the caller, as a worker keeps it, holds none of them).
+        del pipe
+        self._release()
+        raise (OutOfMemory if oom else DiffusionError)(failure)
 
     def _decode(self, latents: Any) -> Image.Image:
         """Latents to a PIL image, as the pipeline would (but only when not cancelled)."""
@@ -715,7 +777,14 @@ class DiffusionEngine:
 
         pipe = self._pipe
         vae = pipe.vae
-        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        # fp32 for the decode only where diffusers' own pipeline does it (SDXL's VAE overflows
+        # in fp16); SD 1.x/2.x pipelines decode in fp16, though their VAE config says
+        # force_upcast: upcasting those costs a slower decode and two conversions an image
+        upcast = (
+            vae.dtype == torch.float16
+            and getattr(vae.config, "force_upcast", False)
+            and "XL" in type(pipe).__name__
+        )
         if upcast:
             vae.to(torch.float32)
         try:
