@@ -257,7 +257,7 @@ def free_port() -> int:
 def fill_database(path: Path, conversations: int) -> None:
     """``conversations`` conversations of two messages each, through the app's own store."""
     sys.path.insert(0, str(ROOT))
-    from engines.chat import ChatOptions
+    from engines.chat_types import ChatOptions
     from engines.store import Store
 
     store = Store.open(path)
