@@ -65,12 +65,6 @@ def prompt_text(screen: str) -> str:
     return "".join(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keys typed before ChatScreen.on_mount focuses the prompt go to the model Select, "
-    "which Textual's AUTO_FOCUS focused first (the first focusable widget), and are lost; "
-    "fix: AUTO_FOCUS = '#prompt' (the prompt's selector) on ChatScreen",
-)
 def test_keys_typed_while_the_app_starts_all_reach_the_prompt(
     tmux: Tmux, config_file: Path
 ) -> None:

@@ -76,6 +76,9 @@ class LlmPessoalApp(App[int]):
 
     TITLE = "llm-pessoal"
     CSS_PATH = "app.tcss"
+    DEFAULT_MODE = "chat"
+    """The screen composed with the app, so the first frame is the Chat screen itself (not
+    a blank default screen switched away from); another start screen is switched to."""
     MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
         "chat": ChatScreen,
         "image": lambda: _screen("tui.screens.image", "ImageScreen"),
@@ -158,7 +161,8 @@ class LlmPessoalApp(App[int]):
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._remember_theme)
-        self.switch_mode(self.start_screen)
+        if self.start_screen != self.current_mode:
+            self.switch_mode(self.start_screen)
         for warning in self.startup_warnings:
             self.notify(warning, severity="error", timeout=30)
         self.watch_ollama_status()

@@ -40,6 +40,10 @@ def code_blocks(markdown: str) -> list[tuple[str, str]]:
 class ChatScreen(AppScreen[None]):
     """Talk to a model; every conversation is saved as it happens."""
 
+    AUTO_FOCUS = "#prompt"
+    """The prompt has the keys from the first frame: a key typed while the app starts is
+    never lost to another widget (Textual would focus the first focusable one)."""
+
     BINDINGS = [
         Binding(
             "escape",
