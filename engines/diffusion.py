@@ -146,10 +146,13 @@ class EngineStatus:
     detail: str = ""
     progress: float = 0.0
     memory_bytes: int = 0
+    architecture: str = ""
+    """What the model is ("SD 1.x", "SD 2.x", "SDXL"), once it is read."""
 
     def describe(self) -> str:
         if self.state == "ready":
-            return f"ready on {self.device} in {self.dtype}"
+            what = f"{self.architecture} " if self.architecture else ""
+            return f"{what}ready on {self.device} in {self.dtype}"
         if self.state == "loading":
             return f"loading ({self.progress:.0%}): {self.detail}"
         if self.state == "failed":
@@ -232,6 +235,102 @@ def latents_to_rgb(latents: Any, matrix: tuple[tuple[float, ...], ...]) -> Image
     return Image.fromarray(pixels, mode="RGB")
 
 
+SINGLE_FILE_ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "v1": ("StableDiffusionPipeline", "SD 1.x"),
+    "v2": ("StableDiffusionPipeline", "SD 2.x"),
+    "xl_base": ("StableDiffusionXLPipeline", "SDXL"),
+    "playground-v2-5": ("StableDiffusionXLPipeline", "SDXL (Playground v2.5)"),
+}
+"""diffusers' single-file model types this app makes images with: (pipeline, what to call it)."""
+
+_OTHER_KINDS = {
+    "inpainting": "an SD 1.x inpainting model",
+    "inpainting_v2": "an SD 2.x inpainting model",
+    "xl_inpaint": "an SDXL inpainting model",
+    "xl_refiner": "an SDXL refiner (it refines images, it does not make them)",
+    "upscale": "an upscaler",
+}
+
+
+def checkpoint_shapes(path: Path) -> dict[str, Any]:
+    """Every key of a checkpoint file and an object with its ``shape``, read cheaply: the
+    safetensors header only; a ``.ckpt`` is unpickled (weights only, memory-mapped)."""
+    from types import SimpleNamespace
+
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        shapes: dict[str, Any] = {}
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                shapes[key] = SimpleNamespace(shape=tuple(f.get_slice(key).get_shape()))
+        return shapes
+    import torch
+
+    data: Any = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    while isinstance(data, dict) and "state_dict" in data:
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise DiffusionError(f"{path.name} holds no weights dictionary")
+    return {
+        k: SimpleNamespace(shape=tuple(v.shape)) for k, v in data.items() if hasattr(v, "shape")
+    }
+
+
+def detect_single_file(path: Path) -> str:
+    """diffusers' model type of a checkpoint file ("v1", "v2", "xl_base"...), found from
+    its keys by diffusers' own single-file detection; DiffusionError for one this app does
+    not make images with, naming what it is."""
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    try:
+        shapes = checkpoint_shapes(path)
+    except DiffusionError:
+        raise
+    except Exception as exc:
+        raise DiffusionError(f"a weights file of {path.name} is damaged: {exc}") from exc
+    if not any(key.startswith("model.diffusion_model.") for key in shapes):
+        raise DiffusionError(
+            f"{path.name} is not a Stable Diffusion checkpoint (it has no model.diffusion_model "
+            "weights); a LoRA goes in [paths] loras, an embedding in [paths] embeddings"
+        )
+    kind = str(infer_diffusers_model_type(shapes))  # type: ignore[no-untyped-call]
+    if kind not in SINGLE_FILE_ARCHITECTURES:
+        what = _OTHER_KINDS.get(kind, f"a {kind} model")
+        raise DiffusionError(
+            f"{path.name} is {what}; single files of SD 1.x, SD 2.x and SDXL make images here"
+        )
+    return kind
+
+
+def _check_config_matches(folder: Path, kind: str) -> None:
+    """single_file_config must be a folder of the checkpoint's architecture."""
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # diffusers says what is missing
+    wanted, label = SINGLE_FILE_ARCHITECTURES[kind]
+    found = str(index.get("_class_name", ""))
+    if ("XL" in found) != ("XL" in wanted):
+        raise DiffusionError(
+            f"the checkpoint is {label} but single_file_config ({folder}) is for {found}: "
+            f"point it at a {label} folder, or leave it empty"
+        )
+
+
+def architecture_of(pipe: Any) -> str:
+    """What a loaded pipeline is: SDXL, SD 2.x (a 1024-wide text encoder, or v-prediction)
+    or SD 1.x."""
+    if "XL" in type(pipe).__name__:
+        return "SDXL"
+    encoder = getattr(pipe, "text_encoder", None)
+    hidden = getattr(getattr(encoder, "config", None), "hidden_size", 0)
+    prediction = getattr(pipe.scheduler.config, "prediction_type", "epsilon")
+    return "SD 2.x" if hidden == 1024 or prediction == "v_prediction" else "SD 1.x"
+
+
 class DiffusionEngine:
     """One text-to-image pipeline: load it, generate with it, unload it."""
 
@@ -259,9 +358,9 @@ class DiffusionEngine:
         self.limits = SizeLimits()
         self.model = settings.model
         self.notes: list[str] = []
+        """What the engine did on its own (unloading Ollama's models, say), to tell."""
         for stale in remove_stale_temporaries(outputs):
             log.warning("removed a temporary file left by an interrupted save: %s", stale.name)
-        """What the engine did on its own (unloading Ollama's models, say), to tell."""
         self._base_scheduler: Any = None
         self._scheduler_name = ""
 
@@ -318,17 +417,20 @@ class DiffusionEngine:
                     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
                 step(0.2, f"reading {model}")
                 pipe = self._read(model, dtype)
+                architecture = architecture_of(pipe)
+                self._set(architecture=architecture)
                 step(0.6, f"preparing for {device}")
                 self._prepare(pipe, device, dtype, step)
                 self._pipe = pipe
-                self._matrix = LATENT_RGB_SDXL if "XL" in type(pipe).__name__ else LATENT_RGB_SD15
+                xl = architecture.startswith("SDXL")
+                self._matrix = LATENT_RGB_SDXL if xl else LATENT_RGB_SD15
                 self._base_scheduler = pipe.scheduler
                 self._scheduler_name = ""
                 factor = int(getattr(pipe, "vae_scale_factor", 8) or 8)
                 self.limits = SizeLimits(
                     multiple=max(8, factor),
                     minimum=64,
-                    maximum=ANY_MODEL.maximum if "XL" in type(pipe).__name__ else 2048,
+                    maximum=ANY_MODEL.maximum if xl else 2048,
                 )
                 step(
                     0.85,
@@ -402,21 +504,7 @@ class DiffusionEngine:
         if looks_local and not path.exists():
             raise DiffusionError(f"model path {path} does not exist")
         if path.is_file():
-            if path.suffix not in (".safetensors", ".ckpt"):
-                raise DiffusionError(
-                    f"{path.name}: a single-file model must be .safetensors or .ckpt"
-                )
-            from diffusers import StableDiffusionPipeline
-
-            config = self.settings.single_file_config
-            kwargs = dict(common)
-            if config:
-                local = Path(config).expanduser()
-                kwargs["config"] = str(local) if local.exists() else config
-                kwargs["local_files_only"] = local.exists()
-            return StableDiffusionPipeline.from_single_file(
-                str(path), safety_checker=None, requires_safety_checker=False, **kwargs
-            )
+            return self._read_single_file(path, common)
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise DiffusionError(
@@ -429,6 +517,29 @@ class DiffusionEngine:
             requires_safety_checker=False,
             **common,
         )
+
+    def _read_single_file(self, path: Path, common: dict[str, Any]) -> Any:
+        """One checkpoint file: its architecture found from its keys, then the pipeline of
+        that architecture, configured from ``single_file_config`` when set (else from the
+        hub's configs of the architecture's reference model)."""
+        import diffusers
+
+        if path.suffix not in (".safetensors", ".ckpt"):
+            raise DiffusionError(f"{path.name}: a single-file model must be .safetensors or .ckpt")
+        kind = detect_single_file(path)
+        class_name, _label = SINGLE_FILE_ARCHITECTURES[kind]
+        cls = getattr(diffusers, class_name)
+        kwargs = dict(common)
+        config = self.settings.single_file_config
+        if config:
+            local = Path(config).expanduser()
+            if local.exists():
+                _check_config_matches(local, kind)
+            kwargs["config"] = str(local) if local.exists() else config
+            kwargs["local_files_only"] = local.exists()
+        if class_name == "StableDiffusionPipeline":
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        return cls.from_single_file(str(path), **kwargs)
 
     def _prepare(
         self, pipe: Any, device: str, dtype: Any, step: Callable[[float, str], None]
@@ -508,7 +619,13 @@ class DiffusionEngine:
             self._pipe = None
             self._release()
             self._set(
-                state="not loaded", device="", dtype="", detail="", progress=0.0, memory_bytes=0
+                state="not loaded",
+                device="",
+                dtype="",
+                detail="",
+                progress=0.0,
+                memory_bytes=0,
+                architecture="",
             )
 
     @staticmethod
@@ -699,24 +816,37 @@ class DiffusionEngine:
             pipe._interrupt = False
 
     def _decode(self, latents: Any) -> Image.Image:
-        """Latents to a PIL image, as the pipeline would (but only when not cancelled)."""
+        """Latents to a PIL image as the pipeline's own decode does it (run only when not
+        cancelled): SDXL's upcast of a float16 VAE, per-channel latent statistics and
+        watermark; SD's plain scaling."""
         import torch
 
         pipe = self._pipe
         vae = pipe.vae
-        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-        if upcast:
-            vae.to(torch.float32)
-        try:
-            scaled = latents.to(vae.dtype) / vae.config.scaling_factor
-            shift = getattr(vae.config, "shift_factor", None)
-            if shift:
-                scaled = scaled + shift
-            with torch.no_grad():
-                image = vae.decode(scaled, return_dict=False)[0]
+        with torch.no_grad():
+            if "XL" in type(pipe).__name__:
+                upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+                if upcast:
+                    vae.to(dtype=torch.float32)
+                    latents = latents.to(next(iter(vae.post_quant_conv.parameters())).dtype)
+                try:
+                    mean = getattr(vae.config, "latents_mean", None)
+                    std = getattr(vae.config, "latents_std", None)
+                    if mean is not None and std is not None:
+                        shape = (1, 4, 1, 1)
+                        m = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
+                        s = torch.tensor(std).view(shape).to(latents.device, latents.dtype)
+                        latents = latents * s / vae.config.scaling_factor + m
+                    else:
+                        latents = latents / vae.config.scaling_factor
+                    image = vae.decode(latents.to(vae.device), return_dict=False)[0]
+                finally:
+                    if upcast:
+                        vae.to(dtype=torch.float16)
+                if getattr(pipe, "watermark", None) is not None:
+                    image = pipe.watermark.apply_watermark(image)
+            else:
+                image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
             images = pipe.image_processor.postprocess(image, output_type="pil")
-        finally:
-            if upcast:
-                vae.to(torch.float16)
         first: Image.Image = images[0]
         return first

@@ -119,7 +119,8 @@ def test_loading_goes_from_not_loaded_through_loading_to_ready(loaded: Loaded) -
     assert "loading (" in loaded.seen[0].describe()
     status = loaded.engine.status
     assert (status.state, status.device, status.dtype) == ("ready", "cpu", "float32")
-    assert status.describe() == "ready on cpu in float32"
+    assert status.describe() == "SD 1.x ready on cpu in float32"
+    assert status.architecture == "SD 1.x"
     assert loaded.engine.loaded
 
 
@@ -140,7 +141,7 @@ def test_single_file_makes_the_same_pixels_as_the_folder(
         single_file_config=str(tiny_sd_single_file.config),
     )
     try:
-        assert single.load().describe() == "ready on cpu in float32"
+        assert single.load().describe() == "SD 1.x ready on cpu in float32"
         (a,) = engine.generate(request(seed=7)).images
         (b,) = single.generate(request(seed=7)).images
         assert np.array_equal(pixels(a.path), pixels(b.path))
@@ -148,6 +149,132 @@ def test_single_file_makes_the_same_pixels_as_the_folder(
         assert b.path.parent == tmp_path / "single"
     finally:
         single.unload()
+
+
+class Tiny:
+    """A tiny pipeline of one architecture: its folder, its single file and config folder."""
+
+    def __init__(self, folder: Path, checkpoint: Path, config: Path) -> None:
+        self.folder, self.checkpoint, self.config = folder, checkpoint, config
+
+
+def _tiny(kind: str, root: Path) -> Tiny:
+    from sd_fixtures import build_config_folder, build_original_single_file, build_tiny_folder
+
+    folder = build_tiny_folder(root / kind, kind)
+    return Tiny(
+        folder,
+        build_original_single_file(folder, root / f"tiny-{kind}.safetensors"),
+        build_config_folder(folder, root / f"{kind}-config"),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    return _tiny("sdxl", tmp_path_factory.mktemp("tiny-sdxl"))
+
+
+@pytest.fixture(scope="module")
+def tiny_sd2(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    return _tiny("sd2", tmp_path_factory.mktemp("tiny-sd2"))
+
+
+def test_the_sd15_single_file_is_found_to_be_sd15(
+    tiny_sd_single_file: TinySingleFile, tmp_path: Path
+) -> None:
+    from engines.diffusion import detect_single_file
+
+    assert detect_single_file(tiny_sd_single_file.checkpoint) == "v1"
+
+
+@pytest.mark.parametrize(
+    ("kind", "architecture", "pipeline", "prediction"),
+    [
+        ("sdxl", "SDXL", "StableDiffusionXLPipeline", "epsilon"),
+        ("sd2", "SD 2.x", "StableDiffusionPipeline", "v_prediction"),
+    ],
+)
+def test_a_single_file_of_each_architecture_loads_offline_as_its_folder_does(
+    request_fixture: pytest.FixtureRequest,
+    tmp_path: Path,
+    kind: str,
+    architecture: str,
+    pipeline: str,
+    prediction: str,
+) -> None:
+    tiny: Tiny = request_fixture.getfixturevalue(f"tiny_{kind}")
+    single = make_engine(tiny.checkpoint, tmp_path / "single", single_file_config=str(tiny.config))
+    folder = make_engine(tiny.folder, tmp_path / "folder")
+    try:
+        status = single.load()
+        assert status.architecture == architecture
+        assert status.describe() == f"{architecture} ready on cpu in float32"
+        assert type(single._pipe).__name__ == pipeline
+        assert single._pipe.scheduler.config.prediction_type == prediction
+        assert folder.load().architecture == architecture  # a folder says it too
+        (a,) = single.generate(request(steps=2)).images
+        (b,) = folder.generate(request(steps=2)).images
+        # every weight reached its place: the same pixels as the diffusers folder
+        assert np.array_equal(pixels(a.path), pixels(b.path))
+    finally:
+        single.unload()
+        folder.unload()
+
+
+@pytest.fixture
+def request_fixture(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
+    return request
+
+
+def test_the_decode_is_sdxls_own_with_its_latent_statistics(
+    tiny_sdxl: Tiny, tmp_path: Path
+) -> None:
+    """The tiny SDXL's VAE has latents_mean/latents_std: the engine's image (decoded only
+    when not cancelled) equals the pipeline's own decode of the same run."""
+    import torch
+
+    e = make_engine(tiny_sdxl.folder, tmp_path / "outputs")
+    try:
+        e.load()
+        (image,) = e.generate(request(steps=2, seed=5, negative_prompt="blurry")).images
+        own = e._pipe(
+            prompt=PROMPT,
+            negative_prompt="blurry",
+            width=64,
+            height=64,
+            num_inference_steps=2,
+            guidance_scale=7.5,
+            generator=torch.Generator("cpu").manual_seed(5),
+        ).images[0]
+        assert np.array_equal(pixels(image.path), np.asarray(own.convert("RGB")))
+    finally:
+        e.unload()
+
+
+def test_a_config_of_another_architecture_is_refused_naming_both(
+    tiny_sdxl: Tiny, tiny_sd_single_file: TinySingleFile, tmp_path: Path
+) -> None:
+    e = make_engine(
+        tiny_sdxl.checkpoint,
+        tmp_path / "outputs",
+        single_file_config=str(tiny_sd_single_file.config),
+    )
+    with pytest.raises(
+        DiffusionError, match=r"is SDXL but single_file_config .* StableDiffusionPipeline"
+    ):
+        e.load()
+    assert e.status.state == "failed" and not e.loaded
+
+
+def test_a_file_that_is_not_a_checkpoint_says_what_it_may_be(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "style.safetensors"
+    save_file({"lora_unet_down_blocks_0.lora_down.weight": torch.zeros(4, 4)}, str(lora))
+    e = make_engine(lora, tmp_path / "outputs")
+    with pytest.raises(DiffusionError, match=r"not a Stable Diffusion checkpoint.*\[paths\] loras"):
+        e.load()
 
 
 def test_unload_frees_the_pipeline(tiny_sd_folder: Path, tmp_path: Path) -> None:
