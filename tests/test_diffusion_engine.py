@@ -529,15 +529,122 @@ def test_every_scheduler_generates_and_counts_the_users_steps(
     assert steps[-1].preview is not None
 
 
-def test_a_long_prompt_says_it_was_truncated(engine: DiffusionEngine) -> None:
-    used, most = engine.prompt_tokens(PROMPT)
-    assert 0 < used < most == 77
-    long = " ".join(["fox"] * 120)
-    result = engine.generate(request(prompt=long, steps=1))
-    assert len(result.images) == 1
-    (note,) = result.notes
-    assert "the text encoder reads the first 77" in note and "ignored" in note
-    assert read_parameters(result.images[0].path).prompt == long  # recorded as asked
+# -- AUTOMATIC1111 prompts ---------------------------------------------------------------
+
+
+def _positions(tokenizer: Any, prompt: str, word: str) -> list[int]:
+    """Where ``word``'s tokens sit in ``prompt``'s encoding (start marker at 0)."""
+    ids = tokenizer(prompt).input_ids
+    sub = tokenizer(word, add_special_tokens=False).input_ids
+    for start in range(len(ids)):
+        if ids[start : start + len(sub)] == sub:
+            return list(range(start, start + len(sub)))
+    raise AssertionError(f"{word!r} not in {prompt!r}")
+
+
+def _changed_rows(a: Any, b: Any) -> list[int]:
+    import torch
+
+    assert a.shape == b.shape
+    return [int(i) for i in torch.nonzero((a[0] != b[0]).any(dim=-1)).flatten()]
+
+
+@pytest.fixture(scope="module")
+def sdxl_engine(
+    tiny_sdxl: Tiny, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DiffusionEngine]:
+    e = make_engine(tiny_sdxl.folder, tmp_path_factory.mktemp("sdxl-outputs"))
+    e.load()
+    yield e
+    e.unload()
+
+
+@pytest.mark.parametrize("which", ["engine", "sdxl_engine"])
+def test_a_weight_changes_the_embedding_where_it_says_and_only_there(
+    request_fixture: pytest.FixtureRequest, which: str
+) -> None:
+    e: DiffusionEngine = request_fixture.getfixturevalue(which)
+    assert e._encoder is not None
+    plain = e._encoder.encode("a red fox in the snow", "")
+    weighted = e._encoder.encode("a red (fox:1.3) in the snow", "")
+    where = _positions(e._pipe.tokenizer, "a red fox in the snow", "fox")
+    assert _changed_rows(plain["prompt_embeds"], weighted["prompt_embeds"]) == where
+    # (fox) is 1.1, ((fox)) 1.21: the same place, each further from the plain embedding
+    once = e._encoder.encode("a red (fox) in the snow", "")["prompt_embeds"]
+    twice = e._encoder.encode("a red ((fox)) in the snow", "")["prompt_embeds"]
+    base = plain["prompt_embeds"]
+    assert _changed_rows(base, once) == where == _changed_rows(base, twice)
+    d1, d2 = ((x - base)[0, where].norm() for x in (once, twice))
+    assert 0 < d1 < d2
+    # [fox] lowers it: the fox's rows move too
+    lower = e._encoder.encode("a red [fox] in the snow", "")["prompt_embeds"]
+    assert set(where) <= set(_changed_rows(base, lower))
+    # the negative prompt is read the same way
+    neg = e._encoder.encode("a fox", "(blurry:1.5), dark")["negative_prompt_embeds"]
+    neg_plain = e._encoder.encode("a fox", "blurry, dark")["negative_prompt_embeds"]
+    blurry = _positions(e._pipe.tokenizer, "blurry, dark", "blurry")
+    assert _changed_rows(neg_plain, neg) == blurry
+    if which == "sdxl_engine":  # both encoders (32 + 64 wide), and the pooled text
+        assert weighted["prompt_embeds"].shape[-1] == 96
+        assert weighted["pooled_prompt_embeds"].shape[-1] == 32
+
+
+def test_a_plain_prompt_is_encoded_exactly_as_diffusers_does(engine: DiffusionEngine) -> None:
+    import torch
+
+    assert engine._encoder is not None
+    ours = engine._encoder.encode("a photo of a cat", "blurry")
+    theirs = engine._pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
+    assert torch.equal(ours["prompt_embeds"], theirs[0])
+    assert torch.equal(ours["negative_prompt_embeds"], theirs[1])
+    # escaped brackets are the characters themselves, not weights
+    escaped = engine._encoder.encode(r"a \(photo\) of a cat", "")["prompt_embeds"]
+    literal = engine._pipe.encode_prompt("a (photo) of a cat", "cpu", 1, False)[0]
+    assert torch.equal(escaped, literal)
+
+
+def test_token_100_of_a_long_prompt_reaches_the_unet(engine: DiffusionEngine) -> None:
+    """Prompts past 75 tokens are read in chunks of 75, nothing is dropped: a word at
+    token 100 changes the text embedding's second chunk and the image."""
+    tokenizer = engine._pipe.tokenizer
+    words = ["cat", "dog"] * 60  # one token each
+    assert all(len(tokenizer(w, add_special_tokens=False).input_ids) == 1 for w in words)
+    changed = list(words)
+    changed[99] = "tree" if words[99] != "tree" else "sky"
+    long, other = " ".join(words), " ".join(changed)
+    assert engine._encoder is not None
+    a = engine._encoder.encode(long, "")["prompt_embeds"]
+    b = engine._encoder.encode(other, "")["prompt_embeds"]
+    assert a.shape[1] == 2 * 77  # two chunks, each with its start and end markers
+    # token 100 is the 25th of the second chunk (its start marker at 77)
+    assert _changed_rows(a, b)[0] >= 77
+    assert engine.prompt_tokens(long) == (120, 75)
+    first = engine.generate(request(prompt=long, steps=2))
+    second = engine.generate(request(prompt=other, steps=2))
+    assert first.notes == []  # nothing is cut, nothing to warn about
+    assert not np.array_equal(pixels(first.images[0].path), pixels(second.images[0].path))
+    assert read_parameters(first.images[0].path).prompt == long  # recorded as written
+
+
+def test_break_starts_a_new_chunk(engine: DiffusionEngine) -> None:
+    import torch
+
+    assert engine._encoder is not None
+    broken = engine._encoder.encode("a red fox BREAK in the snow", "")["prompt_embeds"]
+    alone = engine._encoder.encode("a red fox", "")["prompt_embeds"]
+    second = engine._encoder.encode("in the snow", "")["prompt_embeds"]
+    assert broken.shape[1] == 154
+    assert torch.equal(broken[:, :77], alone) and torch.equal(broken[:, 77:], second)
+    # a negative prompt of one chunk is padded to two with the empty prompt's
+    both = engine._encoder.encode("a red fox BREAK in the snow", "blurry")
+    assert both["negative_prompt_embeds"].shape == broken.shape
+
+
+def test_the_png_keeps_the_prompt_as_written(engine: DiffusionEngine) -> None:
+    prompt = r"a (red:1.3) fox, [snow], \(sic\) BREAK at night"
+    (image,) = engine.generate(request(prompt=prompt, steps=1, negative_prompt="(blurry)")).images
+    stored = read_parameters(image.path)
+    assert (stored.prompt, stored.negative_prompt) == (prompt, "(blurry)")
 
 
 # -- previews --------------------------------------------------------------------------
