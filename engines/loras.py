@@ -104,8 +104,9 @@ class Networks:
         self.embedding_folder = embeddings
         self.loaded: dict[str, str] = {}
         """LoRA name -> its adapter name, for those loaded into the pipeline now."""
-        self.inversions: set[str] = set()
-        """Embedding names loaded into the tokenizers (the prompt encoder reads this set)."""
+        self.inversions: dict[str, str] = {}
+        """Embedding name -> the token it was loaded as (``<name>``: a name may be a word
+        the tokenizer already has); the prompt encoder reads this."""
         self._inversion_hashes: dict[str, str] = {}
 
     # -- LoRAs ------------------------------------------------------------------------
@@ -180,6 +181,7 @@ class Networks:
 
     def _load_embedding(self, name: str, path: Path) -> None:
         pipe = self.pipe
+        token = f"<{name}>"
         try:
             state = _read_weights(path)
             xl = getattr(pipe, "text_encoder_2", None) is not None
@@ -190,11 +192,11 @@ class Networks:
                         "this model is SDXL"
                     )
                 pipe.load_textual_inversion(
-                    state["clip_l"], token=name, text_encoder=pipe.text_encoder,
+                    state["clip_l"], token=token, text_encoder=pipe.text_encoder,
                     tokenizer=pipe.tokenizer,
                 )  # fmt: skip
                 pipe.load_textual_inversion(
-                    state["clip_g"], token=name, text_encoder=pipe.text_encoder_2,
+                    state["clip_g"], token=token, text_encoder=pipe.text_encoder_2,
                     tokenizer=pipe.tokenizer_2,
                 )  # fmt: skip
             else:
@@ -203,7 +205,7 @@ class Networks:
                         f"embedding {name!r} is for SDXL (clip_l and clip_g vectors); "
                         "this model is not"
                     )
-                pipe.load_textual_inversion(state, token=name)
+                pipe.load_textual_inversion(state, token=token)
         except NetworkError:
             raise
         except Exception as exc:
@@ -211,7 +213,7 @@ class Networks:
             raise NetworkError(
                 f"embedding {name!r} ({path.name}) does not fit this model: {first[:300]}"
             ) from exc
-        self.inversions.add(name)
+        self.inversions[name] = token
         self._inversion_hashes[name] = short_hash(path)
         log.info("embedding loaded", extra={"embedding": name})
 

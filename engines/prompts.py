@@ -162,7 +162,7 @@ class PromptEncoder:
     """Text embeddings for a loaded SD 1.x/2.x or SDXL pipeline, from prompts in
     AUTOMATIC1111's syntax, as the pipeline's ``prompt_embeds`` arguments."""
 
-    def __init__(self, pipe: Any, inversions: set[str] | None = None) -> None:
+    def __init__(self, pipe: Any, inversions: dict[str, str] | None = None) -> None:
         from compel.embeddings_provider import (
             EmbeddingsProvider,
             ReturnedEmbeddingsType,
@@ -170,8 +170,8 @@ class PromptEncoder:
         )
 
         self.pipe = pipe
-        self.inversions = inversions if inversions is not None else set()
-        """Names of the textual-inversion embeddings loaded into the pipeline."""
+        self.inversions = inversions if inversions is not None else {}
+        """Textual-inversion embeddings loaded into the pipeline: name -> its token."""
         self.xl = getattr(pipe, "text_encoder_2", None) is not None
         # SD 1/2 read the text encoder's last, normalized layer; SDXL the penultimate layer
         # of both, not normalized (as each pipeline's encode_prompt does)
@@ -219,8 +219,11 @@ class PromptEncoder:
         import torch
 
         chunks = []
+        names = self._names()
         for segment in parsed.segments:
             texts = [t for t, _ in segment]
+            if names is not None:
+                texts = [names.sub(lambda m: self.inversions[m[0]], t) for t in texts]
             weights = [w for _, w in segment]
             per_encoder = [
                 p.get_embeddings_for_weighted_prompt_fragments(
@@ -236,6 +239,15 @@ class PromptEncoder:
         first = "".join(t for t, _ in parsed.segments[0])
         pooled = self.providers[1].get_pooled_embeddings([first], device=self.providers[1].device)
         return embeds, pooled.to(embeds.dtype)
+
+    def _names(self) -> re.Pattern[str] | None:
+        """The embeddings' names as whole words, to be replaced by their tokens."""
+        if not self.inversions:
+            return None
+        alternatives = "|".join(
+            re.escape(n) for n in sorted(self.inversions, key=len, reverse=True)
+        )
+        return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
 
     def _pad(self, a: Any, b: Any) -> tuple[Any, Any]:
         import torch
@@ -264,17 +276,17 @@ class _Inversions:
     """compel's hook for textual-inversion tokens of several vectors: the one token of
     ``name`` becomes the tokens ``name name_1 ...`` that diffusers added for it."""
 
-    def __init__(self, tokenizer: Any, names: set[str]) -> None:
+    def __init__(self, tokenizer: Any, names: dict[str, str]) -> None:
         self.tokenizer = tokenizer
         self.names = names
-        """The embeddings loaded (shared with whoever loads them)."""
+        """The embeddings loaded, name -> token (shared with whoever loads them)."""
 
     def expand_textual_inversion_token_ids_if_necessary(self, token_ids: list[int]) -> list[int]:
         if not self.names:
             return token_ids
         vocab = self.tokenizer.get_vocab()
         expand: dict[int, list[int]] = {}
-        for name in self.names:
+        for name in self.names.values():
             if name not in vocab:
                 continue
             ids = [vocab[name]]

@@ -849,3 +849,54 @@ def build_config_folder(folder: Path, dest: Path) -> Path:
         if (folder / component).is_dir():
             shutil.copytree(folder / component, dest / component, dirs_exist_ok=True)
     return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny LoRA and a tiny textual-inversion embedding for the tiny SD 1.x pipeline.
+# ---------------------------------------------------------------------------------------------
+
+
+def build_tiny_lora(folder: Path, dest: Path, *, seed: int = 1, rank: int = 4) -> Path:
+    """A random LoRA for the UNet of the pipeline folder ``folder``, written to ``dest`` in
+    kohya's key layout (``lora_unet_..._to_q.lora_down.weight`` with ``.alpha``), the layout
+    of the LoRAs people download and what ``load_lora_weights`` reads.
+
+    peft's ``LoraConfig`` on the attention projections, with ``init_lora_weights=False`` so
+    that both matrices are random (a fresh LoRA's B is zero and would change nothing).
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(
+            LoraConfig(
+                r=rank,
+                lora_alpha=rank,
+                target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                init_lora_weights=False,
+            )
+        )
+    state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in convert_state_dict_to_kohya(state).items()}, str(dest))
+    return dest
+
+
+def build_tiny_embedding(dest: Path, *, vectors: int = 2, seed: int = 3) -> Path:
+    """A random textual-inversion embedding for the tiny SD 1.x text encoder, in
+    AUTOMATIC1111's safetensors layout (``emb_params``: vectors x hidden size)."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {"emb_params": torch.randn(vectors, TEXT_HIDDEN_SIZE, generator=generator)}, str(dest)
+    )
+    return dest

@@ -647,6 +647,113 @@ def test_the_png_keeps_the_prompt_as_written(engine: DiffusionEngine) -> None:
     assert (stored.prompt, stored.negative_prompt) == (prompt, "(blurry)")
 
 
+# -- LoRAs and embeddings -------------------------------------------------------------
+
+
+class Networked:
+    def __init__(self, engine: DiffusionEngine, loras: Path, embeddings: Path) -> None:
+        self.engine, self.loras, self.embeddings = engine, loras, embeddings
+
+
+@pytest.fixture(scope="module")
+def networked(
+    tiny_sd_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Networked]:
+    """An engine on the tiny SD 1.x folder with two LoRAs and an embedding in its folders."""
+    from sd_fixtures import build_tiny_embedding, build_tiny_lora
+
+    root = tmp_path_factory.mktemp("networks")
+    build_tiny_lora(tiny_sd_folder, root / "loras" / "ink.safetensors", seed=1)
+    build_tiny_lora(tiny_sd_folder, root / "loras" / "styles" / "film grain.safetensors", seed=2)
+    build_tiny_embedding(root / "embeddings" / "sty.safetensors")
+    e = DiffusionEngine(
+        DiffusionSettings(model=str(tiny_sd_folder), device="cpu"),
+        root / "outputs",
+        loras=root / "loras",
+        embeddings=root / "embeddings",
+    )
+    e.load()
+    yield Networked(e, root / "loras", root / "embeddings")
+    e.unload()
+
+
+def _lora_layers(engine: DiffusionEngine) -> list[str]:
+    return [n for n, _ in engine._pipe.unet.named_modules() if "lora" in n.lower()]
+
+
+def test_a_lora_changes_the_image_and_without_it_the_base_image_is_back_exactly(
+    networked: Networked,
+) -> None:
+    e = networked.engine
+    assert e.lora_names() == ["film grain", "ink"]
+    (base,) = e.generate(request(steps=2)).images
+    (inked,) = e.generate(request(prompt=PROMPT + " <lora:ink:1>", steps=2)).images
+    assert _lora_layers(e)  # loaded through peft
+    assert not np.array_equal(pixels(base.path), pixels(inked.path))
+    (again,) = e.generate(request(steps=2)).images
+    assert _lora_layers(e) == []  # removed: the UNet has its own layers back
+    assert np.array_equal(pixels(base.path), pixels(again.path))
+    assert read_parameters(again.path).lora_hashes == ""
+
+
+def test_several_loras_at_once_with_their_weights_and_their_hashes(networked: Networked) -> None:
+    import hashlib
+
+    e = networked.engine
+    (one,) = e.generate(request(prompt="<lora:ink:0.8> " + PROMPT, steps=2)).images
+    (two,) = e.generate(
+        request(prompt="<lora:ink:0.8> <lora:film grain:0.5> " + PROMPT, steps=2)
+    ).images
+    assert not np.array_equal(pixels(one.path), pixels(two.path))
+    assert sorted(e._pipe.get_active_adapters()) == ["lora_film_grain", "lora_ink"]
+
+    # the hashes AUTOMATIC1111 writes: SHA-256 of the file after its safetensors header
+    def addnet(path: Path) -> str:
+        data = path.read_bytes()
+        return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little") :]).hexdigest()[:12]
+
+    stored = read_parameters(two.path)
+    ink = networked.loras / "ink.safetensors"
+    film = networked.loras / "styles" / "film grain.safetensors"
+    assert stored.lora_hashes == f"ink: {addnet(ink)}, film grain: {addnet(film)}"
+    text = Image.open(two.path).info["parameters"]
+    assert f'Lora hashes: "ink: {addnet(ink)}, film grain: {addnet(film)}"' in text
+    assert stored.prompt.startswith("<lora:ink:0.8> <lora:film grain:0.5>")  # as written
+    e.generate(request(steps=1))  # leave the shared engine without LoRAs
+
+
+def test_an_unknown_lora_is_named_with_the_ones_there(networked: Networked, tmp_path: Path) -> None:
+    e = networked.engine
+    e.outputs = tmp_path / "none"
+    with pytest.raises(
+        RequestError, match=r"LoRA 'inky' not found in .*loras \(LoRAs there: film grain, ink\)"
+    ):
+        e.generate(request(prompt="a fox <lora:inky:1>"))
+    assert files(tmp_path / "none") == []
+
+
+def test_an_embedding_is_used_by_its_name_and_recorded(networked: Networked) -> None:
+    import hashlib
+
+    import torch
+
+    e = networked.engine
+    assert e._encoder is not None
+    before = e._encoder.encode("a fox, sty", "")["prompt_embeds"]
+    (image,) = e.generate(request(prompt="a fox, sty", steps=1)).images
+    assert "sty" in e._networks.inversions  # type: ignore[union-attr]
+    after = e._encoder.encode("a fox, sty", "")["prompt_embeds"]
+    assert not torch.equal(before, after)
+    # two vectors: the name stands for two tokens of its own
+    vocab = e._pipe.tokenizer.get_vocab()
+    assert {"<sty>", "<sty>_1"} <= set(vocab)
+    digest = hashlib.sha256((networked.embeddings / "sty.safetensors").read_bytes()).hexdigest()
+    assert read_parameters(image.path).ti_hashes == f"sty: {digest[:12]}"
+    # a prompt without the name is as it was
+    (plain,) = e.generate(request(steps=1)).images
+    assert read_parameters(plain.path).ti_hashes == ""
+
+
 # -- previews --------------------------------------------------------------------------
 
 

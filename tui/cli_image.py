@@ -120,7 +120,14 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
             except StoreError as exc:
                 err(f"{exc}; {image.path.name} is not in the gallery")  # type: ignore[attr-defined]
 
-    engine = DiffusionEngine(settings.diffusion, outputs, settings.paths.cache, on_image=index)
+    engine = DiffusionEngine(
+        settings.diffusion,
+        outputs,
+        settings.paths.cache,
+        on_image=index,
+        loras=settings.paths.loras,
+        embeddings=settings.paths.embeddings,
+    )
     cancel = threading.Event()
     finished = threading.Event()
     outcome: dict[str, object] = {}
