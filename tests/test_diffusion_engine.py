@@ -754,6 +754,106 @@ def test_an_embedding_is_used_by_its_name_and_recorded(networked: Networked) -> 
     assert read_parameters(plain.path).ti_hashes == ""
 
 
+# -- img2img and the hires fix ------------------------------------------------------------
+
+
+def test_img2img_shares_every_module_of_the_loaded_pipeline(engine: DiffusionEngine) -> None:
+    text, image = engine._pipe, engine._img2img
+    assert type(image).__name__ == "StableDiffusionImg2ImgPipeline"
+    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        assert getattr(image, name) is getattr(text, name), name
+    params = {id(p) for m in (text.unet, text.vae, text.text_encoder) for p in m.parameters()}
+    both = {
+        id(p)
+        for pipe in (text, image)
+        for m in (pipe.unet, pipe.vae, pipe.text_encoder)
+        for p in m.parameters()
+    }
+    assert both == params  # no second copy of any weight
+
+
+def test_img2img_from_a_file_with_its_strength_and_seed(engine: DiffusionEngine) -> None:
+    (start,) = engine.generate(request(steps=2, seed=1)).images
+    steps: list[StepInfo] = []
+    light = request(init_image=str(start.path), strength=0.3, steps=10, seed=9)
+    (a,) = engine.generate(light, on_step=steps.append).images
+    assert [s.step for s in steps] == [1, 2, 3] and {s.steps for s in steps} == {3}
+    (b,) = engine.generate(light).images
+    assert np.array_equal(pixels(a.path), pixels(b.path))  # the seed makes it again
+    (heavy,) = engine.generate(replace(light, strength=1.0)).images
+    origin = pixels(start.path).astype(int)
+    near = np.abs(pixels(a.path).astype(int) - origin).mean()
+    far = np.abs(pixels(heavy.path).astype(int) - origin).mean()
+    assert 0 < near < far
+    stored = read_parameters(a.path)
+    assert (stored.denoising_strength, stored.seed, stored.steps) == (0.3, 9, 10)
+    assert "Denoising strength: 0.3" in Image.open(a.path).info["parameters"]
+
+
+def test_an_init_image_of_another_size_is_resized(engine: DiffusionEngine, tmp_path: Path) -> None:
+    other = tmp_path / "wide.png"
+    Image.new("RGB", (100, 40), (200, 30, 30)).save(other)
+    (image,) = engine.generate(request(init_image=str(other), strength=0.5, steps=2)).images
+    with Image.open(image.path) as im:
+        assert im.size == (64, 64)
+
+
+def test_a_file_that_is_not_an_image_is_refused(engine: DiffusionEngine, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(RequestError, match=r"init image notes\.png cannot be read"):
+        engine.generate(request(init_image=str(bad), strength=0.5))
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_hires_fix_makes_the_larger_image_and_records_it(
+    engine: DiffusionEngine, upscaler: str
+) -> None:
+    steps: list[StepInfo] = []
+    hires = request(steps=4, hires_scale=2.0, hires_strength=0.5, hires_upscaler=upscaler)
+    (image,) = engine.generate(hires, on_step=steps.append).images
+    with Image.open(image.path) as im:
+        assert im.size == (128, 128)
+        text = im.info["parameters"]
+    # 4 steps at 64x64, then 2 (4 x 0.5) at 128x128, counted as one run
+    assert [s.step for s in steps] == [1, 2, 3, 4, 5, 6] and {s.steps for s in steps} == {6}
+    assert "Size: 64x64" in text  # the first pass's size, as AUTOMATIC1111 records it
+    assert f"Denoising strength: 0.5, Hires upscale: 2, Hires upscaler: {upscaler}" in text
+    stored = read_parameters(image.path)
+    assert (stored.hires_upscale, stored.denoising_strength, stored.hires_steps) == (2, 0.5, None)
+    (again,) = engine.generate(replace(hires, hires_steps=6)).images
+    assert "Hires steps: 6" in Image.open(again.path).info["parameters"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"init_image": "x.png", "strength": 0.0}, "strength 0 is not allowed: use 0.01 to 1"),
+        ({"init_image": "/no/such.png"}, "init image /no/such.png is not a file"),
+        ({"hires_scale": 5.0}, "hires scale 5 is not allowed: use 1 (off) to 4"),
+        ({"hires_scale": 2.0, "hires_strength": 1.5}, "hires strength 1.5 is not allowed"),
+        ({"hires_scale": 2.0, "hires_upscaler": "ESRGAN"}, "hires upscaler 'ESRGAN' is unknown"),
+        ({"hires_scale": 2.0, "hires_steps": 200}, "hires steps 200 is not allowed: use 0"),
+        ({"width": 1024, "hires_scale": 3.0}, "hires scale 3 makes 3072x192, over 2048"),
+        ({"prompt": "a <lora:ink:9>"}, "LoRA 'ink' weight 9 is not allowed: use -5 to 5"),
+        ({"init_image": "x.png", "strength": 0.05, "steps": 10}, "leaves no step"),
+    ],
+)
+def test_the_new_fields_are_checked_naming_value_and_limits(
+    changes: dict[str, Any], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    with pytest.raises(RequestError, match=re.escape(expected)):
+        validate(request(**changes))
+
+
+def test_hires_fix_with_an_init_image_is_refused(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    with pytest.raises(RequestError, match="hires fix is for text-to-image"):
+        validate(request(init_image=str(tmp_path / "x.png"), hires_scale=2.0))
+
+
 # -- previews --------------------------------------------------------------------------
 
 
