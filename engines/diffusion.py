@@ -58,6 +58,9 @@ HIRES_UPSCALERS = ("Latent", "Lanczos")
 MAX_LORA_WEIGHT = 5.0
 """A LoRA's weight goes from minus this to this."""
 MAX_LORAS = 8
+VARIATION_STRENGTH = 0.35
+VARIATION_COUNT = 4
+"""Variations of an image: this many, img2img from it at this strength, new seeds."""
 PREVIEW_INTERVAL_S = 0.25
 """At most this often is a step preview made (each one copies the latents to the CPU)."""
 
