@@ -90,7 +90,7 @@ def test_bash_completion_knows_commands_and_options(tmp_path: Path) -> None:
         return
     probe = (
         f"{out}\n"
-        'COMP_WORDS=(llm-pessoal image --st); COMP_CWORD=2; _llm_pessoal; echo "${COMPREPLY[@]}"\n'
+        'COMP_WORDS=(llm-pessoal image --ste); COMP_CWORD=2; _llm_pessoal; echo "${COMPREPLY[@]}"\n'
         'COMP_WORDS=(llm-pessoal st); COMP_CWORD=1; _llm_pessoal; echo "${COMPREPLY[@]}"\n'
     )
     lines = subprocess.run(
