@@ -825,6 +825,21 @@ def test_hires_fix_makes_the_larger_image_and_records_it(
     assert "Hires steps: 6" in Image.open(again.path).info["parameters"]
 
 
+def test_sdxl_img2img_and_hires_fix_on_its_own_modules(sdxl_engine: DiffusionEngine) -> None:
+    e = sdxl_engine
+    assert type(e._img2img).__name__ == "StableDiffusionXLImg2ImgPipeline"
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer_2"):
+        assert getattr(e._img2img, name) is getattr(e._pipe, name), name
+    (big,) = e.generate(request(steps=2, hires_scale=2.0, hires_upscaler="Lanczos")).images
+    with Image.open(big.path) as im:
+        assert im.size == (128, 128)
+    (redrawn,) = e.generate(
+        request(steps=2, init_image=str(big.path), strength=0.5, width=96, height=96)
+    ).images
+    with Image.open(redrawn.path) as im:
+        assert im.size == (96, 96)
+
+
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [

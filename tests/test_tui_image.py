@@ -237,9 +237,7 @@ def test_image_screen_snapshot(
     )
 
 
-def test_image_screen_at_80x24_snapshot(
-    snap_compare, make_config: Callable[..., Path]
-) -> None:  # type: ignore[no-untyped-def]
+def test_image_screen_at_80x24_snapshot(snap_compare, make_config: Callable[..., Path]) -> None:  # type: ignore[no-untyped-def]
     """The form scrolls at 80x24: every field, the sampler and the gallery stay reachable."""
     config = make_config(diffusion={"model": "stable-diffusion-v1-5/stable-diffusion-v1-5"})
 
@@ -395,8 +393,13 @@ async def test_variations_and_start_from_in_the_gallery(
         assert s.query_one("#image-init", Input).value == str(first)
         s.query_one("#image-init", Input).value = ""
         await pilot.press("ctrl+b", "v")
-        await wait_for(pilot, lambda: s.generating, what="variations to start")
-        await wait_for(pilot, lambda: not s.generating, timeout=60, what="variations to end")
+        outputs = app.settings.paths.outputs
+        await wait_for(
+            pilot,
+            lambda: len(pngs(outputs)) == 5 and not s.generating,
+            timeout=60,
+            what="four variations",
+        )
         made = [p for p in pngs(app.settings.paths.outputs) if p != first]
         assert len(made) == 4
         params = [read_parameters(p) for p in made]

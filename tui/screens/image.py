@@ -420,13 +420,26 @@ class ImageScreen(Screen[None]):
         if self.generating:
             self.notify("An image is being generated: Esc stops it.", severity="warning")
             return
+        self.prepare_variations(image)
+
+    @work(thread=True, exclusive=True, group="import", exit_on_error=False)
+    def prepare_variations(self, image: StoredImage) -> None:
+        from PIL import Image
+
+        try:
+            with Image.open(image.path) as im:  # its real size: a hires fix made it larger
+                width, height = im.size
+        except OSError as exc:
+            self.app.call_from_thread(
+                self.notify, f"No variations: {exc}", severity="error", markup=False
+            )
+            return
         p = image.parameters
-        scale = p.hires_upscale or 1.0
         request = GenerationRequest(
             prompt=p.prompt,
             negative_prompt=p.negative_prompt,
-            width=int(p.width * scale) // 8 * 8,
-            height=int(p.height * scale) // 8 * 8,
+            width=width // 8 * 8,
+            height=height // 8 * 8,
             steps=p.steps,
             guidance=p.guidance,
             scheduler=p.scheduler if p.scheduler in SCHEDULER_NAMES else "Euler a",
@@ -434,6 +447,11 @@ class ImageScreen(Screen[None]):
             init_image=str(image.path),
             strength=VARIATION_STRENGTH,
         )
+        self.app.call_from_thread(self._start_variations, image, request)
+
+    def _start_variations(self, image: StoredImage, request: GenerationRequest) -> None:
+        if self.generating:
+            return
         try:
             request = validate(request, self.lp.diffusion.limits)
         except RequestError as exc:
