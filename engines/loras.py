@@ -70,6 +70,11 @@ def short_hash(path: Path, *, addnet: bool = False) -> str:
     return _HASHES[key]
 
 
+def _version(path: Path) -> tuple[Path, int, int]:
+    stat = path.stat()
+    return path, stat.st_size, stat.st_mtime_ns
+
+
 def _adapter_name(name: str) -> str:
     """A peft adapter name (no dots: they name modules) for a LoRA's file name."""
     return "lora_" + re.sub(r"\W", "_", name)
@@ -104,6 +109,8 @@ class Networks:
         self.embedding_folder = embeddings
         self.loaded: dict[str, str] = {}
         """LoRA name -> its adapter name, for those loaded into the pipeline now."""
+        self._versions: dict[str, tuple[Path, int, int]] = {}
+        """LoRA name -> (file, size, mtime) as loaded: a file replaced on disk is reloaded."""
         self.inversions: dict[str, str] = {}
         """Embedding name -> the token it was loaded as (``<name>``: a name may be a word
         the tokenizer already has); the prompt encoder reads this."""
@@ -127,8 +134,12 @@ class Networks:
                 f"(LoRAs there: {known})"
             )
         wanted = {u.name for u in uses}
-        stale = [name for name in self.loaded if name not in wanted]
-        if stale and not wanted:
+
+        def replaced(name: str) -> bool:
+            return name not in files or self._versions.get(name) != _version(files[name])
+
+        stale = [name for name in self.loaded if name not in wanted or replaced(name)]
+        if stale and len(stale) == len(self.loaded):
             self.pipe.unload_lora_weights()  # the model's own layers back, exactly
             self.loaded.clear()
         elif stale:
@@ -159,6 +170,7 @@ class Networks:
                 f"LoRA {name!r} ({path.name}) does not fit this model: {first[:300]}"
             ) from exc
         self.loaded[name] = adapter
+        self._versions[name] = _version(path)
         log.info("LoRA loaded", extra={"lora": name})
 
     # -- embeddings -------------------------------------------------------------------

@@ -722,6 +722,23 @@ def test_several_loras_at_once_with_their_weights_and_their_hashes(networked: Ne
     e.generate(request(steps=1))  # leave the shared engine without LoRAs
 
 
+def test_a_lora_replaced_on_disk_is_read_again(networked: Networked, tmp_path: Path) -> None:
+    from sd_fixtures import build_tiny_lora
+
+    e = networked.engine
+    path = networked.loras / "swap.safetensors"
+    build_tiny_lora(Path(e.model), path, seed=5)
+    try:
+        (first,) = e.generate(request(prompt=PROMPT + " <lora:swap:1>", steps=2)).images
+        build_tiny_lora(Path(e.model), path, seed=6)
+        (second,) = e.generate(request(prompt=PROMPT + " <lora:swap:1>", steps=2)).images
+        assert not np.array_equal(pixels(first.path), pixels(second.path))
+        assert read_parameters(first.path).lora_hashes != read_parameters(second.path).lora_hashes
+    finally:
+        path.unlink()
+        e.generate(request(steps=1))  # leave the shared engine without LoRAs
+
+
 def test_an_unknown_lora_is_named_with_the_ones_there(networked: Networked, tmp_path: Path) -> None:
     e = networked.engine
     e.outputs = tmp_path / "none"
@@ -752,6 +769,25 @@ def test_an_embedding_is_used_by_its_name_and_recorded(networked: Networked) -> 
     # a prompt without the name is as it was
     (plain,) = e.generate(request(steps=1)).images
     assert read_parameters(plain.path).ti_hashes == ""
+
+
+def test_an_sd_embedding_on_sdxl_is_refused_naming_it(
+    sdxl_engine: DiffusionEngine, tmp_path: Path
+) -> None:
+    from sd_fixtures import build_tiny_embedding
+
+    build_tiny_embedding(tmp_path / "embeddings" / "sty.safetensors")
+    e = sdxl_engine
+    assert e._networks is not None
+    before = e._networks.embedding_folder
+    e._networks.embedding_folder = tmp_path / "embeddings"
+    try:
+        with pytest.raises(RequestError, match=re.escape("embedding 'sty' is for SD 1.x/2.x")):
+            e.generate(request(prompt="a fox, sty"))
+        (image,) = e.generate(request(prompt="a fox", steps=1)).images  # others still work
+        assert read_parameters(image.path).ti_hashes == ""
+    finally:
+        e._networks.embedding_folder = before
 
 
 # -- img2img and the hires fix ------------------------------------------------------------
