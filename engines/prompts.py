@@ -11,8 +11,8 @@ The syntax (AUTOMATIC1111's "attention/emphasis"):
 
 The text is cut into weighted fragments here; compel (a maintained library) tokenizes them,
 splits prompts longer than 75 tokens into chunks of 75 each wrapped in start/end tokens and
-padded to 77, encodes each chunk and joins them, and applies the weights, as AUTOMATIC1111
-does. compel's own prompt syntax (``word+``, ``(word)1.3``) differs, so its parser is not
+padded to 77 (a full chunk ends after its last comma when that is at most 20 tokens back, as
+in AUTOMATIC1111), encodes each chunk and joins them, and applies the weights. compel's own prompt syntax (``word+``, ``(word)1.3``) differs, so its parser is not
 used: the fragments are handed to its embeddings provider directly.
 
 The weights are applied compel's way: a token's embedding moves from the empty prompt's by
@@ -26,6 +26,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+COMMA_BACKTRACK = 20
+"""A chunk that fills up ends after its last comma when that comma is at most this many
+tokens back, and the words after it start the next chunk (AUTOMATIC1111's default)."""
 
 ROUND = 1.1
 """What one pair of round brackets multiplies the attention by (square ones divide by it)."""
@@ -163,11 +167,7 @@ class PromptEncoder:
     AUTOMATIC1111's syntax, as the pipeline's ``prompt_embeds`` arguments."""
 
     def __init__(self, pipe: Any, inversions: dict[str, str] | None = None) -> None:
-        from compel.embeddings_provider import (
-            EmbeddingsProvider,
-            ReturnedEmbeddingsType,
-            SplitLongTextMode,
-        )
+        from compel.embeddings_provider import ReturnedEmbeddingsType, SplitLongTextMode
 
         self.pipe = pipe
         self.inversions = inversions if inversions is not None else {}
@@ -183,14 +183,15 @@ class PromptEncoder:
         pairs = [(pipe.tokenizer, pipe.text_encoder)]
         if self.xl:
             pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+        provider = _chunks_class()
         self.providers = [
-            EmbeddingsProvider(
+            provider(
                 tokenizer=tokenizer,
                 text_encoder=encoder,
                 textual_inversion_manager=_Inversions(tokenizer, self.inversions),
                 truncate=False,
                 returned_embeddings_type=kind,
-                # hard 75-token chunks, as AUTOMATIC1111's with its comma back-off at 0
+                # 75-token chunks; _chunks_class backs off to a comma as AUTOMATIC1111 does
                 split_long_text_mode=SplitLongTextMode.BRUTAL,
             )
             for tokenizer, encoder in pairs
@@ -270,6 +271,26 @@ class PromptEncoder:
             for segment in parsed.segments
             for t, _ in segment
         )
+
+
+def _chunks_class() -> Any:
+    """compel's embeddings provider, cutting long prompts where AUTOMATIC1111 does: at 75
+    tokens, or after the last comma when it is at most COMMA_BACKTRACK tokens back."""
+    from compel.embeddings_provider import EmbeddingsProvider
+
+    class A1111Chunks(EmbeddingsProvider):  # type: ignore[misc]
+        def _find_next_best_split_point(
+            self, token_ids: list[int], max_length: int, *args: Any, **kwargs: Any
+        ) -> int:
+            if len(token_ids) <= max_length:
+                return max_length
+            comma = self.tokenizer.convert_tokens_to_ids(",</w>")
+            for index in range(max_length - 1, max_length - 1 - COMMA_BACKTRACK, -1):
+                if index >= 0 and token_ids[index] == comma:
+                    return index + 1
+            return max_length
+
+    return A1111Chunks
 
 
 class _Inversions:

@@ -626,6 +626,26 @@ def test_token_100_of_a_long_prompt_reaches_the_unet(engine: DiffusionEngine) ->
     assert read_parameters(first.images[0].path).prompt == long  # recorded as written
 
 
+def test_a_full_chunk_ends_after_a_comma_up_to_20_tokens_back(engine: DiffusionEngine) -> None:
+    """AUTOMATIC1111's chunking: past 75 tokens, the words after the last comma (if it is
+    at most 20 tokens back) move to the next chunk whole; else the cut is at 75."""
+    import torch
+
+    assert engine._encoder is not None
+    encode = engine._encoder.encode
+    head, tail = " ".join(["cat"] * 70) + ",", " ".join(["dog"] * 10)
+    joined = encode(f"{head} {tail}", "")["prompt_embeds"]
+    assert joined.shape[1] == 154
+    assert torch.equal(joined[:, :77], encode(head, "")["prompt_embeds"])
+    assert torch.equal(joined[:, 77:], encode(tail, "")["prompt_embeds"])
+    # a comma 35 tokens back does not move anything: the cut is at 75 tokens
+    early = " ".join(["cat"] * 40) + ", " + " ".join(["dog"] * 50)
+    cut = encode(early, "")["prompt_embeds"]
+    words = early.split(" ")  # "cat" x 39, "cat,", "dog" x 50: 91 tokens
+    first = " ".join(words[:39]) + " cat, " + " ".join(["dog"] * 34)  # 75 tokens
+    assert torch.equal(cut[:, :77], encode(first, "")["prompt_embeds"])
+
+
 def test_break_starts_a_new_chunk(engine: DiffusionEngine) -> None:
     import torch
 
