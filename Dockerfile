@@ -54,7 +54,9 @@ RUN pip install --no-cache-dir /tmp/src \
 WORKDIR /app
 COPY docker/config.toml /app/config.toml
 RUN mkdir -p /app/outputs /app/logs /app/data /app/exports /app/cache \
-    && chown "${APP_UID}:${APP_GID}" /app/outputs /app/logs /app/data /app/exports /app/cache
+        /app/models/loras /app/models/embeddings \
+    && chown "${APP_UID}:${APP_GID}" /app/outputs /app/logs /app/data /app/exports /app/cache \
+        /app/models/loras /app/models/embeddings
 
 # TERM/COLORTERM: `docker run -t` sets TERM=xterm, which would give the TUI few colours;
 # docker-compose.yml passes the host terminal's own values through instead.

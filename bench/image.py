@@ -3,6 +3,9 @@
 1. The engine against bare diffusers on the same pipeline in the same run: seconds per
    image, and the engine's overhead (its step callback, the PNG with its metadata, the
    index) with and without step previews.
+1b. The same, interleaved, for plain prompts, img2img, a LoRA and a weighted prompt in
+   AUTOMATIC1111's syntax (bare diffusers gets the same words without the syntax), and the
+   prompt's parsing and encoding (compel) against diffusers' own ``encode_prompt``.
 2. The UI's responsiveness while an image generates on the CPU: keys typed into the form
    under a real pty, and the time until each shows on the emulated screen.
 3. With ``--sd15`` (meant for a GPU): SD 1.5's exact architecture with random weights,
@@ -173,6 +176,117 @@ def overhead(
     }
 
 
+WEIGHTED = "a (red:1.3) fox in the [snow], ((high quality)), detailed"
+WEIGHTED_PLAIN = "a red fox in the snow, high quality, detailed"
+
+
+def variants(device: str, folder: Path, steps: int, n: int) -> dict[str, Any]:
+    """Plain, img2img, LoRA and weighted prompts: the engine and bare diffusers in turn."""
+    import torch
+    from diffusers import AutoPipelineForImage2Image
+    from PIL import Image
+    from sd_fixtures import build_tiny_lora
+
+    work = Path(tempfile.mkdtemp(prefix="llmp-bench-variants-"))
+    lora = build_tiny_lora(folder, work / "loras" / "ink.safetensors")
+    init = work / "init.png"
+    Image.new("RGB", (64, 64), (180, 60, 40)).save(init)
+
+    def engine(**extra: Any) -> DiffusionEngine:
+        e = DiffusionEngine(
+            DiffusionSettings(model=str(folder), device=device), work / "outputs", **extra
+        )
+        e.load()
+        return e
+
+    main, with_lora = engine(), engine(loras=work / "loras")
+    bare = bare_pipeline(folder, device, main._pipe.dtype)
+    bare_i2i = AutoPipelineForImage2Image.from_pipe(bare)
+    bare_i2i.set_progress_bar_config(disable=True)
+    bare_lora = bare_pipeline(folder, device, main._pipe.dtype)
+    bare_lora.load_lora_weights(str(lora), adapter_name="ink")
+    bare_lora.set_adapters(["ink"], adapter_weights=[0.8])
+    base = GenerationRequest(
+        WEIGHTED_PLAIN, width=64, height=64, steps=steps, guidance=7.5, scheduler="Euler a"
+    )
+    image = Image.open(init).convert("RGB")
+
+    def gen(i: int) -> Any:
+        return torch.Generator("cpu").manual_seed(i)
+
+    common = {"width": 64, "height": 64, "num_inference_steps": steps, "guidance_scale": 7.5}
+    runs: dict[str, tuple[Any, Any]] = {
+        "plain": (
+            lambda i: bare(WEIGHTED_PLAIN, generator=gen(i), **common),
+            lambda i: main.generate(replace(base, seed=i)),
+        ),
+        "img2img": (
+            lambda i: bare_i2i(
+                WEIGHTED_PLAIN,
+                image=image,
+                strength=0.5,
+                generator=gen(i),
+                num_inference_steps=steps,
+                guidance_scale=7.5,
+            ),
+            lambda i: main.generate(replace(base, seed=i, init_image=str(init), strength=0.5)),
+        ),
+        "lora": (
+            lambda i: bare_lora(WEIGHTED_PLAIN, generator=gen(i), **common),
+            lambda i: with_lora.generate(
+                replace(base, prompt=WEIGHTED_PLAIN + " <lora:ink:0.8>", seed=i)
+            ),
+        ),
+        "weighted_prompt": (
+            lambda i: bare(WEIGHTED_PLAIN, generator=gen(i), **common),
+            lambda i: main.generate(replace(base, prompt=WEIGHTED, seed=i)),
+        ),
+    }
+    times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in runs}
+    for b, e in runs.values():  # warm each path once
+        b(0)
+        e(0)
+    for i in range(n):
+        for name, (b, e) in runs.items():
+            times[name][0].append(timed(device, lambda b=b, i=i: b(i)))
+            times[name][1].append(timed(device, lambda e=e, i=i: e(i)))
+    out: dict[str, Any] = {"device": device, "steps": steps, "images": n, "size": "64x64"}
+    for name, (b_list, e_list) in times.items():
+        b_med, e_med = statistics.median(b_list), statistics.median(e_list)
+        b_min, e_min = min(b_list), min(e_list)
+        out[name] = {
+            "bare_diffusers_s_per_image": round(b_med, 4),
+            "engine_s_per_image": round(e_med, 4),
+            "engine_overhead_pct": round(100 * (e_med - b_med) / b_med, 2),
+            # the fastest of each: what is left when the shared machine's noise is not
+            "engine_overhead_pct_of_fastest": round(100 * (e_min - b_min) / b_min, 2),
+        }
+    # the prompt alone: diffusers' encode_prompt against the engine's parse + compel
+    assert main._encoder is not None
+    encode: dict[str, list[float]] = {"bare": [], "plain": [], "weighted": []}
+    with torch.no_grad():
+        for _ in range(max(20, n * 4)):
+            encode["bare"].append(timed(device, lambda: bare.encode_prompt(
+                WEIGHTED_PLAIN, device, 1, True, ""
+            )))  # fmt: skip
+            encode["plain"].append(
+                timed(device, lambda: main._encoder.encode(WEIGHTED_PLAIN, ""))  # type: ignore[union-attr]
+            )
+            encode["weighted"].append(
+                timed(device, lambda: main._encoder.encode(WEIGHTED, ""))  # type: ignore[union-attr]
+            )
+    ms = {k: 1000 * statistics.median(v) for k, v in encode.items()}
+    out["prompt_encoding"] = {
+        "bare_encode_prompt_ms": round(ms["bare"], 2),
+        "engine_plain_prompt_ms": round(ms["plain"], 2),
+        "engine_weighted_prompt_ms": round(ms["weighted"], 2),
+        "weighted_over_bare_ms_per_image": round(ms["weighted"] - ms["bare"], 2),
+        "aim_ms": 5,
+    }
+    out["aim_overhead_pct"] = 3
+    return out
+
+
 def responsiveness(folder: Path, keys: int) -> dict[str, Any]:
     """Keys typed into the form while the CPU generates: time until each is on screen."""
     from common import APP, Terminal, clean_env, tempdir
@@ -225,6 +339,7 @@ def main() -> None:
     parser.add_argument("--sd15", action="store_true", help="SD 1.5's architecture (for a GPU)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-ui", action="store_true")
+    parser.add_argument("--skip-variants", action="store_true")
     args = parser.parse_args()
 
     from engines.diffusion import resolve_device
@@ -246,6 +361,9 @@ def main() -> None:
         req = GenerationRequest("a red fox in the snow", width=64, height=64, steps=args.steps)
         log(f"engine against bare diffusers, tiny pipeline, {args.n} images each")
         result["tiny_pipeline"] = overhead(device, folder, req, args.n)
+        if not args.skip_variants:
+            log("plain, img2img, LoRA and weighted prompts, engine and bare diffusers in turn")
+            result["tiny_variants"] = variants(device, folder, args.steps, args.n)
         if not args.skip_ui and device == "cpu":
             log("the UI's responsiveness while generating on the CPU")
             result["ui_while_generating"] = responsiveness(folder, args.keys)

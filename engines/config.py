@@ -245,6 +245,14 @@ class PathSettings:
         default=Path("exports"), metadata=_spec("Conversations exported to Markdown.", path=True)
     )
     cache: Path = field(default=Path("cache"), metadata=_spec("Model cache (HF_HOME).", path=True))
+    loras: Path = field(
+        default=Path("models/loras"),
+        metadata=_spec("LoRA files, used in a prompt as <lora:name:weight>.", path=True),
+    )
+    embeddings: Path = field(
+        default=Path("models/embeddings"),
+        metadata=_spec("Textual-inversion embeddings, used in a prompt by name.", path=True),
+    )
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from engines.limits import (
     IMAGE_STEPS,
     image_side_help,
 )
+from engines.loras import Applied, NetworkError, Networks
+from engines.prompts import PromptEncoder, PromptError, parse_prompt
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,6 +56,20 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 MAX_STEPS = int(IMAGE_STEPS.hi)
 MAX_GUIDANCE = IMAGE_GUIDANCE.hi
 MAX_COUNT = int(IMAGE_COUNT.hi)
+MIN_STRENGTH = 0.01
+MAX_STRENGTH = 1.0
+"""img2img and hires-fix denoising strength: how much of the starting image is redrawn."""
+MIN_HIRES_SCALE = 1.0
+MAX_HIRES_SCALE = 4.0
+"""Hires fix: the factor from the base size to the final one (1 is off)."""
+HIRES_UPSCALERS = ("Latent", "Lanczos")
+"""Hires fix: upscale the latents (bilinear), or the decoded image (Lanczos)."""
+MAX_LORA_WEIGHT = 5.0
+"""A LoRA's weight goes from minus this to this."""
+MAX_LORAS = 8
+VARIATION_STRENGTH = 0.35
+VARIATION_COUNT = 4
+"""Variations of an image: this many, img2img from it at this strength, new seeds."""
 PREVIEW_INTERVAL_S = 0.25
 """At most this often is a step preview made (each one copies the latents to the CPU)."""
 ROOM_MARGIN_BYTES = 1_500_000_000
@@ -105,6 +121,28 @@ class GenerationRequest:
     seed: int | None = None
     scheduler: str = "Euler a"
     count: int = 1
+    init_image: str = ""
+    """A PNG/JPEG to start from (img2img); resized to width x height. Empty: from noise."""
+    strength: float = 0.75
+    """img2img: how much of ``init_image`` is redrawn (1 is all of it)."""
+    hires_scale: float = 1.0
+    """Hires fix: above 1, make the image at width x height, upscale it by this factor, then
+    redraw it at the larger size with ``hires_strength``."""
+    hires_strength: float = 0.5
+    hires_steps: int = 0
+    """Hires fix: steps of the second pass (0: the same as ``steps``)."""
+    hires_upscaler: str = "Latent"
+
+    @property
+    def hires(self) -> bool:
+        return self.hires_scale > 1.0
+
+    def hires_size(self, multiple: int = 8) -> tuple[int, int]:
+        """The hires fix's final size: width and height times the factor, down to a multiple."""
+        return (
+            int(self.width * self.hires_scale) // multiple * multiple,
+            int(self.height * self.hires_scale) // multiple * multiple,
+        )
 
 
 @dataclass(frozen=True)
@@ -151,9 +189,79 @@ def validate(request: GenerationRequest, limits: SizeLimits = SizeLimits()) -> G
     for name in ("prompt", "negative_prompt"):
         if "\x00" in getattr(request, name):
             problems.append(f"the {name.replace('_', ' ')} holds a NUL character: remove it")
+    problems.extend(_check_new(request, limits))
     if problems:
         raise RequestError("; ".join(problems))
     return request
+
+
+def _check_new(request: GenerationRequest, limits: SizeLimits) -> list[str]:
+    """img2img, hires fix and LoRAs, checked against the limits above."""
+    from engines.prompts import PromptError, take_loras
+
+    problems = []
+
+    def strength(name: str, value: float) -> None:
+        if not MIN_STRENGTH <= value <= MAX_STRENGTH or math.isnan(value):
+            problems.append(
+                f"{name} {value:g} is not allowed: use {MIN_STRENGTH:g} to {MAX_STRENGTH:g}"
+            )
+
+    if request.init_image:
+        path = Path(request.init_image).expanduser()
+        if not path.is_file():
+            problems.append(f"init image {request.init_image} is not a file: give a PNG or JPEG")
+        strength("strength", request.strength)
+        if request.strength * request.steps < 1:
+            problems.append(
+                f"strength {request.strength:g} of {request.steps} steps leaves no step: "
+                f"raise the strength to {1 / request.steps:.2g} or more, or the steps"
+            )
+    if not MIN_HIRES_SCALE <= request.hires_scale <= MAX_HIRES_SCALE or math.isnan(
+        request.hires_scale
+    ):
+        problems.append(
+            f"hires scale {request.hires_scale:g} is not allowed: use {MIN_HIRES_SCALE:g} "
+            f"(off) to {MAX_HIRES_SCALE:g}"
+        )
+    elif request.hires:
+        if request.init_image:
+            problems.append("hires fix is for text-to-image: leave it off with an init image")
+        strength("hires strength", request.hires_strength)
+        if not 0 <= request.hires_steps <= MAX_STEPS:
+            problems.append(
+                f"hires steps {request.hires_steps} is not allowed: use 0 (as steps) to {MAX_STEPS}"
+            )
+        if request.hires_upscaler not in HIRES_UPSCALERS:
+            problems.append(
+                f"hires upscaler {request.hires_upscaler!r} is unknown: use "
+                + " or ".join(HIRES_UPSCALERS)
+            )
+        width, height = request.hires_size(limits.multiple)
+        if max(width, height) > limits.maximum:
+            problems.append(
+                f"hires scale {request.hires_scale:g} makes {width}x{height}, over "
+                f"{limits.maximum}: lower the scale or the size"
+            )
+        second = request.hires_steps or request.steps
+        if request.hires_strength * second < 1 and not problems:
+            problems.append(
+                f"hires strength {request.hires_strength:g} of {second} steps leaves no step"
+            )
+    try:
+        _, loras = take_loras(request.prompt)
+    except PromptError as exc:
+        problems.append(str(exc))
+    else:
+        if len(loras) > MAX_LORAS:
+            problems.append(f"{len(loras)} LoRAs named: use at most {MAX_LORAS}")
+        for lora in loras:
+            if not -MAX_LORA_WEIGHT <= lora.weight <= MAX_LORA_WEIGHT or math.isnan(lora.weight):
+                problems.append(
+                    f"LoRA {lora.name!r} weight {lora.weight:g} is not allowed: "
+                    f"use {-MAX_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g}"
+                )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -165,10 +273,13 @@ class EngineStatus:
     detail: str = ""
     progress: float = 0.0
     memory_bytes: int = 0
+    architecture: str = ""
+    """What the model is ("SD 1.x", "SD 2.x", "SDXL"), once it is read."""
 
     def describe(self) -> str:
         if self.state == "ready":
-            return f"ready on {self.device} in {self.dtype}"
+            what = f"{self.architecture} " if self.architecture else ""
+            return f"{what}ready on {self.device} in {self.dtype}"
         if self.state == "loading":
             return f"loading ({self.progress:.0%}): {self.detail}"
         if self.state == "failed":
@@ -262,6 +373,160 @@ def latents_to_rgb(latents: Any, matrix: tuple[tuple[float, ...], ...]) -> Image
     return Image.fromarray(pixels, mode="RGB")
 
 
+SINGLE_FILE_ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "v1": ("StableDiffusionPipeline", "SD 1.x"),
+    "v2": ("StableDiffusionPipeline", "SD 2.x"),
+    "xl_base": ("StableDiffusionXLPipeline", "SDXL"),
+    "playground-v2-5": ("StableDiffusionXLPipeline", "SDXL (Playground v2.5)"),
+}
+"""diffusers' single-file model types this app makes images with: (pipeline, what to call it)."""
+
+_OTHER_KINDS = {
+    "inpainting": "an SD 1.x inpainting model",
+    "inpainting_v2": "an SD 2.x inpainting model",
+    "xl_inpaint": "an SDXL inpainting model",
+    "xl_refiner": "an SDXL refiner (it refines images, it does not make them)",
+    "upscale": "an upscaler",
+}
+
+
+def checkpoint_shapes(path: Path) -> dict[str, Any]:
+    """Every key of a checkpoint file and an object with its ``shape``, read cheaply: the
+    safetensors header only; a ``.ckpt`` is unpickled (weights only, memory-mapped)."""
+    from types import SimpleNamespace
+
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        shapes: dict[str, Any] = {}
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                shapes[key] = SimpleNamespace(shape=tuple(f.get_slice(key).get_shape()))
+        return shapes
+    import torch
+
+    data: Any = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    while isinstance(data, dict) and "state_dict" in data:
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise DiffusionError(f"{path.name} holds no weights dictionary")
+    return {
+        k: SimpleNamespace(shape=tuple(v.shape)) for k, v in data.items() if hasattr(v, "shape")
+    }
+
+
+def detect_single_file(path: Path) -> str:
+    """diffusers' model type of a checkpoint file ("v1", "v2", "xl_base"...), found from
+    its keys by diffusers' own single-file detection; DiffusionError for one this app does
+    not make images with, naming what it is."""
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    try:
+        shapes = checkpoint_shapes(path)
+    except DiffusionError:
+        raise
+    except Exception as exc:
+        raise DiffusionError(f"a weights file of {path.name} is damaged: {exc}") from exc
+    if not any(key.startswith("model.diffusion_model.") for key in shapes):
+        raise DiffusionError(
+            f"{path.name} is not a Stable Diffusion checkpoint (it has no model.diffusion_model "
+            "weights); a LoRA goes in [paths] loras, an embedding in [paths] embeddings"
+        )
+    kind = str(infer_diffusers_model_type(shapes))  # type: ignore[no-untyped-call]
+    if kind not in SINGLE_FILE_ARCHITECTURES:
+        what = _OTHER_KINDS.get(kind, f"a {kind} model")
+        raise DiffusionError(
+            f"{path.name} is {what}; single files of SD 1.x, SD 2.x and SDXL make images here"
+        )
+    return kind
+
+
+def _check_config_matches(folder: Path, kind: str) -> None:
+    """single_file_config must be a folder of the checkpoint's architecture."""
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # diffusers says what is missing
+    wanted, label = SINGLE_FILE_ARCHITECTURES[kind]
+    found = str(index.get("_class_name", ""))
+    if ("XL" in found) != ("XL" in wanted):
+        raise DiffusionError(
+            f"the checkpoint is {label} but single_file_config ({folder}) is for {found}: "
+            f"point it at a {label} folder, or leave it empty"
+        )
+
+
+def architecture_of(pipe: Any) -> str:
+    """What a loaded pipeline is: SDXL, SD 2.x (a 1024-wide text encoder, or v-prediction)
+    or SD 1.x."""
+    if "XL" in type(pipe).__name__:
+        return "SDXL"
+    encoder = getattr(pipe, "text_encoder", None)
+    hidden = getattr(getattr(encoder, "config", None), "hidden_size", 0)
+    prediction = getattr(pipe.scheduler.config, "prediction_type", "epsilon")
+    return "SD 2.x" if hidden == 1024 or prediction == "v_prediction" else "SD 1.x"
+
+
+def _steps_run(steps: int, strength: float) -> int:
+    """The steps a pass runs: all of them from noise, ``steps x strength`` from an image
+    (as diffusers' img2img counts them)."""
+    return min(int(steps * strength), steps)
+
+
+class _Progress:
+    """The pipeline's step callback: cancels at the next step, counts the user's steps
+    over both passes of a hires fix, and makes a preview at most every PREVIEW_INTERVAL_S."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        index: int,
+        total: int,
+        on_step: Callable[[StepInfo], None] | None,
+        cancel: threading.Event,
+        matrix: tuple[tuple[float, ...], ...],
+    ) -> None:
+        self.request = request
+        self.index = index
+        self.total = total
+        self.on_step = on_step
+        self.cancel = cancel
+        self.matrix = matrix
+        self.started = time.perf_counter()
+        self.last_preview = 0.0
+        self.reported = 0
+        self.offset = 0
+        """Steps done by earlier passes."""
+        self.planned = total
+        """Steps of this pass, as the user counts them."""
+
+    def __call__(self, p: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.cancel.is_set():
+            p._interrupt = True
+            return kwargs
+        # second-order samplers (Heun) run more model calls than steps: count the
+        # user's steps, so that step <= steps and the last one is steps
+        calls = max(1, int(getattr(p, "num_timesteps", 0) or self.planned))
+        done = self.offset + (i + 1) * self.planned // calls
+        if self.on_step is not None and done > self.reported:
+            self.reported = done
+            now = time.perf_counter()
+            preview = None
+            if now - self.last_preview >= PREVIEW_INTERVAL_S or done == self.total:
+                self.last_preview = now
+                preview = latents_to_rgb(kwargs["latents"][0], self.matrix)
+            self.on_step(
+                StepInfo(
+                    self.index, self.request.count, done, self.total, now - self.started, preview
+                )
+            )
+            if self.cancel.is_set():  # cancelled from the callback: no further step
+                p._interrupt = True
+        return kwargs
+
+
 class DiffusionEngine:
     """One text-to-image pipeline: load it, generate with it, unload it."""
 
@@ -273,6 +538,8 @@ class DiffusionEngine:
         *,
         make_room: Callable[[], list[str]] | None = None,
         on_image: Callable[[GeneratedImage], None] | None = None,
+        loras: Path | None = None,
+        embeddings: Path | None = None,
     ) -> None:
         self.settings = settings
         self.outputs = outputs
@@ -283,15 +550,21 @@ class DiffusionEngine:
         self.on_image = on_image
         """Called with every image saved (the app indexes it in its store)."""
         self._pipe: Any = None
+        self._img2img: Any = None
+        """The image-to-image pipeline over the same modules as ``_pipe`` (``from_pipe``)."""
+        self._networks: Networks | None = None
+        self._encoder: PromptEncoder | None = None
+        self.lora_folder = loras
+        self.embedding_folder = embeddings
         self._lock = threading.RLock()
         self._status = EngineStatus(model=settings.model)
         self._matrix = LATENT_RGB_SD15
         self.limits = SizeLimits()
         self.model = settings.model
         self.notes: list[str] = []
+        """What the engine did on its own (unloading Ollama's models, say), to tell."""
         for stale in remove_stale_temporaries(outputs):
             log.warning("removed a temporary file left by an interrupted save: %s", stale.name)
-        """What the engine did on its own (unloading Ollama's models, say), to tell."""
         self._base_scheduler: Any = None
         self._scheduler_name = ""
 
@@ -349,17 +622,21 @@ class DiffusionEngine:
                     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
                 step(0.2, f"reading {model}")
                 pipe = self._read(model, dtype)
+                architecture = architecture_of(pipe)
+                self._set(architecture=architecture)
                 step(0.6, f"preparing for {device}")
                 self._prepare(pipe, device, dtype, step)
                 self._pipe = pipe
-                self._matrix = LATENT_RGB_SDXL if "XL" in type(pipe).__name__ else LATENT_RGB_SD15
+                self._attach(pipe)
+                xl = architecture.startswith("SDXL")
+                self._matrix = LATENT_RGB_SDXL if xl else LATENT_RGB_SD15
                 self._base_scheduler = pipe.scheduler
                 self._scheduler_name = ""
                 factor = int(getattr(pipe, "vae_scale_factor", 8) or 8)
                 self.limits = SizeLimits(
                     multiple=max(8, factor),
                     minimum=int(IMAGE_SIDE.lo),
-                    maximum=int((IMAGE_SIDE_XL if "XL" in type(pipe).__name__ else IMAGE_SIDE).hi),
+                    maximum=int((IMAGE_SIDE_XL if xl else IMAGE_SIDE).hi),
                 )
                 step(
                     0.85,
@@ -405,8 +682,18 @@ class DiffusionEngine:
             self._fail(failure)
             raise DiffusionError(failure)
 
+    def _attach(self, pipe: Any) -> None:
+        """What works beside the text-to-image pipeline, sharing its modules: img2img,
+        the LoRAs and embeddings, the prompt encoder."""
+        from diffusers import AutoPipelineForImage2Image
+
+        self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+        self._img2img.set_progress_bar_config(disable=True)
+        self._networks = Networks(pipe, self.lora_folder, self.embedding_folder)
+        self._encoder = PromptEncoder(pipe, self._networks.inversions)
+
     def _fail(self, message: str) -> None:
-        self._pipe = None
+        self._pipe = self._img2img = self._networks = self._encoder = None
         self._release(dropped=True)
         self._set(state="failed", detail=message, progress=0.0)
         log.error("diffusion pipeline failed to load: %s", message)
@@ -442,21 +729,7 @@ class DiffusionEngine:
         if looks_local and not path.exists():
             raise DiffusionError(f"model path {path} does not exist")
         if path.is_file():
-            if path.suffix not in (".safetensors", ".ckpt"):
-                raise DiffusionError(
-                    f"{path.name}: a single-file model must be .safetensors or .ckpt"
-                )
-            from diffusers import StableDiffusionPipeline
-
-            config = self.settings.single_file_config
-            kwargs = dict(common)
-            if config:
-                local = Path(config).expanduser()
-                kwargs["config"] = str(local) if local.exists() else config
-                kwargs["local_files_only"] = local.exists()
-            return StableDiffusionPipeline.from_single_file(
-                str(path), safety_checker=None, requires_safety_checker=False, **kwargs
-            )
+            return self._read_single_file(path, common)
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise DiffusionError(
@@ -469,6 +742,29 @@ class DiffusionEngine:
             requires_safety_checker=False,
             **common,
         )
+
+    def _read_single_file(self, path: Path, common: dict[str, Any]) -> Any:
+        """One checkpoint file: its architecture found from its keys, then the pipeline of
+        that architecture, configured from ``single_file_config`` when set (else from the
+        hub's configs of the architecture's reference model)."""
+        import diffusers
+
+        if path.suffix not in (".safetensors", ".ckpt"):
+            raise DiffusionError(f"{path.name}: a single-file model must be .safetensors or .ckpt")
+        kind = detect_single_file(path)
+        class_name, _label = SINGLE_FILE_ARCHITECTURES[kind]
+        cls = getattr(diffusers, class_name)
+        kwargs = dict(common)
+        config = self.settings.single_file_config
+        if config:
+            local = Path(config).expanduser()
+            if local.exists():
+                _check_config_matches(local, kind)
+            kwargs["config"] = str(local) if local.exists() else config
+            kwargs["local_files_only"] = local.exists()
+        if class_name == "StableDiffusionPipeline":
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        return cls.from_single_file(str(path), **kwargs)
 
     def _prepare(
         self, pipe: Any, device: str, dtype: Any, step: Callable[[float, str], None]
@@ -551,8 +847,12 @@ class DiffusionEngine:
         """One short run, so the first real image is not slowed by one-off work."""
         size = self.limits.minimum if device == "cpu" else 512
         steps = 1 if not self._fast(device) else 2
-        self._run(
-            GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0),
+        request = GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0)
+        assert self._encoder is not None
+        self._make(
+            request,
+            self._encoder.encode(request.prompt, ""),
+            None,
             seed=0,
             cancel=threading.Event(),
             on_step=None,
@@ -564,9 +864,16 @@ class DiffusionEngine:
         """Free the pipeline and the memory it held."""
         with self._lock:
             self._pipe = None
+            self._img2img = self._networks = self._encoder = None
             self._release(dropped=True)
             self._set(
-                state="not loaded", device="", dtype="", detail="", progress=0.0, memory_bytes=0
+                state="not loaded",
+                device="",
+                dtype="",
+                detail="",
+                progress=0.0,
+                memory_bytes=0,
+                architecture="",
             )
 
     @staticmethod
@@ -608,12 +915,20 @@ class DiffusionEngine:
     # -- generating ----------------------------------------------------------------
 
     def prompt_tokens(self, prompt: str) -> tuple[int, int]:
-        """(tokens in the prompt, the most the text encoder reads)."""
+        """(tokens in the prompt without its syntax, the tokens of one chunk). Longer
+        prompts are read in chunks, none of it is dropped."""
         tokenizer = getattr(self._pipe, "tokenizer", None)
-        if tokenizer is None:
+        if tokenizer is None or self._encoder is None:
             return 0, 0
-        ids = tokenizer(prompt, truncation=False).input_ids
-        return len(ids), int(tokenizer.model_max_length)
+        try:
+            used = self._encoder.token_count(prompt)
+        except PromptError:
+            used = 0
+        return used, int(tokenizer.model_max_length) - 2
+
+    def lora_names(self) -> list[str]:
+        """The LoRAs in [paths] loras, by the names a prompt uses."""
+        return Networks(None, self.lora_folder, None).lora_names()
 
     def generate(
         self,
@@ -632,12 +947,8 @@ class DiffusionEngine:
             request = validate(request, self.limits)
             result = GenerationResult(notes=list(self.notes))
             self.notes.clear()
-            used, most = self.prompt_tokens(request.prompt)
-            if most and used > most:
-                result.notes.append(
-                    f"the prompt is {used} tokens long; the text encoder reads the first {most}, "
-                    "the rest is ignored"
-                )
+            applied, conditioning = self._condition(request)
+            init = self._init_image(request)
             base = (
                 request.seed if request.seed is not None else secrets.randbelow(2**32 - MAX_COUNT)
             )
@@ -648,21 +959,19 @@ class DiffusionEngine:
                     break
                 seed = (base + index) % 2**32
                 started = time.perf_counter()
-                image = self._run(request, seed=seed, cancel=cancel, on_step=on_step, index=index)
+                image = self._make(
+                    request,
+                    conditioning,
+                    init,
+                    seed=seed,
+                    cancel=cancel,
+                    on_step=on_step,
+                    index=index,
+                )
                 if image is None:
                     result.cancelled = True
                     break
-                parameters = ImageParameters(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt,
-                    width=request.width,
-                    height=request.height,
-                    steps=request.steps,
-                    guidance=request.guidance,
-                    seed=seed,
-                    scheduler=request.scheduler,
-                    model=model_name(self.model),
-                )
+                parameters = self._parameters(request, seed, applied)
                 try:
                     path = save_png(image, self.outputs, parameters, datetime.now())
                 except OSError as exc:
@@ -678,6 +987,62 @@ class DiffusionEngine:
                 log.debug("image saved", extra={"path": str(path)})
             return result
 
+    def _condition(self, request: GenerationRequest) -> tuple[Applied, dict[str, Any]]:
+        """The prompt's LoRAs and embeddings applied, and its text embeddings (made once
+        for all the request's images)."""
+        assert self._networks is not None and self._encoder is not None
+        try:
+            parsed = parse_prompt(request.prompt)
+            loras = self._networks.use_loras(parsed.loras)
+            embeddings = self._networks.use_embeddings(request.prompt, request.negative_prompt)
+            conditioning = self._encoder.encode(request.prompt, request.negative_prompt)
+        except (PromptError, NetworkError) as exc:
+            raise RequestError(str(exc)) from exc
+        return Applied(loras, embeddings), conditioning
+
+    def _init_image(self, request: GenerationRequest) -> Image.Image | None:
+        if not request.init_image:
+            return None
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(request.init_image).expanduser()
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise RequestError(f"init image {path.name} cannot be read: {exc}") from exc
+        if image.size != (request.width, request.height):
+            image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
+        return image
+
+    def _parameters(
+        self, request: GenerationRequest, seed: int, applied: Applied
+    ) -> ImageParameters:
+        hires = request.hires
+        return ImageParameters(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            width=request.width,
+            height=request.height,
+            steps=request.steps,
+            guidance=request.guidance,
+            seed=seed,
+            scheduler=request.scheduler,
+            model=model_name(self.model),
+            denoising_strength=(
+                request.hires_strength
+                if hires
+                else request.strength
+                if request.init_image
+                else None
+            ),
+            hires_upscale=request.hires_scale if hires else None,
+            hires_steps=request.hires_steps if hires and request.hires_steps else None,
+            hires_upscaler=request.hires_upscaler if hires else "",
+            lora_hashes=applied.lora_hashes,
+            ti_hashes=applied.ti_hashes,
+        )
+
     def _use_scheduler(self, name: str) -> None:
         """Switch the pipeline's sampler, built from the model's own scheduler config."""
         if name == self._scheduler_name:
@@ -686,12 +1051,17 @@ class DiffusionEngine:
 
         class_name, extra = SCHEDULERS[name]
         cls = getattr(diffusers, class_name)
-        self._pipe.scheduler = cls.from_config(self._base_scheduler.config, **extra)
+        scheduler = cls.from_config(self._base_scheduler.config, **extra)
+        self._pipe.scheduler = scheduler
+        if self._img2img is not None:
+            self._img2img.scheduler = scheduler
         self._scheduler_name = name
 
-    def _run(
+    def _make(
         self,
         request: GenerationRequest,
+        conditioning: dict[str, Any],
+        init: Image.Image | None,
         *,
         seed: int,
         cancel: threading.Event,
@@ -699,55 +1069,84 @@ class DiffusionEngine:
         index: int,
         decode: bool = True,
     ) -> Image.Image | None:
-        """One image, or None when cancelled."""
+        """One image (img2img, text-to-image, or text-to-image then the hires fix), or
+        None when cancelled."""
         import torch
 
-        pipe = self._pipe
-        started = time.perf_counter()
-        last_preview = 0.0
-        reported = 0
-        matrix = self._matrix
-
-        def step_end(p: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            nonlocal last_preview, reported
-            if cancel.is_set():
-                p._interrupt = True
-                return kwargs
-            # second-order samplers (Heun) run more model calls than steps: count the
-            # user's steps, so that step <= steps and the last one is steps
-            calls = max(1, int(getattr(p, "num_timesteps", 0) or request.steps))
-            done = (i + 1) * request.steps // calls
-            if on_step is not None and done > reported:
-                reported = done
-                now = time.perf_counter()
-                preview = None
-                if now - last_preview >= PREVIEW_INTERVAL_S or done == request.steps:
-                    last_preview = now
-                    preview = latents_to_rgb(kwargs["latents"][0], matrix)
-                on_step(StepInfo(index, request.count, done, request.steps, now - started, preview))
-                if cancel.is_set():  # cancelled from the callback: no further step
-                    p._interrupt = True
-            return kwargs
-
         generator = torch.Generator("cpu").manual_seed(seed)
+        first = _steps_run(request.steps, request.strength if init is not None else 1.0)
+        second = _steps_run(request.hires_steps or request.steps, request.hires_strength)
+        total = first + (second if request.hires else 0)
+        progress = _Progress(request, index, total, on_step, cancel, self._matrix)
+        size = {"width": request.width, "height": request.height}
+        if init is not None:
+            latents = self._run(
+                self._img2img,
+                dict(conditioning, image=init, strength=request.strength),
+                request, generator, progress, planned=first,
+            )  # fmt: skip
+        else:
+            latents = self._run(
+                self._pipe, dict(conditioning, **size), request, generator, progress, planned=first
+            )
+        if latents is None:
+            return None
+        if request.hires:
+            upscaled = self._upscale(latents, request)
+            progress.offset = first
+            latents = self._run(
+                self._img2img,
+                dict(conditioning, image=upscaled, strength=request.hires_strength),
+                replace(request, steps=request.hires_steps or request.steps),
+                generator, progress, planned=second,
+            )  # fmt: skip
+            if latents is None:
+                return None
+        if not decode:
+            return None
+        return self._decode(latents)
+
+    def _upscale(self, latents: Any, request: GenerationRequest) -> Any:
+        """The hires fix's upscale: of the latents (bilinear), or of the decoded image
+        (Lanczos), to the final size."""
+        from PIL import Image
+
+        width, height = request.hires_size(self.limits.multiple)
+        if request.hires_upscaler == "Latent":
+            import torch
+
+            factor = int(getattr(self._pipe, "vae_scale_factor", 8) or 8)
+            return torch.nn.functional.interpolate(
+                latents, size=(height // factor, width // factor), mode="bilinear"
+            )
+        return self._decode(latents).resize((width, height), Image.Resampling.LANCZOS)
+
+    def _run(
+        self,
+        pipe: Any,
+        inputs: dict[str, Any],
+        request: GenerationRequest,
+        generator: Any,
+        progress: _Progress,
+        *,
+        planned: int,
+    ) -> Any:
+        """One pass of ``pipe``: its latents, or None when cancelled."""
+
+        progress.planned = planned
         try:
             out = pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt or None,
-                width=request.width,
-                height=request.height,
                 num_inference_steps=request.steps,
                 guidance_scale=request.guidance,
                 generator=generator,
                 output_type="latent",
-                callback_on_step_end=step_end,
+                callback_on_step_end=progress,
                 callback_on_step_end_tensor_inputs=["latents"],
+                **inputs,
             )
-            if cancel.is_set():
+            if progress.cancel.is_set():
                 return None
-            if not decode:
-                return None
-            return self._decode(out.images)
+            return out.images
         except DiffusionError:
             raise
         except Exception as exc:
@@ -772,31 +1171,37 @@ class DiffusionEngine:
         raise (OutOfMemory if oom else DiffusionError)(failure)
 
     def _decode(self, latents: Any) -> Image.Image:
-        """Latents to a PIL image, as the pipeline would (but only when not cancelled)."""
+        """Latents to a PIL image as the pipeline's own decode does it (run only when not
+        cancelled): SDXL's upcast of a float16 VAE, per-channel latent statistics and
+        watermark; SD's plain scaling."""
         import torch
 
         pipe = self._pipe
         vae = pipe.vae
-        # fp32 for the decode only where diffusers' own pipeline does it (SDXL's VAE overflows
-        # in fp16); SD 1.x/2.x pipelines decode in fp16, though their VAE config says
-        # force_upcast: upcasting those costs a slower decode and two conversions an image
-        upcast = (
-            vae.dtype == torch.float16
-            and getattr(vae.config, "force_upcast", False)
-            and "XL" in type(pipe).__name__
-        )
-        if upcast:
-            vae.to(torch.float32)
-        try:
-            scaled = latents.to(vae.dtype) / vae.config.scaling_factor
-            shift = getattr(vae.config, "shift_factor", None)
-            if shift:
-                scaled = scaled + shift
-            with torch.no_grad():
-                image = vae.decode(scaled, return_dict=False)[0]
+        with torch.no_grad():
+            if "XL" in type(pipe).__name__:
+                upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+                if upcast:
+                    vae.to(dtype=torch.float32)
+                    latents = latents.to(next(iter(vae.post_quant_conv.parameters())).dtype)
+                try:
+                    mean = getattr(vae.config, "latents_mean", None)
+                    std = getattr(vae.config, "latents_std", None)
+                    if mean is not None and std is not None:
+                        shape = (1, 4, 1, 1)
+                        m = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
+                        s = torch.tensor(std).view(shape).to(latents.device, latents.dtype)
+                        latents = latents * s / vae.config.scaling_factor + m
+                    else:
+                        latents = latents / vae.config.scaling_factor
+                    image = vae.decode(latents.to(vae.device), return_dict=False)[0]
+                finally:
+                    if upcast:
+                        vae.to(dtype=torch.float16)
+                if getattr(pipe, "watermark", None) is not None:
+                    image = pipe.watermark.apply_watermark(image)
+            else:
+                image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
             images = pipe.image_processor.postprocess(image, output_type="pil")
-        finally:
-            if upcast:
-                vae.to(torch.float16)
         first: Image.Image = images[0]
         return first

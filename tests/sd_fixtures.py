@@ -528,3 +528,375 @@ def torch_threads(count: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------
+# SD 2.x and SDXL: tiny pipelines of their shapes, and their single files.
+# ---------------------------------------------------------------------------------------------
+#
+# diffusers tells the architectures apart by a few keys and shapes of the original checkpoint
+# (``diffusers.loaders.single_file_utils.infer_diffusers_model_type``); the tiny pipelines
+# carry exactly those:
+# - SD 2.x: ``model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight``
+#   with 1024 inputs: cross-attention in the UNet's first level (its second layer is
+#   ``input_blocks.2``) over a 1024-wide text encoder, as OpenCLIP ViT-H's is. The encoder is
+#   one layer deep and its MLP 64 wide, so 1024 costs little. Its weights are in OpenCLIP's
+#   layout under ``cond_stage_model.model.``; the scheduler predicts v (SD 2.1's 768 model).
+# - SDXL: ``conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias``: the second
+#   encoder (OpenCLIP bigG's place, with a projection) has ten layers. The two encoders must
+#   differ in width (32 and 64 here, 768 and 1280 in SDXL): diffusers picks each one's weights
+#   by the width of its position embedding. The UNet reads both (96 wide) and the pooled,
+#   projected text plus the six size numbers (``text_time``), as SDXL's does.
+
+SD2_TEXT_HIDDEN_SIZE: Final = 1024
+SDXL_TEXT_HIDDEN_SIZES: Final = (32, 64)
+SDXL_PROJECTION_DIM: Final = 32
+SDXL_TIME_EMBED_DIM: Final = 8
+SD2_SINGLE_FILE_NAME: Final = "tiny-sd21.safetensors"
+SDXL_SINGLE_FILE_NAME: Final = "tiny-sdxl.safetensors"
+
+
+def _clip_config(hidden: int, layers: int, tokenizer: Any, **extra: Any) -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=TEXT_VOCAB_SIZE,
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_PROMPT_TOKENS,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def _tiny_vae(**extra: Any) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(  # type: ignore[no-untyped-call]
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=TINY_IMAGE_SIZE,
+        **extra,
+    )
+
+
+def build_tiny_sd2_pipeline(tokenizer_files: Path) -> Any:
+    """A tiny SD 2.x ``StableDiffusionPipeline``: 1024-wide text, linear projections, v-prediction."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(
+        tokenizer_files, model_max_length=MAX_PROMPT_TOKENS, pad_token="!"
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
+            sample_size=TINY_IMAGE_SIZE // TINY_VAE_SCALE_FACTOR,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=SD2_TEXT_HIDDEN_SIZE,
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+        )
+        torch.manual_seed(SEED)
+        vae = _tiny_vae()
+        torch.manual_seed(SEED)
+        text_encoder = CLIPTextModel(_clip_config(SD2_TEXT_HIDDEN_SIZE, 1, tokenizer)).eval()
+    # SD 2.1 (768-v)'s own scheduler config
+    scheduler = DDIMScheduler(  # type: ignore[no-untyped-call]
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+        timestep_spacing="leading",
+    )
+    return StableDiffusionPipeline(  # type: ignore[no-untyped-call]
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_tiny_sdxl_pipeline(tokenizer_files: Path) -> Any:
+    """A tiny ``StableDiffusionXLPipeline``: two encoders (the second projected), ``text_time``."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_files, model_max_length=MAX_PROMPT_TOKENS)
+    tokenizer_2 = CLIPTokenizer.from_pretrained(
+        tokenizer_files, model_max_length=MAX_PROMPT_TOKENS, pad_token="!"
+    )
+    first, second = SDXL_TEXT_HIDDEN_SIZES
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
+            sample_size=TINY_IMAGE_SIZE // TINY_VAE_SCALE_FACTOR,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=first + second,
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
+            projection_class_embeddings_input_dim=6 * SDXL_TIME_EMBED_DIM + SDXL_PROJECTION_DIM,
+            transformer_layers_per_block=(1, 2),
+        )
+        torch.manual_seed(SEED)
+        # SDXL's VAE config, with per-channel latent statistics as some SDXL-based models
+        # have them (the decode must use them)
+        vae = _tiny_vae(
+            scaling_factor=0.13025,
+            force_upcast=True,
+            latents_mean=[0.1, -0.2, 0.05, 0.3],
+            latents_std=[0.9, 1.1, 1.0, 0.8],
+        )
+        torch.manual_seed(SEED)
+        text_encoder = CLIPTextModel(_clip_config(first, 2, tokenizer)).eval()
+        torch.manual_seed(SEED + 1)
+        text_encoder_2 = CLIPTextModelWithProjection(
+            _clip_config(second, 10, tokenizer_2, projection_dim=SDXL_PROJECTION_DIM)
+        ).eval()
+    scheduler = EulerDiscreteScheduler(  # type: ignore[no-untyped-call]
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+        interpolation_type="linear",
+    )
+    return StableDiffusionXLPipeline(  # type: ignore[no-untyped-call]
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
+def build_tiny_folder(dest: Path, kind: str) -> Path:
+    """Save the tiny ``kind`` pipeline ("sd2" or "sdxl") as a diffusers folder at ``dest``."""
+    builders = {"sd2": build_tiny_sd2_pipeline, "sdxl": build_tiny_sdxl_pipeline}
+    dest.mkdir(parents=True, exist_ok=True)
+    scratch = dest / "_tokenizer_files"
+    write_tiny_clip_tokenizer_files(scratch)
+    pipe = builders[kind](scratch)
+    pipe.save_pretrained(dest, safe_serialization=True)
+    for tokenizer in ("tokenizer", "tokenizer_2"):
+        if (dest / tokenizer).is_dir():
+            for name in ("vocab.json", "merges.txt"):
+                if not (dest / tokenizer / name).exists():
+                    shutil.copyfile(scratch / name, dest / tokenizer / name)
+    shutil.rmtree(scratch)
+    return dest
+
+
+_OPEN_CLIP_LAYER_NAMES: Final = {
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+    "self_attn.out_proj": "attn.out_proj",
+}
+
+
+def open_clip_state_dict(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A transformers CLIP text encoder's weights in OpenCLIP's layout (no prefix).
+
+    The inverse of diffusers' ``convert_open_clip_checkpoint``: one ``in_proj`` for q, k and v
+    (concatenated in that order), ``resblocks``, ``ln_final``, ``positional_embedding`` and the
+    projection as a (hidden, projection) matrix, transposed from transformers' Linear weight.
+    """
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, tensor in weights.items():
+        key = key.removeprefix("text_model.")
+        if key == "embeddings.position_ids":
+            continue
+        if key == "embeddings.token_embedding.weight":
+            out["token_embedding.weight"] = tensor
+        elif key == "embeddings.position_embedding.weight":
+            out["positional_embedding"] = tensor
+        elif key.startswith("final_layer_norm."):
+            out["ln_final." + key.rpartition(".")[2]] = tensor
+        elif key == "text_projection.weight":
+            out["text_projection"] = tensor.T.contiguous()
+        elif match := re.fullmatch(r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(\w+)", key):
+            qkv.setdefault((match[1], match[3]), {})[match[2]] = tensor
+        elif match := re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(\w+)", key):
+            name = _OPEN_CLIP_LAYER_NAMES[match[2]]
+            out[f"transformer.resblocks.{match[1]}.{name}.{match[3]}"] = tensor
+        else:
+            raise ValueError(f"no OpenCLIP key for the text encoder's {key!r}")
+    for (layer, param), parts in qkv.items():
+        joined = torch.cat([parts["q"], parts["k"], parts["v"]])
+        out[f"transformer.resblocks.{layer}.attn.in_proj_{param}"] = joined
+    return out
+
+
+def kind_of_folder(folder: Path) -> str:
+    """ "sd15", "sd2" or "sdxl", from the folder's ``model_index.json`` and scheduler."""
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    if "text_encoder_2" in index:
+        return "sdxl"
+    unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    return "sd2" if unet["cross_attention_dim"] == SD2_TEXT_HIDDEN_SIZE else "sd15"
+
+
+def original_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights of any tiny folder as one checkpoint in its architecture's original layout.
+
+    SD 1.x: :func:`ldm_state_dict`. SD 2.x: the same UNet and VAE, the text encoder in
+    OpenCLIP's layout under ``cond_stage_model.model.``. SDXL: the UNet with its added
+    embedding as ``label_emb.0.{0,2}``, the first encoder under
+    ``conditioner.embedders.0.transformer.text_model.``, the second in OpenCLIP's layout
+    under ``conditioner.embedders.1.model.``.
+    """
+    kind = kind_of_folder(folder)
+    if kind == "sd15":
+        return ldm_state_dict(folder)
+    out: dict[str, torch.Tensor] = {}
+
+    def put(key: str, tensor: torch.Tensor) -> None:
+        if key in out:
+            raise ValueError(f"two weights map to {key!r}")
+        out[key] = tensor.contiguous()
+
+    unet, unet_config = _read_component(folder, "unet")
+    for key, tensor in unet.items():
+        if match := re.fullmatch(r"add_embedding\.linear_([12])\.(\w+)", key):
+            slot = "0" if match[1] == "1" else "2"
+            put(f"{LDM_UNET_PREFIX}label_emb.0.{slot}.{match[2]}", tensor)
+        else:
+            put(LDM_UNET_PREFIX + unet_key_to_ldm(key, unet_config), tensor)
+    vae, vae_config = _read_component(folder, "vae")
+    for key, tensor in vae.items():
+        ldm_key = LDM_VAE_PREFIX + vae_key_to_ldm(key, vae_config)
+        if ".mid.attn_1." in ldm_key and ldm_key.endswith(".weight") and tensor.ndim == 2:
+            tensor = tensor[:, :, None, None]
+        put(ldm_key, tensor)
+    text_encoder, _ = _read_component(folder, "text_encoder")
+    if kind == "sd2":
+        for key, tensor in open_clip_state_dict(text_encoder).items():
+            put("cond_stage_model.model." + key, tensor)
+        return out
+    for key, tensor in text_encoder.items():
+        put(
+            "conditioner.embedders.0.transformer.text_model." + text_encoder_key_to_ldm(key), tensor
+        )
+    text_encoder_2, _ = _read_component(folder, "text_encoder_2")
+    for key, tensor in open_clip_state_dict(text_encoder_2).items():
+        put("conditioner.embedders.1.model." + key, tensor)
+    return out
+
+
+def build_original_single_file(folder: Path, dest: Path) -> Path:
+    """Write any tiny folder's weights to ``dest`` as one original-layout checkpoint."""
+    from safetensors.torch import save_file
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(original_state_dict(folder), str(dest), metadata={"format": "pt"})
+    return dest
+
+
+def build_config_folder(folder: Path, dest: Path) -> Path:
+    """:func:`build_single_file_config` for any tiny folder (SDXL's second encoder included)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / "model_index.json", dest / "model_index.json")
+    for component in (*WEIGHTED_COMPONENTS, "text_encoder_2"):
+        if (folder / component).is_dir():
+            (dest / component).mkdir(exist_ok=True)
+            shutil.copyfile(folder / component / "config.json", dest / component / "config.json")
+    for component in ("scheduler", "tokenizer", "tokenizer_2"):
+        if (folder / component).is_dir():
+            shutil.copytree(folder / component, dest / component, dirs_exist_ok=True)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny LoRA and a tiny textual-inversion embedding for the tiny SD 1.x pipeline.
+# ---------------------------------------------------------------------------------------------
+
+
+def build_tiny_lora(folder: Path, dest: Path, *, seed: int = 1, rank: int = 4) -> Path:
+    """A random LoRA for the UNet of the pipeline folder ``folder``, written to ``dest`` in
+    kohya's key layout (``lora_unet_..._to_q.lora_down.weight`` with ``.alpha``), the layout
+    of the LoRAs people download and what ``load_lora_weights`` reads.
+
+    peft's ``LoraConfig`` on the attention projections, with ``init_lora_weights=False`` so
+    that both matrices are random (a fresh LoRA's B is zero and would change nothing).
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(
+            LoraConfig(
+                r=rank,
+                lora_alpha=rank,
+                target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                init_lora_weights=False,
+            )
+        )
+    state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in convert_state_dict_to_kohya(state).items()}, str(dest))
+    return dest
+
+
+def build_tiny_embedding(dest: Path, *, vectors: int = 2, seed: int = 3) -> Path:
+    """A random textual-inversion embedding for the tiny SD 1.x text encoder, in
+    AUTOMATIC1111's safetensors layout (``emb_params``: vectors x hidden size)."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {"emb_params": torch.randn(vectors, TEXT_HIDDEN_SIZE, generator=generator)}, str(dest)
+    )
+    return dest

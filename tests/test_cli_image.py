@@ -261,3 +261,90 @@ def test_show_draws_the_image_on_a_terminal_and_progress_is_sparse_off_one(
     # stderr was a pipe: plain progress lines, no cursor movement, the last step always shown
     assert "\x1b[" not in err and "\r" not in err
     assert any("step 2/2" in line for line in err.splitlines())
+
+
+# -- img2img, hires fix, LoRAs ------------------------------------------------------------
+
+
+def test_init_image_and_strength_make_img2img_at_the_images_size(
+    cli: Cli, sd_config: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    start = tmp_path / "start.png"
+    Image.new("RGB", (77, 64), (20, 120, 200)).save(start)  # 77 goes down to 72
+    result = image(cli, sd_config, "a lake", "--init-image", str(start), "--strength", "0.5")
+    assert result.returncode == EXIT_OK, result.stderr
+    (path,) = (Path(line) for line in result.stdout.splitlines())
+    params = read_parameters(path)
+    assert (params.width, params.height, params.denoising_strength) == (72, 64, 0.5)
+    assert "step 1/1" in result.stderr  # 2 steps x 0.5
+
+
+def test_hires_makes_the_larger_image_and_records_it(cli: Cli, sd_config: Path) -> None:
+    from PIL import Image
+
+    result = image(cli, sd_config, "a lake", "--hires", "2", "--hires-strength", "0.5")
+    assert result.returncode == EXIT_OK, result.stderr
+    (path,) = (Path(line) for line in result.stdout.splitlines())
+    with Image.open(path) as im:
+        assert im.size == (128, 128)
+    params = read_parameters(path)
+    assert (params.width, params.hires_upscale, params.denoising_strength) == (64, 2, 0.5)
+    assert params.hires_upscaler == "Latent"
+
+
+def test_lora_options_are_the_prompts_lora_tags(
+    cli: Cli, make_config: MakeConfig, tiny_sd_folder: Path, tmp_path: Path
+) -> None:
+    from sd_fixtures import build_tiny_lora
+
+    loras = tmp_path / "my-loras"
+    build_tiny_lora(tiny_sd_folder, loras / "ink.safetensors", seed=1)
+    build_tiny_lora(tiny_sd_folder, loras / "film grain.safetensors", seed=2)
+    config = make_config(
+        diffusion={"model": str(tiny_sd_folder), "device": "cpu", "width": 64, "height": 64,
+                   "steps": 1, "scheduler": "Euler"},
+        paths={"loras": loras},
+    )  # fmt: skip
+    result = image(cli, config, "a fox", "--lora", "ink:0.7", "--lora", "film grain")
+    assert result.returncode == EXIT_OK, result.stderr
+    (path,) = (Path(line) for line in result.stdout.splitlines())
+    params = read_parameters(path)
+    assert params.prompt == "a fox <lora:ink:0.7> <lora:film grain:1>"
+    assert re.fullmatch(r"ink: [0-9a-f]{12}, film grain: [0-9a-f]{12}", params.lora_hashes)
+    missing = image(cli, config, "a fox <lora:nope:1>")
+    assert missing.returncode == EXIT_USAGE
+    assert "LoRA 'nope' not found in" in missing.stderr and "film grain, ink" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--lora", "ink:heavy"], "--lora 'ink:heavy': the weight 'heavy' is not a number"),
+        (["--lora", "ink:9"], "LoRA 'ink' weight 9 is not allowed: use -5 to 5"),
+        (["--init-image", "/no/such.png"], "--init-image /no/such.png: no such file"),
+        (["--hires", "9"], "hires scale 9 is not allowed: use 1 (off) to 4"),
+        (["--hires", "2", "--hires-strength", "0"], "hires strength 0 is not allowed"),
+        (["--hires", "2", "--hires-upscaler", "x"], "invalid choice: 'x'"),
+    ],
+)
+def test_bad_new_options_are_exit_2_before_loading(
+    cli: Cli, sd_config: Path, tmp_path: Path, args: list[str], named: str
+) -> None:
+    result = image(cli, sd_config, "a cat", *args)
+    assert result.returncode == EXIT_USAGE
+    assert named in result.stderr and "loading" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_strength_of_zero_with_an_init_image_is_exit_2(
+    cli: Cli, sd_config: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    start = tmp_path / "start.png"
+    Image.new("RGB", (64, 64)).save(start)
+    result = image(cli, sd_config, "a cat", "--init-image", str(start), "--strength", "0")
+    assert result.returncode == EXIT_USAGE
+    assert "strength 0 is not allowed: use 0.01 to 1" in result.stderr

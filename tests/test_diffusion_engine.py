@@ -119,7 +119,8 @@ def test_loading_goes_from_not_loaded_through_loading_to_ready(loaded: Loaded) -
     assert "loading (" in loaded.seen[0].describe()
     status = loaded.engine.status
     assert (status.state, status.device, status.dtype) == ("ready", "cpu", "float32")
-    assert status.describe() == "ready on cpu in float32"
+    assert status.describe() == "SD 1.x ready on cpu in float32"
+    assert status.architecture == "SD 1.x"
     assert loaded.engine.loaded
 
 
@@ -140,7 +141,7 @@ def test_single_file_makes_the_same_pixels_as_the_folder(
         single_file_config=str(tiny_sd_single_file.config),
     )
     try:
-        assert single.load().describe() == "ready on cpu in float32"
+        assert single.load().describe() == "SD 1.x ready on cpu in float32"
         (a,) = engine.generate(request(seed=7)).images
         (b,) = single.generate(request(seed=7)).images
         assert np.array_equal(pixels(a.path), pixels(b.path))
@@ -148,6 +149,132 @@ def test_single_file_makes_the_same_pixels_as_the_folder(
         assert b.path.parent == tmp_path / "single"
     finally:
         single.unload()
+
+
+class Tiny:
+    """A tiny pipeline of one architecture: its folder, its single file and config folder."""
+
+    def __init__(self, folder: Path, checkpoint: Path, config: Path) -> None:
+        self.folder, self.checkpoint, self.config = folder, checkpoint, config
+
+
+def _tiny(kind: str, root: Path) -> Tiny:
+    from sd_fixtures import build_config_folder, build_original_single_file, build_tiny_folder
+
+    folder = build_tiny_folder(root / kind, kind)
+    return Tiny(
+        folder,
+        build_original_single_file(folder, root / f"tiny-{kind}.safetensors"),
+        build_config_folder(folder, root / f"{kind}-config"),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    return _tiny("sdxl", tmp_path_factory.mktemp("tiny-sdxl"))
+
+
+@pytest.fixture(scope="module")
+def tiny_sd2(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    return _tiny("sd2", tmp_path_factory.mktemp("tiny-sd2"))
+
+
+def test_the_sd15_single_file_is_found_to_be_sd15(
+    tiny_sd_single_file: TinySingleFile, tmp_path: Path
+) -> None:
+    from engines.diffusion import detect_single_file
+
+    assert detect_single_file(tiny_sd_single_file.checkpoint) == "v1"
+
+
+@pytest.mark.parametrize(
+    ("kind", "architecture", "pipeline", "prediction"),
+    [
+        ("sdxl", "SDXL", "StableDiffusionXLPipeline", "epsilon"),
+        ("sd2", "SD 2.x", "StableDiffusionPipeline", "v_prediction"),
+    ],
+)
+def test_a_single_file_of_each_architecture_loads_offline_as_its_folder_does(
+    request_fixture: pytest.FixtureRequest,
+    tmp_path: Path,
+    kind: str,
+    architecture: str,
+    pipeline: str,
+    prediction: str,
+) -> None:
+    tiny: Tiny = request_fixture.getfixturevalue(f"tiny_{kind}")
+    single = make_engine(tiny.checkpoint, tmp_path / "single", single_file_config=str(tiny.config))
+    folder = make_engine(tiny.folder, tmp_path / "folder")
+    try:
+        status = single.load()
+        assert status.architecture == architecture
+        assert status.describe() == f"{architecture} ready on cpu in float32"
+        assert type(single._pipe).__name__ == pipeline
+        assert single._pipe.scheduler.config.prediction_type == prediction
+        assert folder.load().architecture == architecture  # a folder says it too
+        (a,) = single.generate(request(steps=2)).images
+        (b,) = folder.generate(request(steps=2)).images
+        # every weight reached its place: the same pixels as the diffusers folder
+        assert np.array_equal(pixels(a.path), pixels(b.path))
+    finally:
+        single.unload()
+        folder.unload()
+
+
+@pytest.fixture
+def request_fixture(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
+    return request
+
+
+def test_the_decode_is_sdxls_own_with_its_latent_statistics(
+    tiny_sdxl: Tiny, tmp_path: Path
+) -> None:
+    """The tiny SDXL's VAE has latents_mean/latents_std: the engine's image (decoded only
+    when not cancelled) equals the pipeline's own decode of the same run."""
+    import torch
+
+    e = make_engine(tiny_sdxl.folder, tmp_path / "outputs")
+    try:
+        e.load()
+        (image,) = e.generate(request(steps=2, seed=5, negative_prompt="blurry")).images
+        own = e._pipe(
+            prompt=PROMPT,
+            negative_prompt="blurry",
+            width=64,
+            height=64,
+            num_inference_steps=2,
+            guidance_scale=7.5,
+            generator=torch.Generator("cpu").manual_seed(5),
+        ).images[0]
+        assert np.array_equal(pixels(image.path), np.asarray(own.convert("RGB")))
+    finally:
+        e.unload()
+
+
+def test_a_config_of_another_architecture_is_refused_naming_both(
+    tiny_sdxl: Tiny, tiny_sd_single_file: TinySingleFile, tmp_path: Path
+) -> None:
+    e = make_engine(
+        tiny_sdxl.checkpoint,
+        tmp_path / "outputs",
+        single_file_config=str(tiny_sd_single_file.config),
+    )
+    with pytest.raises(
+        DiffusionError, match=r"is SDXL but single_file_config .* StableDiffusionPipeline"
+    ):
+        e.load()
+    assert e.status.state == "failed" and not e.loaded
+
+
+def test_a_file_that_is_not_a_checkpoint_says_what_it_may_be(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "style.safetensors"
+    save_file({"lora_unet_down_blocks_0.lora_down.weight": torch.zeros(4, 4)}, str(lora))
+    e = make_engine(lora, tmp_path / "outputs")
+    with pytest.raises(DiffusionError, match=r"not a Stable Diffusion checkpoint.*\[paths\] loras"):
+        e.load()
 
 
 def test_unload_frees_the_pipeline(tiny_sd_folder: Path, tmp_path: Path) -> None:
@@ -402,15 +529,400 @@ def test_every_scheduler_generates_and_counts_the_users_steps(
     assert steps[-1].preview is not None
 
 
-def test_a_long_prompt_says_it_was_truncated(engine: DiffusionEngine) -> None:
-    used, most = engine.prompt_tokens(PROMPT)
-    assert 0 < used < most == 77
-    long = " ".join(["fox"] * 120)
-    result = engine.generate(request(prompt=long, steps=1))
-    assert len(result.images) == 1
-    (note,) = result.notes
-    assert "the text encoder reads the first 77" in note and "ignored" in note
-    assert read_parameters(result.images[0].path).prompt == long  # recorded as asked
+# -- AUTOMATIC1111 prompts ---------------------------------------------------------------
+
+
+def _positions(tokenizer: Any, prompt: str, word: str) -> list[int]:
+    """Where ``word``'s tokens sit in ``prompt``'s encoding (start marker at 0)."""
+    ids = tokenizer(prompt).input_ids
+    sub = tokenizer(word, add_special_tokens=False).input_ids
+    for start in range(len(ids)):
+        if ids[start : start + len(sub)] == sub:
+            return list(range(start, start + len(sub)))
+    raise AssertionError(f"{word!r} not in {prompt!r}")
+
+
+def _changed_rows(a: Any, b: Any) -> list[int]:
+    import torch
+
+    assert a.shape == b.shape
+    return [int(i) for i in torch.nonzero((a[0] != b[0]).any(dim=-1)).flatten()]
+
+
+@pytest.fixture(scope="module")
+def sdxl_engine(
+    tiny_sdxl: Tiny, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DiffusionEngine]:
+    e = make_engine(tiny_sdxl.folder, tmp_path_factory.mktemp("sdxl-outputs"))
+    e.load()
+    yield e
+    e.unload()
+
+
+@pytest.mark.parametrize("which", ["engine", "sdxl_engine"])
+def test_a_weight_changes_the_embedding_where_it_says_and_only_there(
+    request_fixture: pytest.FixtureRequest, which: str
+) -> None:
+    e: DiffusionEngine = request_fixture.getfixturevalue(which)
+    assert e._encoder is not None
+    plain = e._encoder.encode("a red fox in the snow", "")
+    weighted = e._encoder.encode("a red (fox:1.3) in the snow", "")
+    where = _positions(e._pipe.tokenizer, "a red fox in the snow", "fox")
+    assert _changed_rows(plain["prompt_embeds"], weighted["prompt_embeds"]) == where
+    # (fox) is 1.1, ((fox)) 1.21: the same place, each further from the plain embedding
+    once = e._encoder.encode("a red (fox) in the snow", "")["prompt_embeds"]
+    twice = e._encoder.encode("a red ((fox)) in the snow", "")["prompt_embeds"]
+    base = plain["prompt_embeds"]
+    assert _changed_rows(base, once) == where == _changed_rows(base, twice)
+    d1, d2 = ((x - base)[0, where].norm() for x in (once, twice))
+    assert 0 < d1 < d2
+    # [fox] lowers it: the fox's rows move too
+    lower = e._encoder.encode("a red [fox] in the snow", "")["prompt_embeds"]
+    assert set(where) <= set(_changed_rows(base, lower))
+    # the negative prompt is read the same way
+    neg = e._encoder.encode("a fox", "(blurry:1.5), dark")["negative_prompt_embeds"]
+    neg_plain = e._encoder.encode("a fox", "blurry, dark")["negative_prompt_embeds"]
+    blurry = _positions(e._pipe.tokenizer, "blurry, dark", "blurry")
+    assert _changed_rows(neg_plain, neg) == blurry
+    if which == "sdxl_engine":  # both encoders (32 + 64 wide), and the pooled text
+        assert weighted["prompt_embeds"].shape[-1] == 96
+        assert weighted["pooled_prompt_embeds"].shape[-1] == 32
+
+
+def test_a_plain_prompt_is_encoded_exactly_as_diffusers_does(engine: DiffusionEngine) -> None:
+    import torch
+
+    assert engine._encoder is not None
+    ours = engine._encoder.encode("a photo of a cat", "blurry")
+    theirs = engine._pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
+    assert torch.equal(ours["prompt_embeds"], theirs[0])
+    assert torch.equal(ours["negative_prompt_embeds"], theirs[1])
+    # escaped brackets are the characters themselves, not weights
+    escaped = engine._encoder.encode(r"a \(photo\) of a cat", "")["prompt_embeds"]
+    literal = engine._pipe.encode_prompt("a (photo) of a cat", "cpu", 1, False)[0]
+    assert torch.equal(escaped, literal)
+
+
+def test_token_100_of_a_long_prompt_reaches_the_unet(engine: DiffusionEngine) -> None:
+    """Prompts past 75 tokens are read in chunks of 75, nothing is dropped: a word at
+    token 100 changes the text embedding's second chunk and the image."""
+    tokenizer = engine._pipe.tokenizer
+    words = ["cat", "dog"] * 60  # one token each
+    assert all(len(tokenizer(w, add_special_tokens=False).input_ids) == 1 for w in words)
+    changed = list(words)
+    changed[99] = "tree" if words[99] != "tree" else "sky"
+    long, other = " ".join(words), " ".join(changed)
+    assert engine._encoder is not None
+    a = engine._encoder.encode(long, "")["prompt_embeds"]
+    b = engine._encoder.encode(other, "")["prompt_embeds"]
+    assert a.shape[1] == 2 * 77  # two chunks, each with its start and end markers
+    # token 100 is the 25th of the second chunk (its start marker at 77)
+    assert _changed_rows(a, b)[0] >= 77
+    assert engine.prompt_tokens(long) == (120, 75)
+    first = engine.generate(request(prompt=long, steps=2))
+    second = engine.generate(request(prompt=other, steps=2))
+    assert first.notes == []  # nothing is cut, nothing to warn about
+    assert not np.array_equal(pixels(first.images[0].path), pixels(second.images[0].path))
+    assert read_parameters(first.images[0].path).prompt == long  # recorded as written
+
+
+def test_a_full_chunk_ends_after_a_comma_up_to_20_tokens_back(engine: DiffusionEngine) -> None:
+    """AUTOMATIC1111's chunking: past 75 tokens, the words after the last comma (if it is
+    at most 20 tokens back) move to the next chunk whole; else the cut is at 75."""
+    import torch
+
+    assert engine._encoder is not None
+    encode = engine._encoder.encode
+    head, tail = " ".join(["cat"] * 70) + ",", " ".join(["dog"] * 10)
+    joined = encode(f"{head} {tail}", "")["prompt_embeds"]
+    assert joined.shape[1] == 154
+    assert torch.equal(joined[:, :77], encode(head, "")["prompt_embeds"])
+    assert torch.equal(joined[:, 77:], encode(tail, "")["prompt_embeds"])
+    # a comma 35 tokens back does not move anything: the cut is at 75 tokens
+    early = " ".join(["cat"] * 40) + ", " + " ".join(["dog"] * 50)
+    cut = encode(early, "")["prompt_embeds"]
+    words = early.split(" ")  # "cat" x 39, "cat,", "dog" x 50: 91 tokens
+    first = " ".join(words[:39]) + " cat, " + " ".join(["dog"] * 34)  # 75 tokens
+    assert torch.equal(cut[:, :77], encode(first, "")["prompt_embeds"])
+
+
+def test_break_starts_a_new_chunk(engine: DiffusionEngine) -> None:
+    import torch
+
+    assert engine._encoder is not None
+    broken = engine._encoder.encode("a red fox BREAK in the snow", "")["prompt_embeds"]
+    alone = engine._encoder.encode("a red fox", "")["prompt_embeds"]
+    second = engine._encoder.encode("in the snow", "")["prompt_embeds"]
+    assert broken.shape[1] == 154
+    assert torch.equal(broken[:, :77], alone) and torch.equal(broken[:, 77:], second)
+    # a negative prompt of one chunk is padded to two with the empty prompt's
+    both = engine._encoder.encode("a red fox BREAK in the snow", "blurry")
+    assert both["negative_prompt_embeds"].shape == broken.shape
+
+
+def test_the_png_keeps_the_prompt_as_written(engine: DiffusionEngine) -> None:
+    prompt = r"a (red:1.3) fox, [snow], \(sic\) BREAK at night"
+    (image,) = engine.generate(request(prompt=prompt, steps=1, negative_prompt="(blurry)")).images
+    stored = read_parameters(image.path)
+    assert (stored.prompt, stored.negative_prompt) == (prompt, "(blurry)")
+
+
+# -- LoRAs and embeddings -------------------------------------------------------------
+
+
+class Networked:
+    def __init__(self, engine: DiffusionEngine, loras: Path, embeddings: Path) -> None:
+        self.engine, self.loras, self.embeddings = engine, loras, embeddings
+
+
+@pytest.fixture(scope="module")
+def networked(
+    tiny_sd_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Networked]:
+    """An engine on the tiny SD 1.x folder with two LoRAs and an embedding in its folders."""
+    from sd_fixtures import build_tiny_embedding, build_tiny_lora
+
+    root = tmp_path_factory.mktemp("networks")
+    build_tiny_lora(tiny_sd_folder, root / "loras" / "ink.safetensors", seed=1)
+    build_tiny_lora(tiny_sd_folder, root / "loras" / "styles" / "film grain.safetensors", seed=2)
+    build_tiny_embedding(root / "embeddings" / "sty.safetensors")
+    e = DiffusionEngine(
+        DiffusionSettings(model=str(tiny_sd_folder), device="cpu"),
+        root / "outputs",
+        loras=root / "loras",
+        embeddings=root / "embeddings",
+    )
+    e.load()
+    yield Networked(e, root / "loras", root / "embeddings")
+    e.unload()
+
+
+def _lora_layers(engine: DiffusionEngine) -> list[str]:
+    return [n for n, _ in engine._pipe.unet.named_modules() if "lora" in n.lower()]
+
+
+def test_a_lora_changes_the_image_and_without_it_the_base_image_is_back_exactly(
+    networked: Networked,
+) -> None:
+    e = networked.engine
+    assert e.lora_names() == ["film grain", "ink"]
+    (base,) = e.generate(request(steps=2)).images
+    (inked,) = e.generate(request(prompt=PROMPT + " <lora:ink:1>", steps=2)).images
+    assert _lora_layers(e)  # loaded through peft
+    assert not np.array_equal(pixels(base.path), pixels(inked.path))
+    (again,) = e.generate(request(steps=2)).images
+    assert _lora_layers(e) == []  # removed: the UNet has its own layers back
+    assert np.array_equal(pixels(base.path), pixels(again.path))
+    assert read_parameters(again.path).lora_hashes == ""
+
+
+def test_several_loras_at_once_with_their_weights_and_their_hashes(networked: Networked) -> None:
+    import hashlib
+
+    e = networked.engine
+    (one,) = e.generate(request(prompt="<lora:ink:0.8> " + PROMPT, steps=2)).images
+    (two,) = e.generate(
+        request(prompt="<lora:ink:0.8> <lora:film grain:0.5> " + PROMPT, steps=2)
+    ).images
+    assert not np.array_equal(pixels(one.path), pixels(two.path))
+    assert sorted(e._pipe.get_active_adapters()) == ["lora_film_grain", "lora_ink"]
+
+    # the hashes AUTOMATIC1111 writes: SHA-256 of the file after its safetensors header
+    def addnet(path: Path) -> str:
+        data = path.read_bytes()
+        return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little") :]).hexdigest()[:12]
+
+    stored = read_parameters(two.path)
+    ink = networked.loras / "ink.safetensors"
+    film = networked.loras / "styles" / "film grain.safetensors"
+    assert stored.lora_hashes == f"ink: {addnet(ink)}, film grain: {addnet(film)}"
+    text = Image.open(two.path).info["parameters"]
+    assert f'Lora hashes: "ink: {addnet(ink)}, film grain: {addnet(film)}"' in text
+    assert stored.prompt.startswith("<lora:ink:0.8> <lora:film grain:0.5>")  # as written
+    e.generate(request(steps=1))  # leave the shared engine without LoRAs
+
+
+def test_a_lora_replaced_on_disk_is_read_again(networked: Networked, tmp_path: Path) -> None:
+    from sd_fixtures import build_tiny_lora
+
+    e = networked.engine
+    path = networked.loras / "swap.safetensors"
+    build_tiny_lora(Path(e.model), path, seed=5)
+    try:
+        (first,) = e.generate(request(prompt=PROMPT + " <lora:swap:1>", steps=2)).images
+        build_tiny_lora(Path(e.model), path, seed=6)
+        (second,) = e.generate(request(prompt=PROMPT + " <lora:swap:1>", steps=2)).images
+        assert not np.array_equal(pixels(first.path), pixels(second.path))
+        assert read_parameters(first.path).lora_hashes != read_parameters(second.path).lora_hashes
+    finally:
+        path.unlink()
+        e.generate(request(steps=1))  # leave the shared engine without LoRAs
+
+
+def test_an_unknown_lora_is_named_with_the_ones_there(networked: Networked, tmp_path: Path) -> None:
+    e = networked.engine
+    e.outputs = tmp_path / "none"
+    with pytest.raises(
+        RequestError, match=r"LoRA 'inky' not found in .*loras \(LoRAs there: film grain, ink\)"
+    ):
+        e.generate(request(prompt="a fox <lora:inky:1>"))
+    assert files(tmp_path / "none") == []
+
+
+def test_an_embedding_is_used_by_its_name_and_recorded(networked: Networked) -> None:
+    import hashlib
+
+    import torch
+
+    e = networked.engine
+    assert e._encoder is not None
+    before = e._encoder.encode("a fox, sty", "")["prompt_embeds"]
+    (image,) = e.generate(request(prompt="a fox, sty", steps=1)).images
+    assert "sty" in e._networks.inversions  # type: ignore[union-attr]
+    after = e._encoder.encode("a fox, sty", "")["prompt_embeds"]
+    assert not torch.equal(before, after)
+    # two vectors: the name stands for two tokens of its own
+    vocab = e._pipe.tokenizer.get_vocab()
+    assert {"<sty>", "<sty>_1"} <= set(vocab)
+    digest = hashlib.sha256((networked.embeddings / "sty.safetensors").read_bytes()).hexdigest()
+    assert read_parameters(image.path).ti_hashes == f"sty: {digest[:12]}"
+    # a prompt without the name is as it was
+    (plain,) = e.generate(request(steps=1)).images
+    assert read_parameters(plain.path).ti_hashes == ""
+
+
+def test_an_sd_embedding_on_sdxl_is_refused_naming_it(
+    sdxl_engine: DiffusionEngine, tmp_path: Path
+) -> None:
+    from sd_fixtures import build_tiny_embedding
+
+    build_tiny_embedding(tmp_path / "embeddings" / "sty.safetensors")
+    e = sdxl_engine
+    assert e._networks is not None
+    before = e._networks.embedding_folder
+    e._networks.embedding_folder = tmp_path / "embeddings"
+    try:
+        with pytest.raises(RequestError, match=re.escape("embedding 'sty' is for SD 1.x/2.x")):
+            e.generate(request(prompt="a fox, sty"))
+        (image,) = e.generate(request(prompt="a fox", steps=1)).images  # others still work
+        assert read_parameters(image.path).ti_hashes == ""
+    finally:
+        e._networks.embedding_folder = before
+
+
+# -- img2img and the hires fix ------------------------------------------------------------
+
+
+def test_img2img_shares_every_module_of_the_loaded_pipeline(engine: DiffusionEngine) -> None:
+    text, image = engine._pipe, engine._img2img
+    assert type(image).__name__ == "StableDiffusionImg2ImgPipeline"
+    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        assert getattr(image, name) is getattr(text, name), name
+    params = {id(p) for m in (text.unet, text.vae, text.text_encoder) for p in m.parameters()}
+    both = {
+        id(p)
+        for pipe in (text, image)
+        for m in (pipe.unet, pipe.vae, pipe.text_encoder)
+        for p in m.parameters()
+    }
+    assert both == params  # no second copy of any weight
+
+
+def test_img2img_from_a_file_with_its_strength_and_seed(engine: DiffusionEngine) -> None:
+    (start,) = engine.generate(request(steps=2, seed=1)).images
+    steps: list[StepInfo] = []
+    light = request(init_image=str(start.path), strength=0.3, steps=10, seed=9)
+    (a,) = engine.generate(light, on_step=steps.append).images
+    assert [s.step for s in steps] == [1, 2, 3] and {s.steps for s in steps} == {3}
+    (b,) = engine.generate(light).images
+    assert np.array_equal(pixels(a.path), pixels(b.path))  # the seed makes it again
+    (heavy,) = engine.generate(replace(light, strength=1.0)).images
+    origin = pixels(start.path).astype(int)
+    near = np.abs(pixels(a.path).astype(int) - origin).mean()
+    far = np.abs(pixels(heavy.path).astype(int) - origin).mean()
+    assert 0 < near < far
+    stored = read_parameters(a.path)
+    assert (stored.denoising_strength, stored.seed, stored.steps) == (0.3, 9, 10)
+    assert "Denoising strength: 0.3" in Image.open(a.path).info["parameters"]
+
+
+def test_an_init_image_of_another_size_is_resized(engine: DiffusionEngine, tmp_path: Path) -> None:
+    other = tmp_path / "wide.png"
+    Image.new("RGB", (100, 40), (200, 30, 30)).save(other)
+    (image,) = engine.generate(request(init_image=str(other), strength=0.5, steps=2)).images
+    with Image.open(image.path) as im:
+        assert im.size == (64, 64)
+
+
+def test_a_file_that_is_not_an_image_is_refused(engine: DiffusionEngine, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(RequestError, match=r"init image notes\.png cannot be read"):
+        engine.generate(request(init_image=str(bad), strength=0.5))
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_hires_fix_makes_the_larger_image_and_records_it(
+    engine: DiffusionEngine, upscaler: str
+) -> None:
+    steps: list[StepInfo] = []
+    hires = request(steps=4, hires_scale=2.0, hires_strength=0.5, hires_upscaler=upscaler)
+    (image,) = engine.generate(hires, on_step=steps.append).images
+    with Image.open(image.path) as im:
+        assert im.size == (128, 128)
+        text = im.info["parameters"]
+    # 4 steps at 64x64, then 2 (4 x 0.5) at 128x128, counted as one run
+    assert [s.step for s in steps] == [1, 2, 3, 4, 5, 6] and {s.steps for s in steps} == {6}
+    assert "Size: 64x64" in text  # the first pass's size, as AUTOMATIC1111 records it
+    assert f"Denoising strength: 0.5, Hires upscale: 2, Hires upscaler: {upscaler}" in text
+    stored = read_parameters(image.path)
+    assert (stored.hires_upscale, stored.denoising_strength, stored.hires_steps) == (2, 0.5, None)
+    (again,) = engine.generate(replace(hires, hires_steps=6)).images
+    assert "Hires steps: 6" in Image.open(again.path).info["parameters"]
+
+
+def test_sdxl_img2img_and_hires_fix_on_its_own_modules(sdxl_engine: DiffusionEngine) -> None:
+    e = sdxl_engine
+    assert type(e._img2img).__name__ == "StableDiffusionXLImg2ImgPipeline"
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer_2"):
+        assert getattr(e._img2img, name) is getattr(e._pipe, name), name
+    (big,) = e.generate(request(steps=2, hires_scale=2.0, hires_upscaler="Lanczos")).images
+    with Image.open(big.path) as im:
+        assert im.size == (128, 128)
+    (redrawn,) = e.generate(
+        request(steps=2, init_image=str(big.path), strength=0.5, width=96, height=96)
+    ).images
+    with Image.open(redrawn.path) as im:
+        assert im.size == (96, 96)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"init_image": "x.png", "strength": 0.0}, "strength 0 is not allowed: use 0.01 to 1"),
+        ({"init_image": "/no/such.png"}, "init image /no/such.png is not a file"),
+        ({"hires_scale": 5.0}, "hires scale 5 is not allowed: use 1 (off) to 4"),
+        ({"hires_scale": 2.0, "hires_strength": 1.5}, "hires strength 1.5 is not allowed"),
+        ({"hires_scale": 2.0, "hires_upscaler": "ESRGAN"}, "hires upscaler 'ESRGAN' is unknown"),
+        ({"hires_scale": 2.0, "hires_steps": 200}, "hires steps 200 is not allowed: use 0"),
+        ({"width": 1024, "hires_scale": 3.0}, "hires scale 3 makes 3072x192, over 2048"),
+        ({"prompt": "a <lora:ink:9>"}, "LoRA 'ink' weight 9 is not allowed: use -5 to 5"),
+        ({"init_image": "x.png", "strength": 0.05, "steps": 10}, "leaves no step"),
+    ],
+)
+def test_the_new_fields_are_checked_naming_value_and_limits(
+    changes: dict[str, Any], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    with pytest.raises(RequestError, match=re.escape(expected)):
+        validate(request(**changes))
+
+
+def test_hires_fix_with_an_init_image_is_refused(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    with pytest.raises(RequestError, match="hires fix is for text-to-image"):
+        validate(request(init_image=str(tmp_path / "x.png"), hires_scale=2.0))
 
 
 # -- previews --------------------------------------------------------------------------

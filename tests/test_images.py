@@ -19,6 +19,7 @@ from engines.images import (
     image_filename,
     png_bytes,
     read_parameters,
+    read_settings,
     save_png,
     unique_path,
 )
@@ -114,6 +115,101 @@ def test_reads_automatic1111_quoted_values_and_multiline_prompts() -> None:
     assert (p.prompt, p.negative_prompt) == ("masterpiece,\nbest quality", "ugly,\nbad hands")
     assert (p.steps, p.scheduler, p.guidance, p.width, p.height) == (30, "Euler a", 6.5, 640, 512)
     assert p.model == "anything-v5"
+    assert p.lora_hashes == "add_detail: 7c6bad76eb54, more: 0123"
+
+
+def test_hires_img2img_and_network_fields_as_automatic1111_writes_them() -> None:
+    params = with_(
+        denoising_strength=0.45,
+        hires_upscale=2.0,
+        hires_steps=12,
+        hires_upscaler="Latent",
+        lora_hashes="ink: 0123456789ab, film grain: ba9876543210",
+        ti_hashes="sty: c74b4e810b03",
+    )
+    text = params.to_text()
+    assert text.endswith(
+        "Model: v1-5-pruned-emaonly, Denoising strength: 0.45, Hires upscale: 2, "
+        'Hires steps: 12, Hires upscaler: Latent, Lora hashes: "ink: 0123456789ab, '
+        'film grain: ba9876543210", TI hashes: "sty: c74b4e810b03"'
+    )
+    assert ImageParameters.from_text(text) == params
+
+
+def test_the_newer_automatic1111_schedule_type_joins_the_sampler() -> None:
+    text = "a cat\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1"
+    assert ImageParameters.from_text(text).scheduler == "DPM++ 2M Karras"
+
+
+def _png(path: Path, **chunks: str) -> Path:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value)
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    return path
+
+
+COMFY_PROMPT = {
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 156680208700286, "steps": 25, "cfg": 6.5, "sampler_name": "dpmpp_2m",
+            "scheduler": "karras", "denoise": 1, "model": ["10", 0], "positive": ["6", 0],
+            "negative": ["7", 0], "latent_image": ["5", 0],
+        },
+    },
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}},
+    "10": {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "lora_name": "ink.safetensors"}},
+    "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 832, "height": 1216, "batch_size": 1}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["4", 1]}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+}  # fmt: skip
+
+
+def test_settings_from_a_comfyui_png(tmp_path: Path) -> None:
+    import json
+
+    path = _png(tmp_path / "comfy.png", prompt=json.dumps(COMFY_PROMPT), workflow="{}")
+    params, source = read_settings(path)
+    assert source == "ComfyUI"
+    assert (params.prompt, params.negative_prompt) == ("a red fox", "blurry")
+    assert (params.width, params.height, params.steps, params.guidance) == (832, 1216, 25, 6.5)
+    assert (params.seed, params.scheduler) == (156680208700286, "DPM++ 2M Karras")
+    assert params.model == "sd_xl_base_1.0"
+
+
+def test_settings_from_a_comfyui_workflow_alone(tmp_path: Path) -> None:
+    import json
+
+    workflow = {
+        "nodes": [
+            {"id": 3, "type": "KSampler", "widgets_values": [42, "fixed", 30, 8, "euler_ancestral", "normal", 1],
+             "inputs": [{"name": "positive", "link": 1}, {"name": "negative", "link": 2},
+                        {"name": "latent_image", "link": 3}]},
+            {"id": 6, "type": "CLIPTextEncode", "widgets_values": ["a castle"]},
+            {"id": 7, "type": "CLIPTextEncode", "widgets_values": ["fog"]},
+            {"id": 5, "type": "EmptyLatentImage", "widgets_values": [640, 448, 1]},
+        ],
+        "links": [[1, 6, 0, 3, 1, "CONDITIONING"], [2, 7, 0, 3, 2, "CONDITIONING"],
+                  [3, 5, 0, 3, 3, "LATENT"]],
+    }  # fmt: skip
+    params, _ = read_settings(_png(tmp_path / "wf.png", workflow=json.dumps(workflow)))
+    assert (params.prompt, params.negative_prompt, params.seed) == ("a castle", "fog", 42)
+    assert (params.width, params.height, params.steps, params.scheduler) == (
+        640,
+        448,
+        30,
+        "Euler a",
+    )
+
+
+def test_settings_from_this_apps_png_and_a_png_without_any(tmp_path: Path) -> None:
+    path = save_png(Image.new("RGB", (8, 8)), tmp_path, PARAMS, WHEN)
+    assert read_settings(path) == (PARAMS, "AUTOMATIC1111-style")
+    with pytest.raises(ValueError, match=r"plain\.png holds no generation settings"):
+        read_settings(_png(tmp_path / "plain.png", Comment="hello"))
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "just a prompt", "a cat\nSampler: Euler"])

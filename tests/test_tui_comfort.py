@@ -93,7 +93,7 @@ def test_bash_completion_knows_commands_and_options(tmp_path: Path) -> None:
         return
     probe = (
         f"{out}\n"
-        f'COMP_WORDS=(llm-pessoal image --st); COMP_CWORD=2; {function}; echo "${{COMPREPLY[@]}}"\n'
+        f'COMP_WORDS=(llm-pessoal image --ste); COMP_CWORD=2; {function}; echo "${{COMPREPLY[@]}}"\n'
         f'COMP_WORDS=(llm-pessoal st); COMP_CWORD=1; {function}; echo "${{COMPREPLY[@]}}"\n'
     )
     lines = subprocess.run(

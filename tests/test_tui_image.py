@@ -238,3 +238,200 @@ def test_image_screen_snapshot(
     assert snap_compare(
         make_app(config, start_screen="image"), terminal_size=SIZE, run_before=settle
     )
+
+
+def test_image_screen_at_80x24_snapshot(snap_compare, make_config: Callable[..., Path]) -> None:  # type: ignore[no-untyped-def]
+    """The form scrolls at 80x24: every field, the sampler and the gallery stay reachable."""
+    config = make_config(diffusion={"model": "stable-diffusion-v1-5/stable-diffusion-v1-5"})
+
+    async def settle(pilot):  # type: ignore[no-untyped-def]
+        await pilot.press("ctrl+b")  # the gallery at the form's end scrolls into view
+        await pilot.pause(0.3)
+
+    assert snap_compare(
+        make_app(config, start_screen="image"), terminal_size=(80, 24), run_before=settle
+    )
+
+
+# -- img2img, hires fix, LoRAs, imported settings, variations ----------------------------
+
+
+def notices(app: object) -> list[str]:
+    return [str(n.message) for n in app._notifications]  # type: ignore[attr-defined]
+
+
+async def test_the_new_fields_reach_the_request_and_a_bad_one_is_named(
+    make_config: Callable[..., Path], tiny_sd_folder: Path, tmp_path: Path
+) -> None:
+    from textual.widgets import Select
+
+    from tui.widgets.image_form import ImageForm
+
+    start = tmp_path / "start.png"
+    Image.new("RGB", (64, 64)).save(start)
+    app = make_app(image_config(make_config, tiny_sd_folder), start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        s = screen(app)
+        await type_text(pilot, "a house")
+        for field, value in (("init", str(start)), ("strength", "0.4"), ("hires-steps", "")):
+            s.query_one(f"#image-{field}", Input).value = value
+        request = s.query_one(ImageForm).request()
+        assert (request.init_image, request.strength, request.hires_scale) == (str(start), 0.4, 1.0)
+        s.query_one("#image-init", Input).value = ""
+        s.query_one("#image-hires", Input).value = "2"
+        s.query_one("#image-hires-strength", Input).value = "0.45"
+        s.query_one("#image-hires-steps", Input).value = "7"
+        s.query_one("#image-upscaler", Select).value = "Lanczos"
+        request = s.query_one(ImageForm).request()
+        assert (request.hires_scale, request.hires_strength, request.hires_steps) == (2, 0.45, 7)
+        assert request.hires_upscaler == "Lanczos" and request.init_image == ""
+        s.query_one("#image-strength", Input).value = "lots"
+        s.action_generate()
+        await pilot.pause()
+        assert "Strength: 'lots' is not a number; use 0.01 to 1" in error_text(app)
+        assert app.focused is s.query_one("#image-strength")
+        s.query_one("#image-strength", Input).value = "0.75"
+        s.query_one("#image-hires", Input).value = "9"
+        s.action_generate()
+        await pilot.pause()
+        assert "hires scale 9 is not allowed: use 1 (off) to 4" in error_text(app)
+        assert not s.generating and pngs(app.settings.paths.outputs) == []
+
+
+async def test_the_lora_picker_inserts_the_tag_at_the_cursor(
+    make_config: Callable[..., Path], tiny_sd_folder: Path, tmp_path: Path
+) -> None:
+    from sd_fixtures import build_tiny_lora
+
+    loras = tmp_path / "loras"
+    build_tiny_lora(tiny_sd_folder, loras / "ink.safetensors")
+    build_tiny_lora(tiny_sd_folder, loras / "zebra.safetensors", seed=2)
+    config = make_config(
+        diffusion={"model": str(tiny_sd_folder), "device": "cpu"}, paths={"loras": loras}
+    )
+    app = make_app(config, start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        s = screen(app)
+        prompt = s.query_one("#image-prompt", TextArea)
+        prompt.load_text("a fox, at night")
+        prompt.move_cursor((0, 6))  # after "a fox,"
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert "Insert a LoRA at the cursor" in screen_text(app)
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert prompt.text == "a fox,<lora:zebra:1.0> at night"
+        assert app.focused is prompt
+
+
+async def test_no_lora_folder_says_where_to_put_them(
+    make_config: Callable[..., Path], tiny_sd_folder: Path
+) -> None:
+    app = make_app(image_config(make_config, tiny_sd_folder), start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: notices(app), what="the notice")
+        (notice,) = notices(app)
+        assert "No LoRAs in" in notice and "[paths] loras" in notice
+
+
+async def test_import_settings_from_a_comfyui_png_and_a_png_without_any(
+    make_config: Callable[..., Path], tiny_sd_folder: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from PIL.PngImagePlugin import PngInfo
+
+    graph = {
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": 99, "steps": 12, "cfg": 5.5, "sampler_name": "dpmpp_2m",
+            "scheduler": "karras", "denoise": 1, "positive": ["6", 0], "negative": ["7", 0],
+            "latent_image": ["5", 0]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 96, "height": 64}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a comfy castle"}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "fog"}},
+    }  # fmt: skip
+    info = PngInfo()
+    info.add_text("prompt", json.dumps(graph))
+    comfy, plain = tmp_path / "comfy.png", tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(comfy, pnginfo=info)
+    Image.new("RGB", (8, 8)).save(plain)
+    app = make_app(image_config(make_config, tiny_sd_folder), start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        s = screen(app)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        app.screen.query_one("#text", Input).value = str(comfy)
+        await pilot.press("enter")
+        prompt = s.query_one("#image-prompt", TextArea)
+        await wait_for(pilot, lambda: prompt.text == "a comfy castle", what="the import")
+        assert s.query_one("#image-negative", TextArea).text == "fog"
+        values = {f: s.query_one(f"#image-{f}", Input).value for f in ("width", "steps", "seed")}
+        assert values == {"width": "96", "steps": "12", "seed": "99"}
+        assert any("(ComfyUI)" in n for n in notices(app))
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        app.screen.query_one("#text", Input).value = str(plain)
+        await pilot.press("enter")
+        await wait_for(
+            pilot,
+            lambda: any("plain.png holds no generation settings" in n for n in notices(app)),
+            what="the refusal",
+        )
+        assert prompt.text == "a comfy castle"  # nothing lost
+
+
+async def test_variations_and_start_from_in_the_gallery(
+    make_config: Callable[..., Path], tiny_sd_folder: Path
+) -> None:
+    from tui.widgets.image_form import ImageForm
+
+    app = make_app(image_config(make_config, tiny_sd_folder, steps=3), start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        s = screen(app)
+        await generate(pilot, app, "a green hill")
+        [first] = pngs(app.settings.paths.outputs)
+        await pilot.press("ctrl+b", "i")
+        await pilot.pause()
+        assert s.query_one("#image-init", Input).value == str(first)
+        s.query_one("#image-init", Input).value = ""
+        await pilot.press("ctrl+b", "v")
+        outputs = app.settings.paths.outputs
+        await wait_for(
+            pilot,
+            lambda: len(pngs(outputs)) == 5 and not s.generating,
+            timeout=60,
+            what="four variations",
+        )
+        made = [p for p in pngs(app.settings.paths.outputs) if p != first]
+        assert len(made) == 4
+        params = [read_parameters(p) for p in made]
+        assert {p.prompt for p in params} == {"a green hill"}
+        assert {p.denoising_strength for p in params} == {0.35}
+        assert len({p.seed for p in params}) == 4 and read_parameters(first).seed not in {
+            p.seed for p in params
+        }
+        # Ctrl+T: start the next image from the newest one
+        await pilot.press("ctrl+f", "ctrl+t")
+        await pilot.pause()
+        newest = max(made, key=lambda p: p.stat().st_mtime_ns)
+        assert s.query_one(ImageForm).query_one("#image-init", Input).value in {
+            str(p) for p in made
+        }
+        assert newest.exists()
+
+
+async def test_every_new_binding_is_in_the_help_and_the_keymap(
+    make_config: Callable[..., Path], tiny_sd_folder: Path
+) -> None:
+    from tui.keys import binding_ids
+
+    ids = binding_ids()
+    new = ("image.lora", "image.import", "image.from_last", "gallery.variations", "gallery.init")
+    assert set(new) <= set(ids)
+    app = make_app(image_config(make_config, tiny_sd_folder), start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ImageScreen), what="the Image screen")
+        rows = [text for _, group in app.help_groups() for _, text in group]
+        for binding_id in new:
+            assert ids[binding_id].tooltip in rows, binding_id

@@ -183,6 +183,8 @@ class LlmPessoalApp(App[int]):
                 self.settings.paths.cache,
                 make_room=self._make_room,
                 on_image=self._index_image,
+                loras=self.settings.paths.loras,
+                embeddings=self.settings.paths.embeddings,
             )
         return self._diffusion
 

@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        check_arguments(args)
+        check_arguments(args, sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
         err(str(exc))
         return EXIT_USAGE

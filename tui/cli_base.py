@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import textwrap
+from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -105,17 +106,20 @@ def nonempty_path(value: str) -> Path:
     return Path(nonempty(value))
 
 
-def check_arguments(args: argparse.Namespace) -> None:
+def check_arguments(args: argparse.Namespace, argv: Sequence[str]) -> None:
     """What argparse lets through on Python 3.11: ``--opt=--`` becomes an empty list instead
     of a value, and argv that is not UTF-8 arrives as lone surrogates."""
-    for dest, value in vars(args).items():
-        values = value if isinstance(value, list) else [value]
-        option = "--" + dest.replace("_", "-")
-        if value == [] or [] in values:
+    for token in argv:
+        if token == "--":  # what follows is not options
+            break
+        option, equals, value = token.partition("=")
+        if option.startswith("--") and equals and value == "--":
             raise UsageError(
                 f"{option}=-- has no value: '--' ends the options and cannot be a value; "
                 f"give {option} a value of its own"
             )
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
         for one in values:
             text = str(one) if isinstance(one, str | Path) else ""
             if any("\udc80" <= c <= "\udcff" for c in text):

@@ -7,6 +7,7 @@ import argparse
 import sys
 import threading
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engines.config import Settings
@@ -66,6 +67,59 @@ def add_parser(
         action="store_true",
         help="draw each image in the terminal (half blocks) when stdout is one",
     )
+    from engines.diffusion import (
+        HIRES_UPSCALERS,
+        MAX_HIRES_SCALE,
+        MAX_LORA_WEIGHT,
+        MAX_STRENGTH,
+        MIN_HIRES_SCALE,
+        MIN_STRENGTH,
+    )
+
+    strengths = f"{MIN_STRENGTH:g}-{MAX_STRENGTH:g}"
+    image.add_argument(
+        "--init-image",
+        type=Path,
+        metavar="FILE",
+        help="start from this image (img2img); its size unless --width/--height",
+    )
+    image.add_argument(
+        "--strength",
+        type=float,
+        default=0.75,
+        help=f"img2img: how much of the init image is redrawn ({strengths}, default 0.75)",
+    )
+    image.add_argument(
+        "--hires",
+        type=float,
+        metavar="FACTOR",
+        default=1.0,
+        help=f"hires fix: make the image, upscale it by FACTOR ({MIN_HIRES_SCALE:g}-"
+        f"{MAX_HIRES_SCALE:g}) and redraw it at that size",
+    )
+    image.add_argument(
+        "--hires-strength",
+        type=float,
+        default=0.5,
+        help=f"hires fix: denoising strength of the second pass ({strengths}, default 0.5)",
+    )
+    image.add_argument(
+        "--hires-steps", type=int, default=0, help="hires fix: its steps (default: as --steps)"
+    )
+    image.add_argument(
+        "--hires-upscaler",
+        choices=HIRES_UPSCALERS,
+        default=HIRES_UPSCALERS[0],
+        help="hires fix: upscale the latents or the image (default: %(default)s)",
+    )
+    image.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="NAME[:WEIGHT]",
+        help=f"a LoRA from [paths] loras (weight -{MAX_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g}, "
+        "default 1); repeatable; the same as <lora:NAME:WEIGHT> in the prompt",
+    )
 
 
 class ProgressLine:
@@ -100,6 +154,37 @@ class ProgressLine:
         self.bars.stop()
 
 
+def lora_tag(value: str) -> str:
+    """``--lora NAME[:WEIGHT]`` as the prompt's ``<lora:NAME:WEIGHT>``; ValueError names a
+    weight that is not a number."""
+    name, colon, weight = value.rpartition(":")
+    if not colon:
+        name, weight = value, "1"
+    try:
+        number = float(weight)
+    except ValueError:
+        raise ValueError(
+            f"--lora {value!r}: the weight {weight!r} is not a number (NAME or NAME:WEIGHT)"
+        ) from None
+    if not name.strip() or any(c in name for c in "<>"):
+        raise ValueError(f"--lora {value!r}: give a LoRA's file name without its suffix")
+    return f"<lora:{name}:{number:g}>"
+
+
+def init_size(path: Path) -> tuple[int, int]:
+    """An init image's size, down to multiples of 8 (the size the image is made at)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path.expanduser()) as im:
+            width, height = im.size
+    except FileNotFoundError:
+        raise ValueError(f"--init-image {path}: no such file") from None
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ValueError(f"--init-image {path}: not an image PIL can read ({exc})") from None
+    return width // 8 * 8, height // 8 * 8
+
+
 def run_image(settings: Settings, args: argparse.Namespace) -> int:
     from engines.diffusion import (
         ANY_MODEL,
@@ -114,19 +199,33 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
     d = settings.diffusion
     # a piped prompt's final newline is not part of it
     prompt = read_stdin_text("prompt").rstrip("\r\n") if args.prompt == "-" else args.prompt
+    try:
+        prompt += "".join(f" {lora_tag(value)}" for value in args.lora)
+        size = init_size(args.init_image) if args.init_image else None
+    except ValueError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    width = args.width if args.width is not None else size[0] if size else d.width
+    height = args.height if args.height is not None else size[1] if size else d.height
     request = GenerationRequest(
         prompt=prompt,
         negative_prompt=args.negative_prompt
         if args.negative_prompt is not None
         else d.negative_prompt,
         # `is not None`, not `or`: --width 0 is refused, not replaced by the default
-        width=args.width if args.width is not None else d.width,
-        height=args.height if args.height is not None else d.height,
+        width=width,
+        height=height,
         steps=args.steps if args.steps is not None else d.steps,
         guidance=args.guidance if args.guidance is not None else d.guidance,
         seed=args.seed,
         scheduler=args.scheduler or d.scheduler,
         count=args.count,
+        init_image=str(args.init_image.expanduser()) if args.init_image else "",
+        strength=args.strength,
+        hires_scale=args.hires,
+        hires_strength=args.hires_strength,
+        hires_steps=args.hires_steps,
+        hires_upscaler=args.hires_upscaler,
     )
     try:
         validate(request, ANY_MODEL)  # the model's own limits are checked once it is loaded
@@ -149,7 +248,14 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
             except StoreError as exc:
                 err(f"{exc}; {image.path.name} is not in the gallery")  # type: ignore[attr-defined]
 
-    engine = DiffusionEngine(settings.diffusion, outputs, settings.paths.cache, on_image=index)
+    engine = DiffusionEngine(
+        settings.diffusion,
+        outputs,
+        settings.paths.cache,
+        on_image=index,
+        loras=settings.paths.loras,
+        embeddings=settings.paths.embeddings,
+    )
     cancel = threading.Event()
     finished = threading.Event()
     outcome: dict[str, object] = {}

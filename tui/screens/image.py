@@ -11,12 +11,15 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import var
 from textual.widgets import Label, ProgressBar, Static
 
 from engines.diffusion import (
+    SCHEDULERS,
+    VARIATION_COUNT,
+    VARIATION_STRENGTH,
     DiffusionError,
     EngineStatus,
     GenerationRequest,
@@ -26,16 +29,18 @@ from engines.diffusion import (
     validate,
 )
 from engines.files import OutsideFolder, remove_inside
-from engines.images import read_parameters
-from engines.store import StoreError
+from engines.images import ImageParameters, read_settings
+from engines.store import StoredImage, StoreError
 from tui.screens.base import AppScreen
 from tui.text import shown, visible
-from tui.widgets.dialogs import ConfirmDialog
+from tui.widgets.dialogs import ConfirmDialog, PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
 from tui.widgets.gallery import Gallery
 from tui.widgets.image_form import FormError, ImageForm
 from tui.widgets.image_viewer import ImageViewer, open_image
 from tui.widgets.picture import Picture
+
+SCHEDULER_NAMES = frozenset(SCHEDULERS)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -90,6 +95,28 @@ class ImageScreen(AppScreen[None]):
             id="image.gallery",
         ),
         Binding("ctrl+f", "form", "Form", show=False, tooltip="Back to the form", id="image.form"),
+        Binding(
+            "ctrl+r",
+            "pick_lora",
+            "LoRA",
+            tooltip="Insert <lora:name:1.0> from [paths] loras at the prompt's cursor",
+            id="image.lora",
+        ),
+        Binding(
+            "ctrl+o",
+            "import_settings",
+            "Import PNG",
+            tooltip="Import settings from a PNG (AUTOMATIC1111, ComfyUI or this app)",
+            id="image.import",
+        ),
+        Binding(
+            "ctrl+t",
+            "start_from_last",
+            "From last",
+            show=False,
+            tooltip="Start the next image from the last one made (img2img)",
+            id="image.from_last",
+        ),
     ]
 
     generating = var(False, bindings=True)
@@ -103,7 +130,7 @@ class ImageScreen(AppScreen[None]):
     def compose(self) -> ComposeResult:
         yield Static("", id="pipeline-status")
         with Horizontal(id="image-body"):
-            with Vertical(id="image-left"):
+            with VerticalScroll(id="image-left"):
                 yield ImageForm(self.lp.settings.diffusion, id="image-form")
                 yield Label("", id="image-error", classes="dialog-error")
                 yield Label("Recent images", classes="field-label")
@@ -185,6 +212,9 @@ class ImageScreen(AppScreen[None]):
         except RequestError as exc:
             self._error(f"Not generated: {exc}")
             return
+        self._start(request)
+
+    def _start(self, request: GenerationRequest) -> None:
         self._error("")
         self._cancel.clear()
         self.last_step = None
@@ -231,7 +261,10 @@ class ImageScreen(AppScreen[None]):
             return
         self.last_step = info
         done = info.image_index * info.steps + info.step
-        self.query_one("#image-progress", ProgressBar).update(progress=done)
+        # img2img and the hires fix run other numbers of steps than the form's
+        self.query_one("#image-progress", ProgressBar).update(
+            total=info.steps * info.count, progress=done
+        )
         image = f"image {info.image_index + 1}/{info.count} · " if info.count > 1 else ""
         self.lp.live.image_steps_per_s = info.steps_per_s
         self.lp.live.image_progress = f"{image}step {info.step}/{info.steps}"
@@ -319,14 +352,12 @@ class ImageScreen(AppScreen[None]):
             self.app.copy_to_clipboard(str(image.path))
             self.notify(f"Copied {image.path}")
         elif event.action == "reuse":
-            try:
-                parameters = read_parameters(image.path)
-            except (OSError, ValueError) as exc:
-                self.notify(f"Cannot read {image.path.name}: {exc}", severity="error")
-                return
-            self.query_one(ImageForm).fill(parameters)
-            self.query_one("#image-prompt").focus()
-            self.notify(f"The form now holds the settings of {image.path.name}.")
+            self.import_settings(image.path)
+        elif event.action == "init":
+            self.query_one(ImageForm).set_init_image(str(image.path))
+            self.notify(f"The next image starts from {visible(image.path.name)}.", markup=False)
+        elif event.action == "variations":
+            self.variations(image)
         elif event.action == "delete":
             outputs = self.lp.settings.paths.outputs
 
@@ -343,3 +374,114 @@ class ImageScreen(AppScreen[None]):
                 self.notify(visible(f"Deleted {image.path}."))
 
             self.app.push_screen(ConfirmDialog(f"Delete {image.path}?"), confirmed)
+
+    # -- img2img, LoRAs, imported settings --------------------------------------------
+
+    def variations(self, image: StoredImage) -> None:
+        """The same prompt and settings, img2img from the image at a low strength, with
+        new seeds."""
+        if self.generating:
+            self.notify("An image is being generated: Esc stops it.", severity="warning")
+            return
+        self.prepare_variations(image)
+
+    @work(thread=True, exclusive=True, group="import", exit_on_error=False)
+    def prepare_variations(self, image: StoredImage) -> None:
+        from PIL import Image
+
+        try:
+            with Image.open(image.path) as im:  # its real size: a hires fix made it larger
+                width, height = im.size
+        except OSError as exc:
+            self.app.call_from_thread(
+                self.notify, f"No variations: {exc}", severity="error", markup=False
+            )
+            return
+        p = image.parameters
+        request = GenerationRequest(
+            prompt=p.prompt,
+            negative_prompt=p.negative_prompt,
+            width=width // 8 * 8,
+            height=height // 8 * 8,
+            steps=p.steps,
+            guidance=p.guidance,
+            scheduler=p.scheduler if p.scheduler in SCHEDULER_NAMES else "Euler a",
+            count=VARIATION_COUNT,
+            init_image=str(image.path),
+            strength=VARIATION_STRENGTH,
+        )
+        self.app.call_from_thread(self._start_variations, image, request)
+
+    def _start_variations(self, image: StoredImage, request: GenerationRequest) -> None:
+        if self.generating:
+            return
+        try:
+            request = validate(request, self.lp.diffusion.limits)
+        except RequestError as exc:
+            self._error(f"No variations: {exc}")
+            return
+        self.notify(
+            f"{VARIATION_COUNT} variations of {visible(image.path.name)} "
+            f"(strength {VARIATION_STRENGTH:g}, new seeds).",
+            markup=False,
+        )
+        self._start(request)
+
+    def action_pick_lora(self) -> None:
+        names = self.lp.diffusion.lora_names()
+        if not names:
+            folder = self.lp.settings.paths.loras
+            self.notify(
+                f"No LoRAs in {visible(str(folder))}: put .safetensors files there "
+                "([paths] loras in config.toml).",
+                title="LoRA",
+                severity="warning",
+                markup=False,
+            )
+            return
+
+        def picked(index: int | None) -> None:
+            if index is not None:
+                self.query_one(ImageForm).insert_in_prompt(f"<lora:{names[index]}:1.0>")
+
+        self.app.push_screen(PickDialog("Insert a LoRA at the cursor", names), picked)
+
+    def action_import_settings(self) -> None:
+        def chosen(path: str | None) -> None:
+            if path:
+                self.import_settings(Path(path).expanduser())
+
+        self.app.push_screen(TextDialog("Import settings from a PNG: its path"), chosen)
+
+    def action_start_from_last(self) -> None:
+        gallery = self.query_one(Gallery)
+        if not gallery.items:
+            self.notify("No image yet to start from.", severity="warning")
+            return
+        newest = max(gallery.items, key=lambda i: i.created_at)
+        self.query_one(ImageForm).set_init_image(str(newest.path))
+        self.notify(f"The next image starts from {visible(newest.path.name)}.", markup=False)
+
+    @work(thread=True, exclusive=True, group="import", exit_on_error=False)
+    def import_settings(self, path: Path) -> None:
+        try:
+            parameters, source = read_settings(path)
+        except (OSError, ValueError) as exc:
+            self.app.call_from_thread(
+                self.notify,
+                visible(f"Nothing imported: {exc}"),
+                title="Import",
+                severity="error",
+                markup=False,
+            )
+            return
+        self.app.call_from_thread(self._imported, path, parameters, source)
+
+    def _imported(self, path: Path, parameters: ImageParameters, source: str) -> None:
+        form = self.query_one(ImageForm)
+        form.fill(parameters)
+        self.query_one("#image-prompt").focus()
+        note = f"The form now holds the settings of {visible(path.name)} ({source})."
+        if (sampler := form.unknown_sampler(parameters)) is not None:
+            note += f" Its sampler {sampler} is not one of the app's: kept the form's."
+        self.notify(note, title="Import", markup=False)

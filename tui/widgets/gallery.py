@@ -1,4 +1,5 @@
-"""Recent images, newest first: browse, view larger, copy the path, delete, reuse."""
+"""Recent images, newest first: browse, view larger, copy the path, delete, reuse,
+make variations, start the next image from one."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from textual.widgets.option_list import Option
 from engines.store import StoredImage
 from tui.text import visible
 
-Action = Literal["view", "copy", "delete", "reuse"]
+Action = Literal["view", "copy", "delete", "reuse", "variations", "init"]
 
 
 class Gallery(OptionList):
@@ -32,6 +33,20 @@ class Gallery(OptionList):
             "Reuse",
             tooltip="Fill the form from the image's settings",
             id="gallery.reuse",
+        ),
+        Binding(
+            "v",
+            "act('variations')",
+            "Variations",
+            tooltip="Variations: the same prompt from this image, new seeds, low strength",
+            id="gallery.variations",
+        ),
+        Binding(
+            "i",
+            "act('init')",
+            "Start from",
+            tooltip="Start the next image from this one (img2img)",
+            id="gallery.init",
         ),
         Binding(
             "d,delete",
