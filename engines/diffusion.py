@@ -28,6 +28,8 @@ from engines.images import ImageParameters, save_png
 if TYPE_CHECKING:
     from PIL import Image
 
+    from engines.hub import DownloadProgress, LocalModel
+
 log = logging.getLogger(__name__)
 
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -146,6 +148,8 @@ class EngineStatus:
     detail: str = ""
     progress: float = 0.0
     memory_bytes: int = 0
+    download: DownloadProgress | None = None
+    """While a hub model downloads: its bytes, rate and ETA, per file and in total."""
 
     def describe(self) -> str:
         if self.state == "ready":
@@ -316,8 +320,11 @@ class DiffusionEngine:
                     # leave a core to the interface: oversubscribed OpenMP threads spin
                     # and slow everything down, the steps included
                     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+                local = self._from_hub(model, dtype, step, cancel)
                 step(0.2, f"reading {model}")
-                pipe = self._read(model, dtype)
+                pipe = self._read(
+                    str(local.path) if local else model, dtype, local.variant if local else None
+                )
                 step(0.6, f"preparing for {device}")
                 self._prepare(pipe, device, dtype, step)
                 self._pipe = pipe
@@ -382,7 +389,46 @@ class DiffusionEngine:
     def _fast(self, device: str) -> bool:
         return self.settings.fast and device == "cuda"
 
-    def _read(self, model: str, dtype: Any) -> Any:
+    def _from_hub(
+        self,
+        model: str,
+        dtype: Any,
+        step: Callable[[float, str], None],
+        cancel: threading.Event | None,
+    ) -> LocalModel | None:
+        """A hub id made a folder on disk before it is read: found complete in the cache
+        (no network), else downloaded, only the files needed, its progress in the status
+        (engines/hub.py). None for a local model."""
+        from engines.hub import DownloadCancelled, HubError, HubModels, hub_cache, is_hub_id
+
+        if not is_hub_id(model):
+            return None
+        import torch
+
+        hub = HubModels(hub_cache(self.cache))
+
+        def progress(p: DownloadProgress) -> None:
+            if cancel is None or not cancel.is_set():
+                self._set(download=p)
+                step(0.05 + 0.15 * p.fraction, p.describe())
+
+        step(0.05, f"looking for {model} in the cache")
+        try:
+            return hub.ensure(
+                model,
+                fp16=dtype == torch.float16,
+                on_plan=lambda plan: step(0.05, f"downloading {model}: {plan.summary()}"),
+                on_progress=progress,
+                cancel=cancel,
+            )
+        except DownloadCancelled as exc:
+            raise LoadCancelled(str(exc)) from exc
+        except HubError as exc:
+            raise DiffusionError(str(exc)) from exc
+        finally:
+            self._set(download=None)
+
+    def _read(self, model: str, dtype: Any, variant: str | None = None) -> Any:
         """The pipeline from a hub id, a diffusers folder or a single checkpoint file."""
         import diffusers
         import transformers
@@ -427,6 +473,7 @@ class DiffusionEngine:
             str(path) if path.is_dir() else model,
             safety_checker=None,
             requires_safety_checker=False,
+            variant=variant,
             **common,
         )
 
