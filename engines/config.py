@@ -223,6 +223,12 @@ class PathSettings:
         default=Path("exports"), metadata=_spec("Conversations exported to Markdown.", path=True)
     )
     cache: Path = field(default=Path("cache"), metadata=_spec("Model cache (HF_HOME).", path=True))
+    models: Path = field(
+        default=Path("models"),
+        metadata=_spec(
+            "Local image models: diffusers folders, .safetensors/.ckpt files.", path=True
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,9 @@ PROGRESS_EVERY_S = 0.2
 CHUNK_SIZE = 1024 * 1024
 """Bytes between two progress updates (and two looks at the cancel event)."""
 WORKERS = 8
+HALT_WAIT_S = 15.0
+"""How long a failed download waits for its other transfers to stop (they look between
+chunks; a stalled one gives up after huggingface_hub's read timeout)."""
 """Files downloaded at once (as ``snapshot_download`` and ``hf download`` do)."""
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 NETWORK_ERRORS = frozenset(
@@ -71,8 +74,6 @@ NETWORK_ERRORS = frozenset(
     }
 )
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
-STATE_KEY = "image_model"
-"""The key of state.json that holds the image model chosen as the default."""
 
 
 class HubError(Exception):
@@ -408,21 +409,21 @@ class _Meter:
             self.report(self.clock(), done=True)
 
 
-def _bar_class(meter: _Meter, path: str, cancel: threading.Event) -> type:
+def _bar_class(meter: _Meter, path: str, stopped: Callable[[], bool]) -> type:
     """A tqdm look-alike for huggingface_hub's ``http_get``: it feeds ``meter`` and stops
     the transfer when ``cancel`` is set."""
 
     class Bar:
         def __init__(self, *args: Any, total: int | None = None, initial: int = 0, **kw: Any):
             self.n = initial
-            if cancel.is_set():
+            if stopped():
                 raise _Stop
             meter.advance(path, self.n)
 
         def update(self, n: float | None = 1) -> None:
             self.n += int(n or 0)
             meter.advance(path, self.n)
-            if cancel.is_set():
+            if stopped():
                 raise _Stop
 
         def __enter__(self) -> Bar:
@@ -606,21 +607,28 @@ class HubModels:
         meter.start()
         todo = [f for f in plan.files if not self._linked(plan, f)]
         failures: list[BaseException] = []
-        queue = list(reversed(sorted(todo, key=lambda f: f.size)))  # the biggest first
+        queue = sorted(todo, key=lambda f: -f.size)  # the biggest first
         lock = threading.Lock()
+        halt = threading.Event()  # the transfers stop: cancelled, or another one failed
+        discard = threading.Event()  # ... and their parts go too (a full disk)
+
+        def stopped() -> bool:
+            return cancel.is_set() or halt.is_set()
 
         def worker() -> None:
-            while not cancel.is_set() and not failures:
+            while not stopped():
                 with lock:
                     if not queue:
                         return
                     item = queue.pop(0)
                 try:
-                    self._fetch(plan, item, meter, cancel)
+                    self._fetch(plan, item, meter, stopped, discard)
                 except _Stop:
                     return
                 except BaseException as exc:  # handed to the caller's thread
-                    failures.append(exc)
+                    with lock:
+                        failures.append(exc)
+                    halt.set()
                     return
 
         threads = [
@@ -631,22 +639,25 @@ class HubModels:
             t.start()
         # wait here, not in a join: the transfer threads look at the cancel event only
         # between chunks, and a stalled connection must not hold a cancel back
-        while any(t.is_alive() for t in threads):
-            if cancel.is_set():
-                raise DownloadCancelled(
-                    f"stopped downloading {plan.repo}; what came stays in the cache and the "
-                    "next try goes on from it"
-                )
-            if failures:
-                break
+        while any(t.is_alive() for t in threads) and not stopped():
             for t in threads:
                 t.join(0.05)
-        if failures:
-            cancel.set()  # the other transfers stop at their next chunk
-            exc = failures[0]
-            raise exc if isinstance(exc, HubError) else self.explain(plan.repo, exc) from exc
         if cancel.is_set():
-            raise DownloadCancelled(f"stopped downloading {plan.repo}")
+            raise DownloadCancelled(
+                f"stopped downloading {plan.repo}; what came stays in the cache and the "
+                "next try goes on from it"
+            )
+        if failures:
+            exc = failures[0]
+            if isinstance(exc, NotEnoughSpace):
+                discard.set()  # nothing half-written stays on a full disk
+                for t in threads:
+                    t.join(HALT_WAIT_S / len(threads))
+                storage = repo_folder(self.cache, plan.repo)
+                for f in plan.files:
+                    if f.etag:
+                        (storage / "blobs" / (f.etag + ".incomplete")).unlink(missing_ok=True)
+            raise exc if isinstance(exc, HubError) else self.explain(plan.repo, exc) from exc
         meter.finish()
         folder = repo_folder(self.cache, plan.repo) / "snapshots" / plan.commit
         return LocalModel(plan.repo, folder, plan.variant, plan.commit)
@@ -658,7 +669,12 @@ class HubModels:
         return self._locks.setdefault(key, threading.Lock())
 
     def _fetch(
-        self, plan: DownloadPlan, item: PlannedFile, meter: _Meter, cancel: threading.Event
+        self,
+        plan: DownloadPlan,
+        item: PlannedFile,
+        meter: _Meter,
+        stopped: Callable[[], bool],
+        discard: threading.Event,
     ) -> None:
         """One file into the cache: resumed from its ``.incomplete`` part if there is one,
         then linked into the snapshot by huggingface_hub."""
@@ -705,8 +721,12 @@ class HubModels:
                                     headers=headers,
                                     expected_size=size,
                                     displayed_filename=item.path,
-                                    tqdm_class=_bar_class(meter, item.path, cancel),
+                                    tqdm_class=_bar_class(meter, item.path, stopped),
                                 )
+                        except _Stop:
+                            if discard.is_set():
+                                partial.unlink(missing_ok=True)
+                            raise
                         except OSError as exc:
                             if exc.errno in DISK_FULL:
                                 partial.unlink(missing_ok=True)

@@ -104,8 +104,10 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
     except RequestError as exc:
         err(str(exc))
         return EXIT_USAGE
-    if args.model:
-        settings = replace(settings, diffusion=replace(d, model=args.model))
+    from tui.cli_image_models import DownloadDisplay, current_default
+
+    model = args.model or current_default(settings)  # the Models dialog's default, if set
+    settings = replace(settings, diffusion=replace(d, model=model))
     outputs = args.out.expanduser().resolve() if args.out else settings.paths.outputs
     try:
         store: Store | None = Store.open(settings.paths.database, recover=False)
@@ -129,7 +131,7 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
         try:
             try:
                 print(f"loading {settings.diffusion.model}…", file=sys.stderr, flush=True)
-                engine.load(cancel=cancel)
+                engine.load(cancel=cancel, on_progress=DownloadDisplay(sys.stderr).status)
             except DiffusionError as exc:
                 outcome["load_error"] = exc
                 return
