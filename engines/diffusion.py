@@ -154,6 +154,8 @@ class EngineStatus:
     def describe(self) -> str:
         if self.state == "ready":
             return f"ready on {self.device} in {self.dtype}"
+        if self.state == "loading" and self.download is not None:
+            return self.detail  # bytes, rate and ETA say more than a percentage of loading
         if self.state == "loading":
             return f"loading ({self.progress:.0%}): {self.detail}"
         if self.state == "failed":
@@ -548,6 +550,15 @@ class DiffusionEngine:
             index=0,
             decode=device != "cpu",
         )
+
+    def use(self, model: str) -> None:
+        """Make ``model`` the one the next load reads (a loaded different one is unloaded
+        first; a generation in progress finishes before)."""
+        with self._lock:
+            if model != self.model:
+                self.unload()
+                self.model = model
+                self._set(model=model)
 
     def unload(self) -> None:
         """Free the pipeline and the memory it held."""

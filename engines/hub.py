@@ -287,8 +287,8 @@ class DownloadProgress:
         return self.overall.overall_figures()
 
     def describe(self) -> str:
-        """One line: ``downloading owner/name: 3/12 files · 1.2 GB / 4.3 GB · … ETA 1:23``."""
-        return f"downloading {self.repo}: {self.files_done}/{self.files} files · {self.figures()}"
+        """One line: ``downloading 3/12 files · 1.2 GB / 4.3 GB · 35.2 MB/s · ETA 1:23``."""
+        return f"downloading {self.files_done}/{self.files} files · {self.figures()}"
 
     def file_lines(self, most: int = 3) -> list[str]:
         """The files in flight, largest first: ``unet/…fp16.safetensors 1.0 GB / 1.7 GB · …``."""
@@ -338,6 +338,26 @@ class ImageModel:
 class _Stop(BaseException):
     """Raised inside huggingface_hub's transfer loop to stop it (not an Exception, so no
     retry logic swallows it)."""
+
+
+class _Silent:
+    """A tqdm stand-in that shows nothing (huggingface_hub's own bars would write on the
+    terminal, under the TUI)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.n = 0
+
+    def update(self, n: float | None = 1) -> None:
+        return None
+
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 class _Meter:
@@ -576,6 +596,7 @@ class HubModels:
                     cache_dir=self.cache,
                     endpoint=self.endpoint,
                     token=self.token,
+                    tqdm_class=_Silent,
                 )
             )
         except Exception as exc:
@@ -643,6 +664,7 @@ class HubModels:
             for t in threads:
                 t.join(0.05)
         if cancel.is_set():
+            halt.set()  # for good: the caller may clear and reuse its event
             raise DownloadCancelled(
                 f"stopped downloading {plan.repo}; what came stays in the cache and the "
                 "next try goes on from it"
@@ -746,6 +768,7 @@ class HubModels:
                 cache_dir=self.cache,
                 endpoint=self.endpoint,
                 token=self.token,
+                tqdm_class=_Silent,
             )
         meter.advance(item.path, item.size, finished=True)
 
@@ -1034,6 +1057,18 @@ def check_folder(
                 f"{component}/{s} is missing" for s in sorted(shards) if not (here / s).is_file()
             ]
     return problems, variant
+
+
+def wants_fp16(dtype: str) -> bool:
+    """Whether ``[diffusion] dtype`` loads float16 weights (``auto`` does on CUDA): then the
+    fp16 variant is the one to download."""
+    if dtype == "float16":
+        return True
+    if dtype != "auto":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def default_model(configured: str, remembered: object) -> str:

@@ -178,7 +178,11 @@ def test_a_hub_id_downloads_with_progress_then_loads(hub: FakeHub, tmp_path: Pat
     assert fetched == set(FP32)
     downloads = [s.download for s in seen if s.download is not None]
     assert len(downloads) >= 3
-    assert all("downloading tests/tiny-sd" in s.detail for s in seen if s.download is not None)
+    assert all(
+        s.describe().startswith("downloading ") and " files · " in s.describe()
+        for s in seen
+        if s.download is not None
+    )
     totals = [d.overall.overall_completed for d in downloads]
     assert totals == sorted(totals) and totals[0] < totals[-1]
     assert downloads[-1].overall.overall_total == hub.repos[REPO].size(FP32)

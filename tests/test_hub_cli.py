@@ -110,7 +110,9 @@ def test_image_with_a_hub_id_downloads_with_progress_then_draws(
     assert "downloading" not in again.stderr
 
 
-def test_errors_are_one_line_each(cli: Cli, config: Path, hub: FakeHub, hub_repo_folder: Path) -> None:
+def test_errors_are_one_line_each(
+    cli: Cli, config: Path, hub: FakeHub, hub_repo_folder: Path
+) -> None:
     from hub_server import HubRepo
 
     hub.repos["tests/gated"] = HubRepo.from_folder(hub_repo_folder, gated=True, token="tok")
@@ -128,8 +130,7 @@ def test_errors_are_one_line_each(cli: Cli, config: Path, hub: FakeHub, hub_repo
     assert offline.returncode == 3
     last = offline.stderr.splitlines()[-1]
     assert last.startswith(
-        "llm-pessoal: tests/tiny-sd is not in the cache and the hub cannot be reached "
-        f"({hub.url}: "
+        f"llm-pessoal: tests/tiny-sd is not in the cache and the hub cannot be reached ({hub.url}: "
     ), offline.stderr
     assert last.endswith(
         "): connect to the network and run `llm-pessoal image-models pull tests/tiny-sd`, "

@@ -195,19 +195,8 @@ class DownloadDisplay:
             self.drawn = 0
 
 
-def fp16_for(dtype: str) -> bool:
-    """Whether ``dtype`` (a config value) loads float16 weights: ``auto`` does on CUDA."""
-    if dtype == "float16":
-        return True
-    if dtype != "auto":
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def cmd_pull(settings: Settings, repo: str, dtype: str, as_json: bool) -> int:
-    from engines.hub import DownloadCancelled, HubError, HubOffline, is_hub_id
+    from engines.hub import DownloadCancelled, HubError, HubOffline, is_hub_id, wants_fp16
 
     if not is_hub_id(repo):
         err(
@@ -228,7 +217,7 @@ def cmd_pull(settings: Settings, repo: str, dtype: str, as_json: bool) -> int:
         try:
             outcome["model"] = hub.pull(
                 repo,
-                fp16=fp16_for(dtype),
+                fp16=wants_fp16(dtype),
                 on_plan=planned,
                 on_progress=display.show,
                 cancel=cancel,

@@ -13,6 +13,7 @@ SOURCES = (
     ("tui.widgets.prompt", "PromptInput"),
     ("tui.widgets.sidebar", "ConversationList"),
     ("tui.screens.models", "ModelsDialog"),
+    ("tui.widgets.image_models", "ImageModelsPane"),
     ("tui.screens.image", "ImageScreen"),
     ("tui.widgets.gallery", "Gallery"),
     ("tui.screens.monitor", "MonitorScreen"),

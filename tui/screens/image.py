@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 class PipelineChanged(Message):
     status: EngineStatus
 
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PipelineChanged)  # the newest status is the truth
+
 
 @dataclass
 class StepCompleted(Message):
@@ -113,10 +116,17 @@ class ImageScreen(Screen[None]):
             "escape",
             "cancel",
             "Cancel",
-            tooltip="Stop the generation within a step",
+            tooltip="Stop the generation within a step, or the model's download",
             id="image.cancel",
         ),
         Binding("ctrl+l", "load", "Load model", tooltip="Load the pipeline now", id="image.load"),
+        Binding(
+            "f5",
+            "models",
+            "Models",
+            tooltip="Image models on disk: pull, delete, make one the default",
+            id="image.models",
+        ),
         Binding(
             "ctrl+b",
             "gallery",
@@ -133,6 +143,9 @@ class ImageScreen(Screen[None]):
         self._step_pending = threading.Event()
         self._cancel = threading.Event()
         self.generating = False
+        self.loading = False
+        self._steps_total = 1
+        self._downloading = False
 
     @property
     def lp(self) -> LlmPessoalApp:
@@ -183,21 +196,52 @@ class ImageScreen(Screen[None]):
     @on(PipelineChanged)
     def _pipeline_changed(self, event: PipelineChanged) -> None:
         self._show_status(event.status)
+        self._show_download(event.status)
+        if self.loading and event.status.state != "loading":
+            self.loading = False
+            self.refresh_bindings()
+
+    def _show_download(self, status: EngineStatus) -> None:
+        """A hub model's download in the bar and the figures line (per file), while it goes."""
+        bar = self.query_one("#image-progress", ProgressBar)
+        figures = self.query_one("#image-figures", Label)
+        d = status.download
+        if d is not None:
+            self._downloading = True
+            bar.display = True
+            bar.update(total=max(d.overall.overall_total, 1), progress=d.overall.overall_completed)
+            figures.update(Text(visible("  ".join(d.file_lines(1))), style="dim"))
+            return
+        if self._downloading:
+            self._downloading = False
+            figures.update("")
+        if self.generating:
+            bar.update(total=self._steps_total)
+        elif not self.loading:
+            bar.display = False
 
     def _progress(self, status: EngineStatus) -> None:
         """From the loading thread."""
         self.post_message(PipelineChanged(status))
 
     def action_load(self) -> None:
-        if self.generating:
+        if self.generating or self.loading:
             return
+        self._cancel.clear()
+        self.loading = True
+        self.refresh_bindings()
         self.load_pipeline()
+
+    def action_models(self) -> None:
+        from tui.screens.models import ModelsDialog
+
+        self.app.push_screen(ModelsDialog(section="image"), lambda _: self.on_screen_resume())
 
     @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
     def load_pipeline(self) -> None:
         engine = self.lp.diffusion
         try:
-            engine.load(on_progress=self._progress)
+            engine.load(on_progress=self._progress, cancel=self._cancel)
         except DiffusionError as exc:
             self.app.call_from_thread(
                 self.notify, str(exc), title="Model not loaded", severity="error", timeout=15
@@ -227,7 +271,8 @@ class ImageScreen(Screen[None]):
         self._cancel.clear()
         self.generating = True
         progress = self.query_one("#image-progress", ProgressBar)
-        progress.update(total=request.steps * request.count, progress=0)
+        self._steps_total = request.steps * request.count
+        progress.update(total=self._steps_total, progress=0)
         progress.display = True
         self.query_one("#image-figures", Label).update("starting…")
         self.refresh_bindings()
@@ -310,13 +355,13 @@ class ImageScreen(Screen[None]):
         self.lp.image_finished(saved, self)
 
     def action_cancel(self) -> None:
-        if self.generating:
+        if self.generating or self.loading:
             self._cancel.set()
             self.query_one("#image-figures", Label).update("stopping…")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel":
-            return self.generating
+            return self.generating or self.loading
         return True
 
     # -- gallery ------------------------------------------------------------------------
