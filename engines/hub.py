@@ -717,9 +717,14 @@ class HubModels:
         storage = repo_folder(self.cache, plan.repo)
         if not self._linked(plan, item):
             url = hf_hub_url(plan.repo, item.path, revision=plan.commit, endpoint=self.endpoint)
-            meta = get_hf_file_metadata(url, token=self.token, endpoint=self.endpoint)
-            etag = meta.etag or item.etag
-            size = meta.size if meta.size is not None else item.size
+            # the model info gave the etag and size (the same the file's HEAD would) and the
+            # URL names the commit: the GET goes straight out, and a redirect to the CDN is
+            # followed without the token (httpx drops it across origins)
+            location, etag, size = url, item.etag, item.size
+            if not etag:
+                meta = get_hf_file_metadata(url, token=self.token, endpoint=self.endpoint)
+                location, etag = meta.location, meta.etag or ""
+                size = meta.size if meta.size is not None else size
             blob = storage / "blobs" / etag
             if not blob.is_file():
                 partial = blob.with_name(etag + ".incomplete")
@@ -728,7 +733,7 @@ class HubModels:
                 partial.parent.mkdir(parents=True, exist_ok=True)
                 headers = build_hf_headers(token=self.token)
                 headers["Accept-Encoding"] = "identity"
-                if urlparse(meta.location).netloc != urlparse(url).netloc:
+                if urlparse(location).netloc != urlparse(url).netloc:
                     headers.pop("authorization", None)  # a CDN gets no token
                 # one writer per part, in this process and in others (a second app)
                 with self._lock(str(partial)), WeakFileLock(lock_file):
@@ -737,7 +742,7 @@ class HubModels:
                         try:
                             with partial.open("ab") as out:
                                 http_get(
-                                    meta.location,
+                                    location,
                                     out,
                                     resume_size=out.tell(),
                                     headers=headers,

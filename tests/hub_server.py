@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import re
 import threading
 import time
@@ -43,7 +44,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".msgpack", ".pt", ".pth", ".onnx", ".h5")
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024
 
 
 def git_blob_id(data: bytes) -> str:
@@ -53,12 +54,15 @@ def git_blob_id(data: bytes) -> str:
 
 @dataclass
 class HubFile:
-    data: bytes
+    data: bytes | mmap.mmap
+    """The file's bytes (a read-only map of a file on disk, for big ones)."""
     lfs: bool
+    etag: str = ""
 
-    @property
-    def etag(self) -> str:
-        return hashlib.sha256(self.data).hexdigest() if self.lfs else git_blob_id(self.data)
+    def __post_init__(self) -> None:
+        if not self.etag:
+            data = self.data
+            self.etag = hashlib.sha256(data).hexdigest() if self.lfs else git_blob_id(bytes(data))
 
 
 @dataclass
@@ -79,12 +83,20 @@ class HubRepo:
         return cls(made, digest.hexdigest(), gated, token)
 
     @classmethod
-    def from_folder(cls, folder: Path, **kwargs: object) -> HubRepo:
-        files = {
-            p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file()
-        }
+    def from_folder(cls, folder: Path, *, mapped: bool = False, **kwargs: object) -> HubRepo:
+        """The files under ``folder``; ``mapped`` serves them from read-only maps of the
+        files (no copy in memory: for the benchmark's big repos)."""
+        files: dict[str, bytes | mmap.mmap] = {}
+        for p in sorted(folder.rglob("*")):
+            if not p.is_file():
+                continue
+            if mapped and p.stat().st_size:
+                with p.open("rb") as f:
+                    files[p.relative_to(folder).as_posix()] = mmap.mmap(
+                        f.fileno(), 0, access=mmap.ACCESS_READ
+                    )
+            else:
+                files[p.relative_to(folder).as_posix()] = p.read_bytes()
         return cls.from_files(files, **kwargs)  # type: ignore[arg-type]
 
     def size(self, names: Iterable[str] | None = None) -> int:
@@ -237,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
             sibling: dict[str, object] = {
                 "rfilename": path,
                 "size": len(f.data),
-                "blobId": git_blob_id(f.data),
+                "blobId": f.etag if not f.lfs else hashlib.sha1(f.etag.encode()).hexdigest(),
             }
             if f.lfs:
                 sibling["lfs"] = {"size": len(f.data), "sha256": f.etag, "pointerSize": 134}
@@ -272,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "type": "file",
                 "path": path,
                 "size": len(f.data),
-                "oid": git_blob_id(f.data),
+                "oid": f.etag if not f.lfs else hashlib.sha1(f.etag.encode()).hexdigest(),
             }
             if f.lfs:
                 entry["lfs"] = {"oid": f.etag, "size": len(f.data), "pointerSize": 134}
@@ -306,7 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
         if f.lfs:
             headers["X-Linked-Etag"] = f'"{f.etag}"'
             headers["X-Linked-Size"] = str(size)
-            headers["ETag"] = f'"{git_blob_id(f.data)}"'
+            headers["ETag"] = f'"{hashlib.sha1(f.etag.encode()).hexdigest()}"'
         else:
             headers["ETag"] = f'"{f.etag}"'
         if self.fake.redirect and f.lfs and not cdn:
@@ -320,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
             if start >= size:
                 self._send(416, b"", {"Content-Range": f"bytes */{size}"})
                 return
-        body = f.data[start:]
+        body = memoryview(f.data)[start:]  # no copy of a big file
         self.send_response(206 if start else 200)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -332,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._stream(filename, body, start)
 
-    def _stream(self, filename: str, body: bytes, start: int) -> None:
+    def _stream(self, filename: str, body: memoryview, start: int) -> None:
         fake = self.fake
         with fake._lock:
             cut = fake.cut_after if filename not in fake._cut else None

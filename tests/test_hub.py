@@ -215,6 +215,14 @@ def test_a_cut_connection_is_resumed_with_a_range_request(hub: FakeHub, tmp_path
     assert sha(local.path / unet) == hub.repos[REPO].files[unet].etag
 
 
+def test_files_redirected_to_a_cdn_are_followed(hub: FakeHub, tmp_path: Path) -> None:
+    hub.redirect = True
+    local = models(tmp_path).pull(REPO, fp16=False)
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert any(r[1].startswith("/cdn/") and r[1].endswith(unet) for r in hub.gets())
+    assert sha(local.path / unet) == hub.repos[REPO].files[unet].etag
+
+
 def wait_for_transfers_to_end() -> None:
     for thread in threading.enumerate():
         if thread.name.startswith("hub-download-"):
