@@ -287,8 +287,9 @@ class DownloadProgress:
         return self.overall.overall_figures()
 
     def describe(self) -> str:
-        """One line: ``downloading 3/12 files · 1.2 GB / 4.3 GB · 35.2 MB/s · ETA 1:23``."""
-        return f"downloading {self.files_done}/{self.files} files · {self.figures()}"
+        """One line, the figures first (they matter most on a narrow terminal):
+        ``downloading 1.2 GB / 4.3 GB · 35.2 MB/s · ETA 1:23 · 3/12 files``."""
+        return f"downloading {self.figures()} · {self.files_done}/{self.files} files"
 
     def file_lines(self, most: int = 3) -> list[str]:
         """The files in flight, largest first: ``unet/…fp16.safetensors 1.0 GB / 1.7 GB · …``."""

@@ -67,17 +67,24 @@ async def test_the_image_screen_shows_the_download_and_esc_stops_it(
             what="the download in the status line",
         )
         line = str(status.render())
-        assert "tests/tiny-sd · downloading" in line and "/12 files ·" in line and "MB" in line
+        assert "● tests/tiny-sd · downloading " in line and "MB / 9.4 MB" in line
         assert screen.query_one("#image-progress").display
         await pilot.press("escape")
         await wait_for(pilot, lambda: not screen.generating, timeout=30, what="the stop")
-        assert "stopped downloading tests/tiny-sd" in label(screen, "#image-error")
+        assert label(screen, "#image-error") == ""  # asked for: no error
+        assert label(screen, "#image-figures") == "stopped; 0 images kept"
+        notes = [n.message for n in app._notifications]  # no public way to read them
+        assert any(n.startswith("stopped downloading tests/tiny-sd") for n in notes), notes
         assert not app.diffusion.loaded
         hub.hold_after = None
         hub.release.set()
         await pilot.press("ctrl+g")
-        await wait_for(pilot, lambda: screen.generating, what="the second try")
-        await wait_for(pilot, lambda: not screen.generating, timeout=120, what="the image")
+        await wait_for(
+            pilot,
+            lambda: not screen.generating and ".png · seed" in label(screen, "#image-figures"),
+            timeout=120,
+            what="the image of the second try",
+        )
         assert app.diffusion.loaded and label(screen, "#image-error") == ""
         assert list((tmp_path / "outputs").glob("*.png"))
     assert any(r[2].startswith("bytes=") for r in hub.gets(UNET))  # it went on

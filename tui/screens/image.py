@@ -21,6 +21,7 @@ from engines.diffusion import (
     EngineStatus,
     GenerationRequest,
     GenerationResult,
+    LoadCancelled,
     RequestError,
     StepInfo,
     validate,
@@ -185,7 +186,7 @@ class ImageScreen(Screen[None]):
         style = {"ready": "green", "loading": "yellow", "failed": "red"}.get(status.state, "dim")
         text = Text.assemble(
             ("● ", style),
-            "Stable Diffusion ",
+            "" if status.download else "Stable Diffusion ",  # room for the download's figures
             (visible(status.model), "bold"),
             f" · {status.describe()}",
         )
@@ -284,6 +285,11 @@ class ImageScreen(Screen[None]):
         if not engine.loaded:
             try:
                 engine.load(on_progress=self._progress, cancel=self._cancel)
+            except LoadCancelled as exc:  # Esc: asked for, not a failure
+                self.post_message(PipelineChanged(engine.status))
+                stopped = GenerationResult(cancelled=True, notes=[str(exc)])
+                self.post_message(GenerationEnded(stopped, None, None))
+                return
             except DiffusionError as exc:
                 self.post_message(PipelineChanged(engine.status))
                 self.post_message(GenerationEnded(None, str(exc), None))

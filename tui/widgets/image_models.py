@@ -212,7 +212,9 @@ class ImageModelsPane(Vertical):
         try:
             found = self.hub().models([settings.paths.models], self.lp.diffusion.model)
         except (HubError, OSError) as exc:
-            self.app.call_from_thread(self.notify, str(exc), title="Image models", severity="error")
+            self.app.call_from_thread(
+                self.notify, visible(str(exc)), title="Image models", severity="error", markup=False
+            )
             return
         self.post_message(ImageModelsListed(found))
 
@@ -276,7 +278,9 @@ class ImageModelsPane(Vertical):
     def start_pull(self, repo: str) -> None:
         if self.pulling:
             self.notify(
-                f"{visible(self.pulling)} is downloading: Esc stops it.", severity="warning"
+                f"{visible(self.pulling)} is downloading: Esc stops it.",
+                severity="warning",
+                markup=False,
             )
             return
         if not is_hub_id(repo):
@@ -284,6 +288,7 @@ class ImageModelsPane(Vertical):
                 f"{visible(repo) or 'Nothing'} is not a hub id: type owner/name, e.g. "
                 "stable-diffusion-v1-5/stable-diffusion-v1-5.",
                 severity="warning",
+                markup=False,
             )
             self.action_focus_pull()
             return
@@ -351,10 +356,12 @@ class ImageModelsPane(Vertical):
             )
         elif event.error:
             self._status(event.error, failed=True)
-            self.notify(visible(event.error), title="Not pulled", severity="error", timeout=15)
+            self.notify(
+                visible(event.error), title="Not pulled", severity="error", timeout=15, markup=False
+            )
         else:
             self._status(f"Pulled {event.repo}: U uses it now, S makes it the default.")
-            self.notify(f"Pulled {visible(event.repo)}.", title="Image models")
+            self.notify(f"Pulled {visible(event.repo)}.", title="Image models", markup=False)
         self.refresh_models()
 
     def action_stop_pull(self) -> None:
@@ -376,11 +383,13 @@ class ImageModelsPane(Vertical):
     def action_delete_model(self) -> None:
         model = self.highlighted()
         if model is None:
-            self.notify("There is no image model to delete.", severity="warning")
+            self.notify("There is no image model to delete.", severity="warning", markup=False)
             return
         if self.pulling == model.name:
             self.notify(
-                f"{visible(model.name)} is downloading: Esc stops it first.", severity="warning"
+                f"{visible(model.name)} is downloading: Esc stops it first.",
+                severity="warning",
+                markup=False,
             )
             return
 
@@ -388,7 +397,7 @@ class ImageModelsPane(Vertical):
             if yes:
                 self.delete_model(model)
             else:
-                self.notify(f"Kept {visible(model.name)}.")
+                self.notify(f"Kept {visible(model.name)}.", markup=False)
 
         self.app.push_screen(
             ConfirmDialog(
@@ -406,13 +415,14 @@ class ImageModelsPane(Vertical):
             freed = self.hub().remove(model.name, [self.lp.settings.paths.models])
         except (HubError, OSError) as exc:
             self.app.call_from_thread(
-                self.notify, visible(str(exc)), title="Not deleted", severity="error"
+                self.notify, visible(str(exc)), title="Not deleted", severity="error", markup=False
             )
             return
         self.app.call_from_thread(
             self.notify,
             f"Deleted {visible(model.name)}: {human_bytes(freed)} freed.",
             title="Image models",
+            markup=False,
         )
         self.refresh_models()
 
@@ -437,5 +447,6 @@ class ImageModelsPane(Vertical):
             self.notify,
             f"{visible(name)} is now {note}; it loads on the next image.",
             title="Image models",
+            markup=False,
         )
         self.refresh_models()
