@@ -379,6 +379,7 @@ class _Meter:
         self.active: set[str] = set()
         self.done: set[str] = set()
         self.reported = 0.0
+        self.dirty = False
         self.last = self.tracker.update("starting")
         for f in plan.files:
             self.last = self.latest[f.path] = self.tracker.update(
@@ -401,12 +402,28 @@ class _Meter:
                 self.active.add(path)
             now = self.clock()
             if not finished and now - self.reported < PROGRESS_EVERY_S:
+                self.dirty = True  # reported by the next advance, or by tick()
                 return
+            self.report(now)
+
+    def tick(self) -> None:
+        """Report what the transfers did since the last report, if they went quiet: a
+        stalled connection shows its last bytes, and its rate falling."""
+        with self.lock:
+            now = self.clock()
+            if now - self.reported < PROGRESS_EVERY_S or not (self.dirty or self.active):
+                return
+            for path in sorted(self.active):
+                p = self.latest[path]
+                self.last = self.latest[path] = self.tracker.update(
+                    "downloading", path, p.total, p.completed
+                )
             self.report(now)
 
     def report(self, now: float, done: bool = False) -> None:
         """Call ``on_progress`` (with the lock held: reports come one at a time, in order)."""
         self.reported = now
+        self.dirty = False
         overall = self.tracker.update("success") if done else self.last
         progress = DownloadProgress(
             repo=self.plan.repo,
@@ -661,9 +678,9 @@ class HubModels:
             t.start()
         # wait here, not in a join: the transfer threads look at the cancel event only
         # between chunks, and a stalled connection must not hold a cancel back
-        while any(t.is_alive() for t in threads) and not stopped():
-            for t in threads:
-                t.join(0.05)
+        while (alive := [t for t in threads if t.is_alive()]) and not stopped():
+            alive[0].join(0.05)
+            meter.tick()
         if cancel.is_set():
             halt.set()  # for good: the caller may clear and reuse its event
             raise DownloadCancelled(

@@ -222,7 +222,8 @@ class ModelsDialog(ModalScreen[str | None]):
     def on_mount(self) -> None:
         self.query_one(PullView).display = False
         self.watch(self.lp, "models", self._models_changed)
-        self.refresh_models()
+        if self.section == "ollama":  # else when its tab is shown: no Ollama error over images
+            self.refresh_models()
         if self.initial_pull:
             self.query_one("#pull-name", Input).value = self.initial_pull
             self.start_pull(self.initial_pull)
@@ -230,6 +231,12 @@ class ModelsDialog(ModalScreen[str | None]):
             self.query_one("#image-models-list", OptionList).focus()
         else:
             self.query_one("#models-list", OptionList).focus()
+
+    @on(TabbedContent.TabActivated, "#models-sections")
+    def _section_shown(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "ollama-models" and self.section != "ollama":
+            self.section = "ollama"
+            self.refresh_models()
 
     # -- the list and the details ------------------------------------------------------
 
