@@ -206,11 +206,15 @@ class ImageModelsPane(Vertical):
 
     # -- the list ----------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="image-models-list", exit_on_error=False)
     def refresh_models(self) -> None:
+        """Read the models on disk again (in a thread); the default is the engine's model."""
+        self.list_models(self.lp.diffusion.model)
+
+    @work(thread=True, exclusive=True, group="image-models-list", exit_on_error=False)
+    def list_models(self, default: str) -> None:
         settings = self.lp.settings
         try:
-            found = self.hub().models([settings.paths.models], self.lp.diffusion.model)
+            found = self.hub().models([settings.paths.models], default)
         except (HubError, OSError) as exc:
             self.app.call_from_thread(
                 self.notify, visible(str(exc)), title="Image models", severity="error", markup=False
@@ -424,7 +428,7 @@ class ImageModelsPane(Vertical):
             title="Image models",
             markup=False,
         )
-        self.refresh_models()
+        self.app.call_from_thread(self.refresh_models)
 
     def action_use_model(self) -> None:
         model = self.highlighted()
@@ -449,4 +453,4 @@ class ImageModelsPane(Vertical):
             title="Image models",
             markup=False,
         )
-        self.refresh_models()
+        self.app.call_from_thread(self.refresh_models)
