@@ -117,17 +117,28 @@ async def test_pull_make_default_and_delete_from_the_models_dialog(
         assert [(m.name, m.default) for m in pane.models] == [(REPO, True)]
         assert "9.4 MB" in screen_text(app)
 
+        mine = tmp_path / "models" / "mine.safetensors"
+        mine.parent.mkdir()
+        mine.write_bytes(b"0" * 100)
         listing.focus()
-        await pilot.press("s")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: len(pane.models) == 2, what="the local file listed")
+        await pilot.press("down", "u")  # for this run only
+        await wait_for(pilot, lambda: app.diffusion.model == str(mine), what="used now")
         state = tmp_path / "data" / "state.json"
-        await wait_for(pilot, lambda: state.exists(), what="state.json")
+        assert not state.exists() or "image_model" not in json.loads(state.read_text())
+        await wait_for(pilot, lambda: pane.models[1].default, what="marked as the default")
+        await pilot.press("up", "s")  # for every run
+        await wait_for(pilot, lambda: app.diffusion.model == REPO, what="the default")
         assert json.loads(state.read_text())["image_model"] == REPO
 
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the question")
         assert "Delete tests/tiny-sd (9.4 MB)" in screen_text(app)
         await pilot.press("y")
-        await wait_for(pilot, lambda: not pane.models, what="the list without it")
+        await wait_for(
+            pilot, lambda: [m.name for m in pane.models] == [str(mine)], what="the list without it"
+        )
         assert not (tmp_path / "cache" / "hub" / "models--tests--tiny-sd").exists()
 
 
