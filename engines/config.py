@@ -254,6 +254,13 @@ class PathSettings:
         metadata=_spec("Textual-inversion embeddings, used in a prompt by name.", path=True),
     )
 
+    models: Path = field(
+        default=Path("models"),
+        metadata=_spec(
+            "Local image models: diffusers folders, .safetensors/.ckpt files.", path=True
+        ),
+    )
+
 
 @dataclass(frozen=True)
 class BackupSettings:

@@ -39,6 +39,8 @@ from engines.prompts import PromptEncoder, PromptError, parse_prompt
 if TYPE_CHECKING:
     from PIL import Image
 
+    from engines.hub import DownloadProgress, LocalModel
+
 log = logging.getLogger(__name__)
 
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -275,11 +277,15 @@ class EngineStatus:
     memory_bytes: int = 0
     architecture: str = ""
     """What the model is ("SD 1.x", "SD 2.x", "SDXL"), once it is read."""
+    download: DownloadProgress | None = None
+    """While a hub model downloads: its bytes, rate and ETA, per file and in total."""
 
     def describe(self) -> str:
         if self.state == "ready":
             what = f"{self.architecture} " if self.architecture else ""
             return f"{what}ready on {self.device} in {self.dtype}"
+        if self.state == "loading" and self.download is not None:
+            return self.detail  # bytes, rate and ETA say more than a percentage of loading
         if self.state == "loading":
             return f"loading ({self.progress:.0%}): {self.detail}"
         if self.state == "failed":
@@ -607,6 +613,7 @@ class DiffusionEngine:
                     on_progress(self._status)
 
             pipe: Any = None
+            cancelled = ""
             try:
                 step(0.05, "importing torch and diffusers")
                 # their import-time chatter would land on the terminal
@@ -620,8 +627,11 @@ class DiffusionEngine:
                     # leave a core to the interface: oversubscribed OpenMP threads spin
                     # and slow everything down, the steps included
                     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+                local = self._from_hub(model, dtype, step, cancel)
                 step(0.2, f"reading {model}")
-                pipe = self._read(model, dtype)
+                pipe = self._read(
+                    str(local.path) if local else model, dtype, local.variant if local else None
+                )
                 architecture = architecture_of(pipe)
                 self._set(architecture=architecture)
                 step(0.6, f"preparing for {device}")
@@ -659,8 +669,8 @@ class DiffusionEngine:
                     memory_bytes=memory,
                 )
                 log.info("diffusion pipeline ready", extra={"model": model, "device": device})
-            except LoadCancelled:
-                failure = ""
+            except LoadCancelled as exc:
+                failure, cancelled = "", str(exc)  # its words: a download says it resumes
             except OutOfMemory as exc:  # in the warm-up: no size of the user's to blame
                 failure = self._explain_load_error(model, exc)
             except DiffusionError as exc:
@@ -678,7 +688,7 @@ class DiffusionEngine:
             pipe = None
             if not failure:
                 self.unload()
-                raise LoadCancelled("loading cancelled")
+                raise LoadCancelled(cancelled or "loading cancelled")
             self._fail(failure)
             raise DiffusionError(failure)
 
@@ -709,7 +719,46 @@ class DiffusionEngine:
     def _fast(self, device: str) -> bool:
         return self.settings.fast and device == "cuda"
 
-    def _read(self, model: str, dtype: Any) -> Any:
+    def _from_hub(
+        self,
+        model: str,
+        dtype: Any,
+        step: Callable[[float, str], None],
+        cancel: threading.Event | None,
+    ) -> LocalModel | None:
+        """A hub id made a folder on disk before it is read: found complete in the cache
+        (no network), else downloaded, only the files needed, its progress in the status
+        (engines/hub.py). None for a local model."""
+        from engines.hub import DownloadCancelled, HubError, HubModels, hub_cache, is_hub_id
+
+        if not is_hub_id(model):
+            return None
+        import torch
+
+        hub = HubModels(hub_cache(self.cache))
+
+        def progress(p: DownloadProgress) -> None:
+            if cancel is None or not cancel.is_set():
+                self._set(download=p)
+                step(0.05 + 0.15 * p.fraction, p.describe())
+
+        step(0.05, f"looking for {model} in the cache")
+        try:
+            return hub.ensure(
+                model,
+                fp16=dtype == torch.float16,
+                on_plan=lambda plan: step(0.05, f"downloading {model}: {plan.summary()}"),
+                on_progress=progress,
+                cancel=cancel,
+            )
+        except DownloadCancelled as exc:
+            raise LoadCancelled(str(exc)) from exc
+        except HubError as exc:
+            raise DiffusionError(str(exc)) from exc
+        finally:
+            self._set(download=None)
+
+    def _read(self, model: str, dtype: Any, variant: str | None = None) -> Any:
         """The pipeline from a hub id, a diffusers folder or a single checkpoint file."""
         import diffusers
         import transformers
@@ -740,6 +789,7 @@ class DiffusionEngine:
             str(path) if path.is_dir() else model,
             safety_checker=None,
             requires_safety_checker=False,
+            variant=variant,
             **common,
         )
 
@@ -859,6 +909,15 @@ class DiffusionEngine:
             index=0,
             decode=device != "cpu",
         )
+
+    def use(self, model: str) -> None:
+        """Make ``model`` the one the next load reads (a loaded different one is unloaded
+        first; a generation in progress finishes before)."""
+        with self._lock:
+            if model != self.model:
+                self.unload()
+                self.model = model
+                self._set(model=model)
 
     def unload(self) -> None:
         """Free the pipeline and the memory it held."""

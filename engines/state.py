@@ -13,6 +13,14 @@ from engines.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+IMAGE_MODEL = "image_model"
+"""The image model made the default in the Models dialog, in [diffusion] model's place."""
+
+
+def state_path(database: Path) -> Path:
+    """Where the state file is: beside the database."""
+    return database.parent / "state.json"
+
 
 class State:
     def __init__(self, path: Path) -> None:

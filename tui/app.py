@@ -8,7 +8,7 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
@@ -176,9 +176,12 @@ class LlmPessoalApp(App[int]):
         """The Stable Diffusion engine (cheap to make: torch loads with the model)."""
         if self._diffusion is None:
             from engines.diffusion import DiffusionEngine
+            from engines.hub import default_model
+            from engines.state import IMAGE_MODEL
 
+            model = default_model(self.settings.diffusion.model, self.state.get(IMAGE_MODEL))
             self._diffusion = DiffusionEngine(
-                self.settings.diffusion,
+                replace(self.settings.diffusion, model=model),
                 self.settings.paths.outputs,
                 self.settings.paths.cache,
                 make_room=self._make_room,

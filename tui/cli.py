@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tui.cli_show import add_parser as add_show_parser
 
     add_show_parser(sub)
+    from tui.cli_image_models import add_parser as add_image_models_parser
+
+    add_image_models_parser(sub)  # its commands set args.run
     add_completion_parser(sub)
     return parser
 
@@ -141,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tui.cli_conversations import run_conversations
 
             return run_conversations(settings, args)
+        if hasattr(args, "run"):
+            return int(args.run(settings, args))
         if args.command in ("backup", "restore", "clean"):
             from tui.cli_maintenance import run_maintenance
 

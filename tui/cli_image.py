@@ -232,8 +232,10 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
     except RequestError as exc:
         err(str(exc))
         return EXIT_USAGE
-    if args.model:
-        settings = replace(settings, diffusion=replace(d, model=args.model))
+    from tui.cli_image_models import DownloadDisplay, current_default
+
+    model = args.model or current_default(settings)  # the Models dialog's default, if set
+    settings = replace(settings, diffusion=replace(d, model=model))
     outputs = args.out.expanduser().resolve() if args.out else settings.paths.outputs
     try:
         store: Store | None = Store.open(settings.paths.database, recover=False)
@@ -264,7 +266,7 @@ def run_image(settings: Settings, args: argparse.Namespace) -> int:
         try:
             try:
                 say(f"loading {settings.diffusion.model}…", file=sys.stderr)
-                engine.load(cancel=cancel)
+                engine.load(cancel=cancel, on_progress=DownloadDisplay(sys.stderr).status)
             except DiffusionError as exc:
                 outcome["load_error"] = exc
                 return

@@ -41,6 +41,7 @@ SOURCES: tuple[Source, ...] = (
     Source("tui.screens.monitor", "LoadedModels", "Loaded models", "monitor"),
     Source("tui.screens.monitor", "Thumbnail", "Recent images", "monitor"),
     Source("tui.screens.models", "ModelsDialog", "Models dialog", "models"),
+    Source("tui.widgets.image_models", "ImageModelsPane", "Image models", "models"),
     Source("tui.widgets.dialogs", "OptionsDialog", "Options dialog", "options"),
     Source("tui.widgets.dialogs", "ConfirmDialog", "Question", "confirm"),
     Source("tui.widgets.dialogs", "TextDialog", "Text dialog", "text"),

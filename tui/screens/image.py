@@ -24,6 +24,7 @@ from engines.diffusion import (
     EngineStatus,
     GenerationRequest,
     GenerationResult,
+    LoadCancelled,
     RequestError,
     StepInfo,
     validate,
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
 @dataclass
 class PipelineChanged(Message):
     status: EngineStatus
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PipelineChanged)  # the newest status is the truth
 
 
 @dataclass
@@ -83,10 +87,17 @@ class ImageScreen(AppScreen[None]):
             "escape",
             "cancel",
             "Cancel",
-            tooltip="Stop the generation within a step",
+            tooltip="Stop the generation within a step, or the model's download",
             id="image.cancel",
         ),
         Binding("ctrl+l", "load", "Load model", tooltip="Load the pipeline now", id="image.load"),
+        Binding(
+            "f5",
+            "models",
+            "Models",
+            tooltip="Image models on disk: pull, delete, make one the default",
+            id="image.models",
+        ),
         Binding(
             "ctrl+b",
             "gallery",
@@ -126,6 +137,9 @@ class ImageScreen(AppScreen[None]):
         self._cancel = threading.Event()
         self.last_step: StepInfo | None = None
         """The newest step shown of the generation under way."""
+        self.loading = False
+        self._steps_total = 1
+        self._downloading = False
 
     def compose(self) -> ComposeResult:
         yield Static("", id="pipeline-status")
@@ -161,7 +175,7 @@ class ImageScreen(AppScreen[None]):
         style = {"ready": "green", "loading": "yellow", "failed": "red"}.get(status.state, "dim")
         text = Text.assemble(
             ("● ", style),
-            "Stable Diffusion ",
+            "" if status.download else "Stable Diffusion ",  # room for the download's figures
             (visible(status.model), "bold"),
             f" · {status.describe()}",
         )
@@ -172,21 +186,52 @@ class ImageScreen(AppScreen[None]):
     @on(PipelineChanged)
     def _pipeline_changed(self, event: PipelineChanged) -> None:
         self._show_status(event.status)
+        self._show_download(event.status)
+        if self.loading and event.status.state != "loading":
+            self.loading = False
+            self.refresh_bindings()
+
+    def _show_download(self, status: EngineStatus) -> None:
+        """A hub model's download in the bar and the figures line (per file), while it goes."""
+        bar = self.query_one("#image-progress", ProgressBar)
+        figures = self.query_one("#image-figures", Label)
+        d = status.download
+        if d is not None:
+            self._downloading = True
+            bar.display = True
+            bar.update(total=max(d.overall.overall_total, 1), progress=d.overall.overall_completed)
+            figures.update(Text(visible("  ".join(d.file_lines(1))), style="dim"))
+            return
+        if self._downloading:
+            self._downloading = False
+            figures.update("")
+        if self.generating:
+            bar.update(total=self._steps_total)
+        elif not self.loading:
+            bar.display = False
 
     def _progress(self, status: EngineStatus) -> None:
         """From the loading thread."""
         self.post_message(PipelineChanged(status))
 
     def action_load(self) -> None:
-        if self.generating:
+        if self.generating or self.loading:
             return
+        self._cancel.clear()
+        self.loading = True
+        self.refresh_bindings()
         self.load_pipeline()
+
+    def action_models(self) -> None:
+        from tui.screens.models import ModelsDialog
+
+        self.app.push_screen(ModelsDialog(section="image"), lambda _: self.on_screen_resume())
 
     @work(thread=True, exclusive=True, group="pipeline-load", exit_on_error=False)
     def load_pipeline(self) -> None:
         engine = self.lp.diffusion
         try:
-            engine.load(on_progress=self._progress)
+            engine.load(on_progress=self._progress, cancel=self._cancel)
         except DiffusionError as exc:
             self.app.call_from_thread(
                 self.notify, str(exc), title="Model not loaded", severity="error", timeout=15
@@ -221,7 +266,8 @@ class ImageScreen(AppScreen[None]):
         self.generating = True
         self.lp.live.image_cancel = self._cancel
         progress = self.query_one("#image-progress", ProgressBar)
-        progress.update(total=request.steps * request.count, progress=0)
+        self._steps_total = request.steps * request.count
+        progress.update(total=self._steps_total, progress=0)
         progress.display = True
         self.query_one("#image-figures", Label).update("starting…")
         self.generate(request)
@@ -232,6 +278,11 @@ class ImageScreen(AppScreen[None]):
         if not engine.loaded:
             try:
                 engine.load(on_progress=self._progress, cancel=self._cancel)
+            except LoadCancelled as exc:  # Esc: asked for, not a failure
+                self.post_message(PipelineChanged(engine.status))
+                stopped = GenerationResult(cancelled=True, notes=[str(exc)])
+                self.post_message(GenerationEnded(stopped, None, None))
+                return
             except DiffusionError as exc:
                 self.post_message(PipelineChanged(engine.status))
                 self.post_message(GenerationEnded(None, str(exc), None))
@@ -305,13 +356,13 @@ class ImageScreen(AppScreen[None]):
         self.lp.image_finished(saved, self)
 
     def action_cancel(self) -> None:
-        if self.generating:
+        if self.generating or self.loading:
             self._cancel.set()
             self.query_one("#image-figures", Label).update("stopping…")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel":
-            return self.generating
+            return self.generating or self.loading
         return True
 
     # -- gallery ------------------------------------------------------------------------

@@ -1,19 +1,29 @@
 """The Models dialog: Ollama's models listed with their details; pull one by name with
-progress per layer (Esc stops it), delete the highlighted one (after asking)."""
+progress per layer (Esc stops it), delete the highlighted one (after asking). Its second
+section, "Image models", is the image models on disk (tui/widgets/image_models.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input, Label, OptionList, ProgressBar, Static
+from textual.widgets import (
+    Button,
+    Input,
+    Label,
+    OptionList,
+    ProgressBar,
+    Static,
+    TabbedContent,
+    TabPane,
+)
 from textual.widgets.option_list import Option
 
 from engines.chat_types import ChatError, ModelDetails, ModelInfo, OllamaUnavailable
@@ -22,6 +32,7 @@ from tui.screens.base import AppModal
 from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
+from tui.widgets.image_models import ImageModelsPane
 
 if TYPE_CHECKING:
     from textual.timer import Timer
@@ -196,8 +207,15 @@ class ModelsDialog(AppModal[str | None]):
         ),
     ]
 
-    def __init__(self, pull: str = "", *, close_when_pulled: bool = False) -> None:
+    def __init__(
+        self,
+        pull: str = "",
+        *,
+        close_when_pulled: bool = False,
+        section: Literal["ollama", "image"] = "ollama",
+    ) -> None:
         super().__init__(classes="dialog")
+        self.section = section
         self.initial_pull = pull
         self.close_when_pulled = close_when_pulled
         self.pulling: str | None = None
@@ -205,32 +223,46 @@ class ModelsDialog(AppModal[str | None]):
         self._details: dict[str, ModelDetails] = {}
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog-box models-box"):
-            yield Label("Ollama models", classes="dialog-title")
-            with Horizontal(id="models-main"):
-                yield OptionList(id="models-list")
-                with VerticalScroll(id="model-details", can_focus=True):
-                    yield Static("", id="model-details-text")
-            with Horizontal(id="pull-form"):
-                yield Input(placeholder="Model to pull, e.g. llama3.2:1b", id="pull-name")
-                yield Button("Pull", id="pull-button", variant="primary")
-            yield PullView(id="pull-view")
-            yield Label(
-                "P pull · D delete · R refresh · Esc stops a pull, or closes",
-                classes="dialog-hint",
-            )
+        with (
+            Vertical(classes="dialog-box models-box"),
+            TabbedContent(initial=f"{self.section}-models", id="models-sections"),
+        ):
+            with TabPane("Ollama models", id="ollama-models"):
+                with Horizontal(id="models-main"):
+                    yield OptionList(id="models-list")
+                    with VerticalScroll(id="model-details", can_focus=True):
+                        yield Static("", id="model-details-text")
+                with Horizontal(id="pull-form"):
+                    yield Input(placeholder="Model to pull, e.g. llama3.2:1b", id="pull-name")
+                    yield Button("Pull", id="pull-button", variant="primary")
+                yield PullView(id="pull-view")
+                yield Label(
+                    "P pull · D delete · R refresh · Esc stops a pull, or closes",
+                    classes="dialog-hint",
+                )
+            with TabPane("Image models", id="image-models"):
+                yield ImageModelsPane()
         yield AppFooter()
 
     def on_mount(self) -> None:
         self.query_one(PullView).display = False
         self.watch(self.lp, "models", self._models_changed)
         self.watch(self.lp, "ollama", lambda _: self._models_changed(self.lp.models), init=False)
-        self.refresh_models()
+        if self.section == "ollama":  # else when its tab is shown: no Ollama error over images
+            self.refresh_models()
         if self.initial_pull:
             self.query_one("#pull-name", Input).value = visible(self.initial_pull)
             self.start_pull(self.initial_pull)
+        elif self.section == "image":
+            self.query_one("#image-models-list", OptionList).focus()
         else:
             self.query_one("#models-list", OptionList).focus()
+
+    @on(TabbedContent.TabActivated, "#models-sections")
+    def _section_shown(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "ollama-models" and self.section != "ollama":
+            self.section = "ollama"
+            self.refresh_models()
 
     # -- the list and the details ------------------------------------------------------
 
