@@ -55,7 +55,7 @@ WORKDIR /app
 COPY docker/config.toml /app/config.toml
 RUN mkdir -p /app/outputs /app/logs /app/data /app/exports /app/cache \
         /app/models/loras /app/models/embeddings \
-    && chown "${APP_UID}:${APP_GID}" /app/outputs /app/logs /app/data /app/exports /app/cache \
+    && chown "${APP_UID}:${APP_GID}" /app/outputs /app/logs /app/data /app/exports /app/cache /app/models \
         /app/models/loras /app/models/embeddings
 
 # TERM/COLORTERM: `docker run -t` sets TERM=xterm, which would give the TUI few colours;
