@@ -1,4 +1,4 @@
-"""JSON-lines logging under ``logs/``, as the specification's formatter shows."""
+"""JSON-lines logging under ``logs/``, as the original web app's formatter (referencia-tecnica.md) shows."""
 
 from __future__ import annotations
 

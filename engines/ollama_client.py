@@ -71,7 +71,7 @@ class ChatEngine:
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client._client.aclose()
+            await self._client.close()  # type: ignore[no-untyped-call]  # ollama leaves it untyped
             self._client = None
 
     # -- errors -------------------------------------------------------------

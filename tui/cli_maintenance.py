@@ -1,4 +1,4 @@
-"""``llm-pessoal backup``, ``restore`` and ``clean``: the specification's maintenance.
+"""``llm-pessoal backup``, ``restore`` and ``clean``: the original web app's maintenance (referencia-tecnica.md).
 
 The work is done in :mod:`engines.backup`, :mod:`engines.restore` and
 :mod:`engines.clean`; this module parses the options, asks for confirmation and prints
