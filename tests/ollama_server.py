@@ -336,9 +336,11 @@ class FakeOllama:
         self.pull_steps: int = 4
         self.pull_cached: int = 0
         self.pull_drop_after: int | None = None
-        # Hold every pull after that many progress lines until ``release_pulls()``: a test that
-        # needs a mid-download state holds it there instead of hoping to catch a passing frame.
-        self.pull_hold_after: int | None = None
+        # Hold a pull after each of these counts of progress lines until ``release_pulls()``:
+        # a test that needs a mid-download state holds it there instead of hoping to catch a
+        # passing frame. ``pull_held`` is the count it waits at (0: not held).
+        self.pull_holds: tuple[int, ...] = ()
+        self.pull_held: int = 0
         self.pull_release = threading.Event()
 
     def reset(self) -> None:
@@ -379,7 +381,7 @@ class FakeOllama:
             self.status_override_times = times
 
     def release_pulls(self) -> None:
-        """Let pulls held by ``pull_hold_after`` go on to the end."""
+        """Let a pull held at one of ``pull_holds`` go on (to the next hold, or the end)."""
         self.pull_release.set()
 
     def set_loaded(self, names: Iterable[str], *, expires_in: float = DEFAULT_KEEP_ALIVE_S) -> None:
@@ -605,7 +607,7 @@ class FakeOllama:
             "pull_steps",
             "pull_cached",
             "pull_drop_after",
-            "pull_hold_after",
+            "pull_holds",
             "version",
         }
         with self._lock:
@@ -874,7 +876,7 @@ class _Handler(BaseHTTPRequestHandler):
         with fake._lock:
             error, delay, drop_after = fake.pull_error, fake.pull_delay, fake.pull_drop_after
             sizes, steps, cached = fake.pull_layers, max(1, fake.pull_steps), fake.pull_cached
-            hold_after = fake.pull_hold_after
+            holds = tuple(fake.pull_holds)
         model = fake._find(name) or FakeModel(name=name)
         lines = _pull_lines(model, error, sizes, steps, cached)
         if not stream:
@@ -899,10 +901,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_line(line)
                 with fake._lock:
                     fake.pull_lines += 1
-                if hold_after is not None and i + 1 == hold_after:
+                if i + 1 in holds:
+                    fake.pull_held = i + 1
                     while not fake.pull_release.wait(0.05):
                         if fake._stopping.is_set() or self._client_gone():
                             raise _Cancelled
+                    fake.pull_release.clear()
+                    fake.pull_held = 0
             self._end_stream()
         except (_Cancelled, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             if not fake._stopping.is_set():
