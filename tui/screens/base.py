@@ -15,6 +15,8 @@ from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
+    from textual.dom import DOMNode
+
     from tui.app import LlmPessoalApp
 
 ResultT = TypeVar("ResultT")
@@ -28,17 +30,29 @@ class WorkerFailed(Message):
     screen: Screen[Any]
 
 
-class AppScreen(Screen[ResultT]):
+def app_of(node: DOMNode) -> LlmPessoalApp:
+    """The app, with its settings, store and engines: the one typed cast of ``node.app``."""
+    return cast("LlmPessoalApp", node.app)
+
+
+class ReportsWorkerFailures:
+    """For a screen or a widget that starts workers: a worker that fails is reported to
+    the app's one handler (Textual tells only the node that started it)."""
+
+    def _on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR:
+            node = cast("DOMNode", self)
+            screen = node if isinstance(node, Screen) else node.screen
+            node.app.post_message(WorkerFailed(event.worker, screen))
+
+
+class AppScreen(ReportsWorkerFailures, Screen[ResultT]):
     """A screen of llm-pessoal."""
 
     @property
     def lp(self) -> LlmPessoalApp:
         """The app, with its settings, store and engines."""
-        return cast("LlmPessoalApp", self.app)
-
-    def _on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state is WorkerState.ERROR:
-            self.app.post_message(WorkerFailed(event.worker, self))
+        return app_of(self)
 
 
 class AppModal(ModalScreen[ResultT], AppScreen[ResultT]):

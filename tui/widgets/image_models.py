@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -34,11 +34,12 @@ from engines.hub import (
 )
 from engines.state import IMAGE_MODEL
 from engines.units import human_bytes
+from tui.screens.base import ReportsWorkerFailures, app_of
 from tui.text import visible
 from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
-    from tui.app import LlmPessoalApp
+    pass
 
 REDRAW_EVERY_S = 0.2
 """The download is redrawn at most five times a second."""
@@ -101,7 +102,7 @@ class ImageModelsListed(Message):
     models: list[ImageModel]
 
 
-class ImageModelsPane(Vertical):
+class ImageModelsPane(ReportsWorkerFailures, Vertical):
     """The image models: list, details, a pull form and its progress."""
 
     DEFAULT_CSS = """
@@ -176,12 +177,8 @@ class ImageModelsPane(Vertical):
         self._cancel = threading.Event()
         self._drawn_at = 0.0
 
-    @property
-    def lp(self) -> LlmPessoalApp:
-        return cast("LlmPessoalApp", self.app)
-
     def hub(self) -> HubModels:
-        return HubModels(hub_cache(self.lp.settings.paths.cache))
+        return HubModels(hub_cache(app_of(self).settings.paths.cache))
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="image-models-main"):
@@ -208,11 +205,11 @@ class ImageModelsPane(Vertical):
 
     def refresh_models(self) -> None:
         """Read the models on disk again (in a thread); the default is the engine's model."""
-        self.list_models(self.lp.diffusion.model)
+        self.list_models(app_of(self).diffusion.model)
 
     @work(thread=True, exclusive=True, group="image-models-list", exit_on_error=False)
     def list_models(self, default: str) -> None:
-        settings = self.lp.settings
+        settings = app_of(self).settings
         try:
             found = self.hub().models(
                 [settings.paths.models], default, [settings.paths.loras, settings.paths.embeddings]
@@ -237,9 +234,9 @@ class ImageModelsPane(Vertical):
             details.update(
                 Text(
                     "No image models on disk yet. The default, "
-                    f"{visible(self.lp.diffusion.model)}, downloads on the first image, or "
+                    f"{visible(app_of(self).diffusion.model)}, downloads on the first image, or "
                     "now: P, then Enter.\nLocal ones go in "
-                    f"{visible(str(self.lp.settings.paths.models))}",
+                    f"{visible(str(app_of(self).settings.paths.models))}",
                     style="dim",
                 )
             )
@@ -319,7 +316,7 @@ class ImageModelsPane(Vertical):
         try:
             self.hub().pull(
                 repo,
-                fp16=wants_fp16(self.lp.settings.diffusion.dtype),
+                fp16=wants_fp16(app_of(self).settings.diffusion.dtype),
                 on_plan=planned,
                 on_progress=progressed,
                 cancel=self._cancel,
@@ -418,7 +415,7 @@ class ImageModelsPane(Vertical):
     @work(thread=True, exclusive=True, group="image-model-delete", exit_on_error=False)
     def delete_model(self, model: ImageModel) -> None:
         try:
-            freed = self.hub().remove(model.name, [self.lp.settings.paths.models])
+            freed = self.hub().remove(model.name, [app_of(self).settings.paths.models])
         except (HubError, OSError) as exc:
             self.app.call_from_thread(
                 self.notify, visible(str(exc)), title="Not deleted", severity="error", markup=False
@@ -446,8 +443,8 @@ class ImageModelsPane(Vertical):
     def use_model(self, name: str, remember: bool) -> None:
         """In a thread: the engine waits for a generation in progress before it switches."""
         if remember:
-            self.lp.state.set(IMAGE_MODEL, name)
-        self.lp.diffusion.use(name)
+            app_of(self).state.set(IMAGE_MODEL, name)
+        app_of(self).diffusion.use(name)
         note = "the default of every run" if remember else "the image model of this run"
         self.app.call_from_thread(
             self.notify,
