@@ -63,8 +63,8 @@ class MarkdownText(Vertical):
 
     def on_mount(self) -> None:
         if self._initial:
-            self.append(self._initial)
-            self._initial = ""
+            text, self._initial = self._initial, ""
+            self._grow(text)
 
     def _scan(self) -> None:
         """Find safe cuts in the complete lines added since the last scan."""
@@ -84,6 +84,12 @@ class MarkdownText(Vertical):
             self._scanned = end + 1
 
     def append(self, text: str) -> None:
+        if not self.is_mounted:  # written before it is on screen: drawn once it is
+            self._initial += text
+            return
+        self._grow(text)
+
+    def _grow(self, text: str) -> None:
         self.text += text
         self._scan()
         if self._safe - self._settled >= SETTLE_AT:
