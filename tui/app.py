@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -274,7 +274,10 @@ class LlmPessoalApp(App[int]):
 
     def visible_conversation(self) -> int | None:
         """The conversation on screen now, if the Chat screen is shown."""
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:  # closing down
+            return None
         if isinstance(screen, ChatScreen) and screen.conversation is not None:
             return screen.conversation.id
         return None
@@ -291,7 +294,7 @@ class LlmPessoalApp(App[int]):
                 self.live.reply_tokens_per_s = None
             if event.error:
                 self.check_ollama_soon()
-            if self.visible_conversation() != event.conversation_id:
+            if self.return_code is None and self.visible_conversation() != event.conversation_id:
                 self.unseen.add(event.conversation_id)
                 what = {"done": "Reply ready", "interrupted": "Reply interrupted"}.get(
                     event.status, "Reply failed"

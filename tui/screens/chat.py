@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -565,6 +566,11 @@ class ChatScreen(Screen[None]):
             return
         self._send(text)
 
+    @work(exclusive=True, group="model-list", exit_on_error=False)
+    async def refresh_models(self) -> None:
+        with contextlib.suppress(ChatError):
+            self.lp.models = await self.lp.chat.list_models()
+
     @work(exclusive=True, group="model-check", exit_on_error=False)
     async def check_model(self, model: str, then: Callable[[], None], kept: str) -> None:
         """The chat's model is not in the list: read the list again, then go on, or offer
@@ -674,6 +680,16 @@ class ChatScreen(Screen[None]):
                 self._live.pop(event.reply_id, None)
             if self.conversation and self.conversation.id == event.conversation_id:
                 self.conversation = self.lp.store.conversation(event.conversation_id)
+            if event.failure == "model-missing":
+                self.refresh_models()  # the list was stale: the next try offers a pull
+                if live is not None:
+                    self.notify(
+                        f"{visible(live.turn.model)} is not installed: nothing else is lost "
+                        "(Alt+← shows an earlier version). Pull it with F5, or choose another "
+                        "model (Ctrl+T).",
+                        title="Model missing",
+                        severity="error",
+                    )
         self._mark()
         self.refresh_bindings()
 
@@ -737,8 +753,8 @@ class ChatScreen(Screen[None]):
         self.open_conversation(self.conversation.id)
         view = self.query_one(ConversationView)
         shown = view.turn(siblings[index])
-        if shown is not None:
-            view.select(shown)
+        if shown is not None:  # once it is laid out, so that it can be scrolled to
+            view.call_after_refresh(view.select, shown)
 
     def action_regenerate(self) -> None:
         turn = self._target(ReplyTurn)

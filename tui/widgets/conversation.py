@@ -99,8 +99,8 @@ class Turn(Vertical):
 
     def set_versions(self, version: int, versions: int) -> None:
         self.version, self.versions = version, versions
-        if self.is_mounted:
-            self.query_one(".who", Label).update(self.header())
+        for who in self.query(".who").results(Label):
+            who.update(self.header())
 
 
 class PromptTurn(Turn):
@@ -136,6 +136,7 @@ class ReplyTurn(Turn):
         self._stats = stats
         self._error = error
         self.body = MarkdownText(visible(content), classes="body")
+        self._noted: Text | None = None  # what the reply is doing (waiting, thinking)
 
     def who(self) -> str:
         return visible(self.model)
@@ -159,8 +160,9 @@ class ReplyTurn(Turn):
         self.set_class(self.status in ("interrupted", "error"), "-failed")
 
     def _note(self, text: str) -> None:
-        if self.is_mounted:
-            self.query_one(".meta", Static).update(Text(text, style="dim italic"))
+        self._noted = Text(text, style="dim italic")
+        for meta in self.query(".meta").results(Static):  # none before it is composed
+            meta.update(self._noted)
 
     def thinking(self, characters: int, *, done: bool = False) -> None:
         """Show that the model is thinking (or has thought) before it answers."""
@@ -182,7 +184,7 @@ class ReplyTurn(Turn):
 
     def _meta(self) -> Text:
         if self.status == "streaming":
-            return Text("…", style="dim")
+            return self._noted or Text("…", style="dim")
         parts = Text()
         if self._stats:
             parts.append(self._stats.summary(), style="dim")
@@ -199,10 +201,11 @@ class ReplyTurn(Turn):
     ) -> None:
         self.content = content
         self.status, self._stats, self._error = status, stats, error
+        self._noted = None
         if status in ("interrupted", "error"):  # a class change restyles every block: only then
             self.add_class("-failed")
-        if self.is_mounted:
-            self.query_one(".meta", Static).update(self._meta())
+        for meta in self.query(".meta").results(Static):
+            meta.update(self._meta())
 
 
 def ordinal(n: int) -> str:
@@ -221,6 +224,10 @@ class ConversationView(VerticalScroll):
     EMPTY_HINT = "Write a message below and press Enter. F1 lists every key."
 
     selected: Turn | None = None
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._turns: list[Turn] = []  # in order; not those still being removed
 
     def show_messages(
         self, messages: list[StoredMessage], versions: Versions | None = None
@@ -246,6 +253,7 @@ class ConversationView(VerticalScroll):
                 continue
             turn.version, turn.versions = versions.get(m.id, (1, 1))
             turns.append(turn)
+        self._turns = turns
         if turns:
             self.mount_all(turns)
         else:
@@ -256,25 +264,27 @@ class ConversationView(VerticalScroll):
         for hint in self.query(".empty-hint"):
             hint.remove()
         turn = PromptTurn(content, message_id)
+        self._turns.append(turn)
         self.mount(turn)
         self.anchor()
         return turn
 
     def add_reply(self, model: str, message_id: int | None = None, content: str = "") -> ReplyTurn:
         turn = ReplyTurn(model, content, message_id=message_id)
+        self._turns.append(turn)
         self.mount(turn)
         self.anchor()
         return turn
 
     def turns(self) -> list[Turn]:
-        return list(self.query_children(Turn))
+        return list(self._turns)
 
     def turn(self, message_id: int) -> Turn | None:
         return next((t for t in self.turns() if t.message_id == message_id), None)
 
     def last_reply(self) -> ReplyTurn | None:
-        replies = self.query_children(ReplyTurn)
-        return replies.last() if replies else None
+        replies = [t for t in self._turns if isinstance(t, ReplyTurn)]
+        return replies[-1] if replies else None
 
     def select(self, turn: Turn | None) -> None:
         """Put the turn cursor on ``turn`` (None: no turn is selected)."""

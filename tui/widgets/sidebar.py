@@ -95,10 +95,10 @@ class ConversationList(OptionList):
         elif c.id in self.unseen:
             label.append("✦ ", style="bold cyan")
         label.append(visible(c.title))
-        note = {"streaming": " · writing…", "waiting": " · waiting"}.get(state or "", "")
+        note = {"streaming": "writing…", "waiting": "waiting"}.get(state or "", "")
         if not note and c.id in self.unseen:
-            note = " · new reply"
-        label.append(f"\n{when} · {visible(c.model)}{note}", style="dim")
+            note = "new reply"
+        label.append(f"\n{when} · {note or visible(c.model)}", style="dim")
         return label
 
     def _highlighted_id(self) -> int | None:
