@@ -28,8 +28,7 @@ LONG = "long " * 5000
 
 
 def chat(app: LlmPessoalApp) -> ChatScreen:
-    screen = app.get_screen("chat") if not isinstance(app.screen, ChatScreen) else app.screen
-    assert isinstance(screen, ChatScreen)
+    [screen] = [s for s in app.screen_stack if isinstance(s, ChatScreen)]
     return screen
 
 
@@ -204,12 +203,12 @@ async def test_the_palette_stops_a_background_reply(
         a = await send(pilot, app, "stop me")
         await wait_for(pilot, lambda: writing(app, a), what="streaming")
         await pilot.press("ctrl+n")
-        await pilot.press("ctrl+p")
-        await pilot.press(*"stop the reply")
-        await wait_for(
-            pilot, lambda: "Stop the reply in “stop me”" in screen_text(app), what="listed"
-        )
-        await pilot.press("enter")
+        # the palette's commands, as the palette gathers them for the screen on show
+        [stop] = [
+            c for c in app.get_system_commands(chat(app)) if c.title.startswith("Stop the reply")
+        ]
+        assert stop.title == "Stop the reply in “stop me”"
+        stop.callback()
         await wait_for(pilot, lambda: not app.conversations.busy, what="stopped")
         assert stored_path(config_file, a)[-1][2] == "interrupted"
 
