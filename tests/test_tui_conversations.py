@@ -9,6 +9,7 @@ from typing import Any
 
 from conftest import MakeConfig
 from ollama_server import FakeOllama
+from textual import events
 from textual.widgets import Input
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
@@ -302,8 +303,10 @@ async def test_regenerate_keeps_versions_to_flip_through_and_sends_the_shown_one
         await online(pilot, app)
         a = await send(pilot, app, "question")
         await idle(pilot, app)
-        await pilot.press("alt+r")
+        # as a terminal sends it (ESC r: a key with a character, which the prompt must not type)
+        app.post_message(events.Key("alt+r", "r"))
         await wait_for(pilot, lambda: len(app.store.all_messages(a)) == 3, what="regenerated")
+        assert prompt(app).text == ""
         await idle(pilot, app)
         regenerated = ollama_server.requests[-1].body["messages"]
         assert regenerated == [{"role": "user", "content": "question"}]

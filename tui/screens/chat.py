@@ -806,7 +806,7 @@ class ChatScreen(Screen[None]):
         self.editing = turn.message_id
         prompt.text = turn.content
         prompt.move_cursor(prompt.document.end)
-        prompt.border_title = "Editing a prompt · Enter sends it as a new branch · Esc cancels"
+        prompt.border_title = "Editing · Enter sends a new branch · Esc cancels"
         prompt.add_class("-editing")
         prompt.focus()
         self.refresh_bindings()

@@ -110,6 +110,11 @@ class PromptInput(TextArea):
             event.prevent_default()
             self.action_submit()
             return
+        if event.key.startswith("alt+"):
+            # a terminal sends Alt+R as ESC r: the key has a character, which a text area
+            # would type; it is the screen's binding (regenerate, edit...) instead
+            event.prevent_default()
+            return
         await super()._on_key(event)
 
     def action_submit(self) -> None:
