@@ -343,6 +343,10 @@ class LlmPessoalApp(App[int]):
             ("Chat", ChatScreen),
             ("Prompt", PromptInput),
             ("Conversation list (Ctrl+B, Ctrl+F)", ConversationList),
+            (
+                "Earlier prompts (Ctrl+R in the prompt)",
+                _class("tui.widgets.history", "HistoryDialog"),
+            ),
             ("Models (F5 on the Chat screen)", _class("tui.screens.models", "ModelsDialog")),
             ("Image", _class("tui.screens.image", "ImageScreen")),
             ("Gallery (Ctrl+B on the Image screen)", _class("tui.widgets.gallery", "Gallery")),

@@ -12,6 +12,7 @@ SOURCES = (
     ("tui.screens.chat", "ChatScreen"),
     ("tui.widgets.prompt", "PromptInput"),
     ("tui.widgets.sidebar", "ConversationList"),
+    ("tui.widgets.history", "HistoryDialog"),
     ("tui.screens.models", "ModelsDialog"),
     ("tui.screens.image", "ImageScreen"),
     ("tui.widgets.gallery", "Gallery"),

@@ -26,10 +26,29 @@ class HistoryDialog(ModalScreen[str | None]):
     """Type to narrow the earlier prompts (newest first); Enter puts one in the prompt."""
 
     BINDINGS = [
-        Binding("escape", "dismiss(None)", "Cancel"),
-        Binding("down", "move(1)", "Next", show=False),
-        Binding("up", "move(-1)", "Previous", show=False),
-        Binding("ctrl+r", "move(1)", "Older match", show=False),
+        Binding(
+            "escape",
+            "dismiss(None)",
+            "Cancel",
+            tooltip="Close, prompt unchanged",
+            id="history.cancel",
+        ),
+        Binding(
+            "down,ctrl+r",
+            "move(1)",
+            "Older",
+            show=False,
+            tooltip="The next older match (Ctrl+R again, as in a shell)",
+            id="history.older",
+        ),
+        Binding(
+            "up",
+            "move(-1)",
+            "Newer",
+            show=False,
+            tooltip="The next newer match",
+            id="history.newer",
+        ),
     ]
 
     def __init__(self, prompts: list[str]) -> None:
