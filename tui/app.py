@@ -275,12 +275,11 @@ class LlmPessoalApp(App[int]):
     def visible_conversation(self) -> int | None:
         """The conversation on screen now, if the Chat screen is shown."""
         try:
-            screen = self.screen
-        except ScreenStackError:  # closing down
+            stack = self.screen_stack  # the Chat screen, perhaps under a dialog
+        except (KeyError, ScreenStackError):  # closing down
             return None
-        if isinstance(screen, ChatScreen) and screen.conversation is not None:
-            return screen.conversation.id
-        return None
+        chat = next((s for s in stack if isinstance(s, ChatScreen)), None)
+        return chat.conversation.id if chat and chat.conversation else None
 
     def _reply_event(self, event: ReplyEvent) -> None:
         """Every reply's events (on the event loop): the figures for the Monitor, and a
