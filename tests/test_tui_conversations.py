@@ -13,6 +13,7 @@ from textual import events
 from textual.widgets import Input
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
+from engines.chat_types import ChatOptions
 from engines.config import load_settings
 from engines.store import Store
 from tui.app import LlmPessoalApp
@@ -506,3 +507,23 @@ async def test_prompt_history_walks_this_conversation_first_and_ctrl_r_searches(
         await wait_for(pilot, lambda: "1 of 3 prompts" in screen_text(app), what="filtered")
         await pilot.press("enter")
         await wait_for(pilot, lambda: prompt(app).text == "alpha in the first", what="recalled")
+
+
+async def test_a_long_saved_reply_opens_in_pieces_and_shows_its_end(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    paragraphs = [f"Paragraph {i} with **bold** words and more words." * 4 for i in range(400)]
+    long = "\n\n".join(paragraphs) + "\n\nThe very end."
+    store = Store.open(load_settings(config_file, env={}).paths.database)
+    conversation = store.create_conversation("llama3.2:latest", ChatOptions(), "long one")
+    store.add_message(conversation.id, "user", "write a lot")
+    store.add_message(conversation.id, "assistant", long, model="llama3.2:latest")
+    store.close()
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: view(app).last_reply() is not None, what="opened")
+        reply = view(app).last_reply()
+        assert reply is not None
+        await wait_for(pilot, lambda: "The very end." in screen_text(app), what="its end shown")
+        assert reply.body.text == long
+        assert len(reply.body.children) > 10, "drawn as many settled pieces, not one"

@@ -66,13 +66,16 @@ class MarkdownText(Vertical):
             text, self._initial = self._initial, ""
             self._grow(text)
 
-    def _scan(self) -> None:
-        """Find safe cuts in the complete lines added since the last scan."""
+    def _scan(self) -> list[int]:
+        """Find safe cuts in the complete lines added since the last scan; return those
+        that close a piece of at least ``SETTLE_AT`` characters (a long text opened at
+        once becomes many pieces, so that only those on screen are drawn)."""
         text = self.text
+        cuts: list[int] = []
         while True:
             end = text.find("\n", self._scanned)
             if end < 0:
-                return
+                return cuts
             line = text[self._scanned : end].strip()
             if self._in_fence:
                 if line.startswith(self._in_fence) and not line.strip("`~"):
@@ -81,6 +84,8 @@ class MarkdownText(Vertical):
                 self._in_fence = line[:3]
             elif not line:
                 self._safe = end + 1
+                if self._safe - (cuts[-1] if cuts else self._settled) >= SETTLE_AT:
+                    cuts.append(self._safe)
             self._scanned = end + 1
 
     def append(self, text: str) -> None:
@@ -91,9 +96,12 @@ class MarkdownText(Vertical):
 
     def _grow(self, text: str) -> None:
         self.text += text
-        self._scan()
-        if self._safe - self._settled >= SETTLE_AT:
-            piece = Static(render(self.text[self._settled : self._safe]))
-            self._settled = self._safe
-            self.mount(piece, before=self._tail)
+        cuts = self._scan()
+        if cuts:
+            cuts[-1] = self._safe  # the last piece takes every finished block
+            pieces = []
+            for cut in cuts:
+                pieces.append(Static(render(self.text[self._settled : cut])))
+                self._settled = cut
+            self.mount_all(pieces, before=self._tail)
         self._tail.update(render(self.text[self._settled :]))
