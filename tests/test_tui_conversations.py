@@ -527,3 +527,36 @@ async def test_a_long_saved_reply_opens_in_pieces_and_shows_its_end(
         await wait_for(pilot, lambda: "The very end." in screen_text(app), what="its end shown")
         assert reply.body.text == long
         assert len(reply.body.children) > 10, "drawn as many settled pieces, not one"
+
+
+async def test_search_and_rename_work_while_a_reply_streams(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    ollama_server.reply = LONG
+    ollama_server.rate = 100
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        a = await send(pilot, app, "streaming one")
+        await wait_for(pilot, lambda: writing(app, a), what="streaming")
+        await pilot.press("ctrl+n")
+        b = await send(pilot, app, "quiet one")
+        await pilot.press("escape")  # B stops; A goes on
+        await wait_for(pilot, lambda: app.conversations.reply_in(b) is None, what="B stopped")
+        await pilot.press("ctrl+f")
+        search = chat(app).query_one("#search", Input)
+        search.insert_text_at_cursor("streaming")
+        listing = chat(app).query_one(ConversationList)
+        await wait_for(pilot, lambda: listing.option_count == 1, what="searched")
+        assert "streaming one" in label(app, a) and "writing…" in label(app, a)
+        listing.focus()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.screen.query("#text"), what="rename asked")
+        field = app.screen.query_one("#text", Input)
+        field.clear()
+        field.insert_text_at_cursor("renamed while writing")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.store.conversation(a).title == "renamed while writing")  # type: ignore[union-attr]
+        assert writing(app, a), "the reply goes on"
+        await app.stop_reply(a)
+        assert stored_path(config_file, a)[-1][2] == "interrupted"
