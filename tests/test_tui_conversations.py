@@ -10,7 +10,7 @@ from typing import Any
 from conftest import MakeConfig
 from ollama_server import FakeOllama
 from textual import events
-from textual.widgets import Input
+from textual.widgets import Input, Static
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
 from engines.chat_types import ChatOptions
@@ -526,7 +526,10 @@ async def test_a_long_saved_reply_opens_in_pieces_and_shows_its_end(
         assert reply is not None
         await wait_for(pilot, lambda: "The very end." in screen_text(app), what="its end shown")
         assert reply.body.text == long
-        assert len(reply.body.children) > 10, "drawn as many settled pieces, not one"
+        # the pieces before the end follow the first frame; together they are the whole
+        await wait_for(pilot, lambda: len(reply.body.children) > 10, what="every piece")
+        drawn = "".join(piece.content.markup for piece in reply.body.query_children(Static))
+        assert drawn == long, "nothing lost or drawn twice"
 
 
 async def test_search_and_rename_work_while_a_reply_streams(

@@ -19,6 +19,10 @@ from textual.widgets import Static
 
 SETTLE_AT = 2000
 """Characters of finished blocks gathered before they become a piece of their own."""
+FIRST_PIECES = 2
+"""Pieces of a long text drawn at once when it opens (its end, which is on screen); the
+pieces before them are drawn right after the first frame."""
+EARLIER_AFTER_S = 0.1
 
 _PARSER = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table")
 
@@ -64,7 +68,7 @@ class MarkdownText(Vertical):
     def on_mount(self) -> None:
         if self._initial:
             text, self._initial = self._initial, ""
-            self._grow(text)
+            self._grow(text, end_first=True)
 
     def _scan(self) -> list[int]:
         """Find safe cuts in the complete lines added since the last scan; return those
@@ -94,14 +98,29 @@ class MarkdownText(Vertical):
             return
         self._grow(text)
 
-    def _grow(self, text: str) -> None:
+    def _grow(self, text: str, *, end_first: bool = False) -> None:
+        """Add ``text``; with ``end_first``, a long text shows its end (what a followed
+        view has on screen) first, and the pieces before it once that is drawn."""
         self.text += text
         cuts = self._scan()
         if cuts:
             cuts[-1] = self._safe  # the last piece takes every finished block
-            pieces = []
+            spans = []
             for cut in cuts:
-                pieces.append(Static(render(self.text[self._settled : cut])))
+                spans.append((self._settled, cut))
                 self._settled = cut
-            self.mount_all(pieces, before=self._tail)
+            later = spans[:-FIRST_PIECES] if end_first else []
+            now = spans[len(later) :]
+            self.mount_all([self._piece(span) for span in now], before=self._tail)
+            if later:  # once the end is laid out and painted
+                self.call_after_refresh(
+                    lambda: self.set_timer(EARLIER_AFTER_S, lambda: self._draw_earlier(later))
+                )
         self._tail.update(render(self.text[self._settled :]))
+
+    def _piece(self, span: tuple[int, int]) -> Static:
+        return Static(render(self.text[span[0] : span[1]]))
+
+    def _draw_earlier(self, spans: list[tuple[int, int]]) -> None:
+        if self.is_attached:
+            self.mount_all([self._piece(span) for span in spans], before=0)
