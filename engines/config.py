@@ -129,6 +129,14 @@ class ChatSettings:
         default=1.0,
         metadata=_spec("Seconds between saves of a reply while it streams.", lo=0.1, hi=10),
     )
+    max_parallel: int = field(
+        default=2,
+        metadata=_spec(
+            "Replies that may stream at once (in different conversations); more wait in line.",
+            lo=1,
+            hi=16,
+        ),
+    )
 
 
 @dataclass(frozen=True)

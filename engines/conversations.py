@@ -178,6 +178,13 @@ class ConversationService:
         """The reply that streams or waits in this conversation, if any."""
         return self._replies.get(conversation_id)
 
+    def position(self, conversation_id: int) -> int | None:
+        """Where this conversation's reply waits in line (1 goes next); None if it is not
+        waiting for a slot."""
+        if conversation_id in self._queue and self._slots is not None and self._slots.locked():
+            return self._queue.index(conversation_id) + 1
+        return None
+
     @property
     def busy(self) -> dict[int, Reply]:
         """Every reply that streams or waits, by conversation."""
@@ -283,6 +290,15 @@ class ConversationService:
         reply = Reply(conversation, reply_id, history, kind)
         self._replies[conversation.id] = reply
         return reply
+
+    def abandon(self, reply: Reply) -> None:
+        """Forget a reply whose task was cancelled before :meth:`run` began (so it never
+        ran): it is kept, marked interrupted. Nothing happens to a reply that ran."""
+        if self._replies.get(reply.conversation_id) is reply and reply.status == "waiting":
+            self._replies.pop(reply.conversation_id)
+            with contextlib.suppress(ValueError):
+                self._queue.remove(reply.conversation_id)
+            self._finish(reply, "interrupted", None, "stopped before it began")
 
     # -- running ----------------------------------------------------------------------------
 

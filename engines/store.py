@@ -553,6 +553,18 @@ class Store:
         )
         return self._messages(rows)
 
+    def prompts(self, conversation_id: int | None = None, limit: int = 500) -> list[str]:
+        """What the user wrote, newest first and each text once: in one conversation, or
+        in all of them."""
+        where = "role = 'user'" + (" AND conversation_id = ?" if conversation_id else "")
+        args: tuple[Any, ...] = (conversation_id,) if conversation_id else ()
+        rows = self._query(
+            f"SELECT content, MAX(id) AS newest FROM messages WHERE {where}"
+            " GROUP BY content ORDER BY newest DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [str(r["content"]) for r in rows]
+
     def message(self, message_id: int) -> StoredMessage | None:
         rows = self._query("SELECT * FROM messages WHERE id = ?", (message_id,))
         return self._messages(rows)[0] if rows else None

@@ -365,7 +365,7 @@ async def test_copy_reply_code_block_and_export(
         await type_text(pilot, "code please")
         await pilot.press("enter")
         await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
-        await pilot.press("ctrl+r")
+        await pilot.press("alt+c")
         assert app.clipboard == ollama_server.reply
         await pilot.press("ctrl+g")
         await pilot.pause()
@@ -438,6 +438,9 @@ async def test_help_and_screen_keys(ollama_server: FakeOllama, config_file: Path
         await pilot.press("f1")
         await pilot.pause()
         text = screen_text(app)
+        for _ in range(4):  # the help is longer than the screen: read it page by page
+            await pilot.press("pagedown")
+            text += screen_text(app)
         for expected in (
             "Send the message",
             "New line",

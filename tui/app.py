@@ -12,24 +12,34 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.theme import Theme
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerCancelled, WorkerState
+from textual.worker import WorkerFailed as WorkerError
 
 from engines.chat_types import ChatError, ModelInfo, ServerStatus
 from engines.config import Settings
+from engines.conversations import (
+    ConversationService,
+    Reply,
+    ReplyEvent,
+    ReplyFigures,
+    ReplyFinished,
+    ReplyStarted,
+)
 from engines.ollama_client import ChatEngine
 from engines.state import State
-from engines.store import Status, Store, StoreError
+from engines.store import Store, StoreError
 from tui import keys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen
 from tui.text import visible
+from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
     from engines.diffusion import DiffusionEngine, GeneratedImage
@@ -129,6 +139,15 @@ class LlmPessoalApp(App[int]):
         self.chat = ChatEngine(
             settings.ollama.host, settings.ollama.timeout, settings.ollama.keep_alive
         )
+        self.conversations = ConversationService(
+            store,
+            self.chat,
+            save_interval=settings.chat.save_interval,
+            max_parallel=settings.chat.max_parallel,
+        )
+        self.conversations.subscribe(self._reply_event)
+        self.unseen: set[int] = set()
+        """Conversations with a reply that finished while another one was on screen."""
         self.start_screen = start_screen or settings.ui.screen
         self.image_renderer: Renderer = image_renderer
         self._diffusion: DiffusionEngine | None = None
@@ -269,11 +288,94 @@ class LlmPessoalApp(App[int]):
 
     # -- app-wide actions ----------------------------------------------------------
 
-    def reply_finished(self, title: str, status: Status, screen: Screen[None]) -> None:
-        if self.screen is not screen and status == "done":
-            self.notify(f"Reply ready in “{title}”.", title="Chat")
-            if self.settings.ui.bell:
-                self.bell()
+    # -- chat replies: the service owns them; each runs in a worker of its conversation ---
+
+    @staticmethod
+    def reply_group(conversation_id: int) -> str:
+        return f"reply-{conversation_id}"
+
+    def start_reply(self, reply: Reply) -> None:
+        """Run a prepared reply in a worker of its own: cancelling it stops the reply."""
+        self.run_worker(
+            self.conversations.run(reply),
+            name=f"reply {reply.reply_id}",
+            group=self.reply_group(reply.conversation_id),
+            exit_on_error=False,
+        )
+
+    async def stop_reply(self, conversation_id: int) -> bool:
+        """Stop the reply of a conversation and wait until it is kept (interrupted);
+        False when none was running."""
+        reply = self.conversations.reply_in(conversation_id)
+        if reply is None:
+            return False
+        group = self.reply_group(conversation_id)
+        workers = [w for w in self.workers if w.group == group]
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
+            with contextlib.suppress(WorkerCancelled, WorkerError):
+                await worker.wait()
+        # a worker cancelled before its first step never ran the reply: keep it anyway
+        self.conversations.abandon(reply)
+        return True
+
+    def visible_conversation(self) -> int | None:
+        """The conversation on screen now, if the Chat screen is shown."""
+        try:
+            stack = self.screen_stack  # the Chat screen, perhaps under a dialog
+        except (KeyError, ScreenStackError):  # closing down
+            return None
+        chat = next((s for s in stack if isinstance(s, ChatScreen)), None)
+        return chat.conversation.id if chat and chat.conversation else None
+
+    def _reply_event(self, event: ReplyEvent) -> None:
+        """Every reply's events (on the event loop): the figures for the Monitor, and a
+        notice when a reply finishes out of sight."""
+        if isinstance(event, ReplyFigures):
+            self.live.reply_tokens_per_s = event.tokens_per_s
+        elif isinstance(event, ReplyStarted):
+            self.unseen.discard(event.conversation_id)
+        elif isinstance(event, ReplyFinished):
+            if not self.conversations.busy.keys() - {event.conversation_id}:
+                self.live.reply_tokens_per_s = None
+            if event.error:
+                self.check_ollama_soon()
+            if self.return_code is None and self.visible_conversation() != event.conversation_id:
+                self.unseen.add(event.conversation_id)
+                what = {"done": "Reply ready", "interrupted": "Reply interrupted"}.get(
+                    event.status, "Reply failed"
+                )
+                self.notify(
+                    f"{what} in “{visible(event.title)}”.",
+                    title="Chat",
+                    severity="information" if event.status == "done" else "warning",
+                )
+                if self.settings.ui.bell:
+                    self.bell()
+
+    async def action_quit(self) -> None:
+        """Quit; with replies streaming, ask first, then keep each one, interrupted."""
+        busy = self.conversations.busy
+        if not busy:
+            self.exit()
+            return
+
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                for conversation_id in list(self.conversations.busy):
+                    await self.stop_reply(conversation_id)
+                self.exit()
+
+        n = len(busy)
+        await self.push_screen(
+            ConfirmDialog(
+                f"{n} repl{'ies are' if n > 1 else 'y is'} still being written. Quit anyway? "
+                f"{'Each is' if n > 1 else 'It is'} kept, marked interrupted.",
+                yes="Quit",
+            ),
+            answered,
+        )
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
@@ -347,6 +449,12 @@ class LlmPessoalApp(App[int]):
                     f"{binding.tooltip or binding.description} ({self.key_display(binding)})",
                     lambda node=node, action=binding.action: node.run_action(action),
                 )
+        for conversation_id, reply in self.conversations.busy.items():
+            yield SystemCommand(
+                f"Stop the reply in “{visible(reply.conversation.title)}”",
+                "Stop a reply being written (or waiting); what it wrote is kept",
+                lambda cid=conversation_id: self.run_worker(self.stop_reply(cid)),
+            )
 
     # -- failures nobody caught --------------------------------------------------------
 

@@ -40,6 +40,7 @@ SOURCES: tuple[Source, ...] = (
     Source("tui.screens.monitor", "MonitorScreen", "Monitor", "monitor"),
     Source("tui.screens.monitor", "LoadedModels", "Loaded models", "monitor"),
     Source("tui.screens.monitor", "Thumbnail", "Recent images", "monitor"),
+    Source("tui.widgets.history", "HistoryDialog", "Prompt history", "history"),
     Source("tui.screens.models", "ModelsDialog", "Models dialog", "models"),
     Source("tui.widgets.image_models", "ImageModelsPane", "Image models", "models"),
     Source("tui.widgets.dialogs", "OptionsDialog", "Options dialog", "options"),

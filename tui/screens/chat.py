@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import replace as replaced
 from datetime import datetime
 
 from markdown_it import MarkdownIt
@@ -11,24 +15,72 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.reactive import var
+from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 
-from engines.chat_types import ChatError, ChatMessage, ChatOptions, ModelInfo, ServerStatus
+from engines.chat_types import ChatError, ChatOptions, ModelInfo, ServerStatus
+from engines.conversations import (
+    ConversationError,
+    Reply,
+    ReplyEvent,
+    ReplyFinished,
+    ReplySaveFailed,
+    ReplyStarted,
+    ReplyText,
+    ReplyThinking,
+    ReplyWaiting,
+)
 from engines.files import slugify, write_private_text
-from engines.store import Conversation, Status, StoreError, export_markdown, title_from
+from engines.store import (
+    Conversation,
+    StoredMessage,
+    StoreError,
+    export_markdown,
+)
 from tui.screens.base import AppScreen
 from tui.text import shown, visible
-from tui.widgets.conversation import ConversationView, ReplyTurn
+from tui.widgets.conversation import (
+    ConversationView,
+    PromptTurn,
+    ReplyTurn,
+    ReplyWriter,
+    Turn,
+    Versions,
+)
 from tui.widgets.dialogs import ConfirmDialog, OptionsDialog, PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
+from tui.widgets.history import HistoryDialog
 from tui.widgets.prompt import PromptInput
 from tui.widgets.sidebar import ConversationList, Sidebar
 
 SEARCH_DELAY_S = 0.15
 NARROW = 80
 """Below this width the sidebar hides unless asked for."""
+
+
+@dataclass
+class LiveReply:
+    """A reply drawn as it streams: its turn, and the writer that feeds it."""
+
+    turn: ReplyTurn
+    writer: ReplyWriter
+
+
+@dataclass
+class ReplyEventPosted(Message):
+    """A reply's event (other than its text, which goes straight to its writer)."""
+
+    event: ReplyEvent
+
+
+def versions_of(messages: list[StoredMessage]) -> Versions:
+    """Which version of its turn each message is: the messages that share a parent and a
+    role are the versions of one turn, oldest first."""
+    turns: dict[tuple[int | None, str], list[int]] = defaultdict(list)
+    for m in messages:
+        turns[(m.parent_id, m.role)].append(m.id)
+    return {i: (n + 1, len(ids)) for ids in turns.values() for n, i in enumerate(ids)}
 
 
 def code_blocks(markdown: str) -> list[tuple[str, str]]:
@@ -64,7 +116,74 @@ class ChatScreen(AppScreen[None]):
             id="chat.options",
         ),
         Binding(
-            "ctrl+r", "copy_reply", "Copy", tooltip="Copy the last reply", id="chat.copy_reply"
+            "alt+c",
+            "copy_reply",
+            "Copy",
+            tooltip="Copy the selected turn (or the last reply)",
+            id="chat.copy_reply",
+        ),
+        Binding(
+            "alt+r",
+            "regenerate",
+            "Regenerate",
+            tooltip="Write the selected reply (or the last) again; every version is kept",
+            id="chat.regenerate",
+        ),
+        Binding(
+            "alt+e",
+            "edit",
+            "Edit",
+            show=False,
+            tooltip="Edit the selected prompt (or the last) and send it again as a new branch",
+            id="chat.edit",
+        ),
+        Binding(
+            "alt+g",
+            "continue_reply",
+            "Continue",
+            show=False,
+            tooltip="Go on with the last reply (interrupted, or cut at the length limit)",
+            id="chat.continue",
+        ),
+        Binding(
+            "alt+up",
+            "select_turn(-1)",
+            "Turn up",
+            show=False,
+            tooltip="Select the turn above (the turn cursor)",
+            id="chat.turn_up",
+        ),
+        Binding(
+            "alt+down",
+            "select_turn(1)",
+            "Turn down",
+            show=False,
+            tooltip="Select the turn below (the turn cursor)",
+            id="chat.turn_down",
+        ),
+        Binding(
+            "alt+left",
+            "flip_version(-1)",
+            "Earlier version",
+            show=False,
+            tooltip="Show the earlier version of the selected turn (or the last reply)",
+            id="chat.version_previous",
+        ),
+        Binding(
+            "alt+right",
+            "flip_version(1)",
+            "Later version",
+            show=False,
+            tooltip="Show the later version of the selected turn (or the last reply)",
+            id="chat.version_next",
+        ),
+        Binding(
+            "alt+d",
+            "delete_from",
+            "Delete from here",
+            show=False,
+            tooltip="Delete the selected turn and all that follows it (asks first)",
+            id="chat.delete_from",
         ),
         Binding(
             "ctrl+g",
@@ -117,13 +236,26 @@ class ChatScreen(AppScreen[None]):
     ]
 
     conversation: Conversation | None = None
-    streaming = var(False, bindings=True)
-    """A reply is being written (Esc stops it)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.models: list[ModelInfo] = []
         self._search_timer: Timer | None = None
+        self._live: dict[int, LiveReply] = {}  # by reply id: the replies drawn as they stream
+        self._unsubscribe: Callable[[], None] | None = None
+        self.editing: int | None = None
+        """The prompt being edited (its message id), or None."""
+        self._draft = ""  # what the prompt held before an edit began
+
+    @property
+    def streaming(self) -> bool:
+        """A reply of the conversation on screen is drawn as it streams (or waits)."""
+        return bool(self._live)
+
+    def _busy_here(self) -> Reply | None:
+        if self.conversation is None:
+            return None
+        return self.lp.conversations.reply_in(self.conversation.id)
 
     # -- layout ---------------------------------------------------------------
 
@@ -139,6 +271,8 @@ class ChatScreen(AppScreen[None]):
         yield AppFooter()
 
     def on_mount(self) -> None:
+        self._unsubscribe = self.lp.conversations.subscribe(self._reply_event)
+        self.query_one(PromptInput).recall = self._prompt_history
         settings = self.lp.settings
         self.new_model = settings.ollama.default_model
         self.new_options = ChatOptions(
@@ -169,8 +303,17 @@ class ChatScreen(AppScreen[None]):
         )
         self.query_one(ConversationView).show_messages([], hint=with_model)
 
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW, "-narrow")
+
+    def on_screen_resume(self) -> None:
+        if self.conversation is not None and self.conversation.id in self.lp.unseen:
+            self.lp.unseen.discard(self.conversation.id)
+            self._mark()
 
     # -- Ollama status and models -----------------------------------------------
 
@@ -238,31 +381,78 @@ class ChatScreen(AppScreen[None]):
         search = self.query_one("#search", Input).value
         current = self.conversation.id if self.conversation else None
         self.query_one(ConversationList).show(self._conversations(search), current)
+        self._mark()
 
-    def open_conversation(self, conversation_id: int) -> None:
-        if self.streaming:
-            self.notify(
-                "A reply is still streaming: press Esc to stop it first.", severity="warning"
-            )
-            return
+    def _mark(self) -> None:
+        """The sidebar's marks: replies streaming or waiting, and replies not yet seen."""
+        busy = self.lp.conversations.busy
+        states = {c: "waiting" if r.status == "waiting" else "streaming" for c, r in busy.items()}
+        self.query_one(ConversationList).mark(states, self.lp.unseen)
+
+    def _forget_live(self) -> None:
+        """The turns drawn live are leaving the screen: their writers stop."""
+        for live in self._live.values():
+            live.writer.abandon()
+        self._live.clear()
+
+    def open_conversation(self, conversation_id: int) -> bool:
+        """Show a conversation as it reads now; its reply live where it stands, if one is
+        being written."""
         try:
             conversation = self.lp.store.conversation(conversation_id)
-            messages = self.lp.store.messages(conversation_id) if conversation else []
+            if conversation is None:
+                return False
+            messages = self.lp.store.messages(conversation_id)
+            versions = versions_of(self.lp.store.all_messages(conversation_id))
         except StoreError as exc:
             self.notify(str(exc), title="Database", severity="error")
-            return
-        if conversation is None:
-            return
+            return False
+        self._stop_editing()
+        self._forget_live()
         self.conversation = conversation
-        self.query_one(ConversationView).show_messages(messages)
+        reply = self.lp.conversations.reply_in(conversation_id)
+        if reply is not None:  # the store holds the last save: the service holds the rest
+            messages = [
+                replaced(m, content=reply.text, status="streaming") if m.id == reply.reply_id else m
+                for m in messages
+            ]
+        self.query_one(ConversationView).show_messages(messages, versions)
+        if reply is not None:
+            self._draw_live(reply)
+        self.lp.unseen.discard(conversation_id)
         self._show_models()
         self._refresh_list()
+        self.refresh_bindings()
+        return True
+
+    def _draw_live(self, reply: Reply) -> None:
+        """Draw ``reply`` as it streams, in its turn on screen."""
+        turn = self.query_one(ConversationView).turn(reply.reply_id)
+        if not isinstance(turn, ReplyTurn):
+            return
+        self._live[reply.reply_id] = LiveReply(turn, turn.writer())
+        position = self.lp.conversations.position(reply.conversation_id)
+        if position is not None:
+            turn.waiting(position)
 
     @on(ConversationList.OptionSelected)
     def _conversation_chosen(self, event: ConversationList.OptionSelected) -> None:
         if event.option_id:
             self.open_conversation(int(event.option_id))
             self.query_one(PromptInput).focus()
+
+    @on(ConversationList.StopRequested)
+    async def _stop_requested(self, event: ConversationList.StopRequested) -> None:
+        await self.stop_reply(event.conversation_id)
+
+    async def stop_reply(self, conversation_id: int) -> None:
+        """Stop the reply being written in a conversation (kept, marked interrupted)."""
+        reply = self.lp.conversations.reply_in(conversation_id)
+        title = visible(reply.conversation.title) if reply else ""
+        if not await self.lp.stop_reply(conversation_id):
+            self.notify("No reply is being written in that conversation.", severity="warning")
+            return
+        self.notify(f"Stopped the reply in “{title}”; what it wrote is kept.")
 
     @on(Input.Changed, "#search")
     def _search_changed(self) -> None:
@@ -276,13 +466,10 @@ class ChatScreen(AppScreen[None]):
         self.query_one(ConversationList).focus()
 
     def action_new_conversation(self) -> None:
-        if self.streaming:
-            self.notify(
-                "A reply is still streaming: press Esc to stop it first.", severity="warning"
-            )
-            return
         # a new conversation starts with [ollama] default_model, as the README says
         self.new_model = self.lp.settings.ollama.default_model
+        self._stop_editing()
+        self._forget_live()
         self.conversation = None
         self._show_new()
         self._show_models()
@@ -320,15 +507,12 @@ class ChatScreen(AppScreen[None]):
         conversation = self.lp.store.conversation(event.conversation_id)
         if conversation is None:
             return
-        if self.streaming and self.conversation and self.conversation.id == conversation.id:
-            self.notify(
-                "A reply is still streaming: press Esc to stop it first.", severity="warning"
-            )
-            return
+        streaming = self.lp.conversations.reply_in(conversation.id) is not None
 
-        def confirmed(yes: bool | None) -> None:
+        async def confirmed(yes: bool | None) -> None:
             if not yes:
                 return
+            await self.lp.stop_reply(conversation.id)
             try:
                 self.lp.store.delete(conversation.id)
             except StoreError as exc:
@@ -339,22 +523,28 @@ class ChatScreen(AppScreen[None]):
             self._refresh_list()
             self.notify(f"Deleted “{visible(conversation.title)}”.")
 
+        question = f"Delete “{conversation.title}” and all its messages?"
+        if streaming:
+            question = (
+                f"A reply is being written in “{conversation.title}”: it will be stopped first. "
+                + question
+            )
         self.app.push_screen(
-            ConfirmDialog(
-                f"Delete “{conversation.title}” and all its messages?",
-                kept=f"Kept “{visible(conversation.title)}”.",
-            ),
+            ConfirmDialog(question, kept=f"Kept “{visible(conversation.title)}”."),
             confirmed,
         )
 
-    # -- sending and streaming ----------------------------------------------------
+    # -- sending: the service prepares and runs each reply; the screen draws --------------
 
-    def _refusal(self, text: str) -> str | None:
-        """Why ``text`` cannot be sent now, or None."""
-        if not text.strip():
+    def _refusal(self, text: str | None) -> str | None:
+        """Why a reply cannot be asked for now (with ``text``, a message to send), or None."""
+        if text is not None and not text.strip():
             return "Nothing to send: write a message first."
-        if self.streaming:
-            return "A reply is still streaming: press Esc to stop it, then send."
+        if self._busy_here() is not None:
+            return (
+                "A reply is still being written in this conversation: wait for it, or press "
+                "Esc to stop it. Other conversations can be used meanwhile."
+            )
         model = self.current_model()
         if not model:
             return "Choose a model first (Ctrl+T)."
@@ -368,9 +558,9 @@ class ChatScreen(AppScreen[None]):
         names = {m.name for m in self.models}
         return model in names or (":" not in model and f"{model}:latest" in names)
 
-    @on(PromptInput.Submitted)
-    def _submitted(self, event: PromptInput.Submitted) -> None:
-        text = event.text
+    def _when_ready(self, text: str | None, then: Callable[[], None], kept: str) -> None:
+        """Run ``then`` (which asks for a reply) unless it is refused now; a model not in
+        the list is checked first (and offered for a pull)."""
         refusal = self._refusal(text)
         if refusal:
             self.notify(visible(refusal), title="Not sent", severity="warning")
@@ -378,9 +568,16 @@ class ChatScreen(AppScreen[None]):
         model = self.current_model()
         status = self.lp.ollama
         if status is not None and status.online and not self._installed(model):
-            self.check_model(model)  # the list may be stale: ask the server before offering
+            self.check_model(model, then, kept)  # the list may be stale: ask the server first
             return
-        self._send(text)
+        then()
+
+    @on(PromptInput.Submitted)
+    def _submitted(self, event: PromptInput.Submitted) -> None:
+        if self.editing is not None:
+            self._send_edit(event.text)
+            return
+        self._when_ready(event.text, self._send_prompt, "your message is kept")
 
     def _send_prompt(self) -> None:
         """Send what the prompt holds now (after a check or a pull), if it still may be."""
@@ -391,32 +588,37 @@ class ChatScreen(AppScreen[None]):
             return
         self._send(text)
 
+    @work(exclusive=True, group="model-list", exit_on_error=False)
+    async def refresh_models(self) -> None:
+        with contextlib.suppress(ChatError):
+            self.lp.models = await self.lp.chat.list_models()
+
     @work(exclusive=True, group="model-check", exit_on_error=False)
-    async def check_model(self, model: str) -> None:
-        """The chat's model is not in the list: read the list again, then send, or offer
-        to pull the model. If the list cannot be read, send: the reply says what failed."""
+    async def check_model(self, model: str, then: Callable[[], None], kept: str) -> None:
+        """The chat's model is not in the list: read the list again, then go on, or offer
+        to pull the model. If the list cannot be read, go on: the reply says what failed."""
         try:
             self.lp.models = await self.lp.chat.list_models()
         except ChatError:
-            self._send_prompt()
+            then()
             return
         if self._installed(model):
-            self._send_prompt()
+            then()
         else:
-            self._offer_pull(model)
+            self._offer_pull(model, then, kept)
 
-    def _offer_pull(self, model: str) -> None:
+    def _offer_pull(self, model: str, then: Callable[[], None], kept: str) -> None:
         from tui.screens.models import ModelsDialog
 
         keys = getattr(self.app, "keymap", {}).get("chat.models", "f5").split(",")[0]
         kept = (
-            f"{visible(model)} is not installed: your message is kept. Pull it later with "
+            f"{visible(model)} is not installed: {kept}. Pull it later with "
             f"{keys.upper()} (or: ollama pull {visible(model)}), or choose another model (Ctrl+T)."
         )
 
         def pulled(name: str | None) -> None:
             if name:
-                self._send_prompt()
+                then()
             else:
                 self.notify(kept, title="Not sent", severity="warning")
 
@@ -432,105 +634,306 @@ class ChatScreen(AppScreen[None]):
         )
 
     def _send(self, text: str) -> None:
-        store = self.lp.store
+        service = self.lp.conversations
         try:
             if self.conversation is None:
-                self.conversation = store.create_conversation(
-                    self.new_model, self.new_options, title_from(text)
-                )
-            conversation = self.conversation
-            store.add_message(conversation.id, "user", text)
-            history = [
-                m.as_chat()
-                for m in store.messages(conversation.id)
-                if m.role == "user" or m.status == "done"
-            ]
-            reply_id = store.add_message(
-                conversation.id, "assistant", "", status="streaming", model=conversation.model
-            )
-        except StoreError as exc:
-            self.notify(str(exc), title="Not sent", severity="error")
+                self.conversation = service.new_conversation(self.new_model, self.new_options, text)
+            reply = service.send(self.conversation, text)
+            stored = self.lp.store.message(reply.reply_id)
+        except (ConversationError, StoreError) as exc:
+            self.notify(visible(str(exc)), title="Not sent", severity="error")
             return
         self.query_one(PromptInput).clear()
         view = self.query_one(ConversationView)
-        view.add_prompt(text)
-        reply = view.add_reply(conversation.model)
-        self.streaming = True
+        view.select(None)
+        view.add_prompt(text, stored.parent_id if stored else None)
+        view.add_reply(reply.conversation.model, reply.reply_id)
+        self._draw_live(reply)
+        self._start(reply)
         self._refresh_list()
-        self.stream_reply(conversation, history, reply, reply_id)
 
-    @work(exclusive=True, group="chat", exit_on_error=False)
-    async def stream_reply(
-        self,
-        conversation: Conversation,
-        history: list[ChatMessage],
-        reply: ReplyTurn,
-        reply_id: int,
-    ) -> None:
-        """Stream the reply into its widget, saving it as it grows."""
-        store, engine = self.lp.store, self.lp.chat
-        interval = self.lp.settings.chat.save_interval
-        parts: list[str] = []
-        status: Status = "interrupted"
-        stats = None
-        error: str | None = None
-        stream = reply.writer()
-        saved_at = time.monotonic()
-        save_failed = False
+    def _start(self, reply: Reply) -> None:
+        self.lp.start_reply(reply)
+        self.refresh_bindings()
+
+    def _redo(self, prepare: Callable[[Conversation], Reply], what: str) -> None:
+        """Prepare a reply another way (regenerate, continue, edit), show the conversation as
+        it now reads and run the reply."""
+        if self.conversation is None:
+            return
         try:
-            thought = 0
-            first_at: float | None = None
-            async for chunk in engine.stream(conversation.model, history, conversation.options):
-                if chunk.thinking and not parts:
-                    thought += len(chunk.thinking)
-                    reply.thinking(thought)
-                if chunk.text:
-                    if not parts and thought:
-                        reply.thinking(thought, done=True)
-                    parts.append(chunk.text)
-                    stream.write(visible(chunk.text))
-                    now_t = time.monotonic()
-                    if first_at is None:
-                        first_at = now_t
-                    elif now_t > first_at:
-                        self.lp.live.reply_tokens_per_s = (len(parts) - 1) / (now_t - first_at)
-                if chunk.stats is not None:
-                    stats = chunk.stats
-                now = time.monotonic()
-                if now - saved_at >= interval and not save_failed:
-                    saved_at = now
-                    try:
-                        store.update_message(reply_id, "".join(parts), status="streaming")
-                    except StoreError as exc:
-                        save_failed = True
-                        self.notify(str(exc), title="Reply not saved", severity="error")
-            status = "done"
-        except ChatError as exc:
-            status = "interrupted" if parts else "error"
-            error = str(exc)
-        finally:
-            self.lp.live.reply_tokens_per_s = None
-            await stream.close()
-            content = "".join(parts)
-            try:
-                store.update_message(reply_id, content, status=status, stats=stats, error=error)
-            except StoreError as exc:
-                self.notify(str(exc), title="Reply not saved", severity="error")
-            reply.finish(content, status, stats, error)
-            self.streaming = False
-            if error:
-                self.lp.check_ollama_soon()
-            self.lp.reply_finished(conversation.title, status, self)
+            reply = prepare(self.conversation)
+        except (ConversationError, StoreError) as exc:
+            self.notify(visible(str(exc)), title=f"Not {what}", severity="warning")
+            return
+        self.open_conversation(reply.conversation_id)
+        self._start(reply)
 
-    def action_cancel_reply(self) -> None:
-        if self.streaming:
-            self.workers.cancel_group(self, "chat")
+    # -- the reply's events: drawn, never decided here ---------------------------------
+
+    def _reply_event(self, event: ReplyEvent) -> None:
+        """Every reply's events, on the event loop. The text of the reply on screen goes
+        straight to its writer (which draws it at most 5 times a second); the rest is
+        posted, in order."""
+        live = self._live.get(event.reply_id)
+        if isinstance(event, ReplyText):
+            if live is not None:
+                live.writer.write(visible(event.text))
+        elif isinstance(event, ReplyThinking):
+            if live is not None:
+                live.turn.thinking(event.chars, done=event.done)
+        elif isinstance(event, (ReplyWaiting, ReplyStarted, ReplyFinished, ReplySaveFailed)):
+            self.post_message(ReplyEventPosted(event))
+
+    @on(ReplyEventPosted)
+    async def _reply_event_posted(self, message: ReplyEventPosted) -> None:
+        event = message.event
+        live = self._live.get(event.reply_id)
+        if isinstance(event, ReplyWaiting) and live is not None:
+            live.turn.waiting(event.position)
+        elif isinstance(event, ReplyStarted) and live is not None:
+            live.turn.started()
+        elif isinstance(event, ReplySaveFailed):
+            self.notify(visible(event.message), title="Reply not saved", severity="error")
+        elif isinstance(event, ReplyFinished):
+            if live is not None:
+                await live.writer.close()
+                live.turn.finish(event.content, event.status, event.stats, event.error)
+                self._live.pop(event.reply_id, None)
+            if self.conversation and self.conversation.id == event.conversation_id:
+                self.conversation = self.lp.store.conversation(event.conversation_id)
+            if event.failure == "model-missing":
+                self.refresh_models()  # the list was stale: the next try offers a pull
+                if live is not None:
+                    self.notify(
+                        f"{visible(live.turn.model)} is not installed: nothing else is lost "
+                        "(Alt+← shows an earlier version). Pull it with F5, or choose another "
+                        "model (Ctrl+T).",
+                        title="Model missing",
+                        severity="error",
+                    )
+        self._mark()
+        self.refresh_bindings()
+
+    async def action_cancel_reply(self) -> None:
+        if self.editing is not None:
+            self._stop_editing(restore=True)
+            self.notify("Edit cancelled: the prompt is as it was.")
+            return
+        if self.conversation is not None and await self.lp.stop_reply(self.conversation.id):
             self.notify("Reply stopped.")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_reply":
-            return self.streaming
+            return self.editing is not None or self._busy_here() is not None
         return True
+
+    # -- the turn cursor, versions, regenerate, edit, continue, delete from here ----------
+
+    def _target(self, kind: type[Turn] = Turn) -> Turn | None:
+        """The selected turn, or else the last turn of that kind."""
+        view = self.query_one(ConversationView)
+        if view.selected is not None and isinstance(view.selected, kind):
+            return view.selected
+        turns = [t for t in view.turns() if isinstance(t, kind)]
+        return turns[-1] if turns else None
+
+    def action_select_turn(self, step: int) -> None:
+        view = self.query_one(ConversationView)
+        if view.move_selection(step) is None:
+            self.notify("There is no turn to select yet.", severity="warning")
+
+    def action_flip_version(self, step: int) -> None:
+        turn = self._target(Turn) if self.query_one(ConversationView).selected else None
+        turn = turn or self._target(ReplyTurn)
+        if self.conversation is None or turn is None or turn.message_id is None:
+            self.notify("There is nothing to flip through yet.", severity="warning")
+            return
+        if turn.versions < 2:
+            self.notify("This turn has one version only.", severity="warning")
+            return
+        if self._busy_here() is not None:
+            self.notify(
+                "A reply is being written here: wait for it, or stop it (Esc), before "
+                "showing another version.",
+                severity="warning",
+            )
+            return
+        try:
+            siblings = self.lp.store.siblings(turn.message_id)
+            index = siblings.index(turn.message_id) + step
+            if not 0 <= index < len(siblings):
+                first = index < 0
+                self.notify(
+                    f"This is the {'first' if first else 'last'} version.", severity="warning"
+                )
+                return
+            self.lp.store.switch_to(siblings[index])
+        except (StoreError, ValueError) as exc:
+            self.notify(str(exc), title="Not switched", severity="error")
+            return
+        self.open_conversation(self.conversation.id)
+        view = self.query_one(ConversationView)
+        shown = view.turn(siblings[index])
+        if shown is not None:  # once it is laid out, so that it can be scrolled to
+            view.call_after_refresh(view.select, shown)
+
+    def action_regenerate(self) -> None:
+        turn = self._target(ReplyTurn)
+        if self.conversation is None or turn is None:
+            self.notify("There is no reply to regenerate yet: send a message.", severity="warning")
+            return
+        reply_id = turn.message_id
+        service = self.lp.conversations
+        self._when_ready(
+            None,
+            lambda: self._redo(lambda c: service.regenerate(c, reply_id), "regenerated"),
+            "nothing was regenerated",
+        )
+
+    def action_continue_reply(self) -> None:
+        turn = self._target(ReplyTurn)
+        if self.conversation is None or not isinstance(turn, ReplyTurn):
+            self.notify("There is no reply to continue yet.", severity="warning")
+            return
+        if not turn.can_continue:
+            self.notify(
+                "That reply is complete: only an interrupted reply, or one cut at the length "
+                "limit, can be continued.",
+                severity="warning",
+            )
+            return
+        reply_id = turn.message_id
+        service = self.lp.conversations
+        self._when_ready(
+            None,
+            lambda: self._redo(lambda c: service.continue_reply(c, reply_id), "continued"),
+            "the reply is kept as it was",
+        )
+
+    def action_edit(self) -> None:
+        turn = self._target(PromptTurn)
+        if self.conversation is None or turn is None or turn.message_id is None:
+            self.notify("There is no prompt to edit yet.", severity="warning")
+            return
+        if self._busy_here() is not None:
+            self.notify(
+                "A reply is being written here: wait for it, or stop it (Esc), before editing.",
+                severity="warning",
+            )
+            return
+        prompt = self.query_one(PromptInput)
+        if self.editing is None:
+            self._draft = prompt.text
+        self.editing = turn.message_id
+        prompt.text = turn.content
+        prompt.move_cursor(prompt.document.end)
+        prompt.border_title = "Editing · Enter sends a new branch · Esc cancels"
+        prompt.add_class("-editing")
+        prompt.focus()
+        self.refresh_bindings()
+
+    def _stop_editing(self, *, restore: bool = False) -> None:
+        if self.editing is None:
+            return
+        self.editing = None
+        prompt = self.query_one(PromptInput)
+        prompt.border_title = None
+        prompt.remove_class("-editing")
+        if restore:
+            prompt.text = self._draft
+            prompt.move_cursor(prompt.document.end)
+        self._draft = ""
+        self.refresh_bindings()
+
+    def _send_edit(self, text: str) -> None:
+        prompt_id = self.editing
+        if prompt_id is None:
+            return
+        if not text.strip():
+            self.notify(
+                "The edited prompt is empty: type the new text, or press Esc to leave the "
+                "prompt as it was. Nothing was changed.",
+                title="Not sent",
+                severity="warning",
+            )
+            return
+        service = self.lp.conversations
+
+        def send() -> None:
+            if self.editing != prompt_id:
+                return
+            draft = self._draft
+            self._redo(lambda c: service.edit(c, prompt_id, text), "sent")
+            if self._busy_here() is not None:  # accepted: the prompt gets the draft back
+                self._stop_editing()
+                self.query_one(PromptInput).text = draft
+
+        self._when_ready(text, send, "your edit is kept")
+
+    def action_delete_from(self) -> None:
+        view = self.query_one(ConversationView)
+        turn = view.selected or self._target(Turn)
+        if self.conversation is None or turn is None or turn.message_id is None:
+            self.notify("There is no turn to delete.", severity="warning")
+            return
+        if self._busy_here() is not None:
+            self.notify(
+                "A reply is being written here: wait for it, or stop it (Esc), before deleting.",
+                severity="warning",
+            )
+            return
+        conversation_id, message_id = self.conversation.id, turn.message_id
+        what = "prompt" if isinstance(turn, PromptTurn) else "reply"
+        question = f"Delete this {what} and everything after it?"
+        others = turn.versions - 1
+        if others:
+            question += (
+                f" The other {others} version{'s' if others > 1 else ''} of this turn "
+                f"{'are' if others > 1 else 'is'} kept; the conversation goes on from the newest."
+            )
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.lp.store.delete_from(message_id)
+            except StoreError as exc:
+                self.notify(str(exc), title="Not deleted", severity="error")
+                return
+            self.open_conversation(conversation_id)
+            self.notify(f"Deleted the {what} and what followed it.")
+
+        self.app.push_screen(ConfirmDialog(question), confirmed)
+
+    # -- prompt history ------------------------------------------------------------
+
+    def _prompt_history(self) -> list[str]:
+        """Earlier prompts, newest first: this conversation's, then every other."""
+        try:
+            here = self.lp.store.prompts(self.conversation.id) if self.conversation else []
+            everywhere = self.lp.store.prompts()
+        except StoreError as exc:
+            self.notify(str(exc), title="Database", severity="error")
+            return []
+        seen = set(here)
+        return here + [p for p in everywhere if p not in seen]
+
+    @on(PromptInput.SearchRequested)
+    def _search_history(self) -> None:
+        prompts = self._prompt_history()
+        if not prompts:
+            self.notify("No earlier prompts yet.", severity="warning")
+            return
+
+        def chosen(text: str | None) -> None:
+            if text is not None:
+                prompt = self.query_one(PromptInput)
+                prompt.text = text
+                prompt.move_cursor(prompt.document.end)
+                prompt.focus()
+
+        self.app.push_screen(HistoryDialog(prompts), chosen)
 
     # -- other actions -------------------------------------------------------------
 
@@ -591,6 +994,12 @@ class ChatScreen(AppScreen[None]):
         return reply.content
 
     def action_copy_reply(self) -> None:
+        selected = self.query_one(ConversationView).selected
+        if selected is not None and selected.content:
+            what = "prompt" if isinstance(selected, PromptTurn) else "reply"
+            self.app.copy_to_clipboard(selected.content)
+            self.notify(f"Copied the selected {what} ({len(selected.content):,} characters).")
+            return
         text = self._last_reply_text()
         if text is not None:
             self.app.copy_to_clipboard(text)

@@ -13,7 +13,7 @@ from textual.widgets import Label, Static
 
 from engines.chat_types import ReplyStats
 from engines.store import Status, StoredMessage
-from tui.text import shorten, shown, visible
+from tui.text import shorten, visible
 from tui.widgets.markdown_text import MarkdownText
 
 PROMPT_SHOWN = 20_000
@@ -35,6 +35,7 @@ class ReplyWriter:
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._last = 0.0
+        self._abandoned = False
         self._task = asyncio.create_task(self._run())
 
     def write(self, text: str) -> None:
@@ -45,7 +46,7 @@ class ReplyWriter:
     async def _flush(self) -> None:
         text = "".join(self._pending)
         self._pending.clear()
-        if text:
+        if text and not self._abandoned:
             self.markdown.append(text)
             await asyncio.sleep(0)  # let the screen draw it
         self._last = time.monotonic()
@@ -68,20 +69,55 @@ class ReplyWriter:
         await asyncio.shield(self._task)
         await self._flush()
 
+    def abandon(self) -> None:
+        """Stop writing at once (the turn is leaving the screen): what is pending is dropped."""
+        self._abandoned = True
+        self._pending.clear()
+        self._closing.set()
+        self._wake.set()
 
-class PromptTurn(Vertical):
+
+class Turn(Vertical):
+    """A turn of the conversation: one message of the current path, and which of its
+    versions it is (``version`` of ``versions``, when it was redone)."""
+
+    def __init__(self, content: str, *, classes: str, message_id: int | None = None) -> None:
+        super().__init__(classes=f"turn {classes}")
+        self.content = content
+        self.message_id = message_id
+        self.version = 1
+        self.versions = 1
+
+    def who(self) -> str:
+        raise NotImplementedError
+
+    def header(self) -> Text:
+        text = Text(visible(self.who()))
+        if self.versions > 1:
+            text.append(f"  ‹ {self.version}/{self.versions} ›", style="dim")
+        return text
+
+    def set_versions(self, version: int, versions: int) -> None:
+        self.version, self.versions = version, versions
+        for who in self.query(".who").results(Label):
+            who.update(self.header())
+
+
+class PromptTurn(Turn):
     """Something the user said."""
 
-    def __init__(self, content: str) -> None:
-        super().__init__(classes="turn prompt-turn")
-        self.content = content
+    def __init__(self, content: str, message_id: int | None = None) -> None:
+        super().__init__(content, classes="prompt-turn", message_id=message_id)
+
+    def who(self) -> str:
+        return "You"
 
     def compose(self) -> ComposeResult:
-        yield Label("You", classes="who")
+        yield Label(self.header(), classes="who")
         yield Static(Text(visible(shorten(self.content, PROMPT_SHOWN))), classes="body")
 
 
-class ReplyTurn(Vertical):
+class ReplyTurn(Turn):
     """A reply from the model: Markdown that can grow while it streams."""
 
     def __init__(
@@ -92,42 +128,70 @@ class ReplyTurn(Vertical):
         status: Status = "streaming",
         stats: ReplyStats | None = None,
         error: str | None = None,
+        message_id: int | None = None,
     ) -> None:
-        super().__init__(classes="turn reply-turn")
+        super().__init__(content, classes="reply-turn", message_id=message_id)
         self.model = model
-        self.content = content
-        self._status: Status = status
+        self.status: Status = status
         self._stats = stats
         self._error = error
+        self.body = MarkdownText(visible(content), classes="body")
+        self._noted: Text | None = None  # what the reply is doing (waiting, thinking)
+
+    def who(self) -> str:
+        return visible(self.model)
+
+    @property
+    def stats(self) -> ReplyStats | None:
+        return self._stats
+
+    @property
+    def can_continue(self) -> bool:
+        """Interrupted, or cut at the length limit: the model can go on with it."""
+        cut = self._stats is not None and self._stats.done_reason == "length"
+        return self.status == "interrupted" or (self.status == "done" and cut)
 
     def compose(self) -> ComposeResult:
-        yield Label(shown(self.model), classes="who")
-        yield MarkdownText(visible(self.content), classes="body")
+        yield Label(self.header(), classes="who")
+        yield self.body
         yield Static(self._meta(), classes="meta")
 
     def on_mount(self) -> None:
-        self.set_class(self._status in ("interrupted", "error"), "-failed")
+        self.set_class(self.status in ("interrupted", "error"), "-failed")
+
+    def _note(self, text: str) -> None:
+        self._noted = Text(text, style="dim italic")
+        for meta in self.query(".meta").results(Static):  # none before it is composed
+            meta.update(self._noted)
 
     def thinking(self, characters: int, *, done: bool = False) -> None:
         """Show that the model is thinking (or has thought) before it answers."""
-        text = (
+        self._note(
             f"thought {characters:,} characters · writing…"
             if done
-            else (f"thinking… ({characters:,} characters)")
+            else f"thinking… ({characters:,} characters)"
         )
-        self.query_one(".meta", Static).update(Text(text, style="dim italic"))
+
+    def waiting(self, position: int) -> None:
+        """Every slot streams another reply: this one waits its turn."""
+        self._note(f"waiting: {ordinal(position)} in line (other replies are being written)")
+
+    def started(self) -> None:
+        self._note("…")
 
     def writer(self, interval: float = 0.2) -> ReplyWriter:
-        return ReplyWriter(self.query_one(MarkdownText), interval)
+        return ReplyWriter(self.body, interval)
 
     def _meta(self) -> Text:
-        if self._status == "streaming":
-            return Text("…", style="dim")
+        if self.status == "streaming":
+            return self._noted or Text("…", style="dim")
         parts = Text()
         if self._stats:
             parts.append(self._stats.summary(), style="dim")
-        if self._status == "interrupted":
+        if self.status == "interrupted":
             parts.append(("  " if parts else "") + "interrupted", style="bold yellow")
+        elif self.can_continue:
+            parts.append(("  " if parts else "") + "cut at the length limit", style="bold yellow")
         if self._error:
             parts.append(("\n" if parts else "") + visible(self._error), style="bold red")
         return parts
@@ -136,32 +200,62 @@ class ReplyTurn(Vertical):
         self, content: str, status: Status, stats: ReplyStats | None, error: str | None
     ) -> None:
         self.content = content
-        self._status, self._stats, self._error = status, stats, error
+        self.status, self._stats, self._error = status, stats, error
+        self._noted = None
         if status in ("interrupted", "error"):  # a class change restyles every block: only then
             self.add_class("-failed")
-        self.query_one(".meta", Static).update(self._meta())
+        for meta in self.query(".meta").results(Static):
+            meta.update(self._meta())
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+Versions = dict[int, tuple[int, int]]
+"""By message id: which version of its turn it is, and how many there are."""
 
 
 class ConversationView(VerticalScroll):
-    """The turns of one conversation, following the newest text as it arrives."""
+    """The turns of one conversation, following the newest text as it arrives. A turn
+    can be selected (the turn cursor) to act on it."""
 
-    def show_messages(self, messages: list[StoredMessage], *, hint: str = "") -> None:
-        """Show these turns; with none, a hint (``hint`` first, when given)."""
+    EMPTY_HINT = "Write a message below and press Enter. F1 lists every key."
+
+    selected: Turn | None = None
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._turns: list[Turn] = []  # in order; not those still being removed
+
+    def show_messages(
+        self, messages: list[StoredMessage], versions: Versions | None = None, *, hint: str = ""
+    ) -> None:
+        """Show these turns (each with its version, "2/3"); with none, a hint (``hint``
+        first, when given)."""
         self.remove_children()
-        turns: list[PromptTurn | ReplyTurn] = []
+        self.selected = None
+        versions = versions or {}
+        turns: list[Turn] = []
         for m in messages:
+            turn: Turn
             if m.role == "user":
-                turns.append(PromptTurn(m.content))
+                turn = PromptTurn(m.content, m.id)
             elif m.role == "assistant":
-                turns.append(
-                    ReplyTurn(
-                        m.model or "assistant",
-                        m.content,
-                        status=m.status,
-                        stats=m.stats,
-                        error=m.error,
-                    )
+                turn = ReplyTurn(
+                    m.model or "assistant",
+                    m.content,
+                    status=m.status,
+                    stats=m.stats,
+                    error=m.error,
+                    message_id=m.id,
                 )
+            else:
+                continue
+            turn.version, turn.versions = versions.get(m.id, (1, 1))
+            turns.append(turn)
+        self._turns = turns
         if turns:
             self.mount_all(turns)
         else:
@@ -169,22 +263,52 @@ class ConversationView(VerticalScroll):
             self.mount(Static(Text(text), classes="empty-hint"))
         self.anchor()
 
-    EMPTY_HINT = "Write a message below and press Enter. F1 lists every key."
-
-    def add_prompt(self, content: str) -> PromptTurn:
+    def add_prompt(self, content: str, message_id: int | None = None) -> PromptTurn:
         for hint in self.query(".empty-hint"):
             hint.remove()
-        turn = PromptTurn(content)
+        turn = PromptTurn(content, message_id)
+        self._turns.append(turn)
         self.mount(turn)
         self.anchor()
         return turn
 
-    def add_reply(self, model: str) -> ReplyTurn:
-        turn = ReplyTurn(model)
+    def add_reply(self, model: str, message_id: int | None = None, content: str = "") -> ReplyTurn:
+        turn = ReplyTurn(model, content, message_id=message_id)
+        self._turns.append(turn)
         self.mount(turn)
         self.anchor()
         return turn
+
+    def turns(self) -> list[Turn]:
+        return list(self._turns)
+
+    def turn(self, message_id: int) -> Turn | None:
+        return next((t for t in self.turns() if t.message_id == message_id), None)
 
     def last_reply(self) -> ReplyTurn | None:
-        replies = self.query(ReplyTurn)
-        return replies.last() if replies else None
+        replies = [t for t in self._turns if isinstance(t, ReplyTurn)]
+        return replies[-1] if replies else None
+
+    def select(self, turn: Turn | None) -> None:
+        """Put the turn cursor on ``turn`` (None: no turn is selected)."""
+        if self.selected is not None:
+            self.selected.remove_class("-selected")
+        self.selected = turn
+        if turn is not None:
+            turn.add_class("-selected")
+            self.release_anchor()
+            self.scroll_to_widget(
+                turn, animate=False, top=turn.outer_size.height > self.size.height
+            )
+
+    def move_selection(self, step: int) -> Turn | None:
+        """Move the turn cursor ``step`` turns (from the end when none is selected)."""
+        turns = self.turns()
+        if not turns:
+            return None
+        if self.selected is None or self.selected not in turns:
+            index = len(turns) - 1 if step < 0 else 0
+        else:
+            index = max(0, min(len(turns) - 1, turns.index(self.selected) + step))
+        self.select(turns[index])
+        return turns[index]

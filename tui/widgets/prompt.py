@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
+from textual.widgets.text_area import EditResult
 
 
 class PromptInput(TextArea):
@@ -27,7 +29,35 @@ class PromptInput(TextArea):
             tooltip="New line in the message (Shift+Enter where the terminal tells it apart)",
             id="prompt.newline",
         ),
+        Binding(
+            "up",
+            "history(1)",
+            "Earlier prompt",
+            show=False,
+            tooltip="In an empty prompt: the earlier prompts, this conversation's first",
+            id="prompt.history_back",
+        ),
+        Binding(
+            "down",
+            "history(-1)",
+            "Later prompt",
+            show=False,
+            tooltip="While walking the earlier prompts: back towards the newest",
+            id="prompt.history_forward",
+        ),
+        Binding(
+            "ctrl+r",
+            "search_history",
+            "Search prompts",
+            show=False,
+            tooltip="Search the earlier prompts, as in a shell",
+            id="prompt.history_search",
+        ),
     ]
+
+    @dataclass
+    class SearchRequested(Message):
+        """Ctrl+R: the screen offers the earlier prompts to search."""
 
     @dataclass
     class Submitted(Message):
@@ -41,8 +71,36 @@ class PromptInput(TextArea):
             show_line_numbers=False,
             tab_behavior="focus",
             highlight_cursor_line=False,
-            placeholder="Message (Enter to send, Ctrl+J for a new line)",
+            placeholder="Message (Enter to send, Ctrl+J for a new line, ↑ earlier prompts)",
         )
+        self.recall: Callable[[], list[str]] | None = None
+        """Earlier prompts, newest first (set by the screen)."""
+        self._walk: list[str] = []
+        self._walk_at = -1  # -1: not walking; else the index of the prompt shown
+
+    def action_history(self, step: int) -> None:
+        """Up and Down: in an empty prompt (or one showing a recalled prompt unchanged),
+        walk the earlier prompts; elsewhere, move the cursor as usual."""
+        walking = self._walk_at >= 0 and self.text == self._walk[self._walk_at]
+        if not walking and (self.text or step < 0):
+            (self.action_cursor_up if step > 0 else self.action_cursor_down)()
+            return
+        if not walking:
+            self._walk = self.recall() if self.recall else []
+            self._walk_at = -1
+        at = self._walk_at + step
+        if at >= len(self._walk):
+            return  # the oldest: stay there
+        self._walk_at = at
+        self.text = self._walk[at] if at >= 0 else ""
+        self.move_cursor(self.document.end)
+
+    def action_search_history(self) -> None:
+        self.post_message(self.SearchRequested())
+
+    def clear(self) -> EditResult:
+        self._walk_at = -1
+        return super().clear()
 
     async def _on_key(self, event: events.Key) -> None:
         keymap: dict[str, str] = getattr(self.app, "keymap", {})
@@ -51,6 +109,11 @@ class PromptInput(TextArea):
             event.stop()
             event.prevent_default()
             self.action_submit()
+            return
+        if event.key.startswith("alt+"):
+            # a terminal sends Alt+R as ESC r: the key has a character, which a text area
+            # would type; it is the screen's binding (regenerate, edit...) instead
+            event.prevent_default()
             return
         await super()._on_key(event)
 

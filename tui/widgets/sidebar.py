@@ -36,7 +36,22 @@ class ConversationList(OptionList):
             tooltip="Delete the highlighted conversation",
             id="conversations.delete",
         ),
+        Binding(
+            "s",
+            "stop",
+            "Stop",
+            tooltip="Stop the reply being written in the highlighted conversation",
+            id="conversations.stop",
+        ),
     ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._shown: dict[int, Conversation] = {}
+        self.replies: dict[int, str] = {}
+        """By conversation: "streaming" or "waiting" (a reply not finished yet)."""
+        self.unseen: set[int] = set()
+        """Conversations with a finished reply not yet seen."""
 
     @dataclass
     class RenameRequested(Message):
@@ -46,8 +61,13 @@ class ConversationList(OptionList):
     class DeleteRequested(Message):
         conversation_id: int
 
+    @dataclass
+    class StopRequested(Message):
+        conversation_id: int
+
     def show(self, conversations: list[Conversation], current: int | None) -> None:
         self.clear_options()
+        self._shown = {c.id: c for c in conversations}
         self.add_options(Option(self._label(c), id=str(c.id)) for c in conversations)
         index = 0 if self.option_count else None
         if current is not None:
@@ -55,11 +75,30 @@ class ConversationList(OptionList):
                 index = self.get_option_index(str(current))
         self.highlighted = index
 
-    @staticmethod
-    def _label(c: Conversation) -> Text:
+    def mark(self, replies: dict[int, str], unseen: set[int]) -> None:
+        """Mark the conversations whose reply streams or waits, and those with a finished
+        reply not yet seen, keeping the list and its highlight as they are."""
+        changed = (replies.keys() | unseen | self.replies.keys() | self.unseen) & self._shown.keys()
+        self.replies, self.unseen = dict(replies), set(unseen)
+        for cid in changed:
+            with contextlib.suppress(OptionDoesNotExist):
+                self.replace_option_prompt(str(cid), self._label(self._shown[cid]))
+
+    def _label(self, c: Conversation) -> Text:
         when = datetime.fromtimestamp(c.updated_at).strftime("%d %b %H:%M")
-        label = Text(visible(c.title), no_wrap=True, overflow="ellipsis")
-        label.append(f"\n{when} · {visible(c.model)}", style="dim")
+        label = Text(no_wrap=True, overflow="ellipsis")
+        state = self.replies.get(c.id)
+        if state == "streaming":
+            label.append("● ", style="bold green")
+        elif state == "waiting":
+            label.append("◌ ", style="yellow")
+        elif c.id in self.unseen:
+            label.append("✦ ", style="bold cyan")
+        label.append(visible(c.title))
+        note = {"streaming": "writing…", "waiting": "waiting"}.get(state or "", "")
+        if not note and c.id in self.unseen:
+            note = "new reply"
+        label.append(f"\n{when} · {note or visible(c.model)}", style="dim")
         return label
 
     def _highlighted_id(self) -> int | None:
@@ -75,6 +114,10 @@ class ConversationList(OptionList):
     def action_delete(self) -> None:
         if (cid := self._highlighted_id()) is not None:
             self.post_message(self.DeleteRequested(cid))
+
+    def action_stop(self) -> None:
+        if (cid := self._highlighted_id()) is not None:
+            self.post_message(self.StopRequested(cid))
 
 
 class Sidebar(Vertical):
