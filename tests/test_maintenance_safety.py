@@ -612,7 +612,7 @@ async def test_gallery_delete_names_the_full_path_and_refuses_one_outside_output
         assert question == f"Delete {victim}?"
         await pilot.press("y")
         await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
-        await wait_for(pilot, lambda: app._notifications, what="a notification")
-        (note,) = [n.message for n in app._notifications]
+        await wait_for(pilot, lambda: app.notices, what="a notification")
+        (note,) = [n.message for n in app.notices]
         assert note.startswith(f"Not deleted: {victim}: not inside [paths] outputs")
     assert victim.read_bytes() == b"not the app's"

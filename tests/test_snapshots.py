@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ollama_server import FakeOllama
 from textual.pilot import Pilot
-from tui_helpers import make_app, screen_text, wait_for
+from tui_helpers import make_app, screen_text, sql, wait_for
 
 from engines.chat_types import ChatOptions, ReplyStats
 from engines.config import load_settings
@@ -58,12 +58,12 @@ def seed(config: Path) -> None:
         status="interrupted",
         error="the connection to Ollama at http://127.0.0.1:11434 was lost",
     )
-    with store._tx() as c:
-        c.execute(
-            "UPDATE conversations SET created_at = ?, updated_at = ? - id * 60",
-            (FIXED_TIME, FIXED_TIME),
-        )
     store.close()
+    sql(
+        store.path,
+        "UPDATE conversations SET created_at = ?, updated_at = ? - id * 60",
+        (FIXED_TIME, FIXED_TIME),
+    )
 
 
 async def until_online(pilot: Pilot[object]) -> None:
@@ -203,9 +203,8 @@ def test_code_block_picker_at_80x24(
     store.add_message(c.id, "user", "two blocks please")
     rid = store.add_message(c.id, "assistant", "", model="llama3.2:latest")
     store.update_message(rid, "```sh\nls -la\n```\n\n" + REPLY, status="done")
-    with store._tx() as conn:
-        conn.execute("UPDATE conversations SET created_at = ?, updated_at = ?", (FIXED_TIME,) * 2)
     store.close()
+    sql(store.path, "UPDATE conversations SET created_at = ?, updated_at = ?", (FIXED_TIME,) * 2)
 
     async def pick(pilot: Pilot[object]) -> None:
         await until_online(pilot)
@@ -250,9 +249,8 @@ def test_image_screen_with_its_gallery_at_80x24(snap_compare, config_file: Path)
     path = save_png(image, settings.paths.outputs, params, datetime.fromtimestamp(FIXED_TIME))
     store = Store.open(settings.paths.database)
     store.add_image(path, params, 1.5)
-    with store._tx() as conn:
-        conn.execute("UPDATE images SET created_at = ?", (FIXED_TIME,))
     store.close()
+    sql(store.path, "UPDATE images SET created_at = ?", (FIXED_TIME,))
 
     async def view(pilot: Pilot[object]) -> None:
         # the gallery, scrolled into view below the form; the preview shows its image

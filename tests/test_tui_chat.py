@@ -22,13 +22,13 @@ SIZE = (120, 40)
 
 
 def chat_screen(app: object) -> ChatScreen:
-    screen = app.screen  # type: ignore[attr-defined]
+    screen = app.screen
     assert isinstance(screen, ChatScreen)
     return screen
 
 
 def replies(app: object) -> list[ReplyTurn]:
-    return list(app.screen.query(ReplyTurn))  # type: ignore[attr-defined]
+    return list(app.screen.query(ReplyTurn))
 
 
 def stored(config_db: Path) -> list[tuple[str, str, str]]:
@@ -51,7 +51,7 @@ def database(config: Path) -> Path:
 async def online(pilot: object, app: object) -> None:
     await wait_for(
         pilot,  # type: ignore[arg-type]
-        lambda: app.ollama is not None and app.ollama.online and app.models,  # type: ignore[attr-defined]
+        lambda: app.ollama is not None and app.ollama.online and app.models,
         what="Ollama online",
     )
 
@@ -104,7 +104,7 @@ async def test_newline_key_and_empty_prompt(ollama_server: FakeOllama, config_fi
         await online(pilot, app)
         await pilot.press("enter")
         await pilot.pause()
-        assert any("Nothing to send" in n.message for n in app._notifications)
+        assert any("Nothing to send" in n.message for n in app.notices)
         assert not replies(app)
         await pilot.press("a", "ctrl+j", "b")
         assert app.screen.query_one(PromptInput).text == "a\nb"
@@ -193,7 +193,7 @@ async def test_ollama_down_at_start_then_recovers(tmp_path: Path, config_file: P
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen.query_one(PromptInput).text == "keep me", "a refused message stays"
-        refusal = [n.message for n in app._notifications if "kept" in n.message]
+        refusal = [n.message for n in app.notices if "kept" in n.message]
         assert refusal, "the refusal says the message is kept"
         # said once: the host and the reason are not repeated in two sentences
         assert refusal[-1].count(f"127.0.0.1:{port}") == 1, refusal[-1]
@@ -230,7 +230,7 @@ async def test_unknown_model_is_refused_with_the_fix(
         await pilot.press("n")
         await pilot.pause()
         assert isinstance(app.screen, ChatScreen)
-        assert any("ollama pull nope:1b" in n.message for n in app._notifications)
+        assert any("ollama pull nope:1b" in n.message for n in app.notices)
         assert app.screen.query_one(PromptInput).text == "hello"
         assert not replies(app)
 
@@ -303,7 +303,7 @@ async def test_conversations_new_switch_rename_delete_search(
         assert "Delete “fruit”" in screen_text(app)
         await pilot.press("y")
         await pilot.pause()
-        app.screen.query_one("#search").value = ""  # type: ignore[attr-defined]
+        app.screen.query_one("#search").value = ""
         await pilot.pause(0.4)
         assert listing.option_count == 1
         assert chat_screen(app).conversation is None
@@ -337,13 +337,13 @@ async def test_options_dialog_validates_and_applies(
         await pilot.press("ctrl+o")
         await pilot.pause()
         temperature = app.screen.query_one("#temperature")
-        temperature.value = "9"  # type: ignore[attr-defined]
+        temperature.value = "9"
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert "Temperature: '9' is not allowed; use a number from 0 to 2" in screen_text(app)
-        temperature.value = "0.2"  # type: ignore[attr-defined]
-        app.screen.query_one("#seed").value = "42"  # type: ignore[attr-defined]
-        app.screen.query_one("#system_prompt").load_text("Be brief.")  # type: ignore[attr-defined]
+        temperature.value = "0.2"
+        app.screen.query_one("#seed").value = "42"
+        app.screen.query_one("#system_prompt").load_text("Be brief.")
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, ChatScreen)
@@ -410,7 +410,7 @@ async def test_corrupt_database_is_left_alone_and_app_runs(
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
         await online(pilot, app)
-        assert any("damaged" in n.message for n in app._notifications)
+        assert any("damaged" in n.message for n in app.notices)
         await type_text(pilot, "still works")
         await pilot.press("enter")
         await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))

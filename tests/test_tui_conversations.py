@@ -43,7 +43,7 @@ def prompt(app: LlmPessoalApp) -> PromptInput:
 
 
 def notices(app: LlmPessoalApp) -> str:
-    return "\n".join(n.message for n in app._notifications)
+    return "\n".join(n.message for n in app.notices)
 
 
 def stored_path(config: Path, conversation_id: int) -> list[tuple[str, str, str]]:

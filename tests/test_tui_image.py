@@ -9,7 +9,7 @@ import pytest
 from ollama_server import FakeOllama
 from PIL import Image
 from textual.widgets import Input, Label, TextArea
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, screen_text, sql, type_text, wait_for
 
 from engines.images import ImageParameters, read_parameters, save_png
 from engines.store import Store
@@ -36,7 +36,7 @@ def image_config(make_config: Callable[..., Path], model: Path, **diffusion: obj
 
 
 def screen(app: object) -> ImageScreen:
-    s = app.screen  # type: ignore[attr-defined]
+    s = app.screen
     assert isinstance(s, ImageScreen)
     return s
 
@@ -228,9 +228,8 @@ def test_image_screen_snapshot(
     for seed in (1, 2):
         path = write_sample(settings.paths.outputs, seed, 1_790_000_000 + seed * 60)
         store.add_image(path, read_parameters(path), 1.5)
-    with store._tx() as c:
-        c.execute("UPDATE images SET created_at = 1790000000 + seed * 60")
     store.close()
+    sql(store.path, "UPDATE images SET created_at = 1790000000 + seed * 60")
 
     async def settle(pilot):  # type: ignore[no-untyped-def]
         await pilot.pause(0.3)
@@ -257,7 +256,7 @@ def test_image_screen_at_80x24_snapshot(snap_compare, make_config: Callable[...,
 
 
 def notices(app: object) -> list[str]:
-    return [str(n.message) for n in app._notifications]  # type: ignore[attr-defined]
+    return [str(n.message) for n in app.notices]
 
 
 async def test_the_new_fields_reach_the_request_and_a_bad_one_is_named(

@@ -57,7 +57,7 @@ async def online(pilot: Pilot[object]) -> None:
     app = pilot.app
     await wait_for(
         pilot,
-        lambda: app.ollama is not None and app.ollama.online and app.models,  # type: ignore[attr-defined]
+        lambda: app.ollama is not None and app.ollama.online and app.models,
         what="Ollama online",
     )
 
@@ -67,7 +67,7 @@ def database(config: Path) -> Path:
 
 
 def notices(app: LlmPessoalApp) -> list[str]:
-    return [n.message for n in app._notifications]
+    return [n.message for n in app.notices]
 
 
 def a_stored_image(app: LlmPessoalApp) -> object:
@@ -127,7 +127,7 @@ async def test_the_palette_and_the_help_hold_every_binding_of_every_screen_and_d
                 action = binding.action.split("(")[0].rsplit(".", 1)[-1]
                 if action in ("command_palette", "quit"):
                     continue  # the palette itself; Textual lists its own Quit
-                if node.check_action(action, ()) is False:  # type: ignore[attr-defined]
+                if node.check_action(action, ()) is False:
                     continue  # impossible now (no reply to cancel)
                 assert any(t.endswith(f": {binding.description}") for t in titles), (
                     f"{what}: {binding.description!r} is not in the palette"
@@ -435,8 +435,8 @@ async def test_a_worker_that_fails_is_logged_with_its_traceback_and_told(
     app.chat.loaded = broken  # type: ignore[method-assign]
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: any("Unexpected" in n.title for n in app._notifications))
-            (told,) = [n.message for n in app._notifications if n.title == "Unexpected error"]
+            await wait_for(pilot, lambda: any("Unexpected" in n.title for n in app.notices))
+            (told,) = [n.message for n in app.notices if n.title == "Unexpected error"]
             assert "read_loaded_models" in told and "the list of loaded models broke" in told
             assert "\n" not in told and "app.jsonl" in told
     finally:
@@ -467,7 +467,7 @@ async def test_unloading_during_a_generation_offers_to_stop_it(
         image = app.screen
         await type_text(pilot, "a slow one")
         await pilot.press("ctrl+g")
-        await wait_for(pilot, lambda: image.last_step is not None, timeout=60, what="steps")  # type: ignore[attr-defined]
+        await wait_for(pilot, lambda: image.last_step is not None, timeout=60, what="steps")
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
         await pilot.press("x")
@@ -477,8 +477,8 @@ async def test_unloading_during_a_generation_offers_to_stop_it(
         await pilot.press("y")
         await wait_for(pilot, lambda: not app.diffusion.loaded, timeout=60, what="unloaded")
         assert any("Stopping the image" in n for n in notices(app))
-        await wait_for(pilot, lambda: not image.generating, timeout=30)  # type: ignore[attr-defined]
-        assert image.last_step.step < 150  # type: ignore[attr-defined]
+        await wait_for(pilot, lambda: not image.generating, timeout=30)
+        assert image.last_step.step < 150
 
 
 def test_no_dead_code_is_left() -> None:

@@ -22,14 +22,14 @@ LAYERS = [40_000_000, 1429, 7711, 96]
 
 
 def names(app: object) -> list[str]:
-    return [m.name for m in app.models]  # type: ignore[attr-defined]
+    return [m.name for m in app.models]
 
 
 async def online(pilot: Pilot[object]) -> None:
     app = pilot.app
     await wait_for(
         pilot,
-        lambda: app.ollama is not None and app.ollama.online and app.models,  # type: ignore[attr-defined]
+        lambda: app.ollama is not None and app.ollama.online and app.models,
         what="Ollama online",
     )
 
@@ -45,7 +45,7 @@ async def open_models(pilot: Pilot[object]) -> ModelsDialog:
 
 
 def layer_rows(app: object) -> int:
-    view = app.screen.query_one(PullView)  # type: ignore[attr-defined]
+    view = app.screen.query_one(PullView)
     return len(view.rows)
 
 
@@ -206,7 +206,7 @@ async def test_declining_the_pull_keeps_the_message(
         await pilot.pause()
         assert isinstance(app.screen, ChatScreen)
         assert app.screen.query_one(PromptInput).text == "keep me"
-        assert any("ollama pull gemma3:1b" in n.message for n in app._notifications)
+        assert any("ollama pull gemma3:1b" in n.message for n in app.notices)
         assert not app.screen.query(ReplyTurn)
         assert ollama_server.pulls == 0
         assert not [r for r in ollama_server.requests if r.path == "/api/chat"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 from textual.pilot import Pilot
@@ -44,3 +46,11 @@ def db(path: Path) -> Store:
 
 async def settle(seconds: float = 0.1) -> None:
     await asyncio.sleep(seconds)
+
+
+def sql(database: Path | None, statement: str, args: tuple[object, ...] = ()) -> None:
+    """Change the database behind the app's back (a fixture's fixed dates, say), through
+    sqlite3 itself rather than the store's private transaction."""
+    assert database is not None
+    with contextlib.closing(sqlite3.connect(database)) as conn, conn:
+        conn.execute(statement, args)

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -68,6 +69,19 @@ def _class(module: str, name: str) -> type:
 def _screen(module: str, name: str) -> Screen[None]:
     screen: Screen[None] = _class(module, name)()
     return screen
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A toast the app showed, as shown."""
+
+    title: str
+    message: str
+    severity: SeverityLevel
+
+
+NOTICES_KEPT = 50
+"""How many of the latest notices ``LlmPessoalApp.notices`` keeps."""
 
 
 @dataclass
@@ -134,6 +148,8 @@ class LlmPessoalApp(App[int]):
         image_renderer: Renderer = "halfblock",
     ) -> None:
         super().__init__()
+        self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
+        """The latest toasts, newest last, as they were shown."""
         self.settings = settings
         self.store = store
         self.chat = ChatEngine(
@@ -174,8 +190,10 @@ class LlmPessoalApp(App[int]):
         """Every toast, from any screen or widget, goes through here. Its text often holds
         outside text (a model name, a server's error, a file name): it is shown, never
         interpreted, neither as markup nor by the terminal (DESIGN decision 9)."""
+        notice = Notice(visible(title), visible(message), severity)
+        self.notices.append(notice)
         super().notify(
-            visible(message), title=visible(title), severity=severity, timeout=timeout, markup=False
+            notice.message, title=notice.title, severity=severity, timeout=timeout, markup=False
         )
 
     def on_mount(self) -> None:

@@ -117,6 +117,7 @@ class ImageScreen(AppScreen[None]):
             "ctrl+o",
             "import_settings",
             "Import PNG",
+            show=False,  # the footer is full at 120 columns; F1 and the palette list it
             tooltip="Import settings from a PNG (AUTOMATIC1111, ComfyUI or this app)",
             id="image.import",
         ),
