@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from ollama_server import FakeOllama
+from tmux_helpers import Tmux
 
 from engines.config import load_settings
 from engines.store import Store
@@ -25,39 +25,11 @@ pytestmark = [
 APP = Path(sys.executable).with_name("llm-pessoal")
 
 
-class Tmux:
-    def __init__(self, socket: str) -> None:
-        self.socket = socket
-
-    def __call__(self, *args: str) -> str:
-        result = subprocess.run(
-            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True
-        )
-        return result.stdout
-
-    def alive(self) -> bool:
-        check = ["tmux", "-L", self.socket, "has-session", "-t", "app"]
-        return subprocess.run(check, capture_output=True).returncode == 0
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "app")
-
-    def wait_for(self, text: str, timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; the screen was:\n{screen}")
-
-
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
     t = Tmux(f"llm-pessoal-test-{uuid.uuid4().hex[:8]}")
     yield t
-    subprocess.run(["tmux", "-L", t.socket, "kill-server"], capture_output=True)
+    t.kill()
 
 
 def test_chat_in_a_real_terminal(tmux: Tmux, ollama_server: FakeOllama, config_file: Path) -> None:

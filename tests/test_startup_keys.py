@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import string
-import subprocess
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tmux_helpers import Tmux
 
 pytestmark = [
     pytest.mark.e2e,
@@ -30,25 +30,11 @@ RUN_APP = "import sys; from tui.cli import main; sys.exit(main())"
 FIRST_FRAME = "Ollama"  # the status line, drawn with the first frame of the chat screen
 
 
-class Tmux:
-    def __init__(self) -> None:
-        self.socket = f"llm-pessoal-keys-{uuid.uuid4().hex[:8]}"
-
-    def __call__(self, *args: str) -> str:
-        result = subprocess.run(
-            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True
-        )
-        return result.stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "app")
-
-
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
-    t = Tmux()
+    t = Tmux(f"llm-pessoal-keys-{uuid.uuid4().hex[:8]}")
     yield t
-    subprocess.run(["tmux", "-L", t.socket, "kill-server"], capture_output=True)
+    t.kill()
 
 
 def prompt_text(screen: str) -> str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from PIL import Image
+from tmux_helpers import Tmux
 
 from engines.config import load_settings
 from engines.images import ImageParameters, read_parameters, save_png
@@ -207,40 +208,13 @@ def test_cli_show_prints_a_pngs_parameters_safely(
 # -- the TUI in tmux, its raw output captured with pipe-pane ----------------------------------
 
 
-class Tmux:
-    def __init__(self, socket: str) -> None:
-        self.socket = socket
-
-    def __call__(self, *args: str) -> str:
-        result = subprocess.run(
-            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True
-        )
-        return result.stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "app")
-
-    def wait_for(self, text: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; the screen was:\n{screen}")
-
-    def keys(self, *keys: str) -> None:
-        self("send-keys", "-t", "app", *keys)
-
-
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
     t = Tmux(f"llm-pessoal-safety-{uuid.uuid4().hex[:8]}")
     yield t
-    subprocess.run(["tmux", "-L", t.socket, "kill-server"], capture_output=True)
+    t.kill()
 
 
 @pytest.mark.e2e

@@ -171,10 +171,7 @@ async def run_chat(settings: Settings, engine: ChatEngine, args: argparse.Namesp
             if reader_gone:
                 raise BrokenPipeError from None
             raise
-    except UsageError as exc:
-        err(str(exc))
-        return EXIT_USAGE
-    except ConversationError as exc:
+    except (UsageError, ConversationError) as exc:
         err(str(exc))
         return EXIT_USAGE
     except StoreError as exc:
