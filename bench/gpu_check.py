@@ -335,11 +335,16 @@ def cold(plan: Plan, report: Report) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
     out["process_wall_s"] = round(wall, 3)
     report.check("cold.runs", True)
-    report.check(
-        "cold.second_image_not_slower_than_first",
-        out["second_image_s"] <= out["first_image_s"] * 1.25,
-        {"first": out["first_image_s"], "second": out["second_image_s"]},
-    )
+    if plan.dry:
+        # a 0.2 s image on a shared CPU says nothing about warm-up: the figures stay in
+        # the report, the check is the GPU run's
+        report.skip("cold.second_image_not_slower_than_first", "timing: a GPU check")
+    else:
+        report.check(
+            "cold.second_image_not_slower_than_first",
+            out["second_image_s"] <= out["first_image_s"] * 1.25,
+            {"first": out["first_image_s"], "second": out["second_image_s"]},
+        )
     return out
 
 

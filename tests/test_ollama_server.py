@@ -211,7 +211,9 @@ def test_rate_is_roughly_respected(server: FakeOllama, client: ollama.Client) ->
     start = time.monotonic()
     assert _stream_text(client) == server.reply
     elapsed = time.monotonic() - start
-    assert 0.09 <= elapsed < 0.6  # 20 intervals at 200 tokens/s = 0.1 s
+    # 20 intervals at 200 tokens/s = 0.1 s; the top bound only catches a stalled server
+    # (CI shares two cores)
+    assert 0.09 <= elapsed < 3.0
 
 
 def test_pull_and_delete(server: FakeOllama, client: ollama.Client) -> None:
@@ -268,8 +270,8 @@ def test_stop_is_prompt_with_hanging_request() -> None:
     time.sleep(0.1)
     start = time.monotonic()
     fake.stop()
-    t.join(2)
-    assert time.monotonic() - start < 1.0
+    t.join(10)
+    assert time.monotonic() - start < 5.0, "stop() ends an open stream instead of waiting for it"
     assert errors and isinstance(errors[0], httpx.RemoteProtocolError)
 
 
