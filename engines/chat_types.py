@@ -137,6 +137,8 @@ class ModelInfo:
     parameter_size: str = ""
     quantization: str = ""
     modified_at: datetime | None = None
+    host: str = ""
+    """The name of the Ollama server that has it (``[ollama] hosts``)."""
 
     def label(self) -> str:
         bits = [b for b in (self.parameter_size, self.quantization, self.family) if b]
@@ -165,6 +167,8 @@ class LoadedModel:
     size_vram: int = 0
     expires_at: datetime | None = None
     context_length: int | None = None
+    host: str = ""
+    """The name of the Ollama server it is loaded on."""
 
 
 @dataclass(frozen=True)

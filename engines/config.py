@@ -26,6 +26,7 @@ from engines.limits import (
     IMAGE_GUIDANCE,
     IMAGE_SIDE,
     IMAGE_STEPS,
+    OLLAMA_TIMEOUT,
     Limit,
 )
 
@@ -325,6 +326,9 @@ class Settings:
     backup: BackupSettings = field(default_factory=BackupSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     ui: UiSettings = field(default_factory=UiSettings)
+    hosts: tuple[HostSpec, ...] = ()
+    """``[ollama] hosts``: the Ollama servers by name, in order (empty: ``[ollama] host``
+    alone); :func:`ollama_hosts` gives the list to use either way."""
     keys: Mapping[str, str] = field(default_factory=dict)
     """``[keys]``: binding id -> keys (e.g. ``"chat.new" = "f9"``); the TUI checks the ids."""
     source: Path | None = None
@@ -512,6 +516,9 @@ def settings_from_mapping(
         known = {f.name: f for f in fields(cls)}
         where = f"{label}: [{section}]"
         kwargs: dict[str, Any] = {}
+        if section == "ollama" and "hosts" in value:
+            value = dict(value)
+            built["hosts"] = value.pop("hosts")  # checked below, against [ollama] timeout
         for key, raw in value.items():
             if key not in known:
                 raise _unknown(where, key, list(known))
@@ -519,7 +526,10 @@ def settings_from_mapping(
             kind = _PY_TYPES[str(f.type)]
             kwargs[key] = _check(where, key, raw, kind, f.metadata)
         built[section] = cls(**kwargs)
+    raw_hosts = built.pop("hosts", None)
     settings = Settings(**built, source=source)
+    if raw_hosts is not None:
+        settings = replace(settings, hosts=check_hosts(label, raw_hosts, settings.ollama.timeout))
     try:
         normalize_host(settings.ollama.host)
     except ValueError as exc:
@@ -528,6 +538,94 @@ def settings_from_mapping(
             "expected an address like 'http://localhost:11434'"
         ) from None
     return settings
+
+
+# -- [ollama] hosts: several Ollama servers ------------------------------------------------
+
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+HOST_KEYS = ("name", "url", "timeout")
+HOSTS_EXAMPLE = (
+    'hosts = [{ name = "gpu-box", url = "http://gpu-box:11434", timeout = 30 }, '
+    '{ name = "laptop", url = "http://localhost:11434" }]'
+)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One Ollama server of ``[ollama] hosts``: its name (shown beside its models), its
+    address, and how long to wait for it."""
+
+    name: str
+    url: str
+    timeout: float
+
+
+def check_hosts(label: str, raw: Any, default_timeout: float) -> tuple[HostSpec, ...]:
+    """``[ollama] hosts`` validated: a non-empty list of tables with a unique ``name``, a
+    ``url`` and an optional ``timeout`` (default ``[ollama] timeout``)."""
+    where = f"{label}: [ollama] hosts"
+    if not isinstance(raw, list) or not raw:
+        shown = "an empty list" if raw == [] else repr(raw)[:60]
+        raise ConfigError(
+            f"{where} is {shown}: expected a list of servers, each with a name and a url, "
+            f"like {HOSTS_EXAMPLE}; or leave the key out to use [ollama] host alone"
+        )
+    specs: list[HostSpec] = []
+    for index, entry in enumerate(raw, 1):
+        at = f"{where} entry {index}"
+        if not isinstance(entry, dict):
+            raise ConfigError(
+                f"{at} = {entry!r:.60}: expected a table like "
+                '{ name = "gpu-box", url = "http://gpu-box:11434" }'
+            )
+        for key in entry:
+            if key not in HOST_KEYS:
+                raise _unknown(f"{at}:", str(key), list(HOST_KEYS))
+        name = entry.get("name")
+        if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{at}: name = {name!r:.60}: expected a name of 1 to 32 letters, digits, "
+                "'.', '-' or '_' (starting with a letter or digit), like 'gpu-box'"
+            )
+        if any(s.name == name for s in specs):
+            raise ConfigError(
+                f"{at}: name {name!r} is used twice: each server needs a name of its own "
+                f"(the names so far: {', '.join(s.name for s in specs)})"
+            )
+        url = entry.get("url")
+        try:
+            if not isinstance(url, str):
+                raise ValueError("missing" if url is None else "not a string")
+            normalize_host(url)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{at} ({name}): url = {url!r:.60}: {exc}; expected an address like "
+                "'http://gpu-box:11434'"
+            ) from None
+        timeout = entry.get("timeout", default_timeout)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not OLLAMA_TIMEOUT.allows(timeout)  # NaN fails this too
+        ):
+            raise ConfigError(
+                f"{at} ({name}): timeout = {timeout!r:.60}: expected seconds, "
+                f"{OLLAMA_TIMEOUT.describe()} (leave it out for [ollama] timeout)"
+            )
+        specs.append(HostSpec(name, url, float(timeout)))
+    return tuple(specs)
+
+
+def ollama_hosts(settings: Settings) -> tuple[HostSpec, ...]:
+    """The Ollama servers to use: ``[ollama] hosts`` when it is set, else the one server of
+    ``[ollama] host`` (or ``OLLAMA_HOST``), named after its host name."""
+    if settings.hosts:
+        return settings.hosts
+    host = settings.ollama.host
+    name = urllib.parse.urlsplit(normalize_host(host)).hostname or "ollama"
+    if not HOST_NAME.fullmatch(name):
+        name = "ollama"
+    return (HostSpec(name, host, settings.ollama.timeout),)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

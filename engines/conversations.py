@@ -23,8 +23,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
 
 from engines.chat_types import (
     ChatError,
@@ -33,9 +33,13 @@ from engines.chat_types import (
     ModelNotFound,
     OllamaUnavailable,
     ReplyStats,
+    StreamBroken,
 )
 from engines.ollama_client import ChatEngine
 from engines.store import Conversation, Status, Store, StoreError, title_from
+
+if TYPE_CHECKING:
+    from engines.hosts import HostRegistry
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ class ReplyWaiting(ReplyEvent):
 @dataclass(frozen=True)
 class ReplyStarted(ReplyEvent):
     model: str
+    host: str = ""
+    """The Ollama server it streams from (``[ollama] hosts``), when there are several."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ class ReplySaveFailed(ReplyEvent):
     message: str
 
 
-Failure = Literal["unreachable", "model-missing", "failed"]
+Failure = Literal["unreachable", "model-missing", "lost", "failed"]
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,10 @@ class ReplyFinished(ReplyEvent):
     error: str | None
     title: str
     failure: Failure | None = None
-    """Why it failed: the server could not be reached, it lacks the model, or else."""
+    """Why it failed: the server could not be reached, it lacks the model, the connection
+    was lost in the middle, or else."""
+    host: str = ""
+    """The Ollama server it came from (``[ollama] hosts``), when there are several."""
 
 
 Listener = Callable[[ReplyEvent], None]
@@ -124,6 +133,8 @@ class Reply:
     """What the reply already holds (a continued reply); new text is added after it."""
     parts: list[str] = field(default_factory=list)
     status: Literal["waiting", "streaming", "finished"] = "waiting"
+    host: str = ""
+    """The Ollama server it goes to, once chosen (several servers only)."""
 
     @property
     def conversation_id(self) -> int:
@@ -145,11 +156,14 @@ class ConversationService:
         save_interval: float = 1.0,
         max_parallel: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        hosts: HostRegistry | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
         self.store = store
         self.engine = engine
+        self.hosts = hosts
+        """Several Ollama servers: each reply goes to its conversation's (see :meth:`route`)."""
         self.save_interval = save_interval
         self.max_parallel = max_parallel
         self.clock = clock
@@ -200,9 +214,9 @@ class ConversationService:
             )
 
     def new_conversation(
-        self, model: str, options: ChatOptions, first_prompt: str = ""
+        self, model: str, options: ChatOptions, first_prompt: str = "", host: str = ""
     ) -> Conversation:
-        return self.store.create_conversation(model, options, title_from(first_prompt))
+        return self.store.create_conversation(model, options, title_from(first_prompt), host)
 
     def send(self, conversation: Conversation, text: str) -> Reply:
         """Add ``text`` as the next prompt on the current path, and its reply."""
@@ -325,21 +339,54 @@ class ConversationService:
         finally:
             self._replies.pop(cid, None)
 
+    def route(self, reply: Reply) -> ChatEngine:
+        """The engine of the server ``reply`` goes to: the conversation's server when it
+        has one (and it is still configured), else the one the registry's rule picks, which
+        the conversation remembers from now on."""
+        if self.hosts is None:
+            return self.engine
+        conversation = reply.conversation
+        remembered = conversation.host if self.hosts.find(conversation.host) else None
+        host = self.hosts.route(conversation.model, remembered)
+        reply.host = host.name
+        if conversation.host != host.name:
+            with contextlib.suppress(StoreError):  # a reply is worth more than the note
+                self.store.set_host(conversation.id, host.name)
+            reply.conversation = replace(conversation, host=host.name)
+        return host.engine
+
+    def _host_failed(self, reply: Reply, exc: ChatError) -> str:
+        """The error as the user reads it (naming the server), after telling the registry
+        that the server failed."""
+        message = str(exc)
+        if self.hosts is None or not reply.host:
+            return message
+        self.hosts.failed(reply.host, exc)
+        return message if reply.host in message else f"{reply.host}: {message}"
+
     async def _stream(self, reply: Reply) -> ReplyFinished:
         cid, rid = reply.conversation_id, reply.reply_id
-        conversation = reply.conversation
         reply.status = "streaming"
-        self._publish(ReplyStarted(cid, rid, conversation.model))
-        status: Status = "interrupted"
+        try:
+            engine = self.route(reply)
+        except ChatError as exc:
+            failure: Failure | None = (
+                "model-missing" if isinstance(exc, ModelNotFound) else "unreachable"
+            )
+            status: Status = "interrupted" if reply.prefix else "error"
+            return self._finish(reply, status, None, str(exc), failure)
+        conversation = reply.conversation
+        self._publish(ReplyStarted(cid, rid, conversation.model, reply.host))
+        status = "interrupted"
         stats: ReplyStats | None = None
         error: str | None = None
-        failure: Failure | None = None
+        failure = None
         saved_at = self.clock()
         save_failed = False
         thought = 0
         first_at: float | None = None
         try:
-            stream = self.engine.stream(conversation.model, reply.history, conversation.options)
+            stream = engine.stream(conversation.model, reply.history, conversation.options)
             async with contextlib.aclosing(stream):
                 async for chunk in stream:
                     if chunk.thinking and not reply.parts:
@@ -369,12 +416,14 @@ class ConversationService:
             status = "done"
         except ChatError as exc:
             status = "interrupted" if reply.parts or reply.prefix else "error"
-            error = str(exc)
+            error = self._host_failed(reply, exc)
             failure = (
                 "unreachable"
                 if isinstance(exc, OllamaUnavailable)
                 else "model-missing"
                 if isinstance(exc, ModelNotFound)
+                else "lost"
+                if isinstance(exc, StreamBroken)
                 else "failed"
             )
         except asyncio.CancelledError:
@@ -401,7 +450,15 @@ class ConversationService:
         latest = self.store.conversation(reply.conversation_id)
         title = latest.title if latest else reply.conversation.title
         event = ReplyFinished(
-            reply.conversation_id, reply.reply_id, status, content, stats, error, title, failure
+            reply.conversation_id,
+            reply.reply_id,
+            status,
+            content,
+            stats,
+            error,
+            title,
+            failure,
+            reply.host,
         )
         log.info(
             "reply finished",

@@ -75,3 +75,9 @@ CHAT_SEED = Limit(-1, 2**31 - 1)
 def image_side_help() -> str:
     """What the CLI and the form say about a width or height."""
     return f"{IMAGE_SIDE.describe()} ({IMAGE_SIDE_XL.span()} with an SDXL model)"
+
+
+# -- Ollama servers ---------------------------------------------------------------------------
+
+OLLAMA_TIMEOUT = Limit(1, 3600, whole=False)
+"""Seconds to wait for an Ollama server (``[ollama] timeout`` and each of ``[ollama] hosts``)."""

@@ -55,11 +55,20 @@ async def _close(stream: Any) -> None:
 class ChatEngine:
     """Ollama, as the app needs it: models, what is loaded, and streamed replies."""
 
-    def __init__(self, host: str, timeout: float = 300.0, keep_alive: str = "5m") -> None:
+    def __init__(
+        self, host: str, timeout: float = 300.0, keep_alive: str = "5m", name: str = ""
+    ) -> None:
         self.host = normalize_host(host)
         self.timeout = timeout
         self.keep_alive = keep_alive
+        self.name = name
+        """The server's name in ``[ollama] hosts`` (empty: the one server)."""
         self._client: ollama.AsyncClient | None = None
+
+    @property
+    def where(self) -> str:
+        """The server as error messages name it: ``gpu-box (http://gpu:11434)``."""
+        return f"{self.name} ({self.host})" if self.name else self.host
 
     @property
     def client(self) -> ollama.AsyncClient:
@@ -92,19 +101,19 @@ class ChatEngine:
             return ChatError(f"Ollama answered: {text} (HTTP {code})")
         if isinstance(exc, ConnectionError | httpx.ConnectError):
             return OllamaUnavailable(
-                f"cannot reach Ollama at {self.host}: is it running? (start it with: ollama serve)"
+                f"cannot reach Ollama at {self.where}: is it running? (start it with: ollama serve)"
             )
         if isinstance(exc, httpx.TimeoutException):
             return OllamaUnavailable(
-                f"Ollama at {self.host} did not answer within {self.timeout:g} s "
+                f"Ollama at {self.where} did not answer within {self.timeout:g} s "
                 "([ollama] timeout in config.toml)"
             )
         if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-            return StreamBroken(f"the connection to Ollama at {self.host} was lost ({exc})")
+            return StreamBroken(f"the connection to Ollama at {self.where} was lost ({exc})")
         if isinstance(exc, httpx.HTTPError):
-            return ChatError(f"talking to Ollama at {self.host} failed: {exc}")
+            return ChatError(f"talking to Ollama at {self.where} failed: {exc}")
         if isinstance(exc, ValueError):  # malformed JSON from the server
-            return ChatError(f"Ollama at {self.host} sent something unreadable: {exc}")
+            return ChatError(f"Ollama at {self.where} sent something unreadable: {exc}")
         return ChatError(f"{type(exc).__name__}: {exc}")
 
     # -- queries ------------------------------------------------------------
@@ -142,6 +151,7 @@ class ChatEngine:
                     parameter_size=(d.parameter_size or "") if d else "",
                     quantization=(d.quantization_level or "") if d else "",
                     modified_at=m.modified_at,
+                    host=self.name,
                 )
             )
         return sorted(models, key=lambda m: m.name)
@@ -237,6 +247,7 @@ class ChatEngine:
                 size_vram=int(m.size_vram or 0),
                 expires_at=m.expires_at,
                 context_length=getattr(m, "context_length", None),
+                host=self.name,
             )
             for m in r.models
         ]

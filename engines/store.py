@@ -101,6 +101,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN owner TEXT;
     """,
+    # the Ollama server (by its [ollama] hosts name) a conversation used; '' for none yet
+    """
+    ALTER TABLE conversations ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 try:
@@ -148,6 +152,8 @@ class Conversation:
     options: ChatOptions
     created_at: float
     updated_at: float
+    host: str = ""
+    """The Ollama server (its ``[ollama] hosts`` name) it used; empty until it used one."""
 
 
 @dataclass(frozen=True)
@@ -409,16 +415,20 @@ class Store:
     # -- conversations -------------------------------------------------------
 
     def create_conversation(
-        self, model: str, options: ChatOptions, title: str = "New conversation"
+        self,
+        model: str,
+        options: ChatOptions,
+        title: str = "New conversation",
+        host: str = "",
     ) -> Conversation:
         now = time.time()
         with self._tx() as c:
             cur = c.execute(
-                "INSERT INTO conversations (title, model, options, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (storable(title), model, json.dumps(options.to_dict()), now, now),
+                "INSERT INTO conversations (title, model, options, created_at, updated_at, host)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (storable(title), model, json.dumps(options.to_dict()), now, now, host),
             )
-        return Conversation(int(cur.lastrowid or 0), title, model, options, now, now)
+        return Conversation(int(cur.lastrowid or 0), title, model, options, now, now, host)
 
     @staticmethod
     def _conversation(row: sqlite3.Row) -> Conversation:
@@ -427,7 +437,13 @@ class Store:
         except (ValueError, TypeError):
             options = ChatOptions()
         return Conversation(
-            row["id"], row["title"], row["model"], options, row["created_at"], row["updated_at"]
+            row["id"],
+            row["title"],
+            row["model"],
+            options,
+            row["created_at"],
+            row["updated_at"],
+            row["host"],
         )
 
     def conversations(self, search: str = "") -> list[Conversation]:
@@ -466,6 +482,11 @@ class Store:
                 "UPDATE conversations SET model = ?, options = ? WHERE id = ?",
                 (model, json.dumps(options.to_dict()), conversation_id),
             )
+
+    def set_host(self, conversation_id: int, host: str) -> None:
+        """The Ollama server the conversation uses from now on (by its name)."""
+        with self._tx() as c:
+            c.execute("UPDATE conversations SET host = ? WHERE id = ?", (host, conversation_id))
 
     def delete(self, conversation_id: int) -> None:
         with self._tx() as c:

@@ -320,6 +320,9 @@ class FakeOllama:
         self.malformed: bool = False
         self.malformed_after: int = 1
         self.hang: bool = False
+        # Every request (even /api/version) is read and never answered, as a server whose
+        # machine froze: the client's timeout is all that ends it (or the client leaving).
+        self.unresponsive: bool = False
         self.status_override: tuple[int, str | JSONObj] | None = None
         self.status_override_path: str | None = None  # None: every path
         self.status_override_times: int | None = None  # None: until cleared
@@ -599,6 +602,7 @@ class FakeOllama:
             "malformed",
             "malformed_after",
             "hang",
+            "unresponsive",
             "status_override_path",
             "status_override_times",
             "pull_error",
@@ -774,6 +778,12 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as exc:
                 body, bad_json = raw.decode(errors="replace"), str(exc)
         fake._record(self.command, path, body)
+        if fake.unresponsive and not path.startswith("/__fake/"):
+            try:
+                self._wait(None)
+            except _Cancelled:
+                self.close_connection = True
+            return
 
         override = fake._take_override(path)
         if override is not None:
@@ -1194,6 +1204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--first-token-delay", type=float, default=0.0, help="seconds")
     parser.add_argument("--version", dest="version", default=DEFAULT_VERSION)
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated model names it has (default: llama3.2:latest,qwen2.5-coder:7b)",
+    )
+    parser.add_argument("--loaded", default="", help="comma-separated models loaded at start")
+    parser.add_argument(
+        "--unresponsive", action="store_true", help="accept connections, never answer"
+    )
     args = parser.parse_args(argv)
 
     reply = DEFAULT_REPLY
@@ -1208,7 +1227,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         first_token_delay=args.first_token_delay,
         version=args.version,
         verbose=args.verbose,
+        models=(
+            None
+            if args.models is None
+            else [FakeModel(name.strip()) for name in args.models.split(",") if name.strip()]
+        ),
     )
+    fake.unresponsive = args.unresponsive
+    if args.loaded:
+        fake.set_loaded(name.strip() for name in args.loaded.split(",") if name.strip())
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         fake._stopping.set()

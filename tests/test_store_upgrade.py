@@ -28,6 +28,9 @@ def test_the_old_database_is_migrated_and_keeps_everything(tmp_path: Path) -> No
         assert set(titles) == {"Reverse a string", "A story that was cut", "Água e ÁGUA"}
         first = titles["Reverse a string"]
         assert first.model == "llama3.2:latest"
+        assert first.host == ""  # no Ollama server chosen yet: the rule picks one
+        store.set_host(first.id, "gpu-box")
+        assert (store.conversation(first.id) or first).host == "gpu-box"
         assert (first.options.system_prompt, first.options.temperature) == ("Be brief.", 0.3)
         assert first.options.seed == 7
         texts = [(m.role, m.content, m.status) for m in store.messages(first.id)]
