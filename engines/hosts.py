@@ -209,6 +209,22 @@ class HostRegistry:
     def loaded(self) -> list[LoadedModel]:
         return [m for s in self.states if s.online for m in s.loaded]
 
+    async def loaded_now(self) -> list[LoadedModel]:
+        """What every reachable server has loaded now, each asked within its timeout (one
+        that fails adds nothing; its watcher will say why)."""
+
+        async def one(host: Host) -> list[LoadedModel]:
+            try:
+                async with asyncio.timeout(host.spec.timeout):
+                    return [replace(m, host=host.name) for m in await host.engine.loaded()]
+            except (TimeoutError, ChatError):
+                self.wake(host.name)
+                return []
+
+        online = [h for h in self.hosts if h.state.online]
+        found = await asyncio.gather(*(one(h) for h in online))
+        return [m for models in found for m in models]
+
     def with_model(self, model: str) -> list[Host]:
         """The reachable servers that have ``model``, in the list's order."""
         return [h for h in self.hosts if h.state.online and h.state.has(model)]
@@ -278,7 +294,7 @@ class HostRegistry:
             log.info(
                 "ollama %s",
                 "online" if state.online else "offline",
-                extra={"host": state.url, "name": state.name},
+                extra={"host": state.url, "server": state.name},
             )
         if replace(old, checked_at=0.0) != replace(state, checked_at=0.0):
             for listener in list(self._listeners):

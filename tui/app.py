@@ -22,7 +22,7 @@ from textual.theme import Theme
 from textual.worker import Worker, WorkerCancelled, WorkerState
 from textual.worker import WorkerFailed as WorkerError
 
-from engines.chat_types import ChatError, ModelInfo, ServerStatus
+from engines.chat_types import ChatError, ModelInfo, OllamaUnavailable, ServerStatus
 from engines.config import Settings
 from engines.conversations import (
     ConversationService,
@@ -32,7 +32,7 @@ from engines.conversations import (
     ReplyFinished,
     ReplyStarted,
 )
-from engines.ollama_client import ChatEngine
+from engines.hosts import HostRegistry, HostState
 from engines.state import State
 from engines.store import Store, StoreError
 from tui import keys
@@ -47,8 +47,6 @@ if TYPE_CHECKING:
     from tui.widgets.picture import Renderer
 
 log = logging.getLogger(__name__)
-
-ONLINE_RECHECK_S = 15.0
 
 
 def _import_client() -> None:
@@ -137,6 +135,9 @@ class LlmPessoalApp(App[int]):
 
     ollama: reactive[ServerStatus | None] = reactive(None, init=False)
     models: reactive[list[ModelInfo]] = reactive(list, init=False, always_update=True)
+    """Every reachable server's models, each with its server's name (``ModelInfo.host``)."""
+    host_states: reactive[tuple[HostState, ...]] = reactive(tuple, init=False)
+    """Each Ollama server of ``[ollama] hosts`` as last checked, in the list's order."""
 
     def __init__(
         self,
@@ -152,14 +153,17 @@ class LlmPessoalApp(App[int]):
         """The latest toasts, newest last, as they were shown."""
         self.settings = settings
         self.store = store
-        self.chat = ChatEngine(
-            settings.ollama.host, settings.ollama.timeout, settings.ollama.keep_alive
-        )
+        self.hosts = HostRegistry.from_settings(settings)
+        """Every Ollama server, each with its engine and state (engines/hosts.py)."""
+        self.chat = self.hosts.first.engine
+        """The first (or only) server's engine."""
+        self.hosts.subscribe(self._host_changed)
         self.conversations = ConversationService(
             store,
             self.chat,
             save_interval=settings.chat.save_interval,
             max_parallel=settings.chat.max_parallel,
+            hosts=self.hosts if self.hosts.multi else None,
         )
         self.conversations.subscribe(self._reply_event)
         self.unseen: set[int] = set()
@@ -169,7 +173,6 @@ class LlmPessoalApp(App[int]):
         self._diffusion: DiffusionEngine | None = None
         self.live = LiveFigures()
         self.startup_warnings = list(warnings)
-        self._recheck = asyncio.Event()
         self.keymap = dict(settings.keys)
         if self.keymap:
             self.set_keymap(self.keymap)
@@ -275,34 +278,42 @@ class LlmPessoalApp(App[int]):
 
     @work(exclusive=True, group="ollama-status", exit_on_error=False)
     async def watch_ollama_status(self) -> None:
-        """Check the server now and then, forever: faster while it is down, so the
-        app recovers on its own once it comes back."""
+        """Check every server now and then, each in a worker of its own (a server that
+        hangs delays no other): faster while one is down, so the app recovers on its own
+        once it comes back. Models and states arrive as each server answers."""
         # The ollama client (httpx, pydantic) imports in a thread, off the event loop.
         await asyncio.to_thread(_import_client)
-        while True:
-            status = await self.chat.status()
-            came_up = status.online and (self.ollama is None or not self.ollama.online)
-            if self.ollama != status:
-                if status.online != (self.ollama.online if self.ollama else None):
-                    log.info(
-                        "ollama %s",
-                        "online" if status.online else "offline",
-                        extra={"host": status.host},
-                    )
-                self.ollama = status
-            if came_up:
-                try:
-                    self.models = await self.chat.list_models()
-                except ChatError as exc:
-                    log.warning("listing models failed: %s", exc)
-            wait = ONLINE_RECHECK_S if status.online else self.settings.ollama.retry_interval
-            self._recheck.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._recheck.wait(), timeout=wait)
+        for host in self.hosts.hosts:
+            self.run_worker(
+                self.hosts.watch(host),
+                name=f"watch {host.name}",
+                group=f"ollama-status-{host.name}",
+                exclusive=True,
+                exit_on_error=False,
+            )
 
-    def check_ollama_soon(self) -> None:
-        """Re-check the server now (after a failed request, say)."""
-        self._recheck.set()
+    def _host_changed(self, state: HostState) -> None:
+        """A server's state changed (on the event loop): the app's view of them follows."""
+        self.host_states = self.hosts.states
+        summary = self.hosts.summary()
+        if summary is not None and self.ollama != summary:
+            self.ollama = summary
+        models = self.hosts.catalog()
+        if models != self.models:
+            self.models = models
+
+    def check_ollama_soon(self, host: str | None = None) -> None:
+        """Re-check a server (by default every one) now, after a failed request, say."""
+        self.hosts.wake(host)
+
+    async def refresh_models(self) -> list[ModelInfo]:
+        """Check every server again now (each within its timeout) and return the list of
+        their models; raises when none answers (the first server's error, with one)."""
+        states = await self.hosts.check_all()
+        if not any(s.online for s in states):
+            summary = self.hosts.summary()
+            raise OllamaUnavailable(summary.error if summary else "no Ollama server answers")
+        return self.hosts.catalog()
 
     # -- app-wide actions ----------------------------------------------------------
 
@@ -508,7 +519,7 @@ class LlmPessoalApp(App[int]):
         )
 
     async def on_unmount(self) -> None:
-        await self.chat.aclose()
+        await self.hosts.aclose()
 
 
 def open_store(settings: Settings) -> tuple[Store, list[str]]:

@@ -32,6 +32,7 @@ from engines.conversations import (
     ReplyWaiting,
 )
 from engines.files import slugify, write_private_text
+from engines.hosts import HostState, split_key
 from engines.store import (
     Conversation,
     StoredMessage,
@@ -51,6 +52,12 @@ from tui.widgets.conversation import (
 from tui.widgets.dialogs import ConfirmDialog, OptionsDialog, PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
 from tui.widgets.history import HistoryDialog
+from tui.widgets.hosts import (
+    picker_options,
+    reachable_names,
+    status_line,
+    status_tooltip,
+)
 from tui.widgets.prompt import PromptInput
 from tui.widgets.sidebar import ConversationList, Sidebar
 
@@ -282,9 +289,13 @@ class ChatScreen(AppScreen[None]):
             max_tokens=settings.ollama.max_tokens,
             seed=settings.chat.seed,
         )
+        self.new_host = ""
+        """The Ollama server a new conversation will use (several servers; empty: the rule)."""
         self._show_models()
         self.watch(self.lp, "ollama", self._ollama_changed)
         self.watch(self.lp, "models", self._models_changed)
+        if self.lp.hosts.multi:
+            self.watch(self.lp, "host_states", self._hosts_changed)
         conversations = self._conversations()
         if conversations:
             self.open_conversation(conversations[0].id)
@@ -319,7 +330,10 @@ class ChatScreen(AppScreen[None]):
 
     def _ollama_changed(self, status: ServerStatus | None) -> None:
         label = self.query_one("#ollama-status", Static)
-        if status is None:
+        if self.lp.hosts.multi:
+            label.update(status_line(self.lp.hosts.states))
+            label.tooltip = status_tooltip(self.lp.hosts.states)
+        elif status is None:
             label.update(Text("◌ Ollama: checking…", style="dim"))
         elif status.online:
             label.update(Text.assemble(("● ", "green"), "Ollama ", shown(status.version)))
@@ -329,6 +343,13 @@ class ChatScreen(AppScreen[None]):
             label.tooltip = shown(status.error)
         self.set_class(status is not None and not status.online, "-offline")
 
+    def _hosts_changed(self, states: tuple[HostState, ...]) -> None:
+        """Several servers: the status line shows each."""
+        label = self.query_one("#ollama-status", Static)
+        label.update(status_line(states or self.lp.hosts.states))
+        label.tooltip = status_tooltip(states or self.lp.hosts.states)
+        self._show_models()
+
     def _models_changed(self, models: list[ModelInfo]) -> None:
         self.models = models
         self._show_models()
@@ -336,9 +357,23 @@ class ChatScreen(AppScreen[None]):
     def current_model(self) -> str:
         return self.conversation.model if self.conversation else self.new_model
 
+    def current_host(self) -> str:
+        """The server chosen for the conversation (several servers); empty: the rule's."""
+        host = self.conversation.host if self.conversation else self.new_host
+        return host if self.lp.hosts.find(host) else ""
+
     def _show_models(self) -> None:
         select = self.query_one("#model", Select)
         current = self.current_model()
+        if self.lp.hosts.multi:
+            entries, value = picker_options(
+                self.lp.hosts, self.models, current, self.current_host()
+            )
+            with self.prevent(Select.Changed):
+                select.set_options(entries)
+                if value is not None:
+                    select.value = value
+            return
         names = [m.name for m in self.models]
         options = [(shown(m.label()), m.name) for m in self.models]
         if current and current not in names:
@@ -351,22 +386,26 @@ class ChatScreen(AppScreen[None]):
 
     @on(Select.Changed, "#model")
     def _model_chosen(self, event: Select.Changed) -> None:
-        if not isinstance(event.value, str) or event.value == self.current_model():
+        if not isinstance(event.value, str):
+            return
+        host, model = split_key(event.value)
+        if model == self.current_model() and host == self.current_host():
             return
         self.query_one(PromptInput).focus()
         if self.conversation is None:
-            self.new_model = event.value
+            self.new_model, self.new_host = model, host
             self._show_new()
             return
         try:
-            self.lp.store.update_settings(
-                self.conversation.id, event.value, self.conversation.options
-            )
+            self.lp.store.update_settings(self.conversation.id, model, self.conversation.options)
+            if host:
+                self.lp.store.set_host(self.conversation.id, host)
         except StoreError as exc:
             self.notify(str(exc), title="Not saved", severity="error")
             return
         self.conversation = self.lp.store.conversation(self.conversation.id)
-        self.notify(f"This conversation now uses {event.value}.")
+        where = f" on {host}" if host else ""
+        self.notify(f"This conversation now uses {model}{where}.")
 
     # -- conversations ---------------------------------------------------------
 
@@ -555,7 +594,8 @@ class ChatScreen(AppScreen[None]):
         return None
 
     def _installed(self, model: str) -> bool:
-        names = {m.name for m in self.models}
+        host = self.current_host()
+        names = {m.name for m in self.models if m.host == host or not host}
         return model in names or (":" not in model and f"{model}:latest" in names)
 
     def _when_ready(self, text: str | None, then: Callable[[], None], kept: str) -> None:
@@ -591,14 +631,14 @@ class ChatScreen(AppScreen[None]):
     @work(exclusive=True, group="model-list", exit_on_error=False)
     async def refresh_models(self) -> None:
         with contextlib.suppress(ChatError):
-            self.lp.models = await self.lp.chat.list_models()
+            self.lp.models = await self.lp.refresh_models()
 
     @work(exclusive=True, group="model-check", exit_on_error=False)
     async def check_model(self, model: str, then: Callable[[], None], kept: str) -> None:
         """The chat's model is not in the list: read the list again, then go on, or offer
         to pull the model. If the list cannot be read, go on: the reply says what failed."""
         try:
-            self.lp.models = await self.lp.chat.list_models()
+            self.lp.models = await self.lp.refresh_models()
         except ChatError:
             then()
             return
@@ -623,7 +663,9 @@ class ChatScreen(AppScreen[None]):
                 self.notify(kept, title="Not sent", severity="warning")
 
         def answered(yes: bool | None) -> None:
-            if yes:
+            if yes and self.lp.hosts.multi:
+                self._ask_host(model, pulled)
+            elif yes:
                 self.app.push_screen(ModelsDialog(model, close_when_pulled=True), pulled)
 
         self.app.push_screen(
@@ -633,11 +675,71 @@ class ChatScreen(AppScreen[None]):
             answered,
         )
 
+    def _ask_host(self, model: str, pulled: Callable[[str | None], None]) -> None:
+        """Several servers: which one to pull ``model`` onto; the conversation uses it then."""
+        from tui.screens.models import ModelsDialog
+
+        names = reachable_names(self.lp.hosts)
+        if not names:
+            self.notify("No Ollama server answers: nothing can be pulled now.", severity="error")
+            pulled(None)
+            return
+
+        def chosen(index: int | None) -> None:
+            if index is None:
+                pulled(None)
+                return
+            host = names[index]
+            if self.conversation is None:
+                self.new_host = host
+            else:
+                with contextlib.suppress(StoreError):
+                    self.lp.store.set_host(self.conversation.id, host)
+                    self.conversation = self.lp.store.conversation(self.conversation.id)
+            self.app.push_screen(ModelsDialog(model, close_when_pulled=True, host=host), pulled)
+
+        self.app.push_screen(PickDialog(f"Pull {model} onto which server?", names), chosen)
+
+    def _offer_resend(self, event: ReplyFinished, model: str) -> None:
+        """A reply's server went away: offer the other servers that have its model."""
+        others = [h.name for h in self.lp.hosts.with_model(model) if h.name != event.host]
+        if not others:
+            self.notify(
+                f"{visible(event.error or '')}\nNo other server has {visible(model)}: the "
+                "reply is kept; Alt+R writes it again once a server is back.",
+                title="Server lost",
+                severity="error",
+            )
+            return
+
+        def chosen(index: int | None) -> None:
+            if index is None or self.conversation is None:
+                return
+            try:
+                self.lp.store.set_host(self.conversation.id, others[index])
+            except StoreError as exc:
+                self.notify(str(exc), title="Not resent", severity="error")
+                return
+            self.conversation = self.lp.store.conversation(self.conversation.id)
+            service = self.lp.conversations
+            self._redo(lambda c: service.regenerate(c), "resent")
+
+        self.app.push_screen(
+            PickDialog(
+                f"{event.host} is gone; what it wrote is kept. Resend to another server "
+                f"with {model}?",
+                others,
+            ),
+            chosen,
+        )
+
     def _send(self, text: str) -> None:
         service = self.lp.conversations
         try:
             if self.conversation is None:
-                self.conversation = service.new_conversation(self.new_model, self.new_options, text)
+                self.conversation = service.new_conversation(
+                    self.new_model, self.new_options, text, host=self.current_host()
+                )
             reply = service.send(self.conversation, text)
             stored = self.lp.store.message(reply.reply_id)
         except (ConversationError, StoreError) as exc:
@@ -702,7 +804,10 @@ class ChatScreen(AppScreen[None]):
                 self._live.pop(event.reply_id, None)
             if self.conversation and self.conversation.id == event.conversation_id:
                 self.conversation = self.lp.store.conversation(event.conversation_id)
-            if event.failure == "model-missing":
+            here = self.conversation is not None and self.conversation.id == event.conversation_id
+            if event.failure in ("unreachable", "lost") and event.host and here:
+                self._offer_resend(event, self.current_model())
+            elif event.failure == "model-missing":
                 self.refresh_models()  # the list was stale: the next try offers a pull
                 if live is not None:
                     self.notify(

@@ -20,6 +20,7 @@ from textual.widgets import (
     Label,
     OptionList,
     ProgressBar,
+    Select,
     Static,
     TabbedContent,
     TabPane,
@@ -27,6 +28,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 
 from engines.chat_types import ChatError, ModelDetails, ModelInfo, OllamaUnavailable
+from engines.hosts import model_key, split_key
 from engines.units import human_bytes
 from tui.screens.base import AppModal
 from tui.text import shown, visible
@@ -37,6 +39,7 @@ from tui.widgets.image_models import ImageModelsPane
 if TYPE_CHECKING:
     from textual.timer import Timer
 
+    from engines.ollama_client import ChatEngine
     from engines.progress import PullProgress
 
 REDRAW_EVERY_S = 0.1
@@ -49,12 +52,14 @@ def list_label(model: ModelInfo) -> Text:
     return Text.assemble(visible(model.name), ("  " + " · ".join(bits), "dim") if bits else "")
 
 
-def details_text(details: ModelDetails, info: ModelInfo | None = None) -> Text:
-    """A model's details as the dialog shows them; the server's text is shown as written."""
+def details_text(details: ModelDetails, info: ModelInfo | None = None, host: str = "") -> Text:
+    """A model's details as the dialog shows them; the server's text is shown as written.
+    ``host``: the Ollama server that has it, when there are several."""
     text = Text()
     text.append(visible(details.name) + "\n", style="bold")
     context = f"{details.context_length:,} tokens" if details.context_length else ""
-    rows = [
+    rows = [("server", host)] if host else []
+    rows += [
         ("family", details.family),
         ("parameters", details.parameter_size),
         ("quantization", details.quantization),
@@ -213,8 +218,11 @@ class ModelsDialog(AppModal[str | None]):
         *,
         close_when_pulled: bool = False,
         section: Literal["ollama", "image"] = "ollama",
+        host: str = "",
     ) -> None:
         super().__init__(classes="dialog")
+        self.pull_host = host
+        """Several servers: the one a pull goes to (the pull form's choice)."""
         self.section = section
         self.initial_pull = pull
         self.close_when_pulled = close_when_pulled
@@ -233,6 +241,16 @@ class ModelsDialog(AppModal[str | None]):
                     with VerticalScroll(id="model-details", can_focus=True):
                         yield Static("", id="model-details-text")
                 with Horizontal(id="pull-form"):
+                    if self.lp.hosts.multi:
+                        names = self.lp.hosts.names
+                        yield Select(
+                            [(visible(n), n) for n in names],
+                            value=self.pull_host if self.pull_host in names else names[0],
+                            allow_blank=False,
+                            compact=True,
+                            id="pull-host",
+                            tooltip="The server a pull goes to",
+                        )
                     yield Input(placeholder="Model to pull, e.g. llama3.2:1b", id="pull-name")
                     yield Button("Pull", id="pull-button", variant="primary")
                 yield PullView(id="pull-view")
@@ -271,8 +289,19 @@ class ModelsDialog(AppModal[str | None]):
         listing = self.query_one("#models-list", OptionList)
         current = self.highlighted()
         listing.clear_options()
-        listing.add_options([Option(list_label(m), id=m.name) for m in self.models])
-        names = [m.name for m in self.models]
+        multi = self.lp.hosts.multi
+        listing.add_options(
+            [
+                Option(
+                    Text.assemble((visible(m.host), "bold"), " › ", list_label(m))
+                    if multi
+                    else list_label(m),
+                    id=model_key(m.host, m.name) if multi else m.name,
+                )
+                for m in self.models
+            ]
+        )
+        names = [model_key(m.host, m.name) if multi else m.name for m in self.models]
         if not names:
             status = self.lp.ollama
             if status is None:
@@ -292,18 +321,36 @@ class ModelsDialog(AppModal[str | None]):
             return
         listing.highlighted = names.index(current) if current in names else 0
 
-    def _highlight(self, name: str) -> None:
-        names = [m.name for m in self.models]
-        for candidate in (name, f"{name}:latest"):
+    def _highlight(self, name: str, host: str = "") -> None:
+        names = [(m.host if host else "", m.name) for m in self.models]
+        for candidate in ((host, name), (host, f"{name}:latest")):
             if candidate in names:
                 self.query_one("#models-list", OptionList).highlighted = names.index(candidate)
                 return
 
-    def highlighted(self) -> str | None:
+    def highlighted_key(self) -> str | None:
+        """The highlighted entry: the model's name, or with several servers its
+        :func:`~engines.hosts.model_key`."""
         listing = self.query_one("#models-list", OptionList)
         if listing.highlighted is None or listing.option_count == 0:
             return None
         return listing.get_option_at_index(listing.highlighted).id
+
+    def highlighted(self) -> str | None:
+        """The highlighted model's name."""
+        key = self.highlighted_key()
+        return None if key is None else split_key(key)[1]
+
+    def _engine(self, host: str) -> ChatEngine:
+        """The engine of server ``host`` (the first, or only, for none)."""
+        found = self.lp.hosts.find(host) if host else None
+        return found.engine if found else self.lp.chat
+
+    def _info(self, key: str) -> ModelInfo | None:
+        host, name = split_key(key)
+        return next(
+            (m for m in self.models if m.name == name and (m.host == host or not host)), None
+        )
 
     @on(OptionList.OptionHighlighted, "#models-list")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
@@ -311,19 +358,19 @@ class ModelsDialog(AppModal[str | None]):
             self.show_details(event.option.id)
 
     @work(exclusive=True, group="model-details", exit_on_error=False)
-    async def show_details(self, name: str) -> None:
+    async def show_details(self, key: str) -> None:
         label = self.query_one("#model-details-text", Static)
-        details = self._details.get(name)
+        host, name = split_key(key)
+        details = self._details.get(key)
         if details is None:
             label.update(Text(f"Reading {visible(name)}…", style="dim"))
             try:
-                details = await self.lp.chat.show(name)
+                details = await self._engine(host).show(name)
             except ChatError as exc:
                 label.update(Text(visible(str(exc)), style="red"))
                 return
-            self._details[name] = details
-        info = next((m for m in self.models if m.name == name), None)
-        label.update(details_text(details, info))
+            self._details[key] = details
+        label.update(details_text(details, self._info(key), host))
         self.query_one("#model-details", VerticalScroll).scroll_home(animate=False)
 
     @work(exclusive=True, group="models-list", exit_on_error=False)
@@ -333,7 +380,7 @@ class ModelsDialog(AppModal[str | None]):
     async def _reload(self) -> None:
         """Read the list again; the app's list (and the chat's picker with it) follows."""
         try:
-            models = await self.lp.chat.list_models()
+            models = await self.lp.refresh_models()
         except ChatError as exc:
             self.notify(str(exc), title="Models not listed", severity="error")
             self.lp.check_ollama_soon()
@@ -367,13 +414,21 @@ class ModelsDialog(AppModal[str | None]):
         self.pulling = name
         self.pull(name)
 
+    def pull_target(self) -> str:
+        """The server a pull goes to: the pull form's choice (several servers), else none."""
+        if not self.lp.hosts.multi:
+            return ""
+        value = self.query_one("#pull-host", Select).value
+        return value if isinstance(value, str) else self.lp.hosts.names[0]
+
     @work(exclusive=True, group="model-pull", exit_on_error=False)
     async def pull(self, name: str) -> None:
         view = self.query_one(PullView)
-        await view.begin(name)
+        host = self.pull_target()
+        await view.begin(f"{name} onto {host}" if host else name)
         self.pulling = name
         try:
-            async with contextlib.aclosing(self.lp.chat.pull(name)) as progress:
+            async with contextlib.aclosing(self._engine(host).pull(name)) as progress:
                 async for p in progress:
                     await view.show(p)
         except ChatError as exc:
@@ -387,9 +442,9 @@ class ModelsDialog(AppModal[str | None]):
         finally:
             self.pulling = None
         view.finish(f"Pulled {name}.", ok=True)
-        self._details.pop(name, None)
+        self._details.pop(model_key(host, name), None)
         await self._reload()
-        self._highlight(name)
+        self._highlight(name, host)
         self.notify(f"Pulled {visible(name)}.", title="Models")
         if self.close_when_pulled:
             self.dismiss(name)
@@ -403,39 +458,42 @@ class ModelsDialog(AppModal[str | None]):
     # -- deleting ---------------------------------------------------------------------------
 
     def action_delete_model(self) -> None:
-        name = self.highlighted()
-        if name is None:
+        key = self.highlighted_key()
+        if key is None:
             self.notify("There is no model to delete.", severity="warning")
             return
+        host, name = split_key(key)
         if self.pulling == name:
             self.notify(f"{visible(name)} is being pulled: Esc stops it first.", severity="warning")
             return
-        info = next((m for m in self.models if m.name == name), None)
+        info = self._info(key)
         size = f" ({human_bytes(info.size)})" if info and info.size else ""
+        where = host or "Ollama"
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.delete_model(name)
+                self.delete_model(key)
 
         self.app.push_screen(
             ConfirmDialog(
-                f"Delete {name}{size} from Ollama? Its files go with it.",
+                f"Delete {name}{size} from {where}? Its files go with it.",
                 kept=f"Kept {visible(name)}.",
             ),
             confirmed,
         )
 
     @work(exclusive=True, group="model-delete", exit_on_error=False)
-    async def delete_model(self, name: str) -> None:
+    async def delete_model(self, key: str) -> None:
+        host, name = split_key(key)
         try:
-            await self.lp.chat.delete(name)
+            await self._engine(host).delete(name)
         except ChatError as exc:
             self.notify(str(exc), title="Not deleted", severity="error")
             await self._reload()
             return
-        self._details.pop(name, None)
+        self._details.pop(key, None)
         view = self.query_one(PullView)
         if not self.pulling:  # "Pulled X." is over, and may be untrue now
             view.display = False
         await self._reload()
-        self.notify(f"Deleted {visible(name)}.", title="Models")
+        self.notify(f"Deleted {visible(name)}{f' from {host}' if host else ''}.", title="Models")

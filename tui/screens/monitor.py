@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from engines.chat_types import ChatError, LoadedModel
+from engines.hosts import model_key, split_key
 from engines.monitor import GpuFigures, History, Sample, Sampler
 from engines.store import StoredImage, StoreError
 from engines.units import human_bytes
@@ -25,6 +26,7 @@ from tui.screens.base import AppScreen
 from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
+from tui.widgets.hosts import monitor_lines
 from tui.widgets.image_viewer import ImageViewer, open_image
 from tui.widgets.picture import HalfBlocks
 
@@ -265,6 +267,8 @@ class MonitorScreen(AppScreen[None]):
 
     def on_mount(self) -> None:
         self.watch(self.lp, "ollama", lambda _status: self.refresh_services(), init=False)
+        if self.lp.hosts.multi:
+            self.watch(self.lp, "host_states", lambda _: self.refresh_services(), init=False)
 
     def on_screen_resume(self) -> None:
         self.on_screen_suspend()  # never two timers
@@ -377,7 +381,13 @@ class MonitorScreen(AppScreen[None]):
     def refresh_services(self) -> None:
         status = self.lp.ollama
         line = self.query_one("#ollama-line", Static)
-        if status is None:
+        if self.lp.hosts.multi:  # a line per server; the loaded models of all, labelled
+            line.update(monitor_lines(self.lp.hosts.states))
+            if status is not None and status.online:
+                self.read_loaded_models()
+            else:
+                self.post_message(ModelsLoaded(None, status.error if status else ""))
+        elif status is None:
             line.update(Text("◌ Ollama: checking…", style="dim"))
         elif status.online:
             line.update(
@@ -396,7 +406,8 @@ class MonitorScreen(AppScreen[None]):
     @work(exclusive=True, group="monitor-services", exit_on_error=False)
     async def read_loaded_models(self) -> None:
         try:
-            models = await self.lp.chat.loaded()
+            multi = self.lp.hosts.multi
+            models = await (self.lp.hosts.loaded_now() if multi else self.lp.chat.loaded())
         except ChatError as exc:
             self.post_message(ModelsLoaded(None, str(exc)))
             return
@@ -419,26 +430,30 @@ class MonitorScreen(AppScreen[None]):
             return
         for m in event.models:
             share = f"{100 * m.size_vram / m.size:.0f}% in VRAM" if m.size else ""
+            vram = f" ({human_bytes(m.size_vram)})" if m.size_vram and self.lp.hosts.multi else ""
             label = Text.assemble(
+                (f"{visible(m.host)} › ", "") if self.lp.hosts.multi else "",
                 (visible(m.name), "bold"),
                 f"  {human_bytes(m.size)}  ",
-                (f"{share}  {expires(m)}", "dim"),
+                (f"{share}{vram}  {expires(m)}", "dim"),
             )
-            listing.add_option(Option(label, id=m.name))
+            key = model_key(m.host, m.name) if self.lp.hosts.multi else m.name
+            listing.add_option(Option(label, id=key))
         keep = highlighted is not None and highlighted < listing.option_count
         listing.highlighted = highlighted if keep else 0
 
     @on(LoadedModels.UnloadRequested)
     def confirm_unload_model(self, event: LoadedModels.UnloadRequested) -> None:
-        name = event.model
+        host, name = split_key(event.model)
+        where = host or "Ollama"
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.unload_model(name)
+                self.unload_model(event.model)
 
         self.app.push_screen(
             ConfirmDialog(
-                f"Unload {name} from Ollama? It reloads on its next use.",
+                f"Unload {name} from {where}? It reloads on its next use.",
                 "Unload",
                 kept=f"{visible(name)} stays loaded.",
             ),
@@ -446,15 +461,17 @@ class MonitorScreen(AppScreen[None]):
         )
 
     @work(group="monitor-actions", exit_on_error=False)
-    async def unload_model(self, name: str) -> None:
+    async def unload_model(self, key: str) -> None:
         # not in the "monitor-services" group: refreshing the list (as the screen does
         # when the confirmation closes) must not cancel the unloading
+        host, name = split_key(key)
+        server = self.lp.hosts.find(host) if host else None
         try:
-            await self.lp.chat.unload(name)
+            await (server.engine if server else self.lp.chat).unload(name)
         except ChatError as exc:
             self.notify(str(exc), title="Not unloaded", severity="error")
             return
-        self.notify(f"Ollama unloaded {name}.")
+        self.notify(f"{host or 'Ollama'} unloaded {name}.")
         self.refresh_services()
 
     def action_unload_pipeline(self) -> None:
