@@ -234,8 +234,9 @@ class HostRegistry:
     def route(self, model: str, host: str | None = None) -> Host:
         """The server a reply with ``model`` goes to: ``host`` when one is chosen; else the
         first reachable server with the model loaded, else the first that has it. With no
-        server known to have it, the first reachable one (or the first, if none has
-        answered yet) is asked, and its answer says what is wrong."""
+        server known to have it, the first that has not answered yet is asked (its answer
+        says what is wrong); when every one has answered, :class:`ModelNotFound` names
+        them, or :class:`OllamaUnavailable` when none is reachable."""
         if host:
             chosen = self.get(host)
             if chosen.state.online is False:
@@ -258,21 +259,23 @@ class HostRegistry:
                 return candidate
         if having:
             return having[0]
-        known = [h for h in self.hosts if h.state.online is not None]
-        if known and all(h.state.online for h in known) and len(known) == len(self.hosts):
+        unknown = [h for h in self.hosts if h.state.online is None]
+        if unknown:  # not every server has answered yet: ask the first of those
+            return unknown[0]
+        online = [h.name for h in self.hosts if h.state.online]
+        if online:
+            down = [h.name for h in self.hosts if h.state.online is False]
             raise ModelNotFound(
                 model,
-                f"model {model!r} is on none of the servers ({', '.join(self.names)}); "
-                f"pull it onto one (Models dialog, or: llm-pessoal models pull {model} --host "
-                f"{self.names[0]})",
+                f"model {model!r} is on none of the servers that answer ({', '.join(online)})"
+                + (f"; {', '.join(down)} cannot be reached" if down else "")
+                + f"; pull it onto one (Models dialog, or: llm-pessoal models pull {model} "
+                f"--host {online[0]})",
             )
-        reachable = [h for h in self.hosts if h.state.online is not False]
-        if not reachable:
-            raise OllamaUnavailable(
-                "no Ollama server answers: "
-                + "; ".join(f"{h.name}: {h.state.error or 'unreachable'}" for h in self.hosts)
-            )
-        return reachable[0]
+        raise OllamaUnavailable(
+            "no Ollama server answers: "
+            + "; ".join(f"{h.name}: {h.state.error or 'unreachable'}" for h in self.hosts)
+        )
 
     def choice(self, model: str, host: str = "") -> str:
         """The server :meth:`route` would pick now, by name; empty when none can be told."""
@@ -313,7 +316,14 @@ class HostRegistry:
             try:
                 async with asyncio.timeout(host.spec.timeout):
                     version = await engine.version()
-                    models, loaded = await asyncio.gather(engine.list_models(), engine.loaded())
+                    models, loaded = await asyncio.gather(
+                        engine.list_models(), engine.loaded(), return_exceptions=True
+                    )
+                    if isinstance(models, BaseException):
+                        raise models
+                    if isinstance(loaded, BaseException):  # answers the rest: still online
+                        log.warning("%s: reading its loaded models failed: %s", host.name, loaded)
+                        loaded = []
             except TimeoutError:
                 error = f"{host.name} ({engine.host}) did not answer within {host.spec.timeout:g} s"
                 new = replace(state, online=False, error=error, checked_at=self.clock())

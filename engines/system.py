@@ -10,7 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from engines.config import Settings
+from engines.config import HostSpec, Settings
+from engines.hosts import HostRegistry
 from engines.monitor import Sampler
 from engines.ollama_client import ChatEngine
 
@@ -47,8 +48,26 @@ async def system_info(disk: Path | None = None, window_s: float = 0.2) -> dict[s
     }
 
 
-async def status_report(settings: Settings, engine: ChatEngine) -> dict[str, Any]:
-    """What the original web app's ``/api/status`` returned (referencia-tecnica.md), with details."""
+async def status_report(
+    settings: Settings, engine: ChatEngine, hosts: HostRegistry | None = None
+) -> dict[str, Any]:
+    """What the original web app's ``/api/status`` returned (referencia-tecnica.md), with details.
+    Its ``ollama`` keys are the first server's (``engine``); ``hosts`` lists every server of
+    ``[ollama] hosts``, each asked at once, within its own timeout."""
+    own = hosts is None
+    if hosts is None:
+        hosts = HostRegistry([HostSpec("ollama", engine.host, engine.timeout)])
+    try:
+        states, report = await asyncio.gather(hosts.check_all(), _status_report(settings, engine))
+        report = dict(report)
+    finally:
+        if own:
+            await hosts.aclose()
+    report["hosts"] = [s.to_dict() for s in states]
+    return report
+
+
+async def _status_report(settings: Settings, engine: ChatEngine) -> dict[str, Any]:
     server = await engine.status()
     loaded: list[dict[str, Any]] = []
     if server.online:

@@ -72,8 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--stats", action="store_true", help="print the reply's figures on stderr")
     from tui.cli_conversations import add_chat_options
     from tui.cli_conversations import add_parser as add_conversations_parser
+    from tui.cli_hosts import add_host_option
 
     add_chat_options(chat)
+    add_host_option(
+        chat,
+        "the Ollama server, by its name in [ollama] hosts (default: the "
+        "conversation's, else the first that has the model loaded, else has it)",
+    )
     add_conversations_parser(sub)
 
     models = sub.add_parser(
@@ -191,27 +197,29 @@ def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> 
 
 
 async def run_command(settings: Settings, args: argparse.Namespace) -> int:
-    from engines.ollama_client import ChatEngine
+    from engines.hosts import HostRegistry
 
-    engine = ChatEngine(settings.ollama.host, settings.ollama.timeout, settings.ollama.keep_alive)
+    hosts = HostRegistry.from_settings(settings)  # [ollama] hosts, or the one host
+    engine = hosts.first.engine
     try:
         if args.command == "chat":
             from tui.cli_conversations import run_chat
 
-            return await run_chat(settings, engine, args)
+            return await run_chat(settings, engine, args, hosts)
         if args.command == "models" and args.models_command:
+            from tui.cli_hosts import engine_for_model_command
             from tui.cli_models import run_model_command
 
-            return await run_model_command(engine, args)
+            return await run_model_command(await engine_for_model_command(hosts, args), args)
         if args.command == "models":
-            return await cmd_models(engine, args.json)
+            return await cmd_models(hosts, args.json)
         if args.command == "status":
-            return await cmd_status(settings, engine, args.json)
+            return await cmd_status(settings, hosts, args.json)
         if args.command == "health":
             return await cmd_health(settings, engine)
         raise AssertionError(args.command)  # pragma: no cover
     finally:
-        await engine.aclose()
+        await hosts.aclose()
 
 
 def _failure_code(exc: Exception) -> int:
@@ -220,21 +228,44 @@ def _failure_code(exc: Exception) -> int:
     return EXIT_UNAVAILABLE if isinstance(exc, OllamaUnavailable | ModelNotFound) else EXIT_FAIL
 
 
-async def cmd_models(engine: Any, as_json: bool) -> int:
+async def _host_models(host: Any) -> list[tuple[Any, Any]]:
+    """(model, its details or the exception) for each model of one server."""
+    engine = host.engine
+    models = await engine.list_models()
+    details = await asyncio.gather(*(engine.show(m.name) for m in models), return_exceptions=True)
+    return list(zip(models, details, strict=True))
+
+
+async def cmd_models(hosts: Any, as_json: bool) -> int:
     from engines.chat_types import ChatError
     from engines.units import human_bytes
     from tui.text import visible
 
-    try:
-        models = await engine.list_models()
-        details = await asyncio.gather(
-            *(engine.show(m.name) for m in models), return_exceptions=True
-        )
-    except ChatError as exc:
-        err(str(exc))
-        return _failure_code(exc)
+    found = await asyncio.gather(
+        *(asyncio.wait_for(_host_models(h), h.spec.timeout) for h in hosts.hosts),
+        return_exceptions=True,
+    )
+    listed: list[tuple[str, Any, Any]] = []
+    failures: list[Exception] = []
+    for host, result in zip(hosts.hosts, found, strict=True):
+        if isinstance(result, TimeoutError):
+            result = ChatError(
+                f"{host.name} ({host.engine.host}) did not answer within {host.spec.timeout:g} s"
+            )
+        if isinstance(result, ChatError):
+            failures.append(result)
+            if hosts.multi:
+                err(str(result) if host.name in str(result) else f"{host.name}: {result}")
+            continue
+        if isinstance(result, BaseException):
+            raise result
+        listed += [(host.name, model, detail) for model, detail in result]
+    if failures and len(failures) == len(hosts.hosts):
+        if not hosts.multi:
+            err(str(failures[0]))
+        return _failure_code(failures[0])
     rows = []
-    for model, detail in zip(models, details, strict=True):
+    for host_name, model, detail in listed:
         context = (
             getattr(detail, "context_length", None)
             if not isinstance(detail, BaseException)
@@ -247,6 +278,7 @@ async def cmd_models(engine: Any, as_json: bool) -> int:
         )
         rows.append(
             {
+                "host": host_name,
                 "name": model.name,
                 "size": model.size,
                 "family": model.family,
@@ -263,9 +295,12 @@ async def cmd_models(engine: Any, as_json: bool) -> int:
     if not rows:
         say("No models yet. Get one with: ollama pull llama3.2")
         return EXIT_OK
-    header = ("NAME", "PARAMS", "QUANT", "FAMILY", "CONTEXT", "SIZE")
+    header: tuple[str, ...] = ("NAME", "PARAMS", "QUANT", "FAMILY", "CONTEXT", "SIZE")
+    if hosts.multi:
+        header = ("HOST", *header)
     table = [header] + [
         (
+            *((r["host"],) if hosts.multi else ()),
             r["name"],
             r["parameter_size"],
             r["quantization"],
@@ -282,10 +317,11 @@ async def cmd_models(engine: Any, as_json: bool) -> int:
     return EXIT_OK
 
 
-async def cmd_status(settings: Settings, engine: Any, as_json: bool) -> int:
+async def cmd_status(settings: Settings, hosts: Any, as_json: bool) -> int:
     from engines.system import status_report
+    from engines.units import human_bytes
 
-    report = await status_report(settings, engine)
+    report = await status_report(settings, hosts.first.engine, hosts)
     if as_json:
         say(dumps(report))
     else:
@@ -294,13 +330,27 @@ async def cmd_status(settings: Settings, engine: Any, as_json: bool) -> int:
             f"online, version {o['version']}" if report["ollama_status"] == "online" else o["error"]
         )
         say(f"llm-pessoal {report['version']}")
-        say(f"Ollama ({o['host']}): {state}")
-        for m in o["loaded_models"]:
-            say(f"  loaded: {m['name']}")
+        if len(report["hosts"]) == 1:
+            say(f"Ollama ({o['host']}): {state}")
+            for m in o["loaded_models"]:
+                say(f"  loaded: {m['name']}")
+        for h in report["hosts"] if len(report["hosts"]) > 1 else ():
+            online = h["status"] == "online"
+            say(
+                f"Ollama {h['name']} ({h['host']}): "
+                + (
+                    f"online, version {h['version']}, {h['models']} models"
+                    if online
+                    else h["error"]
+                )
+            )
+            for m in h["loaded_models"]:
+                say(f"  loaded: {m['name']} ({human_bytes(m['size_vram'])} in VRAM)")
         say(f"Stable Diffusion: {report['stable_diffusion']['state']} ({settings.diffusion.model})")
         gpu = f"{s['gpu_usage']:.0f}%" if s["gpu_usage"] is not None else s["gpu_note"]
         say(f"CPU {s['cpu_usage']:.0f}% · RAM {s['memory_usage']:.0f}% · GPU {gpu}")
-    return EXIT_OK if report["ollama_status"] == "online" else EXIT_UNAVAILABLE
+    online = any(h["status"] == "online" for h in report["hosts"])
+    return EXIT_OK if online else EXIT_UNAVAILABLE
 
 
 async def cmd_health(settings: Settings, engine: Any) -> int:

@@ -25,11 +25,13 @@ from tui.cli_base import (
     err,
     read_stdin_text,
 )
+from tui.cli_hosts import chosen
 from tui.text import visible
 
 if TYPE_CHECKING:
     from engines.config import Settings
     from engines.conversations import ReplyEvent
+    from engines.hosts import HostRegistry
     from engines.ollama_client import ChatEngine
     from engines.store import Conversation, Store
 
@@ -102,8 +104,14 @@ def _find(store: Store, ref: str) -> Conversation:
 # -- chat ------------------------------------------------------------------------------------
 
 
-async def run_chat(settings: Settings, engine: ChatEngine, args: argparse.Namespace) -> int:
-    """``chat``: one reply, streamed to stdout as it comes (or printed whole)."""
+async def run_chat(
+    settings: Settings,
+    engine: ChatEngine,
+    args: argparse.Namespace,
+    hosts: HostRegistry | None = None,
+) -> int:
+    """``chat``: one reply, streamed to stdout as it comes (or printed whole); with several
+    Ollama servers, from ``--host``, else the conversation's, else the rule's."""
     from engines.chat_types import ChatOptions
     from engines.conversations import ConversationError, ConversationService, ReplyText
     from engines.store import Store, StoreError
@@ -126,11 +134,18 @@ async def run_chat(settings: Settings, engine: ChatEngine, args: argparse.Namesp
         err(str(exc))
         return EXIT_FAIL
     try:
-        service = ConversationService(store, engine, save_interval=settings.chat.save_interval)
+        host = chosen(hosts, getattr(args, "host", None)) if hosts is not None else None
+        several = hosts if hosts is not None and hosts.multi else None
+        service = ConversationService(
+            store, engine, save_interval=settings.chat.save_interval, hosts=several
+        )
         if args.conversation:
             conversation = _find(store, args.conversation)
             if args.model and args.model != conversation.model:
                 store.update_settings(conversation.id, args.model, conversation.options)
+                conversation = store.conversation(conversation.id) or conversation
+            if several is not None and host and host != conversation.host:
+                store.set_host(conversation.id, host)
                 conversation = store.conversation(conversation.id) or conversation
         else:
             options = ChatOptions(
@@ -143,7 +158,11 @@ async def run_chat(settings: Settings, engine: ChatEngine, args: argparse.Namesp
                 seed=settings.chat.seed,
             )
             model = args.model or settings.ollama.default_model
-            conversation = service.new_conversation(model, options, message or "")
+            conversation = service.new_conversation(
+                model, options, message or "", host=(host or "") if several else ""
+            )
+        if several is not None and several.find(conversation.host) is None:
+            await several.check_all()  # the rule needs to know who has what (each in its timeout)
         if args.regenerate:
             reply = service.regenerate(conversation)
         else:

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, dumps, err, say
+from tui.cli_hosts import add_host_option
 from tui.cli_progress import Bars
 
 if TYPE_CHECKING:
@@ -34,14 +35,17 @@ def add_model_commands(models: argparse.ArgumentParser) -> None:
         "pull", help="download a model from its registry, with a progress bar on stderr"
     )
     pull.add_argument("name", help="the model, e.g. llama3.2:1b")
+    add_host_option(pull, "the Ollama server to pull onto (needed with several in [ollama] hosts)")
     rm = sub.add_parser("rm", help="delete a model (asks first on a terminal)")
     rm.add_argument("name", help="the model, as `llm-pessoal models` lists it")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask (needed off a terminal)")
+    add_host_option(rm, "the Ollama server to delete it from (default: the one that has it)")
     show = sub.add_parser(
         "show", help="a model's details: parameters, template, license, context length"
     )
     show.add_argument("name", help="the model")
     show.add_argument("--json", dest="show_json", action="store_true", help="print JSON")
+    add_host_option(show)
 
 
 def _failure_code(exc: ChatError) -> int:

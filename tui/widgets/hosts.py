@@ -46,11 +46,13 @@ def status_tooltip(states: Sequence[HostState]) -> str:
 
 
 def picker_entry(model: ModelInfo, loaded: bool) -> Text:
-    """The server, then the model as the one-server picker shows it, then whether loaded."""
+    """The server, the model and its size in parameters, and whether it is loaded: short,
+    so that it fits the picker at 80 columns (the Models dialog has the details)."""
     return Text.assemble(
         (visible(model.host), "bold"),
         " › ",
-        visible(model.label()),
+        visible(model.name),
+        (f"  {visible(model.parameter_size)}", "dim") if model.parameter_size else "",
         (" · loaded", "green") if loaded else "",
     )
 
