@@ -159,7 +159,10 @@ async def test_routing_by_model(two: HostRegistry) -> None:
     assert two.route(QWEN).name == "gpu-box"
     assert two.route(GEMMA).name == "laptop"
     assert two.route("gemma3:1b").name == "laptop"
-    with pytest.raises(ModelNotFound, match=r"'mistral:latest' is on none of the servers that answer \(gpu-box, laptop\); pull"):
+    with pytest.raises(
+        ModelNotFound,
+        match=r"'mistral:latest' is on none of the servers that answer \(gpu-box, laptop\); pull",
+    ):
         two.route("mistral:latest")
     with pytest.raises(HostUnknown, match=r"no Ollama server named 'nas'.*gpu-box, laptop"):
         two.route(LLAMA, "nas")
