@@ -347,6 +347,7 @@ class ConversationService:
             return self.engine
         conversation = reply.conversation
         remembered = conversation.host if self.hosts.find(conversation.host) else None
+        reply.host = remembered or ""  # named in the failure, should it be unreachable
         host = self.hosts.route(conversation.model, remembered)
         reply.host = host.name
         if conversation.host != host.name:

@@ -294,6 +294,7 @@ async def test_a_reply_to_an_unreachable_server_fails_at_once_and_names_another(
     conversation = service.new_conversation(LLAMA, ChatOptions(), "Hi", host="gpu-box")
     finished = await service.run(service.send(conversation, "Hi"))
     assert finished.status == "error" and finished.failure == "unreachable"
+    assert finished.host == "gpu-box"  # named, so that the screen can offer another
     assert finished.error is not None
     assert "gpu-box is unreachable" in finished.error and "resend to laptop" in finished.error
     # without a remembered server, the rule skips the unreachable one

@@ -148,7 +148,7 @@ async def test_a_server_killed_mid_reply_keeps_the_reply_and_offers_another_serv
         ollama_server.stop()
         await wait_for(pilot, lambda: isinstance(app.screen, PickDialog), what="the offer")
         text = screen_text(app)
-        assert "gpu-box is gone; what it wrote is kept" in text and "1. laptop" in text
+        assert "gpu-box went away mid-reply; what it wrote is kept" in text and "1. laptop" in text
         assert "✕ gpu-box" in status_text(app)
         await pilot.press("1")
         await wait_for(pilot, lambda: "from the laptop" in screen_text(app), what="resent")
@@ -227,3 +227,25 @@ async def test_the_monitor_shows_each_server_and_its_loaded_models(
         text = screen_text(app)
         assert "● Ollama gpu-box 0.12.6" in text and "2 models, 0 loaded" in text
         assert "● Ollama laptop 0.12.6" in text and "2 models, 1 loaded" in text
+
+
+async def test_a_conversation_whose_server_is_down_is_offered_another_not_a_pull(
+    two_hosts: Path, ollama_server: FakeOllama, laptop: FakeOllama
+) -> None:
+    app = make_app(two_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await both_online(pilot)
+        await type_text(pilot, "hi")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "from the gpu box" in screen_text(app), what="reply")
+        ollama_server.stop()
+        app.check_ollama_soon()
+        await wait_for(pilot, lambda: "✕ gpu-box" in status_text(app), what="marked down")
+        await type_text(pilot, "again")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickDialog), what="the offer")
+        assert "gpu-box cannot be reached. Resend to another server" in screen_text(app)
+        await pilot.press("1")
+        await wait_for(pilot, lambda: "from the laptop" in screen_text(app), what="resent")
+        conversation = chat(app).conversation
+        assert conversation is not None and conversation.host == "laptop"

@@ -595,6 +595,8 @@ class ChatScreen(AppScreen[None]):
 
     def _installed(self, model: str) -> bool:
         host = self.current_host()
+        if host and self.lp.hosts.get(host).state.online is False:
+            return True  # its server is down: the reply says so, and offers another
         names = {m.name for m in self.models if m.host == host or not host}
         return model in names or (":" not in model and f"{model}:latest" in names)
 
@@ -726,8 +728,12 @@ class ChatScreen(AppScreen[None]):
 
         self.app.push_screen(
             PickDialog(
-                f"{event.host} is gone; what it wrote is kept. Resend to another server "
-                f"with {model}?",
+                (
+                    f"{event.host} went away mid-reply; what it wrote is kept."
+                    if event.content
+                    else f"{event.host} cannot be reached."
+                )
+                + f" Resend to another server with {model}?",
                 others,
             ),
             chosen,
