@@ -324,3 +324,17 @@ def test_the_current_schema_gains_the_host_of_a_conversation(tmp_path: Path) -> 
         assert (store.conversation(new.id) or old).host == "laptop"
     finally:
         store.close()
+
+
+def test_the_example_in_config_toml_is_valid() -> None:
+    import re
+    import tomllib
+
+    from engines.config import settings_from_mapping
+
+    shipped = (Path(__file__).resolve().parent.parent / "config.toml").read_text(encoding="utf-8")
+    block = re.search(r"^# hosts = \[\n(?:#  .*\n)+# \]\n", shipped, re.MULTILINE)
+    assert block is not None, "the commented [ollama] hosts example is gone"
+    example = "\n".join(line[2:] for line in block.group(0).splitlines())
+    settings = settings_from_mapping({"ollama": tomllib.loads(example)})
+    assert [h.name for h in ollama_hosts(settings)] == ["gpu-box", "laptop"]

@@ -244,7 +244,7 @@ class ModelsDialog(AppModal[str | None]):
                     if self.lp.hosts.multi:
                         names = self.lp.hosts.names
                         yield Select(
-                            [(visible(n), n) for n in names],
+                            [(f"onto {visible(n)}", n) for n in names],
                             value=self.pull_host if self.pull_host in names else names[0],
                             allow_blank=False,
                             compact=True,
