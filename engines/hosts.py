@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -224,6 +225,16 @@ class HostRegistry:
         online = [h for h in self.hosts if h.state.online]
         found = await asyncio.gather(*(one(h) for h in online))
         return [m for models in found for m in models]
+
+    def local_engines(self) -> list[ChatEngine]:
+        """The engines of the servers on this machine (they share its GPU); with one
+        server, that one, wherever it is (it may be this machine by another name)."""
+        if not self.multi:
+            return [self.first.engine]
+        local = ("127.0.0.1", "localhost", "::1")
+        return [
+            h.engine for h in self.hosts if urllib.parse.urlsplit(h.engine.host).hostname in local
+        ]
 
     def with_model(self, model: str) -> list[Host]:
         """The reachable servers that have ``model``, in the list's order."""

@@ -338,3 +338,16 @@ def test_the_example_in_config_toml_is_valid() -> None:
     example = "\n".join(line[2:] for line in block.group(0).splitlines())
     settings = settings_from_mapping({"ollama": tomllib.loads(example)})
     assert [h.name for h in ollama_hosts(settings)] == ["gpu-box", "laptop"]
+
+
+def test_only_the_servers_on_this_machine_are_asked_to_make_room_on_its_gpu() -> None:
+    hosts = HostRegistry(
+        [
+            HostSpec("gpu-box", "http://gpu-box:11434", 5),
+            HostSpec("here", "http://localhost:11500", 5),
+            HostSpec("v6", "http://[::1]:11434", 5),
+        ]
+    )
+    assert [e.name for e in hosts.local_engines()] == ["here", "v6"]
+    one = HostRegistry([HostSpec("box", "http://gpu-box:11434", 5)])
+    assert one.local_engines() == [one.first.engine]

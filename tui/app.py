@@ -242,9 +242,12 @@ class LlmPessoalApp(App[int]):
 
         async def unload_all() -> list[str]:
             try:
-                names = [m.name for m in await self.chat.loaded()]
-                for name in names:
-                    await self.chat.unload(name)
+                names = []
+                for engine in self.hosts.local_engines():  # those sharing this GPU
+                    loaded = [m.name for m in await engine.loaded()]
+                    for name in loaded:
+                        await engine.unload(name)
+                    names += loaded
             except ChatError as exc:
                 log.warning("could not unload Ollama's models: %s", exc)
                 return []
