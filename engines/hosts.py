@@ -28,7 +28,7 @@ from engines.chat_types import (
     ServerStatus,
     StreamBroken,
 )
-from engines.config import HostSpec, Settings, ollama_hosts
+from engines.config import HostSpec, Settings, normalize_host, ollama_hosts
 from engines.ollama_client import ChatEngine
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class HostRegistry:
                 ChatEngine(
                     spec.url, spec.timeout, keep_alive, name=spec.name if self.multi else ""
                 ),
-                HostState(spec.name, ChatEngine(spec.url).host),
+                HostState(spec.name, normalize_host(spec.url)),
             )
             for spec in specs
         ]

@@ -249,3 +249,23 @@ async def test_a_conversation_whose_server_is_down_is_offered_another_not_a_pull
         await wait_for(pilot, lambda: "from the laptop" in screen_text(app), what="resent")
         conversation = chat(app).conversation
         assert conversation is not None and conversation.host == "laptop"
+
+
+async def test_a_server_s_model_name_with_markup_is_shown_as_written(
+    make_config: MakeConfig, ollama_server: FakeOllama, laptop: FakeOllama
+) -> None:
+    odd = "[bold]x[/bold]:latest"
+    config = write_hosts(
+        make_config(ollama={"default_model": odd}),
+        ("gpu-box", ollama_server, 10),
+        ("laptop", laptop, 10),
+    )
+    app = make_app(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await both_online(pilot)
+        await type_text(pilot, "hi")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the offer")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickDialog), what="which server")
+        assert f"Pull {odd} onto which server?" in screen_text(app)

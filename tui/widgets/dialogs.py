@@ -116,7 +116,7 @@ class PickDialog(AppModal[int | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
-            yield Label(self.title_text, classes="dialog-title")
+            yield Label(shown(self.title_text), classes="dialog-title")
             yield OptionList(
                 *(
                     Option(shown(f"{n}. {item}" if n < 10 else f"   {item}"))
