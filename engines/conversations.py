@@ -365,23 +365,25 @@ class ConversationService:
         self.hosts.failed(reply.host, exc)
         return message if reply.host in message else f"{reply.host}: {message}"
 
+    def _unrouted(self, reply: Reply, exc: ChatError) -> ReplyFinished:
+        """No server can take the reply (the chosen one is down, none has the model)."""
+        failure: Failure = "model-missing" if isinstance(exc, ModelNotFound) else "unreachable"
+        status: Status = "interrupted" if reply.prefix else "error"
+        return self._finish(reply, status, None, str(exc), failure)
+
     async def _stream(self, reply: Reply) -> ReplyFinished:
         cid, rid = reply.conversation_id, reply.reply_id
-        reply.status = "streaming"
         try:
             engine = self.route(reply)
         except ChatError as exc:
-            failure: Failure | None = (
-                "model-missing" if isinstance(exc, ModelNotFound) else "unreachable"
-            )
-            status: Status = "interrupted" if reply.prefix else "error"
-            return self._finish(reply, status, None, str(exc), failure)
+            return self._unrouted(reply, exc)
         conversation = reply.conversation
+        reply.status = "streaming"
         self._publish(ReplyStarted(cid, rid, conversation.model, reply.host))
-        status = "interrupted"
+        status: Status = "interrupted"
         stats: ReplyStats | None = None
         error: str | None = None
-        failure = None
+        failure: Failure | None = None
         saved_at = self.clock()
         save_failed = False
         thought = 0
