@@ -336,7 +336,7 @@ class HostRegistry:
                         log.warning("%s: reading its loaded models failed: %s", host.name, loaded)
                         loaded = []
             except TimeoutError:
-                error = f"{host.name} ({engine.host}) did not answer within {host.spec.timeout:g} s"
+                error = f"Ollama at {engine.where} did not answer within {host.spec.timeout:g} s"
                 new = replace(state, online=False, error=error, checked_at=self.clock())
             except ChatError as exc:
                 new = replace(state, online=False, error=str(exc), checked_at=self.clock())

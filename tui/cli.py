@@ -250,7 +250,7 @@ async def cmd_models(hosts: Any, as_json: bool) -> int:
     for host, result in zip(hosts.hosts, found, strict=True):
         if isinstance(result, TimeoutError):
             result = ChatError(
-                f"{host.name} ({host.engine.host}) did not answer within {host.spec.timeout:g} s"
+                f"Ollama at {host.engine.where} did not answer within {host.spec.timeout:g} s"
             )
         if isinstance(result, ChatError):
             failures.append(result)
