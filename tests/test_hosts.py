@@ -195,7 +195,7 @@ async def test_a_server_that_never_answers_is_marked_within_its_timeout_and_dela
     hosts = HostRegistry(
         [
             HostSpec("gpu-box", gpu.url, 10),
-            HostSpec("frozen", hung.url, 1),
+            HostSpec("frozen", hung.url, 3),
             HostSpec("laptop", laptop.url, 10),
         ],
         retry_interval=30,
@@ -211,7 +211,7 @@ async def test_a_server_that_never_answers_is_marked_within_its_timeout_and_dela
         assert told.index(("frozen", False)) == 2
         assert set(told[:2]) == {("gpu-box", True), ("laptop", True)}
         frozen = hosts.get("frozen").state
-        assert "frozen" in frozen.error and "did not answer within 1 s" in frozen.error
+        assert "frozen" in frozen.error and "did not answer within 3 s" in frozen.error
         assert [m.host for m in hosts.catalog()] == ["gpu-box"] * 2 + ["laptop"] * 2
         assert hosts.route(LLAMA).name == "gpu-box"
         with pytest.raises(OllamaUnavailable, match=r"frozen is unreachable.*resend to gpu-box"):
