@@ -8,12 +8,13 @@ exactly as Ollama (Go ``net/http``) sends them, so the official ``ollama`` clien
 them - and reports a connection that vanishes mid-reply as an incomplete chunked body.
 
 Behaviour is steered by plain attributes that tests may set at any time (``reply``, ``rate``,
-``drop_after``, ``error_after``, ``hang``, ...); what happened is recorded in ``requests``,
+``drop_after``, ``error_after``, ``hang``, ``unresponsive``, ...); what happened is recorded in ``requests``,
 ``sent_tokens``, ``cancelled``, ``sent_last_token_at`` and friends.
 
 Standalone::
 
     python tests/ollama_server.py --port 11435 [--rate 200] [--reply-file F]
+        [--models llama3.2:latest,gemma3:1b] [--loaded gemma3:1b] [--unresponsive]
 
 prints ``listening on http://127.0.0.1:PORT`` once ready and serves until killed. A process
 that is not the test itself can steer and observe it over HTTP: ``GET /__fake/state``,
