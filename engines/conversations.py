@@ -22,10 +22,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engines.attachments import Attachment
 from engines.chat_types import (
     ChatError,
     ChatMessage,
@@ -204,12 +205,20 @@ class ConversationService:
     ) -> Conversation:
         return self.store.create_conversation(model, options, title_from(first_prompt))
 
-    def send(self, conversation: Conversation, text: str) -> Reply:
-        """Add ``text`` as the next prompt on the current path, and its reply."""
+    def send(
+        self, conversation: Conversation, text: str, images: Sequence[Attachment] = ()
+    ) -> Reply:
+        """Add ``text`` as the next prompt on the current path (with ``images``, copies
+        in the data folder), and its reply."""
         if not text.strip():
             raise ConversationError("the message is empty: type something to send")
         self._free(conversation.id)
-        self.store.add_message(conversation.id, "user", text)
+        self.store.add_message(
+            conversation.id,
+            "user",
+            text,
+            images=[(a.name, a.path, a.size) for a in images if a.kind == "image"],
+        )
         return self._prepare(conversation, "send")
 
     def regenerate(self, conversation: Conversation, reply_id: int | None = None) -> Reply:
