@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_chat_options(chat)
     add_conversations_parser(sub)
+    from tui.cli_presets import add_parser as add_presets_parser
+
+    add_presets_parser(sub)
 
     models = sub.add_parser(
         "models", help="list the models Ollama has, with their details; pull, rm or show one"
