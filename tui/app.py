@@ -155,6 +155,7 @@ class LlmPessoalApp(App[int]):
         self.chat = ChatEngine(
             settings.ollama.host, settings.ollama.timeout, settings.ollama.keep_alive
         )
+        self.chat.image_max_side = settings.chat.image_max_side
         self.conversations = ConversationService(
             store,
             self.chat,
