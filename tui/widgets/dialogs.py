@@ -268,8 +268,8 @@ class OptionsDialog(AppModal[ChatOptions | None]):
             options = apply(self.options, values, base=base)
         except OptionError as exc:
             key, _, why = str(exc).partition(": ")
-            spec = BY_KEY.get(key)
-            label = spec.label if spec else key
+            named = BY_KEY.get(key)
+            label = named.label if named else key
             self.query_one("#dialog-error", Label).update(shown(f"{label}: {why}."))
             with contextlib.suppress(Exception):
                 self.query_one(f"#{'system_prompt' if key == 'system' else key}").focus()
