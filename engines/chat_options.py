@@ -103,7 +103,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "num_ctx",
         "context_length",
-        "Context (num_ctx)",
+        "Context",
         "int",
         "Context window in tokens; 0: the model's own.",
         CHAT_CONTEXT_LENGTH,

@@ -4,6 +4,7 @@ meter with its warning. :class:`ChatScreen` is a :class:`ChatExtras`."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from textual import on, work
@@ -12,6 +13,7 @@ from textual.binding import Binding
 from textual.widgets import TextArea
 
 from engines.attachments import (
+    CHARS_PER_TOKEN,
     Attachment,
     AttachmentError,
     VisionRequired,
@@ -229,8 +231,11 @@ class ChatExtras(AppScreen[None]):
         reply = self.query_one(ConversationView).last_reply()
         stats = reply.stats if reply is not None else None
         used = (stats.prompt_tokens + stats.eval_tokens) if stats else 0
-        pending = estimate_tokens(self.query_one(PromptInput).text)
-        pending += sum(a.tokens for a in self.pending.files)
+        text = self.query_one(PromptInput).text
+        pending = estimate_tokens(text) + sum(a.tokens for a in self.pending.files)
+        for word in at_paths(text):  # the files the message will carry, by their size
+            with contextlib.suppress(OSError):
+                pending += Path(word).expanduser().stat().st_size // CHARS_PER_TOKEN
         num_ctx = self.current_options().context_length
         window, source = (num_ctx, "num_ctx") if num_ctx else self._windows.get(model, (0, ""))
         use = ContextUse(used, pending, window, source)

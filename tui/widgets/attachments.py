@@ -66,9 +66,9 @@ class AttachDialog(AppModal[str | None]):
             )
             yield Static("", id="matches", classes="dialog-hint")
             yield Label(shown(self.error), id="dialog-error", classes="dialog-error")
+            yield Label("Enter attaches · → completes · Esc cancels", classes="dialog-hint")
             yield Label(
-                "Enter attaches · → completes · Esc cancels. Images go to vision models; "
-                "text files go into the message as context.",
+                "Images go to vision models; text files into the message, as context.",
                 classes="dialog-hint",
             )
         yield AppFooter()
@@ -96,19 +96,24 @@ class AttachDialog(AppModal[str | None]):
         self.dismiss(value)
 
 
-class PendingAttachments(Horizontal):
+class PendingAttachments(Static):
     """The files that go with the next message, above the prompt (hidden when none)."""
+
+    DEFAULT_CSS = """
+    PendingAttachments {
+        height: auto;
+        padding: 0 1;
+        color: $text-accent;
+    }
+    """
 
     @dataclass
     class Changed(Message):
         attachments: list[Attachment]
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
+        super().__init__("", id=id)
         self.items: list[Attachment] = []
-
-    def compose(self) -> ComposeResult:
-        yield Static("", id="pending-list")
 
     def on_mount(self) -> None:
         self.display = False
@@ -139,7 +144,7 @@ class PendingAttachments(Horizontal):
                 text.append(" · ", style="dim")
             text.append(visible(item.label()))
         text.append("   Alt+X removes them", style="dim")
-        self.query_one("#pending-list", Static).update(text)
+        self.update(text)
         self.post_message(self.Changed(list(self.items)))
 
 

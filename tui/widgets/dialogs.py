@@ -200,12 +200,20 @@ class OptionsDialog(AppModal[ChatOptions | None]):
                     yield Input(
                         visible(option_text(self.options, spec)),
                         id=spec.key,
-                        placeholder="model's" if spec.optional or spec.kind != "int" else "",
+                        placeholder=self._placeholder(spec),
                     )
             yield Label(self._hint(BY_KEY["stop"]), id="label-stop")
             yield TextArea(
                 visible(option_text(self.options, BY_KEY["stop"])), id="stop", soft_wrap=False
             )
+
+    def _placeholder(self, spec: OptionSpec) -> str:
+        """What an empty field means."""
+        if spec.kind == "duration":
+            return f"{self.lp.settings.ollama.keep_alive} (config)"
+        if spec.kind == "format":
+            return "free text"
+        return "model's" if spec.optional or spec.kind == "think" else ""
 
     def on_mount(self) -> None:
         if self.model:
