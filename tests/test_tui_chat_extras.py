@@ -271,7 +271,7 @@ async def test_the_context_meter_warns_before_old_messages_drop(
         await wait_for(pilot, lambda: meter.use is not None and meter.use.used > 32)
         assert meter.use is not None and meter.use.window == 64 and meter.use.source == "num_ctx"
         assert meter.has_class("-warn") and "/ 64 (num_ctx)" in screen_text(app)
-        await wait_for(pilot, lambda: any("Context nearly full" == n.title for n in app.notices))
+        await wait_for(pilot, lambda: any(n.title == "Context nearly full" for n in app.notices))
         told = next(n.message for n in app.notices if n.title == "Context nearly full")
         assert "Ollama drops the oldest messages" in told
 

@@ -52,6 +52,7 @@ class Gallery(OptionList):
             "a",
             "act('ask')",
             "Ask about it",
+            show=False,
             tooltip="Ask about this image: a new chat with it attached (for a vision model)",
             id="gallery.ask",
         ),
