@@ -48,6 +48,7 @@ class ChatExtras(AppScreen[None]):
             "alt+a",
             "attach",
             "Attach",
+            show=False,
             tooltip="Attach an image (for a vision model) or a text file (as context)",
             id="chat.attach",
         ),
@@ -63,6 +64,7 @@ class ChatExtras(AppScreen[None]):
             "alt+p",
             "presets",
             "Presets",
+            show=False,
             tooltip="Presets: start a new conversation with one, save this one as one, edit, "
             "export, import",
             id="chat.presets",
