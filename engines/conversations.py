@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from engines.attachments import Attachment
@@ -245,7 +246,11 @@ class ConversationService:
         old = self.store.message(prompt_id)
         if old is None or old.conversation_id != conversation.id or old.role != "user":
             raise ConversationError("only a prompt of this conversation can be edited")
-        self.store.add_message(conversation.id, "user", text, parent_id=old.parent_id)
+        names = self.store.image_names(old.id) if old.images else {}
+        images = [(names.get(p, Path(p).name), Path(p), 0) for p in old.images]
+        self.store.add_message(
+            conversation.id, "user", text, parent_id=old.parent_id, images=images
+        )  # the edited prompt keeps the old one's images
         return self._prepare(conversation, "edit")
 
     def continue_reply(self, conversation: Conversation, reply_id: int | None = None) -> Reply:

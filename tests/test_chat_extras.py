@@ -442,3 +442,28 @@ def test_a_vision_model_that_returns_an_error_is_reported(
 
     with pytest.raises(ChatError, match="Ollama answered: failed to process image \\(HTTP 500\\)"):
         run(go())
+
+
+def test_an_edited_prompt_keeps_its_images(tmp_path: Path, ollama_server: FakeOllama) -> None:
+    ollama_server.add_model(vision_model())
+    store = Store.open(tmp_path / "db.sqlite")
+    engine = ChatEngine(ollama_server.url)
+    service = ConversationService(store, engine)
+    attached = load_image(str(png(tmp_path / "dog.png")), tmp_path / "att", 10**7)
+
+    async def go() -> None:
+        conversation = service.new_conversation("llava:7b", ChatOptions(), "x")
+        await service.run(service.send(conversation, "what?", [attached]))
+        prompt = store.messages(conversation.id)[0]
+        await service.run(service.edit(conversation, prompt.id, "what breed?"))
+        await engine.aclose()
+
+    run(go())
+    sent = ollama_server.chat_requests()[-1]["messages"][-1]
+    assert sent["content"] == "what breed?"
+    assert base64.b64decode(sent["images"][0]) == attached.path.read_bytes()
+    conversation = store.conversations()[0]
+    assert store.image_names(store.messages(conversation.id)[0].id) == {
+        str(attached.path): "dog.png"
+    }
+    store.close()

@@ -116,7 +116,8 @@ class ChatScreen(ChatExtras):
             "ctrl+o",
             "options",
             "Options",
-            tooltip="System prompt, temperature, context, max tokens, seed",
+            tooltip="Every generation option: system prompt, temperature, top p/k, stop, think, "
+            "format...",
             id="chat.options",
         ),
         Binding(
