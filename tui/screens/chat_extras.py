@@ -93,8 +93,9 @@ class ChatExtras(AppScreen[None]):
     def pending(self) -> PendingAttachments:
         return self.query_one(PendingAttachments)
 
-    def attach_path(self, raw: str) -> Attachment:
-        """Check a file and add it to the next message (an image, or a text file)."""
+    def load_attachment(self, raw: str) -> Attachment:
+        """Check a file (an image is copied into the data folder): slow for a large
+        photo, so it runs in a thread."""
         settings = self.lp.settings
         is_image = Path(raw.strip()).suffix.lower() in IMAGE_SUFFIXES
         if is_image:
@@ -103,20 +104,37 @@ class ChatExtras(AppScreen[None]):
             )
         else:
             attachment = read_text_file(raw, settings.chat.file_max_kb * 1000)
-        self.pending.add(attachment)
         return attachment
+
+    @work(thread=True, group="attach", exit_on_error=False)
+    def attach_path(self, raw: str, *, ask_again: bool = True) -> None:
+        """Check a file in a thread and add it to the next message; a refused one is
+        asked again (the path as typed, with why), or told."""
+        try:
+            attachment = self.load_attachment(raw)
+        except AttachmentError as exc:
+            if ask_again:
+                self.app.call_from_thread(self.action_attach, raw, f"{exc}.")
+            else:
+                self.app.call_from_thread(
+                    self.notify,
+                    visible(str(exc)),
+                    title="Not attached",
+                    severity="error",
+                    markup=False,
+                )
+            return
+        self.app.call_from_thread(self._attached, attachment)
+
+    def _attached(self, attachment: Attachment) -> None:
+        self.pending.add(attachment)
+        self.notify(f"Attached {visible(attachment.label())}.", markup=False)
 
     def action_attach(self, value: str = "", error: str = "") -> None:
         def chosen(raw: str | None) -> None:
-            if raw is None:
-                return
-            try:
-                attachment = self.attach_path(raw)
-            except AttachmentError as exc:  # asked again, with why, the path as typed
-                self.action_attach(raw, f"{exc}.")
-                return
-            self.notify(f"Attached {visible(attachment.label())}.", markup=False)
-            self.query_one(PromptInput).focus()
+            if raw is not None:
+                self.query_one(PromptInput).focus()
+                self.attach_path(raw)
 
         self.app.push_screen(AttachDialog(value, error), chosen)
 
@@ -131,11 +149,7 @@ class ChatExtras(AppScreen[None]):
     def ask_about(self, image: Path) -> None:
         """The gallery's "Ask about this image": a new conversation with it attached."""
         self.start_new()
-        try:
-            self.attach_path(str(image))
-        except AttachmentError as exc:
-            self.notify(visible(str(exc)), title="Not attached", severity="error", markup=False)
-            return
+        self.attach_path(str(image), ask_again=False)
         prompt = self.query_one(PromptInput)
         if not prompt.text.strip():
             prompt.text = "What is in this image?"
