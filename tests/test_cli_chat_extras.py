@@ -145,3 +145,27 @@ def test_a_saved_conversation_keeps_its_images(
     assert [bool(m.get("images")) for m in history] == [False, False, True, False, False]
     exported = cli.run("conversations", "export", "last").stdout
     assert "![" in exported and "data/attachments/" in exported
+
+
+def test_backup_and_restore_keep_the_attached_images(
+    cli: Cli, config_file: Path, ollama_server: FakeOllama
+) -> None:
+    import shutil
+
+    ollama_server.add_model(vision_model())
+    Image.new("RGB", (8, 8), "blue").save(cli.cwd / "dot.png")
+    store = Store.open(cli.cwd / "data" / "llm-pessoal.db")
+    store.create_conversation("llava:7b", ChatOptions(), "saved")
+    store.close()
+    assert cli.run("chat", "-c", "last", "see", "--image", "dot.png").returncode == 0
+    result = cli.run("backup")
+    assert result.returncode == 0, result.stderr
+    archive = Path(result.stdout.split(" (")[0])
+    shutil.rmtree(cli.cwd / "data")
+    result = cli.run("restore", str(archive), "--yes")
+    assert result.returncode == 0, result.stderr
+    (copy,) = (cli.cwd / "data" / "attachments").iterdir()
+    assert copy.read_bytes() == (cli.cwd / "dot.png").read_bytes()
+    assert cli.run("chat", "-c", "last", "and now?").returncode == 0
+    sent = ollama_server.chat_requests()[-1]["messages"][0]
+    assert base64.b64decode(sent["images"][0]) == copy.read_bytes()
