@@ -68,7 +68,7 @@ class AttachDialog(AppModal[str | None]):
             yield Label(shown(self.error), id="dialog-error", classes="dialog-error")
             yield Label("Enter attaches · → completes · Esc cancels", classes="dialog-hint")
             yield Label(
-                "Images go to vision models; text files into the message, as context.",
+                "Images go to vision models; text files go in as context.",
                 classes="dialog-hint",
             )
         yield AppFooter()

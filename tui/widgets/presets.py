@@ -66,9 +66,7 @@ class PresetsDialog(AppModal[Preset | None]):
             yield Label("Presets", classes="dialog-title")
             yield OptionList(id="preset-list")
             yield Label(
-                "Enter: a new chat with it · s saves this chat as one · e edit · r rename · "
-                "d delete · x export · i import · Esc closes",
-                classes="dialog-hint",
+                "Enter starts a new chat with it; its other keys are below.", classes="dialog-hint"
             )
         yield AppFooter()
 
@@ -85,7 +83,7 @@ class PresetsDialog(AppModal[Preset | None]):
         listing = self.query_one(OptionList)
         listing.clear_options()
         for preset in self.items:
-            label = Text(visible(preset.name), style="bold")
+            label = Text(visible(preset.name), style="bold", no_wrap=True, overflow="ellipsis")
             if preset.model:
                 label.append(f"  {visible(preset.model)}", style="dim")
             first = (preset.options.system_prompt.splitlines() or [""])[0]
