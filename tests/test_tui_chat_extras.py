@@ -279,6 +279,7 @@ async def test_the_context_meter_warns_before_old_messages_drop(
 async def test_ask_about_this_image_from_the_gallery(
     ollama_server: FakeOllama, config_file: Path
 ) -> None:
+    ollama_server.add_model(vision_model())
     app = make_app(config_file)
     outputs = app.settings.paths.outputs
     outputs.mkdir(parents=True, exist_ok=True)
@@ -299,6 +300,14 @@ async def test_ask_about_this_image_from_the_gallery(
         await wait_for(pilot, lambda: [a.name for a in pending.items] == ["green.png"])
         assert chat(app).conversation is None and prompt_text(app) == "What is in this image?"
         assert pending.items[0].path.parent == app.settings.paths.attachments
+        # the default model cannot see: the installed vision model is chosen
+        await wait_for(pilot, lambda: chat(app).current_model() == "llava:7b")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat(app).streaming and chat(app).query(ReplyTurn))
+    sent = ollama_server.chat_requests()[-1]
+    assert sent["model"] == "llava:7b"
+    image = base64.b64decode(sent["messages"][-1]["images"][0])
+    assert image == (outputs / "green.png").read_bytes()
 
 
 async def test_the_new_dialogs_fit_80x24(ollama_server: FakeOllama, config_file: Path) -> None:

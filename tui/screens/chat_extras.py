@@ -22,6 +22,7 @@ from engines.attachments import (
     load_image,
     read_text_file,
     require_vision,
+    vision_models,
     with_files,
 )
 from engines.chat_types import ChatError, ChatOptions
@@ -150,6 +151,7 @@ class ChatExtras(AppScreen[None]):
         """The gallery's "Ask about this image": a new conversation with it attached."""
         self.start_new()
         self.attach_path(str(image), ask_again=False)
+        self.choose_vision_model()
         prompt = self.query_one(PromptInput)
         if not prompt.text.strip():
             prompt.text = "What is in this image?"
@@ -158,6 +160,26 @@ class ChatExtras(AppScreen[None]):
 
     def start_new(self) -> None:
         raise NotImplementedError
+
+    @work(exclusive=True, group="vision-model", exit_on_error=False)
+    async def choose_vision_model(self) -> None:
+        """A new conversation about an image: a model that can see it, if one is installed
+        and the default cannot."""
+        model = self.current_model()
+        try:
+            if "vision" in (await self.lp.chat.show(model)).capabilities:
+                return
+            found = await vision_models(self.lp.chat)
+        except ChatError:
+            return  # sending will say what is wrong
+        if found and self.conversation is None and self.current_model() == model:
+            self.new_model = found[0]
+            self.model_changed()
+            self.notify(
+                f"{visible(model)} cannot read images: this conversation uses "
+                f"{visible(found[0])} (Ctrl+T chooses another).",
+                markup=False,
+            )
 
     def send_with_attachments(self, text: str) -> None:
         """Send ``text`` with what is attached and the files its ``@path`` words name;
