@@ -467,3 +467,12 @@ def test_an_edited_prompt_keeps_its_images(tmp_path: Path, ollama_server: FakeOl
         str(attached.path): "dog.png"
     }
     store.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="Linux's /proc")
+def test_a_file_whose_reading_fails_is_refused_even_for_root() -> None:
+    # /proc/self/mem is a regular file that anyone may open, whose first byte cannot be read
+    with pytest.raises(AttachmentError, match="'/proc/self/mem' cannot be read: Input/output"):
+        read_text_file("/proc/self/mem", 1000)
+    with pytest.raises(AttachmentError, match="'/proc/self/mem' cannot be read: Input/output"):
+        load_image("/proc/self/mem", Path("/nonexistent"), 1000)
