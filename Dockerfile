@@ -54,9 +54,9 @@ RUN pip install --no-cache-dir /tmp/src \
 WORKDIR /app
 COPY docker/config.toml /app/config.toml
 RUN mkdir -p /app/outputs /app/logs /app/data /app/exports /app/cache \
-        /app/models/loras /app/models/embeddings \
+        /app/models/loras /app/models/embeddings /app/data/attachments /app/presets \
     && chown "${APP_UID}:${APP_GID}" /app/outputs /app/logs /app/data /app/exports /app/cache /app/models \
-        /app/models/loras /app/models/embeddings
+        /app/models/loras /app/models/embeddings /app/data/attachments /app/presets
 
 # TERM/COLORTERM: `docker run -t` sets TERM=xterm, which would give the TUI few colours;
 # docker-compose.yml passes the host terminal's own values through instead.

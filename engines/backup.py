@@ -34,7 +34,7 @@ APP = "llm-pessoal"
 MANIFEST = "manifest.json"
 CONFIG_MEMBER = "config.toml"
 DATABASE_MEMBER = "data/llm-pessoal.db"
-FOLDERS = ("outputs", "logs", "exports")
+FOLDERS = ("outputs", "logs", "exports", "attachments")
 """Top-level folders of an archive; each maps to the ``[paths]`` key of the same name."""
 DATABASE_SIDE_FILES = ("-wal", "-shm", "-journal")
 

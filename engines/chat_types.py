@@ -3,8 +3,9 @@ models and the server's state, and the errors, whose ``str()`` is the user-facin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -51,17 +52,38 @@ class StreamBroken(ChatError):
 class ChatMessage:
     role: Role
     content: str
+    images: tuple[str, ...] = ()
+    """Files of the images attached to a prompt (copies in the data folder)."""
+
+
+Think = Literal["", "on", "off", "low", "medium", "high"]
+THINK_CHOICES: tuple[str, ...] = ("", "on", "off", "low", "medium", "high")
 
 
 @dataclass(frozen=True)
 class ChatOptions:
-    """Per-conversation options; 0/-1/empty mean "the default"."""
+    """Per-conversation options. 0/-1/empty/None mean "the default": the model's own
+    (its Modelfile's parameters), or Ollama's."""
 
     system_prompt: str = ""
     temperature: float = 0.8
     context_length: int = 0
     max_tokens: int = 2048
     seed: int = -1
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    stop: tuple[str, ...] = ()
+    keep_alive: str = ""
+    """How long Ollama keeps the model loaded after a reply (empty: [ollama] keep_alive)."""
+    think: str = ""
+    """For reasoning models: on, off, or a level (low, medium, high); empty: the model's own."""
+    format: str = ""
+    """Empty (free text), ``json``, or a JSON schema (its text) the reply must follow."""
+    format_file: str = ""
+    """The file the schema was read from, to name it (the schema itself is kept here)."""
 
     def to_ollama(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"temperature": self.temperature, "num_predict": self.max_tokens}
@@ -69,21 +91,71 @@ class ChatOptions:
             opts["num_ctx"] = self.context_length
         if self.seed >= 0:
             opts["seed"] = self.seed
+        for name in ("top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n"):
+            value = getattr(self, name)
+            if value is not None:
+                opts[name] = value
+        if self.stop:
+            opts["stop"] = list(self.stop)
         return opts
 
+    def think_value(self) -> bool | str | None:
+        """``think`` as Ollama takes it: true, false, a level, or None (not sent)."""
+        return {"": None, "on": True, "off": False}.get(self.think, self.think)
+
+    def format_value(self) -> str | dict[str, Any] | None:
+        """``format`` as Ollama takes it: "json", a schema, or None (not sent)."""
+        if not self.format:
+            return None
+        if self.format == "json":
+            return "json"
+        try:
+            schema = json.loads(self.format)
+        except ValueError:
+            return None
+        return schema if isinstance(schema, dict) else None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], defaults: ChatOptions | None = None) -> ChatOptions:
+        """Options from stored JSON: what is missing or of the wrong type keeps its default."""
         base = asdict(defaults or cls())
-        for key, default in base.items():
-            value = data.get(key)
-            if isinstance(default, float) and isinstance(value, int | float):
-                base[key] = float(value)
-            elif type(value) is type(default):
-                base[key] = value
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            kind = _KINDS.get(f.name, str)
+            if value is None and f.name in _OPTIONAL:
+                base[f.name] = None
+            elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+                base[f.name] = float(value)
+            elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+                base[f.name] = value
+            elif kind is tuple and isinstance(value, list | tuple):
+                base[f.name] = tuple(str(v) for v in value if isinstance(v, str) and v)
+            elif kind is str and isinstance(value, str):
+                base[f.name] = value
+        base["stop"] = tuple(base["stop"])
         return cls(**base)
+
+
+_KINDS: dict[str, type] = {
+    "temperature": float,
+    "top_p": float,
+    "min_p": float,
+    "repeat_penalty": float,
+    "context_length": int,
+    "max_tokens": int,
+    "seed": int,
+    "top_k": int,
+    "repeat_last_n": int,
+    "stop": tuple,
+}
+_OPTIONAL = frozenset({"top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n"})
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,18 @@ from typing import Any
 
 from engines.limits import (
     CHAT_CONTEXT_LENGTH,
+    CHAT_CONTEXT_WARN,
+    CHAT_FILE_KB,
+    CHAT_IMAGE_MB,
+    CHAT_IMAGE_SIDE,
     CHAT_MAX_TOKENS,
+    CHAT_MIN_P,
+    CHAT_REPEAT_LAST_N,
+    CHAT_REPEAT_PENALTY,
     CHAT_SEED,
     CHAT_TEMPERATURE,
+    CHAT_TOP_K,
+    CHAT_TOP_P,
     IMAGE_GUIDANCE,
     IMAGE_SIDE,
     IMAGE_STEPS,
@@ -54,6 +63,7 @@ def _spec(
     duration: bool = False,
     limit: Limit | None = None,
     required: bool = False,
+    strings: bool = False,
 ) -> dict[str, Any]:
     if limit is not None:
         lo, hi, multiple_of = limit.lo, limit.hi, limit.multiple_of
@@ -67,6 +77,7 @@ def _spec(
         "path": path,
         "multiple_of": multiple_of,
         "duration": duration,
+        "strings": strings,
     }
 
 
@@ -136,6 +147,86 @@ class ChatSettings:
             "Replies that may stream at once (in different conversations); more wait in line.",
             lo=1,
             hi=16,
+        ),
+    )
+    # -- generation options of new conversations (issue 11); -1: the model's own --------
+    top_p: float = field(
+        default=-1.0,
+        metadata=_spec(
+            f"Nucleus sampling, {CHAT_TOP_P.span()}; -1 keeps the model's own.",
+            lo=-1,
+            hi=CHAT_TOP_P.hi,
+        ),
+    )
+    top_k: int = field(
+        default=-1,
+        metadata=_spec(
+            f"Sample from the k likeliest tokens, {CHAT_TOP_K.span()}; -1 keeps the model's own.",
+            lo=-1,
+            hi=CHAT_TOP_K.hi,
+        ),
+    )
+    min_p: float = field(
+        default=-1.0,
+        metadata=_spec(
+            f"Drop tokens less likely than this, {CHAT_MIN_P.span()}; -1 keeps the model's own.",
+            lo=-1,
+            hi=CHAT_MIN_P.hi,
+        ),
+    )
+    repeat_penalty: float = field(
+        default=-1.0,
+        metadata=_spec(
+            f"Repeat penalty, {CHAT_REPEAT_PENALTY.span()}; -1 keeps the model's own.",
+            lo=-1,
+            hi=CHAT_REPEAT_PENALTY.hi,
+        ),
+    )
+    repeat_last_n: int = field(
+        default=-1,
+        metadata=_spec(
+            f"Tokens the repeat penalty looks back, {CHAT_REPEAT_LAST_N.span()}; "
+            "-1 keeps the model's own.",
+            lo=-1,
+            hi=CHAT_REPEAT_LAST_N.hi,
+        ),
+    )
+    stop: tuple[str, ...] = field(
+        default=(), metadata=_spec("Stop sequences (a list of non-empty strings).", strings=True)
+    )
+    think: str = field(
+        default="",
+        metadata=_spec(
+            "Reasoning models: on, off, low, medium or high; empty keeps the model's own.",
+            choices=("", "on", "off", "low", "medium", "high"),
+        ),
+    )
+    format: str = field(
+        default="",
+        metadata=_spec("Reply format: empty (free text), json, or the path of a JSON schema file."),
+    )
+    file_max_kb: int = field(
+        default=512,
+        metadata=_spec("Largest text file attached as context, in KB.", limit=CHAT_FILE_KB),
+    )
+    image_max_mb: int = field(
+        default=50,
+        metadata=_spec("Largest image file attached, in MB.", limit=CHAT_IMAGE_MB),
+    )
+    image_max_side: int = field(
+        default=1024,
+        metadata=_spec(
+            "Longest side in pixels of an image sent to a vision model (larger ones are "
+            "scaled down; the original is kept).",
+            limit=CHAT_IMAGE_SIDE,
+        ),
+    )
+    context_warn: int = field(
+        default=85,
+        metadata=_spec(
+            "Percent of the context window at which the Chat screen warns that Ollama will "
+            "drop the oldest messages.",
+            limit=CHAT_CONTEXT_WARN,
         ),
     )
 
@@ -269,6 +360,14 @@ class PathSettings:
             "Local image models: diffusers folders, .safetensors/.ckpt files.", path=True
         ),
     )
+    attachments: Path = field(
+        default=Path("data/attachments"),
+        metadata=_spec("Copies of the images attached to chat messages.", path=True),
+    )
+    presets: Path = field(
+        default=Path("presets"),
+        metadata=_spec("Chat presets exported and imported as TOML files.", path=True),
+    )
 
 
 @dataclass(frozen=True)
@@ -350,6 +449,7 @@ _PY_TYPES: dict[str, type[Any]] = {
     "float": float,
     "bool": bool,
     "Path": Path,
+    "tuple[str, ...]": tuple,
 }
 
 
@@ -396,6 +496,8 @@ def _allowed(name: str, meta: Mapping[str, Any], kind: type[Any]) -> str:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     if meta["duration"]:
         return "a duration like '5m', '1h30m' or '0' (negative: forever)"
+    if meta.get("strings"):
+        return 'a list of non-empty strings, like ["###", "</answer>"]'
     if meta["required"]:
         return "a non-empty string"
     if meta["limit"] is not None:
@@ -427,6 +529,10 @@ def _check(where: str, name: str, value: Any, kind: type[Any], meta: Mapping[str
         if not isinstance(value, bool):
             raise bad()
         return value
+    if kind is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise bad()
+        return tuple(value)
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad()
@@ -704,7 +810,21 @@ def load_settings(
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         settings = settings_from_mapping(data, source=path.resolve(), label=str(path))
         base = path.resolve().parent
-    return _resolve_paths(_apply_env(settings, env), base)
+    settings = _resolve_paths(_apply_env(settings, env), base)
+    _check_chat_format(settings, str(path or "config"))
+    return settings
+
+
+def _check_chat_format(settings: Settings, label: str) -> None:
+    """``[chat] format``: a schema file that is missing or not JSON stops here."""
+    if settings.chat.format.strip().lower() in ("", "json"):
+        return
+    from engines.chat_options import OptionError, defaults_from_settings
+
+    try:
+        defaults_from_settings(settings)
+    except OptionError as exc:
+        raise ConfigError(f"{label}: [chat] {exc}") from None
 
 
 def describe_settings() -> list[tuple[str, str, Any, str]]:

@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from engines.attachments import Attachment
 from engines.chat_types import (
     ChatError,
     ChatMessage,
@@ -218,12 +220,20 @@ class ConversationService:
     ) -> Conversation:
         return self.store.create_conversation(model, options, title_from(first_prompt), host)
 
-    def send(self, conversation: Conversation, text: str) -> Reply:
-        """Add ``text`` as the next prompt on the current path, and its reply."""
+    def send(
+        self, conversation: Conversation, text: str, images: Sequence[Attachment] = ()
+    ) -> Reply:
+        """Add ``text`` as the next prompt on the current path (with ``images``, copies
+        in the data folder), and its reply."""
         if not text.strip():
             raise ConversationError("the message is empty: type something to send")
         self._free(conversation.id)
-        self.store.add_message(conversation.id, "user", text)
+        self.store.add_message(
+            conversation.id,
+            "user",
+            text,
+            images=[(a.name, a.path, a.size) for a in images if a.kind == "image"],
+        )
         return self._prepare(conversation, "send")
 
     def regenerate(self, conversation: Conversation, reply_id: int | None = None) -> Reply:
@@ -250,7 +260,11 @@ class ConversationService:
         old = self.store.message(prompt_id)
         if old is None or old.conversation_id != conversation.id or old.role != "user":
             raise ConversationError("only a prompt of this conversation can be edited")
-        self.store.add_message(conversation.id, "user", text, parent_id=old.parent_id)
+        names = self.store.image_names(old.id) if old.images else {}
+        images = [(names.get(p, Path(p).name), Path(p), 0) for p in old.images]
+        self.store.add_message(
+            conversation.id, "user", text, parent_id=old.parent_id, images=images
+        )  # the edited prompt keeps the old one's images
         return self._prepare(conversation, "edit")
 
     def continue_reply(self, conversation: Conversation, reply_id: int | None = None) -> Reply:

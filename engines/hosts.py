@@ -131,6 +131,7 @@ class HostRegistry:
         *,
         keep_alive: str = "5m",
         retry_interval: float = 5.0,
+        image_max_side: int = 1024,
         online_recheck: float = ONLINE_RECHECK_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -149,6 +150,8 @@ class HostRegistry:
             )
             for spec in specs
         ]
+        for host in self.hosts:
+            host.engine.image_max_side = image_max_side
         self.retry_interval = retry_interval
         self.online_recheck = online_recheck
         self.clock = clock
@@ -160,6 +163,7 @@ class HostRegistry:
             ollama_hosts(settings),
             keep_alive=settings.ollama.keep_alive,
             retry_interval=settings.ollama.retry_interval,
+            image_max_side=settings.chat.image_max_side,
         )
 
     # -- the servers --------------------------------------------------------------------

@@ -70,6 +70,26 @@ CHAT_MAX_TOKENS = Limit(1, 1_048_576)
 """Most tokens one reply may have (num_predict)."""
 CHAT_SEED = Limit(-1, 2**31 - 1)
 """Sampling seed; -1 picks a new one for every reply."""
+CHAT_TOP_P = Limit(0, 1, whole=False)
+"""Nucleus sampling: the smallest set of tokens whose probabilities add up to this."""
+CHAT_TOP_K = Limit(0, 1000)
+"""Sample from the k most likely tokens (0: no limit)."""
+CHAT_MIN_P = Limit(0, 1, whole=False)
+"""Drop tokens less likely than this fraction of the most likely one."""
+CHAT_REPEAT_PENALTY = Limit(0, 5, whole=False)
+"""How hard repeated tokens are penalised (1: not at all)."""
+CHAT_REPEAT_LAST_N = Limit(0, 1_048_576)
+"""How far back the repeat penalty looks, in tokens (0: off)."""
+CHAT_STOP_COUNT = Limit(0, 16)
+"""How many stop sequences a conversation may have."""
+CHAT_FILE_KB = Limit(1, 10_240)
+"""Largest text file attached as context, in kilobytes."""
+CHAT_IMAGE_MB = Limit(1, 200)
+"""Largest image file attached, in megabytes (it is scaled down before it is sent)."""
+CHAT_IMAGE_SIDE = Limit(64, 8192)
+"""Longest side, in pixels, of an image sent to a vision model."""
+CHAT_CONTEXT_WARN = Limit(50, 99)
+"""Percent of the context window at which the Chat screen warns that old messages will drop."""
 
 
 def image_side_help() -> str:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engines.chat_types import (
@@ -261,14 +262,54 @@ class ChatEngine:
 
     # -- chat ---------------------------------------------------------------
 
-    @staticmethod
+    image_max_side: int = 1024
+    """Longest side of an image sent to a model ([chat] image_max_side); larger ones are
+    scaled down for the request (the stored copy is the original)."""
+
     def build_messages(
-        history: Sequence[ChatMessage], options: ChatOptions
-    ) -> list[dict[str, str]]:
-        messages = [{"role": m.role, "content": m.content} for m in history if m.role != "system"]
+        self, history: Sequence[ChatMessage], options: ChatOptions
+    ) -> list[dict[str, Any]]:
+        from engines.attachments import image_for_model
+
+        messages: list[dict[str, Any]] = []
+        for m in history:
+            if m.role == "system":
+                continue
+            message: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.images:
+                try:
+                    message["images"] = [
+                        image_for_model(Path(p), self.image_max_side) for p in m.images
+                    ]
+                except OSError as exc:
+                    raise ChatError(
+                        f"an image of this conversation cannot be read ({exc}): it may have "
+                        "been removed from the data folder"
+                    ) from None
+            messages.append(message)
         if options.system_prompt:
             messages.insert(0, {"role": "system", "content": options.system_prompt})
         return messages
+
+    async def _messages(
+        self, history: Sequence[ChatMessage], options: ChatOptions
+    ) -> list[dict[str, Any]]:
+        """The messages of a request; images are read and scaled in a thread."""
+        if any(m.images for m in history):
+            return await asyncio.to_thread(self.build_messages, history, options)
+        return self.build_messages(history, options)
+
+    def _request(self, options: ChatOptions) -> dict[str, Any]:
+        """What the options add to a chat request besides its messages."""
+        extra: dict[str, Any] = {
+            "options": options.to_ollama(),
+            "keep_alive": options.keep_alive or self.keep_alive,
+        }
+        if (think := options.think_value()) is not None:
+            extra["think"] = think
+        if (form := options.format_value()) is not None:
+            extra["format"] = form
+        return extra
 
     async def stream(
         self, model: str, history: Sequence[ChatMessage], options: ChatOptions
@@ -281,10 +322,9 @@ class ChatEngine:
         try:
             inner = await self.client.chat(
                 model=model,
-                messages=self.build_messages(history, options),
+                messages=await self._messages(history, options),
                 stream=True,
-                options=options.to_ollama(),
-                keep_alive=self.keep_alive,
+                **self._request(options),
             )
             async for part in inner:
                 text = part.message.content or ""
@@ -312,10 +352,9 @@ class ChatEngine:
         try:
             r = await self.client.chat(
                 model=model,
-                messages=self.build_messages(history, options),
+                messages=await self._messages(history, options),
                 stream=False,
-                options=options.to_ollama(),
-                keep_alive=self.keep_alive,
+                **self._request(options),
             )
         except Exception as exc:
             raise self._translate(exc, model) from exc

@@ -67,7 +67,12 @@ GZIP_MAX_RATIO = 1100
 """Deflate expands at most about 1032 times: a member declaring more than this many
 bytes per byte of the archive cannot be real."""
 CHUNK = 1024 * 1024
-FILE_MODES = {"outputs": 0o644, "logs": PRIVATE_MODE, "exports": PRIVATE_MODE}
+FILE_MODES = {
+    "outputs": 0o644,
+    "logs": PRIVATE_MODE,
+    "exports": PRIVATE_MODE,
+    "attachments": PRIVATE_MODE,  # images people attached to their messages
+}
 """The modes the app gives the files of each folder (less the umask), whatever the
 archive says: conversation text (logs, exports) is private."""
 

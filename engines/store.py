@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,9 +101,41 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN owner TEXT;
     """,
-    # the Ollama server (by its [ollama] hosts name) a conversation used; '' for none yet
+    # 5: the Ollama server (by its [ollama] hosts name) a conversation used; '' for none yet
     """
     ALTER TABLE conversations ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    """,
+    # 6: chat presets (a named system prompt with options, and optionally a
+    # model; three shipped), and the images attached to messages (copies in the data folder)
+    """
+    CREATE TABLE presets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        model TEXT NOT NULL DEFAULT '',
+        options TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    INSERT INTO presets (name, model, options, created_at, updated_at) VALUES
+    ('Coder', '', '{"system_prompt": "You are a senior software engineer. Answer with working, '
+        || 'idiomatic code and a short explanation. Say which language and version you assume, '
+        || 'point out edge cases and security issues, and never invent APIs.", '
+        || '"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.05}', 0, 0),
+    ('Writer', '', '{"system_prompt": "You are a careful writing partner. Keep the author''s '
+        || 'voice, suggest clearer and shorter wording, and explain each change in one line.", '
+        || '"temperature": 0.9, "top_p": 0.95, "min_p": 0.05}', 0, 0),
+    ('Concise', '', '{"system_prompt": "Answer in as few words as the question allows. '
+        || 'No preamble, no repetition of the question, no closing remarks. Use a list only '
+        || 'when the answer is a list.", "temperature": 0.3, "max_tokens": 512}', 0, 0);
+    CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('image', 'file')),
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX attachments_by_message ON attachments(message_id, id);
     """,
 )
 
@@ -168,9 +200,11 @@ class StoredMessage:
     error: str | None
     created_at: float
     parent_id: int | None = None
+    images: tuple[str, ...] = ()
+    """The images attached to a prompt: copies in the data folder."""
 
     def as_chat(self) -> ChatMessage:
-        return ChatMessage(self.role, self.content)
+        return ChatMessage(self.role, self.content, self.images)
 
 
 @dataclass(frozen=True)
@@ -503,9 +537,11 @@ class Store:
         status: Status = "done",
         model: str | None = None,
         parent_id: int | Literal["current"] | None = "current",
+        images: Sequence[tuple[str, Path, int]] = (),
     ) -> int:
         """Add a message under ``parent_id`` (by default the conversation's current leaf;
-        None: a new first turn) and make it the current leaf."""
+        None: a new first turn) and make it the current leaf. ``images``: (name, copy,
+        size) of each image attached to it."""
         now = time.time()
         with self._lock:
             owner = self._claim() if status == "streaming" else None
@@ -521,6 +557,12 @@ class Store:
                 (conversation_id, role, storable(content), status, model, now, parent_id, owner),
             )
             message_id = int(cur.lastrowid or 0)
+            for name, copy, size in images:
+                c.execute(
+                    "INSERT INTO attachments (message_id, kind, name, path, size)"
+                    " VALUES (?, 'image', ?, ?, ?)",
+                    (message_id, storable(name), str(copy), size),
+                )
             c.execute(
                 "UPDATE conversations SET updated_at = ?, current_id = ? WHERE id = ?",
                 (now, message_id, conversation_id),
@@ -643,7 +685,28 @@ class Store:
                 (message.parent_id, message.conversation_id),
             )
 
+    def _images(self, ids: list[int]) -> dict[int, tuple[str, ...]]:
+        found: dict[int, list[str]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._query(
+                "SELECT message_id, path FROM attachments WHERE kind = 'image' AND message_id"
+                f" IN ({','.join('?' * len(chunk))}) ORDER BY id",
+                tuple(chunk),
+            )
+            for r in rows:
+                found.setdefault(int(r["message_id"]), []).append(str(r["path"]))
+        return {k: tuple(v) for k, v in found.items()}
+
+    def image_names(self, message_id: int) -> dict[str, str]:
+        """The names the user gave the images of a message, by their copy's path."""
+        rows = self._query(
+            "SELECT path, name FROM attachments WHERE message_id = ? ORDER BY id", (message_id,)
+        )
+        return {str(r["path"]): str(r["name"]) for r in rows}
+
     def _messages(self, rows: list[sqlite3.Row]) -> list[StoredMessage]:
+        images = self._images([int(r["id"]) for r in rows if r["role"] == "user"])
         out = []
         for r in rows:
             stats = None
@@ -664,6 +727,7 @@ class Store:
                     r["error"],
                     r["created_at"],
                     r["parent_id"],
+                    images.get(int(r["id"]), ()),
                 )
             )
         return out
@@ -735,8 +799,11 @@ class Store:
         return bool(rows) and rows[0][0] == "ok"
 
 
-def export_markdown(conversation: Conversation, messages: list[StoredMessage]) -> str:
-    """A conversation as a Markdown document."""
+def export_markdown(
+    conversation: Conversation, messages: list[StoredMessage], folder: Path | None = None
+) -> str:
+    """A conversation as a Markdown document; a prompt's images as links relative to
+    ``folder`` (where the document goes; None: the working folder)."""
     lines = [f"# {conversation.title}", "", f"Model: `{conversation.model}`", ""]
     if conversation.options.system_prompt:
         lines += ["## System", "", conversation.options.system_prompt, ""]
@@ -745,6 +812,9 @@ def export_markdown(conversation: Conversation, messages: list[StoredMessage]) -
         if m.status in ("interrupted", "error"):
             heading += f" ({m.status})"
         lines += [f"## {heading}", "", m.content, ""]
+        for image in m.images:
+            link = os.path.relpath(image, folder or Path.cwd()).replace(os.sep, "/")
+            lines += [f"![{Path(image).name}](<{link}>)", ""]
         if m.stats:
             lines += [f"*{m.stats.summary()}*", ""]
     return "\n".join(lines).rstrip() + "\n"

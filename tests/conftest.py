@@ -66,6 +66,8 @@ def toml_value(value: Any) -> str:
         value = str(value)
     if isinstance(value, str | int | float):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML for {value!r}")
 
 

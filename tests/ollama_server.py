@@ -208,6 +208,21 @@ class FakeModel:
         }
 
 
+def vision_model(name: str = "llava:7b") -> FakeModel:
+    """A model with Ollama's ``vision`` capability (and a Modelfile with its parameters)."""
+    return FakeModel(
+        name=name,
+        family="llama",
+        parameter_size="7B",
+        context_length=4096,
+        capabilities=["completion", "vision"],
+        parameters="temperature                    0.6\n"
+        "top_p                          0.9\n"
+        'stop                           "</s>"\n'
+        'stop                           "USER:"',
+    )
+
+
 def default_models() -> list[FakeModel]:
     return [
         FakeModel(
@@ -394,6 +409,16 @@ class FakeOllama:
             self.loaded = {
                 _normalize(n): LoadedModel(expires_at=time.time() + expires_in) for n in names
             }
+
+    def chat_requests(self) -> list[JSONObj]:
+        """The bodies of the ``/api/chat`` requests received, oldest first: what was really
+        sent (options, think, format, keep_alive, each message's base64 ``images``)."""
+        with self._lock:
+            return [
+                r.body
+                for r in self.requests
+                if r.path == "/api/chat" and isinstance(r.body, dict) and r.body.get("messages")
+            ]
 
     def add_model(self, model: FakeModel | str) -> FakeModel:
         m = FakeModel(name=model) if isinstance(model, str) else model
@@ -956,6 +981,10 @@ class _Handler(BaseHTTPRequestHandler):
         model = fake._find(name)
         if model is None:
             self._send_error(404, f'model "{name}" not found, try pulling it first')
+            return
+        images = kind == "chat" and any(m.get("images") for m in messages)
+        if images and "vision" not in model.capabilities:  # as Ollama answers a text model
+            self._send_error(500, "this model is missing data required for image input")
             return
         raw_options = body.get("options")
         options: JSONObj = raw_options if isinstance(raw_options, dict) else {}

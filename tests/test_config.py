@@ -37,6 +37,8 @@ def write(path: Path, text: str) -> Path:
 
 
 def plain(value: Any) -> Any:
+    if isinstance(value, tuple):  # a TOML array reads as a list
+        return list(value)
     return str(value) if isinstance(value, Path) else value
 
 

@@ -69,6 +69,17 @@ def seed(config: Path) -> None:
 async def until_online(pilot: Pilot[object]) -> None:
     app = pilot.app
     await wait_for(pilot, lambda: app.ollama is not None and app.models, what="online")  # type: ignore[attr-defined]
+    await wait_for(pilot, lambda: _window_known(app), what="the context window")
+
+
+def _window_known(app: object) -> bool:
+    """The Chat screen's context meter has read the model's window (when it is there)."""
+    from tui.widgets.context_meter import ContextMeter
+
+    for screen in app.screen_stack:  # type: ignore[attr-defined]
+        for meter in screen.query(ContextMeter):
+            return meter.use is not None and meter.use.window > 0
+    return True
 
 
 async def until_checked(pilot: Pilot[object]) -> None:

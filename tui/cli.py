@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "conversation's, else the first that has the model loaded, else has it)",
     )
     add_conversations_parser(sub)
+    from tui.cli_presets import add_parser as add_presets_parser
+
+    add_presets_parser(sub)
 
     models = sub.add_parser(
         "models", help="list the models Ollama has, with their details; pull, rm or show one"

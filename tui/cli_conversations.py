@@ -14,6 +14,7 @@ import asyncio
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tui.cli_base import (
@@ -48,6 +49,43 @@ def add_chat_options(chat: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write a new version of the conversation's last reply (needs --conversation; "
         "the earlier version is kept)",
+    )
+    from engines.chat_options import SPECS
+
+    chat.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a generation option, repeatable (stop adds a sequence each time); with "
+        "--conversation it is saved to it. Keys: "
+        + "; ".join(f"{s.key}: {s.allowed()}" for s in SPECS if s.key != "system"),
+    )
+    chat.add_argument(
+        "--preset",
+        "-p",
+        metavar="NAME",
+        help="start from a preset's system prompt, options and model (`llm-pessoal presets "
+        "list` shows them); --model, --system and --option override it",
+    )
+    chat.add_argument(
+        "--image",
+        "-i",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="attach an image for a vision model, repeatable (scaled to [chat] image_max_side "
+        "for the request)",
+    )
+    chat.add_argument(
+        "--file",
+        "-f",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="add a text file to the message as context, in a fenced block under its name, "
+        "repeatable ([chat] file_max_kb)",
     )
 
 
@@ -112,8 +150,20 @@ async def run_chat(
 ) -> int:
     """``chat``: one reply, streamed to stdout as it comes (or printed whole); with several
     Ollama servers, from ``--host``, else the conversation's, else the rule's."""
-    from engines.chat_types import ChatOptions
+    import tempfile
+
+    from engines.attachments import (
+        AttachmentError,
+        VisionRequired,
+        load_image,
+        read_text_file,
+        require_vision,
+        with_files,
+    )
+    from engines.chat_options import OptionError, apply, defaults_from_settings, parse_assignments
+    from engines.chat_types import ChatError, ModelNotFound, OllamaUnavailable
     from engines.conversations import ConversationError, ConversationService, ReplyText
+    from engines.presets import PresetError, Presets
     from engines.store import Store, StoreError
 
     message: str | None = args.message
@@ -133,40 +183,69 @@ async def run_chat(
     except StoreError as exc:
         err(str(exc))
         return EXIT_FAIL
+    scratch = tempfile.TemporaryDirectory(prefix="llm-pessoal-")  # an unsaved chat's images
+    engine.image_max_side = settings.chat.image_max_side
     try:
         host = chosen(hosts, getattr(args, "host", None)) if hosts is not None else None
         several = hosts if hosts is not None and hosts.multi else None
         service = ConversationService(
             store, engine, save_interval=settings.chat.save_interval, hosts=several
         )
+        changes = parse_assignments(args.option, base=Path.cwd())
+        if args.system is not None:
+            changes["system"] = args.system
+        preset = None
+        if args.preset:
+            saved = store if args.conversation else _open_store(settings)
+            try:
+                preset = Presets(saved, defaults_from_settings(settings)).get(args.preset)
+            finally:
+                if saved is not store:
+                    saved.close()
         if args.conversation:
             conversation = _find(store, args.conversation)
-            if args.model and args.model != conversation.model:
-                store.update_settings(conversation.id, args.model, conversation.options)
+            model = args.model or (preset.model if preset and preset.model else "")
+            options = preset.options if preset else conversation.options
+            if (model and model != conversation.model) or changes or preset:
+                store.update_settings(
+                    conversation.id,
+                    model or conversation.model,
+                    apply(options, changes, base=Path.cwd()),
+                )
                 conversation = store.conversation(conversation.id) or conversation
             if several is not None and host and host != conversation.host:
                 store.set_host(conversation.id, host)
                 conversation = store.conversation(conversation.id) or conversation
         else:
-            options = ChatOptions(
-                system_prompt=(
-                    args.system if args.system is not None else settings.chat.system_prompt
-                ),
-                temperature=settings.chat.temperature,
-                context_length=settings.chat.context_length,
-                max_tokens=settings.ollama.max_tokens,
-                seed=settings.chat.seed,
-            )
-            model = args.model or settings.ollama.default_model
+            options = preset.options if preset else defaults_from_settings(settings)
+            options = apply(options, changes, base=Path.cwd())
+            model = args.model or (preset.model if preset and preset.model else "")
+            model = model or settings.ollama.default_model
             conversation = service.new_conversation(
                 model, options, message or "", host=(host or "") if several else ""
             )
         if several is not None and several.find(conversation.host) is None:
             await several.check_all()  # the rule needs to know who has what (each in its timeout)
+        files = [read_text_file(f, settings.chat.file_max_kb * 1000, Path.cwd()) for f in args.file]
+        images = [
+            load_image(
+                f,
+                settings.paths.attachments if args.conversation else Path(scratch.name),
+                settings.chat.image_max_mb * 1_000_000,
+                Path.cwd(),
+            )
+            for f in args.image
+        ]
+        if images:
+            seeing = engine
+            if several is not None:  # ask the server the reply will go to
+                known = conversation.host if several.find(conversation.host) else None
+                seeing = several.route(conversation.model, known).engine
+            await require_vision(seeing, conversation.model)
         if args.regenerate:
             reply = service.regenerate(conversation)
         else:
-            reply = service.send(conversation, message or "")
+            reply = service.send(conversation, with_files(message or "", files), images)
         show = visible if sys.stdout.isatty() else (lambda text: text)
         out = sys.stdout
         task = asyncio.current_task()
@@ -190,14 +269,21 @@ async def run_chat(
             if reader_gone:
                 raise BrokenPipeError from None
             raise
-    except (UsageError, ConversationError) as exc:
+    except (UsageError, ConversationError, OptionError, AttachmentError, PresetError) as exc:
         err(str(exc))
         return EXIT_USAGE
+    except VisionRequired as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    except ChatError as exc:
+        err(str(exc))
+        return EXIT_UNAVAILABLE if isinstance(exc, OllamaUnavailable | ModelNotFound) else EXIT_FAIL
     except StoreError as exc:
         err(str(exc))
         return EXIT_FAIL
     finally:
         store.close()
+        scratch.cleanup()
     written = finished.content
     if args.no_stream:  # printed whole, and only when whole
         written = finished.content if finished.status == "done" else ""

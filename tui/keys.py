@@ -32,6 +32,7 @@ class Source:
 SOURCES: tuple[Source, ...] = (
     Source("tui.app", "LlmPessoalApp", "Everywhere", "app"),
     Source("tui.screens.chat", "ChatScreen", "Chat", "chat"),
+    Source("tui.screens.chat_extras", "ChatExtras", "Chat", "chat"),
     Source("tui.widgets.prompt", "PromptInput", "Prompt", "chat"),
     Source("tui.widgets.sidebar", "Sidebar", "Conversation search", "chat"),
     Source("tui.widgets.sidebar", "ConversationList", "Conversation list", "chat"),
@@ -44,6 +45,8 @@ SOURCES: tuple[Source, ...] = (
     Source("tui.screens.models", "ModelsDialog", "Models dialog", "models"),
     Source("tui.widgets.image_models", "ImageModelsPane", "Image models", "models"),
     Source("tui.widgets.dialogs", "OptionsDialog", "Options dialog", "options"),
+    Source("tui.widgets.presets", "PresetsDialog", "Presets", "presets"),
+    Source("tui.widgets.attachments", "AttachDialog", "Attach a file", "attach"),
     Source("tui.widgets.dialogs", "ConfirmDialog", "Question", "confirm"),
     Source("tui.widgets.dialogs", "TextDialog", "Text dialog", "text"),
     Source("tui.widgets.dialogs", "PickDialog", "Pick dialog", "pick"),

@@ -19,6 +19,8 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 
+from engines.attachments import Attachment
+from engines.chat_options import defaults_from_settings
 from engines.chat_types import ChatError, ChatOptions, ModelInfo, ServerStatus
 from engines.conversations import (
     ConversationError,
@@ -39,8 +41,10 @@ from engines.store import (
     StoreError,
     export_markdown,
 )
-from tui.screens.base import AppScreen
+from tui.screens.chat_extras import ChatExtras
 from tui.text import shown, visible
+from tui.widgets.attachments import PendingAttachments
+from tui.widgets.context_meter import ContextMeter
 from tui.widgets.conversation import (
     ConversationView,
     PromptTurn,
@@ -96,7 +100,7 @@ def code_blocks(markdown: str) -> list[tuple[str, str]]:
     return [(t.info.strip(), t.content) for t in tokens if t.type in ("fence", "code_block")]
 
 
-class ChatScreen(AppScreen[None]):
+class ChatScreen(ChatExtras):
     """Talk to a model; every conversation is saved as it happens."""
 
     AUTO_FOCUS = "#prompt"
@@ -119,7 +123,8 @@ class ChatScreen(AppScreen[None]):
             "ctrl+o",
             "options",
             "Options",
-            tooltip="System prompt, temperature, context, max tokens, seed",
+            tooltip="Every generation option: system prompt, temperature, top p/k, stop, think, "
+            "format...",
             id="chat.options",
         ),
         Binding(
@@ -274,6 +279,8 @@ class ChatScreen(AppScreen[None]):
             yield Sidebar(id="sidebar")
             with Vertical(id="chat-main"):
                 yield ConversationView(id="conversation")
+                yield PendingAttachments(id="pending")
+                yield ContextMeter(id="context-meter")
                 yield PromptInput(id="prompt")
         yield AppFooter()
 
@@ -282,13 +289,7 @@ class ChatScreen(AppScreen[None]):
         self.query_one(PromptInput).recall = self._prompt_history
         settings = self.lp.settings
         self.new_model = settings.ollama.default_model
-        self.new_options = ChatOptions(
-            system_prompt=settings.chat.system_prompt,
-            temperature=settings.chat.temperature,
-            context_length=settings.chat.context_length,
-            max_tokens=settings.ollama.max_tokens,
-            seed=settings.chat.seed,
-        )
+        self.new_options = defaults_from_settings(settings)
         self.new_host = ""
         """The Ollama server a new conversation will use (several servers; empty: the rule)."""
         self._show_models()
@@ -313,6 +314,7 @@ class ChatScreen(AppScreen[None]):
             else "A new conversation: choose a model first (Ctrl+T)."
         )
         self.query_one(ConversationView).show_messages([], hint=with_model)
+        self.refresh_context(read_window=True)
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
@@ -396,6 +398,7 @@ class ChatScreen(AppScreen[None]):
             self.new_model, self.new_host = model, host
             self._show_new()
             return
+        self.refresh_context(read_window=True)
         try:
             self.lp.store.update_settings(self.conversation.id, model, self.conversation.options)
             if host:
@@ -462,6 +465,7 @@ class ChatScreen(AppScreen[None]):
         self._show_models()
         self._refresh_list()
         self.refresh_bindings()
+        self.refresh_context(read_window=True)
         return True
 
     def _draw_live(self, reply: Reply) -> None:
@@ -504,9 +508,25 @@ class ChatScreen(AppScreen[None]):
     def _search_submitted(self) -> None:
         self.query_one(ConversationList).focus()
 
+    def start_new(self) -> None:
+        """An empty new conversation with the defaults (a preset changes them after)."""
+        self.new_model = self.lp.settings.ollama.default_model
+        self.new_options = defaults_from_settings(self.lp.settings)
+        self._stop_editing()
+        self._forget_live()
+        self.conversation = None
+        self._show_new()
+        self._show_models()
+        self._refresh_list()
+
+    def model_changed(self) -> None:
+        self._show_new()
+        self._show_models()
+
     def action_new_conversation(self) -> None:
         # a new conversation starts with [ollama] default_model, as the README says
         self.new_model = self.lp.settings.ollama.default_model
+        self.new_options = defaults_from_settings(self.lp.settings)
         self._stop_editing()
         self._forget_live()
         self.conversation = None
@@ -628,7 +648,10 @@ class ChatScreen(AppScreen[None]):
         if refusal:
             self.notify(visible(refusal), title="Not sent", severity="warning")
             return
-        self._send(text)
+        self.send_with_attachments(text)
+
+    def send_message(self, message: str, images: list[Attachment]) -> None:
+        self._send(message, images)
 
     @work(exclusive=True, group="model-list", exit_on_error=False)
     async def refresh_models(self) -> None:
@@ -739,22 +762,26 @@ class ChatScreen(AppScreen[None]):
             chosen,
         )
 
-    def _send(self, text: str) -> None:
+    def _send(self, text: str, images: list[Attachment] | None = None) -> None:
         service = self.lp.conversations
+        images = images or []
         try:
             if self.conversation is None:
                 self.conversation = service.new_conversation(
                     self.new_model, self.new_options, text, host=self.current_host()
                 )
-            reply = service.send(self.conversation, text)
+            reply = service.send(self.conversation, text, images)
             stored = self.lp.store.message(reply.reply_id)
         except (ConversationError, StoreError) as exc:
             self.notify(visible(str(exc)), title="Not sent", severity="error")
             return
         self.query_one(PromptInput).clear()
+        self.attachments_sent()
         view = self.query_one(ConversationView)
         view.select(None)
-        view.add_prompt(text, stored.parent_id if stored else None)
+        view.add_prompt(
+            text, stored.parent_id if stored else None, tuple(str(a.path) for a in images)
+        )
         view.add_reply(reply.conversation.model, reply.reply_id)
         self._draw_live(reply)
         self._start(reply)
@@ -810,6 +837,7 @@ class ChatScreen(AppScreen[None]):
                 self._live.pop(event.reply_id, None)
             if self.conversation and self.conversation.id == event.conversation_id:
                 self.conversation = self.lp.store.conversation(event.conversation_id)
+                self.reply_finished()
             here = self.conversation is not None and self.conversation.id == event.conversation_id
             if event.failure in ("unreachable", "lost") and event.host and here:
                 self._offer_resend(event, self.current_model())
@@ -1095,7 +1123,8 @@ class ChatScreen(AppScreen[None]):
                 self.conversation = self.lp.store.conversation(self.conversation.id)
             self.notify("Options saved; they apply from the next reply.")
 
-        self.app.push_screen(OptionsDialog(options), saved)
+        model = self.current_model()
+        self.app.push_screen(OptionsDialog(options, model, engine=self.model_engine(model)), saved)
 
     def _last_reply_text(self) -> str | None:
         reply = self.query_one(ConversationView).last_reply()
@@ -1155,7 +1184,7 @@ class ChatScreen(AppScreen[None]):
             name = f"{stamp}-{slugify(self.conversation.title)}.md"
             path = write_private_text(
                 self.lp.settings.paths.exports / name,
-                export_markdown(self.conversation, messages),
+                export_markdown(self.conversation, messages, self.lp.settings.paths.exports),
             )
         except (OSError, StoreError) as exc:
             self.notify(f"Export failed: {exc}", severity="error")

@@ -410,6 +410,10 @@ class ImageScreen(AppScreen[None]):
             self.notify(f"The next image starts from {visible(image.path.name)}.", markup=False)
         elif event.action == "variations":
             self.variations(image)
+        elif event.action == "ask":
+            from tui.screens.chat_extras import ask_about
+
+            ask_about(self.app, image.path)
         elif event.action == "delete":
             outputs = self.lp.settings.paths.outputs
 

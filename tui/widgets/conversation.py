@@ -106,14 +106,21 @@ class Turn(Vertical):
 class PromptTurn(Turn):
     """Something the user said."""
 
-    def __init__(self, content: str, message_id: int | None = None) -> None:
+    def __init__(
+        self, content: str, message_id: int | None = None, images: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(content, classes="prompt-turn", message_id=message_id)
+        self.images = images
 
     def who(self) -> str:
         return "You"
 
     def compose(self) -> ComposeResult:
         yield Label(self.header(), classes="who")
+        if self.images:
+            from tui.widgets.attachments import ImagePreviews
+
+            yield ImagePreviews(self.images)
         yield Static(Text(visible(shorten(self.content, PROMPT_SHOWN))), classes="body")
 
 
@@ -241,7 +248,7 @@ class ConversationView(VerticalScroll):
         for m in messages:
             turn: Turn
             if m.role == "user":
-                turn = PromptTurn(m.content, m.id)
+                turn = PromptTurn(m.content, m.id, m.images)
             elif m.role == "assistant":
                 turn = ReplyTurn(
                     m.model or "assistant",
@@ -263,10 +270,12 @@ class ConversationView(VerticalScroll):
             self.mount(Static(Text(text), classes="empty-hint"))
         self.anchor()
 
-    def add_prompt(self, content: str, message_id: int | None = None) -> PromptTurn:
+    def add_prompt(
+        self, content: str, message_id: int | None = None, images: tuple[str, ...] = ()
+    ) -> PromptTurn:
         for hint in self.query(".empty-hint"):
             hint.remove()
-        turn = PromptTurn(content, message_id)
+        turn = PromptTurn(content, message_id, images)
         self._turns.append(turn)
         self.mount(turn)
         self.anchor()

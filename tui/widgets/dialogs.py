@@ -5,8 +5,11 @@ fits an 80x24 terminal."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+import contextlib
+from typing import TYPE_CHECKING
 
+from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -14,11 +17,22 @@ from textual.widgets import Button, Input, Label, OptionList, TextArea
 from textual.widgets.button import ButtonVariant
 from textual.widgets.option_list import Option
 
+from engines.chat_options import (
+    BY_KEY,
+    SPECS,
+    OptionError,
+    OptionSpec,
+    apply,
+    model_parameters,
+    option_text,
+)
 from engines.chat_types import ChatOptions
-from engines.limits import CHAT_CONTEXT_LENGTH, CHAT_MAX_TOKENS, CHAT_SEED, CHAT_TEMPERATURE
 from tui.screens.base import AppModal
 from tui.text import shown, visible
 from tui.widgets.footer import AppFooter
+
+if TYPE_CHECKING:
+    from engines.ollama_client import ChatEngine
 
 
 class ConfirmDialog(AppModal[bool]):
@@ -142,49 +156,114 @@ class PickDialog(AppModal[int | None]):
 
 
 class OptionsDialog(AppModal[ChatOptions | None]):
-    """The conversation's options. Bad values are named with what is allowed, and the
-    dialog stays open with everything as typed. It scrolls where the terminal is short;
-    Ctrl+S saves from any field."""
+    """The conversation's options: every generation option Ollama takes, checked by the
+    rules of :mod:`engines.chat_options` (the CLI's ``--option`` uses the same). An empty
+    field keeps the model's own value, shown beside it once ``/api/show`` answers. Bad
+    values are named with what is allowed, and the dialog stays open with everything as
+    typed. It scrolls where the terminal is short; Ctrl+S saves from any field."""
 
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", tooltip="Save the options", id="options.save"),
         Binding("escape", "dismiss(None)", "Cancel", tooltip="Close without a change"),
     ]
 
-    LIMITS = {
-        "temperature": (float, CHAT_TEMPERATURE),
-        "context_length": (int, CHAT_CONTEXT_LENGTH),
-        "max_tokens": (int, CHAT_MAX_TOKENS),
-        "seed": (int, CHAT_SEED),
-    }
-    HINTS = {
-        "temperature": f"Temperature ({CHAT_TEMPERATURE.span('–')})",
-        "context_length": "Context length in tokens (0: the model's own)",
-        "max_tokens": f"Max tokens per reply ({CHAT_MAX_TOKENS.span('–')})",
-        "seed": "Seed (-1: random each reply)",
-    }
-
-    def __init__(self, options: ChatOptions) -> None:
+    def __init__(
+        self,
+        options: ChatOptions,
+        model: str = "",
+        *,
+        title: str = "Conversation options",
+        engine: ChatEngine | None = None,
+    ) -> None:
         super().__init__(classes="dialog")
         self.options = options
+        self.model = model
+        self.engine = engine
+        """Whom to ask for the model's own values (its server's engine); the app's first."""
+        self.title_text = title
+        self.model_defaults: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog-box options-box"):
-            yield Label("Conversation options", classes="dialog-title")
-            yield Label("System prompt")
-            yield TextArea(visible(self.options.system_prompt), id="system_prompt", soft_wrap=True)
-            with Grid(id="option-grid"):
-                for name in self.LIMITS:
-                    yield Label(self.HINTS[name])
-                    yield Input(str(getattr(self.options, name)), id=name)
+        with Vertical(classes="dialog-box options-box"):
+            title = self.title_text + (f" · {self.model}" if self.model else "")
+            yield Label(shown(title), classes="dialog-title")
+            yield from self._fields()
             yield Label("", id="dialog-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (^s)", variant="primary", id="save")
                 yield Button("Cancel (esc)", id="cancel")
             yield Label(
-                "Ctrl+S saves · Esc cancels · Tab moves between fields", classes="dialog-hint"
+                "Ctrl+S saves · Esc cancels · Tab moves · empty: the model's own",
+                classes="dialog-hint",
             )
         yield AppFooter()
+
+    def _fields(self) -> ComposeResult:
+        """The fields, in a part that scrolls: the error and the buttons stay in sight."""
+        with VerticalScroll(id="options-fields"):
+            yield Label("System prompt")
+            yield TextArea(visible(self.options.system_prompt), id="system_prompt", soft_wrap=True)
+            with Grid(id="option-grid"):
+                for spec in SPECS:
+                    if spec.kind in ("stop", "text"):
+                        continue
+                    yield Label(self._hint(spec), id=f"label-{spec.key}")
+                    yield Input(
+                        visible(option_text(self.options, spec)),
+                        id=spec.key,
+                        placeholder=self._placeholder(spec),
+                    )
+            yield Label(self._hint(BY_KEY["stop"]), id="label-stop")
+            yield TextArea(
+                visible(option_text(self.options, BY_KEY["stop"])), id="stop", soft_wrap=False
+            )
+
+    def _placeholder(self, spec: OptionSpec) -> str:
+        """What an empty field means."""
+        if spec.kind == "duration":
+            return f"{self.lp.settings.ollama.keep_alive} (config)"
+        if spec.kind == "format":
+            return "free text"
+        return "model's" if spec.optional or spec.kind == "think" else ""
+
+    def on_mount(self) -> None:
+        if self.model:
+            self.read_model_defaults()
+
+    @work(exclusive=True, group="model-defaults", exit_on_error=False)
+    async def read_model_defaults(self) -> None:
+        """The model's own parameters (its Modelfile), shown beside each option."""
+        from engines.chat_types import ChatError
+
+        try:
+            details = await (self.engine or self.lp.chat).show(self.model)
+        except ChatError:
+            return
+        self.model_defaults = model_parameters(details.parameters)
+        if details.context_length:
+            self.model_defaults.setdefault("num_ctx", f"{details.context_length} max")
+        for spec in SPECS:
+            for label in self.query(f"#label-{spec.key}").results(Label):
+                label.update(self._hint(spec))
+
+    def _hint(self, spec: OptionSpec) -> Text:
+        # one line, whatever the model's values: the layout never moves when they come
+        text = Text(spec.label, no_wrap=True, overflow="ellipsis")
+        if spec.limit is not None:
+            text.append(f" ({spec.limit.span('–')})", style="dim")
+        elif spec.kind == "stop":
+            text.append(" one a line", style="dim")
+        elif spec.kind == "think":
+            text.append(" on/off/low/medium/high", style="dim")
+        elif spec.kind == "format":
+            text.append(" json or a schema file", style="dim")
+        elif spec.kind == "duration":
+            text.append(" 5m, 1h, 0", style="dim")
+        own = self.model_defaults.get(spec.key)
+        if own:
+            own = own.replace("\n", " · ")
+            text.append(f"  model: {visible(own)[:40]}", style="italic dim")
+        return text
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
@@ -196,24 +275,22 @@ class OptionsDialog(AppModal[ChatOptions | None]):
         self.action_save()
 
     def action_save(self) -> None:
-        values: dict[str, object] = {
-            "system_prompt": self.query_one("#system_prompt", TextArea).text
-        }
-        for name, (kind, limit) in self.LIMITS.items():
-            raw = self.query_one(f"#{name}", Input).value.strip()
-            try:
-                value = kind(raw)
-            except ValueError:
-                value = None
-            if value is None or not limit.allows(value):
-                self.query_one("#dialog-error", Label).update(
-                    shown(
-                        f"{self.HINTS[name].split(' (')[0]}: {raw!r} is not allowed; "
-                        f"use {limit.describe()}."
-                    )
-                )
-                self.query_one(f"#{name}", Input).focus()
-                return
-            values[name] = value
-        assert set(values) == {f.name for f in fields(ChatOptions)}
-        self.dismiss(ChatOptions(**values))  # type: ignore[arg-type]
+        values: dict[str, str] = {"system": self.query_one("#system_prompt", TextArea).text}
+        values["stop"] = self.query_one("#stop", TextArea).text
+        for spec in SPECS:
+            if spec.kind not in ("stop", "text"):
+                values[spec.key] = self.query_one(f"#{spec.key}", Input).value
+        if values["format"].strip() == self.options.format_file and self.options.format_file:
+            values.pop("format")  # the schema read before: kept as it was read
+        base = self.lp.settings.source.parent if self.lp.settings.source else None
+        try:
+            options = apply(self.options, values, base=base)
+        except OptionError as exc:
+            key, _, why = str(exc).partition(": ")
+            named = BY_KEY.get(key)
+            label = named.label if named else key
+            self.query_one("#dialog-error", Label).update(shown(f"{label}: {why}."))
+            with contextlib.suppress(Exception):
+                self.query_one(f"#{'system_prompt' if key == 'system' else key}").focus()
+            return
+        self.dismiss(options)

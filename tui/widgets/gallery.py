@@ -16,7 +16,7 @@ from textual.widgets.option_list import Option
 from engines.store import StoredImage
 from tui.text import visible
 
-Action = Literal["view", "copy", "delete", "reuse", "variations", "init"]
+Action = Literal["view", "copy", "delete", "reuse", "variations", "init", "ask"]
 
 
 class Gallery(OptionList):
@@ -47,6 +47,14 @@ class Gallery(OptionList):
             "Start from",
             tooltip="Start the next image from this one (img2img)",
             id="gallery.init",
+        ),
+        Binding(
+            "a",
+            "act('ask')",
+            "Ask about it",
+            show=False,
+            tooltip="Ask about this image: a new chat with it attached (for a vision model)",
+            id="gallery.ask",
         ),
         Binding(
             "d,delete",

@@ -46,6 +46,14 @@ class PromptInput(TextArea):
             id="prompt.history_forward",
         ),
         Binding(
+            "tab",
+            "complete_path",
+            "Complete @path",
+            show=False,
+            tooltip="After @ and part of a path: complete it (the file goes with the message)",
+            id="prompt.complete_path",
+        ),
+        Binding(
             "ctrl+r",
             "search_history",
             "Search prompts",
@@ -94,6 +102,30 @@ class PromptInput(TextArea):
         self._walk_at = at
         self.text = self._walk[at] if at >= 0 else ""
         self.move_cursor(self.document.end)
+
+    def action_complete_path(self) -> None:
+        """Tab after ``@part``: the longest completion the files allow; elsewhere Tab
+        moves the focus on, as usual."""
+        from os.path import commonprefix
+
+        from textual.actions import SkipAction
+
+        from engines.attachments import complete_path
+
+        row, column = self.cursor_location
+        before = self.document.get_line(row)[:column]
+        word = before.rsplit(None, 1)[-1] if before.strip() else ""
+        if not word.startswith("@") or before.endswith(" "):
+            raise SkipAction
+        found = complete_path(word[1:])
+        if not found:
+            self.app.bell()
+            return
+        common = commonprefix(found)  # noqa: RUF071 - what the names share, as typed
+        if len(common) > len(word) - 1:
+            self.insert(common[len(word) - 1 :])
+        elif len(found) > 1:
+            self.notify("  ".join(found[:12]), title="@ completions", markup=False)
 
     def action_search_history(self) -> None:
         self.post_message(self.SearchRequested())
