@@ -90,15 +90,19 @@ class ThumbnailGrid(Widget, can_focus=True):
     """A page of the gallery; arrows, PageUp/PageDown, Home/End move the cursor."""
 
     BINDINGS = [
-        Binding("up", "move(-row)", "Up", show=False, tooltip="The image above", id="grid.up"),
-        Binding("down", "move(row)", "Down", show=False, tooltip="The image below", id="grid.down"),
-        Binding("left", "move(-1)", "Left", show=False, tooltip="The image before", id="grid.left"),
+        Binding("up", "move('-row')", "Up", show=False, tooltip="The image above", id="grid.up"),
         Binding(
-            "right", "move(1)", "Right", show=False, tooltip="The image after", id="grid.right"
+            "down", "move('row')", "Down", show=False, tooltip="The image below", id="grid.down"
+        ),
+        Binding(
+            "left", "move('-1')", "Left", show=False, tooltip="The image before", id="grid.left"
+        ),
+        Binding(
+            "right", "move('1')", "Right", show=False, tooltip="The image after", id="grid.right"
         ),
         Binding(
             "pageup",
-            "move(-page)",
+            "move('-page')",
             "Page up",
             show=False,
             tooltip="The page before",
@@ -106,16 +110,18 @@ class ThumbnailGrid(Widget, can_focus=True):
         ),
         Binding(
             "pagedown",
-            "move(page)",
+            "move('page')",
             "Page down",
             show=False,
             tooltip="The next page",
             id="grid.page_down",
         ),
         Binding(
-            "home", "move(-all)", "First", show=False, tooltip="The newest image", id="grid.first"
+            "home", "move('-all')", "First", show=False, tooltip="The newest image", id="grid.first"
         ),
-        Binding("end", "move(all)", "Last", show=False, tooltip="The oldest image", id="grid.last"),
+        Binding(
+            "end", "move('all')", "Last", show=False, tooltip="The oldest image", id="grid.last"
+        ),
     ]
 
     @dataclass
