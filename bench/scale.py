@@ -12,9 +12,11 @@ each launch of the real app under a 120x40 pty against the fake Ollama server:
   screen (F3 where the Image screen holds the gallery; F3, then Ctrl+B, where the
   gallery is a screen of its own: timed from Ctrl+B);
 - ``page_scroll_s``: PageDown in the gallery to the last byte of the redraw it causes
-  (the output is quiet for 0.3 s after it), median of 3;
-- ``filter_s``: the filter's last keystroke to the last byte of the redraw, and whether
-  the match was then on screen (checkouts without a gallery filter report null);
+  (the output is quiet for 0.3 s after it; thumbnails included), median of 3, and
+  ``page_scroll_first_redraw_s``: to the first byte of it;
+- ``filter_s``: the filter's last keystroke to the last byte of the redraw (and
+  ``filter_first_redraw_s`` to its first), and whether the match was then on screen
+  (checkouts without a gallery filter report null);
 - ``rss_mib``: resident memory of the app after all of that (and ``idle_rss_mib`` 2 s
   after the first frame).
 
@@ -43,7 +45,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, VENV_BIN, Server, Terminal, app_config, clean_env, log, machine, rnd
 
-WORDS = ["lighthouse", "fox", "harbour", "neon", "forest", "castle", "robot", "garden", "desert", "comet", "violin", "glacier", "market", "cathedral", "orchard", "tram", "bridge", "dragon", "teapot", "meadow"]
+WORDS = [
+    "lighthouse",
+    "fox",
+    "harbour",
+    "neon",
+    "forest",
+    "castle",
+    "robot",
+    "garden",
+    "desert",
+    "comet",
+    "violin",
+    "glacier",
+    "market",
+    "cathedral",
+    "orchard",
+    "tram",
+    "bridge",
+    "dragon",
+    "teapot",
+    "meadow",
+]
 MODELS = ("sd15-base", "dreamshaper-8", "sdxl-turbo", "realistic-vision")
 RUN_APP = "import sys; from tui.cli import main; sys.exit(main())"
 MARKER = "scale-data.json"
@@ -62,7 +85,9 @@ def build_images(folder: Path, count: int) -> list[tuple[Any, ...]]:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     start = time.time() - count * 60.0  # one a minute, the newest now
-    colours = [Image.new("RGB", (16, 16), (i * 37 % 256, i * 91 % 256, i * 53 % 256)) for i in range(64)]
+    colours = [
+        Image.new("RGB", (16, 16), (i * 37 % 256, i * 91 % 256, i * 53 % 256)) for i in range(64)
+    ]
     for i in range(count):
         prompt = prompt_of(i)
         model = MODELS[i % len(MODELS)]
@@ -77,7 +102,20 @@ def build_images(folder: Path, count: int) -> list[tuple[Any, ...]]:
         created = start + i * 60.0
         os.utime(path, (created, created))
         rows.append(
-            (str(path), prompt, "blurry", 512, 512, 20, 7.5, 1000 + i, "Euler a", model, 1.5, created)
+            (
+                str(path),
+                prompt,
+                "blurry",
+                512,
+                512,
+                20,
+                7.5,
+                1000 + i,
+                "Euler a",
+                model,
+                1.5,
+                created,
+            )
         )
         if i % 5000 == 0:
             log(f"  {i} images")
@@ -140,7 +178,9 @@ def build(data: Path, checkout: Path, images: int, conversations: int, messages:
     log(f"built {data} in {time.time() - t0:.0f} s")
 
 
-def burst_end(term: Terminal, since: float, quiet: float = 0.3, limit: float = 10.0) -> float | None:
+def burst_end(
+    term: Terminal, since: float, quiet: float = 0.3, limit: float = 10.0
+) -> float | None:
     """When the output that followed ``since`` stopped (quiet for ``quiet`` s), as a delay
     from ``since``; None if nothing came."""
     deadline = since + limit
@@ -151,6 +191,18 @@ def burst_end(term: Terminal, since: float, quiet: float = 0.3, limit: float = 1
         time.sleep(0.01)
     last = term.last_output_at()
     return None if last is None or last <= since else last - since
+
+
+def first_output(term: Terminal, since: float, limit: float = 10.0) -> float | None:
+    """How long after ``since`` the first output came (the app's first redraw)."""
+    deadline = since + limit
+    while time.time() < deadline:
+        with term._lock:
+            later = [c.t for c in term.chunks if c.t > since]
+        if later:
+            return later[0] - since
+        time.sleep(0.002)
+    return None
 
 
 def wait_quiet(term: Terminal, quiet: float = 0.5, limit: float = 10.0) -> None:
@@ -199,15 +251,19 @@ def launch(checkout: Path, data: Path, url: str, images: int, conversations: int
             raise RuntimeError("the gallery's newest image was not on screen:\n" + term.text())
         out["gallery_open_s"] = t - pressed
         wait_quiet(term)
-        scrolls = []
+        scrolls, firsts = [], []
         for _ in range(3):
             pressed = time.time()
             term.write("\x1b[6~")  # PageDown
             took = burst_end(term, pressed)
+            first = first_output(term, pressed)
             if took is not None:
                 scrolls.append(took)
+            if first is not None:
+                firsts.append(first)
             wait_quiet(term)
         out["page_scroll_s"] = median(scrolls) if scrolls else None
+        out["page_scroll_first_redraw_s"] = median(firsts) if firsts else None
         term.pump()
         out["filter_s"] = None
         out["filter_found"] = None
@@ -220,6 +276,7 @@ def launch(checkout: Path, data: Path, url: str, images: int, conversations: int
             pressed = time.time()
             term.write(needle[-1])
             out["filter_s"] = burst_end(term, pressed)
+            out["filter_first_redraw_s"] = first_output(term, pressed)
             term.pump()
             out["filter_found"] = f"img {images // 2:05d}" in term.text()
         from common import rss_bytes
@@ -262,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         "gallery_keys": runs[-1]["gallery_keys"],
     }
     for key in (
-        "first_frame_s", "sidebar_s", "gallery_open_s", "page_scroll_s", "filter_s",
+        "first_frame_s", "sidebar_s", "gallery_open_s", "page_scroll_s",
+        "page_scroll_first_redraw_s", "filter_s", "filter_first_redraw_s",
         "idle_rss_mib", "rss_mib",
     ):  # fmt: skip
         values = [r[key] for r in runs if r.get(key) is not None]

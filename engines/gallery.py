@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from engines.files import atomic_write_bytes, inside
+from engines.files import inside
 from engines.images import read_parameters
 from engines.store import Store, StoredImage, storable
 
@@ -263,7 +263,7 @@ def check_file(image: StoredImage) -> tuple[FileState, str]:
     """Whether the PNG is still what the index says: there, readable, and with the same
     prompt and seed in its metadata."""
     if not image.path.exists():
-        return "missing", f"{image.path} was deleted or moved outside the app"
+        return "missing", "this PNG was deleted or moved outside the app"
     try:
         found = read_parameters(image.path)
     except (OSError, ValueError, SyntaxError):
@@ -324,7 +324,7 @@ class Thumbnails:
             buffer = io.BytesIO()
             small.save(buffer, format="PNG")
             try:
-                atomic_write_bytes(cached, buffer.getvalue())
+                _write_cache_file(cached, buffer.getvalue())
             except OSError as exc:
                 self.problem = (
                     f"the thumbnail cache {self.folder} cannot be written "
@@ -332,6 +332,24 @@ class Thumbnails:
                 )
                 log.warning(self.problem)
         return small
+
+
+def _write_cache_file(path: Path, data: bytes) -> None:
+    """Whole or not at all (a temporary file renamed into place), without the fsync of
+    :func:`~engines.files.atomic_write_bytes`: a cache file lost to a power cut is made
+    again, and a page of them should not wait on the disk."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def thumbnail_folder(database: Path) -> Path:

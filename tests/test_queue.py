@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def request(**changes: object) -> GenerationRequest:
-    base = GenerationRequest("a lighthouse", width=64, height=64, steps=2, seed=7, scheduler="Euler")
+    base = GenerationRequest(
+        "a lighthouse", width=64, height=64, steps=2, seed=7, scheduler="Euler"
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 

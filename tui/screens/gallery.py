@@ -191,7 +191,6 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             self.app.call_from_thread(self.notify, str(exc), title="Gallery", severity="error")
             return
         self.post_message(PageLoaded(generation, offset, images, total))
-        self.load_thumbnails(images)
 
     @work(thread=True, exclusive=True, group="gallery-thumbnails", exit_on_error=False)
     def load_thumbnails(self, images: list[StoredImage]) -> None:
@@ -209,7 +208,7 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
                 try:
                     picture = thumbnails.get(image.path)
                 except OSError as exc:
-                    state, why = "changed", f"{image.path} cannot be read now: {exc}"
+                    state, why = "changed", f"this PNG cannot be read now: {exc}"
             self.post_message(ThumbnailLoaded(image.id, picture, state, why))
         if thumbnails.problem and not self.problem.startswith("cache"):
             self.app.call_from_thread(
@@ -237,6 +236,7 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
         grid = self.query_one(ThumbnailGrid)
         grid.show_page(event.offset, event.images, event.total)
         self._show_status()
+        self.load_thumbnails(event.images)
 
     @on(ThumbnailLoaded)
     def _thumbnail_loaded(self, event: ThumbnailLoaded) -> None:
@@ -268,9 +268,9 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             state = self.query_one(ThumbnailGrid).state_of(event.image.id)
             why = ""
             if state == "missing":
-                why = f"{event.image.path} was deleted or moved outside the app"
+                why = "this PNG was deleted or moved outside the app"
             elif state == "changed":
-                why = f"{event.image.path} was changed outside the app"
+                why = "this PNG was changed outside the app"
             self._show_detail(event.image, why)
         else:
             self.query_one("#gallery-detail", Static).update("")
@@ -280,11 +280,12 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
         when = datetime.fromtimestamp(image.created_at).strftime("%Y-%m-%d %H:%M")
         text = Text(no_wrap=True, overflow="ellipsis")
         if why:
-            text.append(visible(why) + ": f forgets it\n", style="bold red")
-        text.append(
-            f"{when} · {p.width}×{p.height} · seed {p.seed} · {p.steps} steps · ", style="dim"
-        )
-        text.append(visible(p.model), style="dim")
+            text.append(f"⚠ {visible(why)}: f forgets it", style="bold red")
+        else:
+            text.append(
+                f"{when} · {p.width}×{p.height} · seed {p.seed} · {p.steps} steps · ", style="dim"
+            )
+            text.append(visible(p.model), style="dim")
         text.append("\n" + visible(str(image.path)), style="dim")
         self.query_one("#gallery-detail", Static).update(text)
         self.problem = why
@@ -434,7 +435,7 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             self.notify(f"Forgot {image.path.name}.", title="Gallery")
             self._reload()
 
-        what = self.problem or f"{image.path} is indexed"
+        what = f"{image.path.name}: {self.problem}" if self.problem else f"{image.path} is indexed"
         self.app.push_screen(
             ConfirmDialog(f"{what}. Forget it? A file there is left as it is.", yes="Forget"),
             confirmed,

@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Label
+from textual.widgets import Static
 
 from engines.gallery import FileState
 from engines.store import StoredImage
@@ -49,41 +48,69 @@ def list_row(image: StoredImage) -> Text:
     return row
 
 
-class Tile(Vertical):
-    """One image of the page: its thumbnail and caption (or a list row)."""
+class Tile(Picture):
+    """One image of the page as a thumbnail, its caption in the border (two widgets a
+    tile: a page mounts fast)."""
 
     def __init__(self, renderer: Renderer, index: int) -> None:
-        super().__init__(classes="tile")
-        self.renderer: Renderer = renderer
+        super().__init__(renderer, "…")
+        self.add_class("tile")
         self.index = index
-        self.image: StoredImage | None = None
+        self.stored: StoredImage | None = None
         self.state: FileState = "ok"
+        self.marked = False
 
-    def compose(self) -> ComposeResult:
-        yield Picture(self.renderer, "…", id=f"tile-picture-{self.index}")
-        yield Label("", classes="tile-caption")
-
-    def set_image(self, image: StoredImage | None, *, list_mode: bool, marked: bool) -> None:
-        self.image = image
+    def set_image(self, image: StoredImage | None, *, marked: bool) -> None:
+        self.stored = image
         self.state = "ok"
-        self.display = image is not None
-        picture = self.query_one(Picture)
-        picture.display = not list_mode
-        picture.show(None)
+        if self.display != (image is not None):
+            self.display = image is not None
+        self.show(None)
+        self.marked = marked
         self.set_class(marked, "-marked")
-        self.update_caption(list_mode, marked)
+        self.update_caption()
 
-    def update_caption(self, list_mode: bool, marked: bool) -> None:
-        if self.image is None:
+    def update_caption(self) -> None:
+        if self.stored is None:
             return
-        text = (
-            list_row(self.image) if list_mode else caption(self.image, max(1, self.size.width - 2))
-        )
+        text = caption(self.stored, TILE_WIDTH - 4)
         if self.state != "ok":
             text = Text.assemble((f"⚠ {self.state} ", "bold red"), text)
-        if marked:
+        if self.marked:
             text = Text.assemble(("✓ ", "bold green"), text)
-        self.query_one(".tile-caption", Label).update(text)
+        self.border_subtitle = text
+
+
+class ListRow(Static):
+    """One image of the page as a line of text (the list view)."""
+
+    def __init__(self, renderer: Renderer, index: int) -> None:
+        super().__init__("", classes="tile")
+        self.index = index
+        self.stored: StoredImage | None = None
+        self.state: FileState = "ok"
+        self.marked = False
+
+    def set_image(self, image: StoredImage | None, *, marked: bool) -> None:
+        self.stored = image
+        self.state = "ok"
+        if self.display != (image is not None):
+            self.display = image is not None
+        self.marked = marked
+        self.update_caption()
+
+    def show(self, image: Image.Image | None) -> None:
+        """Rows have no picture."""
+
+    def update_caption(self) -> None:
+        if self.stored is None:
+            return
+        text = list_row(self.stored)
+        if self.state != "ok":
+            text = Text.assemble((f"⚠ {self.state} ", "bold red"), text)
+        if self.marked:
+            text = Text.assemble(("✓ ", "bold green"), text)
+        self.update(text)
 
 
 class ThumbnailGrid(Widget, can_focus=True):
@@ -167,10 +194,16 @@ class ThumbnailGrid(Widget, can_focus=True):
         per_row, rows = self._layout()
         self.set_class(self.list_mode, "-list")
         self.styles.grid_size_columns = per_row
-        if (per_row, rows) != (self.per_row, self.rows) or len(self.children) != per_row * rows:
+        wanted = ListRow if self.list_mode else Tile
+        if (
+            (per_row, rows) != (self.per_row, self.rows)
+            or len(self.children) != per_row * rows
+            or any(type(child) is not wanted for child in self.children)
+        ):
             self.per_row, self.rows = per_row, rows
             await self.remove_children()
-            await self.mount_all(Tile(self.renderer, i) for i in range(per_row * rows))
+            kind = ListRow if self.list_mode else Tile
+            await self.mount_all(kind(self.renderer, i) for i in range(per_row * rows))
         self.first = self.cursor // self.page_size * self.page_size if self.page_size else 0
         self.post_message(self.PageWanted(self.first, self.page_size))
 
@@ -185,8 +218,8 @@ class ThumbnailGrid(Widget, can_focus=True):
         i = self.cursor - self.first
         return self.images[i] if 0 <= i < len(self.images) else None
 
-    def tiles(self) -> list[Tile]:
-        return list(self.query(Tile))
+    def tiles(self) -> list[Tile | ListRow]:
+        return [c for c in self.children if isinstance(c, Tile | ListRow)]
 
     def show_page(self, offset: int, images: list[StoredImage], total: int) -> None:
         if offset != self.first:
@@ -196,30 +229,28 @@ class ThumbnailGrid(Widget, can_focus=True):
         self.cursor = min(self.cursor, max(0, total - 1))
         for i, tile in enumerate(self.tiles()):
             image = images[i] if i < len(images) else None
-            tile.set_image(
-                image,
-                list_mode=self.list_mode,
-                marked=image is not None and image.id in self.marked,
-            )
+            tile.set_image(image, marked=image is not None and image.id in self.marked)
         self._highlight()
 
     def show_thumbnail(self, image_id: int, picture: Image.Image | None, state: FileState) -> None:
         for tile in self.tiles():
-            if tile.image is not None and tile.image.id == image_id:
+            if tile.stored is not None and tile.stored.id == image_id:
                 tile.state = state
-                if picture is not None and not self.list_mode:
-                    tile.query_one(Picture).show(picture)
-                tile.update_caption(self.list_mode, image_id in self.marked)
+                if picture is not None:
+                    tile.show(picture)
+                tile.update_caption()
 
     def state_of(self, image_id: int) -> FileState:
         for tile in self.tiles():
-            if tile.image is not None and tile.image.id == image_id:
+            if tile.stored is not None and tile.stored.id == image_id:
                 return tile.state
         return "ok"
 
     def _highlight(self) -> None:
         for i, tile in enumerate(self.tiles()):
-            tile.set_class(self.first + i == self.cursor, "-cursor")
+            on = self.first + i == self.cursor
+            if tile.has_class("-cursor") != on:
+                tile.set_class(on, "-cursor")
         self.post_message(self.CursorMoved(self.current(), self.cursor))
 
     def toggle_mark(self) -> None:
@@ -228,9 +259,10 @@ class ThumbnailGrid(Widget, can_focus=True):
             return
         self.marked.symmetric_difference_update({image.id})
         for tile in self.tiles():
-            if tile.image is image:
-                tile.set_class(image.id in self.marked, "-marked")
-                tile.update_caption(self.list_mode, image.id in self.marked)
+            if tile.stored is image:
+                tile.marked = image.id in self.marked
+                tile.set_class(tile.marked, "-marked")
+                tile.update_caption()
 
     def action_move(self, how: str) -> None:
         if not self.total:
