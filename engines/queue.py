@@ -41,7 +41,7 @@ from engines.diffusion import (
     LoadCancelled,
     StepInfo,
 )
-from engines.store import Store
+from engines.store import Store, StoreError
 
 if TYPE_CHECKING:
     from engines.diffusion import DiffusionEngine
@@ -154,7 +154,7 @@ def model_missing(model: str) -> str | None:
         or model.endswith((".safetensors", ".ckpt"))
     )
     if looks_local and not path.exists():
-        return f"the model {model} no longer exists (moved or deleted?): queue it with another"
+        return f"the model {model} does not exist (moved or deleted?): queue the job with another"
     return None
 
 
@@ -419,6 +419,11 @@ class ImageQueue:
             self._worker_alive = True
             return True
 
+    @property
+    def busy(self) -> bool:
+        """Whether the worker is at work (a job runs, or it is taking the next one)."""
+        return self._worker_alive
+
     def _next(self) -> Job | None:
         with self._lock:
             rows = self.store._query(
@@ -426,6 +431,7 @@ class ImageQueue:
             )
             if not rows:
                 self._worker_alive = False
+                self._running = None
                 return None
             job = self._job(rows[0])
             with self.store._lock:
@@ -446,10 +452,13 @@ class ImageQueue:
             while (job := self._next()) is not None:
                 self._emit(QueueChanged())
                 self._run_job(engine, job)
+        except StoreError as exc:  # the database went away (the app is closing, say)
+            log.error("the image queue stopped: %s", exc)
         finally:
             with self._lock:
                 self._worker_alive = False
                 self._running = None
+            self._emit(QueueChanged())  # the worker's end: nothing runs now
 
     def pause_running(self) -> None:
         """The app is quitting: the running job stops within a step and waits, paused, to

@@ -99,7 +99,7 @@ def test_move_pause_remove_and_a_failing_job_does_not_stop_the_queue(
     assert a.id not in jobs
     assert jobs[c.id].state == "done"
     assert jobs[gone.id].state == "failed"
-    assert "no longer exists" in (jobs[gone.id].error or "")
+    assert "does not exist" in (jobs[gone.id].error or "")
     assert jobs[d.id].state == "paused", "a paused job waits"
     assert queue.resume_all() == 1
     run(queue, engine)

@@ -211,6 +211,7 @@ class ImageScreen(AppScreen[None]):
         self.shown_batch: list[Path] = []
         """The images of the batch shown in the preview (a grid when more than one)."""
         self._grid_job: int | None = None
+        self._job_shown: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="pipeline-status")
@@ -373,6 +374,7 @@ class ImageScreen(AppScreen[None]):
         if self.generating or waiting > 1:
             self.notify(f"Job #{job.id} queued ({waiting} waiting).", title="Queue")
         self.lp.run_image_queue()
+        self.generating = self.lp.image_queue.busy
 
     @on(QueueList.Resumed)
     def _resumed(self, event: QueueList.Resumed) -> None:
@@ -394,12 +396,20 @@ class ImageScreen(AppScreen[None]):
 
     @on(QueueMoved)
     def _queue_moved(self, event: QueueMoved) -> None:
-        running = self.lp.image_queue.running_id
-        if running is not None and not self.generating:
+        queue = self.lp.image_queue
+        running = queue.running_id
+        if running is not None and running != self._job_shown:
             self._job_started(running)
-        self.generating = running is not None
+        self.generating = queue.busy
+        if not self.generating:
+            self._job_shown = None
+            self.lp.live.image_steps_per_s = None
+            self.lp.live.image_cancel = None
+            if not self.loading and not self._downloading:
+                self.query_one("#image-progress", ProgressBar).display = False
 
     def _job_started(self, job_id: int) -> None:
+        self._job_shown = job_id
         self.last_step = None
         self.shown_batch = []
         self._grid_job = None
@@ -440,12 +450,6 @@ class ImageScreen(AppScreen[None]):
 
     @on(GenerationEnded)
     def _generation_ended(self, event: GenerationEnded) -> None:
-        running = self.lp.image_queue.running_id
-        self.generating = running is not None
-        if not self.generating:
-            self.lp.live.image_steps_per_s = None
-            self.lp.live.image_cancel = None
-            self.query_one("#image-progress", ProgressBar).display = False
         figures = self.query_one("#image-figures", Label)
         job = event.job
         if event.error:
