@@ -253,7 +253,7 @@ def test_image_screen_at_80x24_snapshot(snap_compare, make_config: Callable[...,
     config = make_config(diffusion={"model": "stable-diffusion-v1-5/stable-diffusion-v1-5"})
 
     async def settle(pilot):  # type: ignore[no-untyped-def]
-        await pilot.press("f6")  # the queue at the form's end scrolls into view
+        await pilot.press("f8")  # the queue at the form's end scrolls into view
         await pilot.pause(0.3)
 
     assert snap_compare(

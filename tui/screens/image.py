@@ -135,14 +135,14 @@ class ImageScreen(AppScreen[None]):
             id="image.cancel",
         ),
         Binding(
-            "f6",
+            "f8",
             "queue",
             "Queue",
             tooltip="To the queue: stop, pause, move, remove jobs",
             id="image.queue",
         ),
         Binding(
-            "f7",
+            "f9",
             "resume_queue",
             "Resume",
             show=False,
@@ -219,7 +219,7 @@ class ImageScreen(AppScreen[None]):
             with VerticalScroll(id="image-left"):
                 yield ImageForm(self.lp.settings.diffusion, id="image-form")
                 yield Label("", id="image-error", classes="dialog-error")
-                yield Label("Queue (F6; F7 resumes paused jobs)", classes="field-label")
+                yield Label("Queue (F8; F9 resumes)", classes="field-label")
                 yield QueueList(self.lp.image_queue, id="image-queue")
             with Vertical(id="image-right"):
                 yield Picture(
@@ -241,7 +241,7 @@ class ImageScreen(AppScreen[None]):
         if paused or stopped:
             left = []
             if paused:
-                left.append(f"{paused} job{'s' if paused > 1 else ''} paused (F7 resumes)")
+                left.append(f"{paused} job{'s' if paused > 1 else ''} paused (F9 resumes)")
             if stopped:
                 left.append(f"{stopped} stopped while it ran (its images are kept; r retries)")
             self.notify(

@@ -33,6 +33,10 @@ STATE_MARK = {
 }
 
 
+ERROR_SHOWN = 80
+"""Characters of a job's error in the list (the notice and the log have all of it)."""
+
+
 class QueueList(OptionList):
     """The jobs: the running one, the waiting ones in order, then the latest finished."""
 
@@ -137,7 +141,10 @@ class QueueList(OptionList):
         prompt = job.request.prompt.splitlines()[0] if job.request.prompt else ""
         text.append(visible(prompt))
         if job.state in ("failed", "stopped") and job.error and not self.compact:
-            text.append(f"\n   {visible(job.error)}", style=STATE_STYLE[job.state])
+            error = (
+                job.error if len(job.error) <= ERROR_SHOWN else job.error[: ERROR_SHOWN - 1] + "…"
+            )
+            text.append(f"\n  {visible(error)}", style=STATE_STYLE[job.state])
         return text
 
     def current(self) -> Job | None:
