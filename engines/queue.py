@@ -494,8 +494,8 @@ class ImageQueue:
                 result = engine.generate(
                     job.rest(), on_step=on_step, cancel=cancel, on_image=on_image
                 )
-            except LoadCancelled:
-                result = GenerationResult(cancelled=True)
+            except LoadCancelled as exc:  # asked for, not a failure; its words say what
+                result = GenerationResult(cancelled=True, notes=[str(exc)])
                 self._emit(PipelineStatus(engine.status))
             except DiffusionError as exc:
                 error = str(exc)

@@ -171,7 +171,7 @@ async def test_gallery_reuse_copy_view_delete(
         # delete (to the trash), after confirming
         await pilot.press("d")
         await pilot.pause()
-        assert f"Move {png.name} to the trash?" in str(
+        assert f"Move {png} to the trash?" in str(
             app.screen.query_one(".dialog-title", Label).content
         )
         await pilot.press("y")

@@ -408,7 +408,7 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             self._reload()
 
         self.app.push_screen(
-            ConfirmDialog(f"Move {image.path.name} to the trash?", yes="Trash"), confirmed
+            ConfirmDialog(f"Move {image.path} to the trash?", yes="Trash"), confirmed
         )
 
     def do_restore(self, image: StoredImage) -> None:
