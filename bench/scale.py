@@ -11,6 +11,7 @@ each launch of the real app under a 120x40 pty against the fake Ollama server:
 - ``gallery_open_s``: the key that opens the gallery to the newest image's caption on
   screen (F3 where the Image screen holds the gallery; F3, then Ctrl+B, where the
   gallery is a screen of its own: timed from Ctrl+B);
+- ``gallery_reopen_s``: closed and opened again (the screen is kept), to its status line;
 - ``page_scroll_s``: PageDown in the gallery to the last byte of the redraw it causes
   (the output is quiet for 0.3 s after it; thumbnails included), median of 3, and
   ``page_scroll_first_redraw_s``: to the first byte of it;
@@ -279,6 +280,18 @@ def launch(checkout: Path, data: Path, url: str, images: int, conversations: int
             out["filter_first_redraw_s"] = first_output(term, pressed)
             term.pump()
             out["filter_found"] = f"img {images // 2:05d}" in term.text()
+        out["gallery_reopen_s"] = None
+        if out["gallery_keys"] == "F3, Ctrl+B":  # closed and opened again (it is kept)
+            term.write("\x1b")
+            wait_quiet(term)
+            term.write("\x1b")
+            wait_quiet(term)
+            term.pump()
+            pressed = time.time()
+            term.write("\x02")
+            t = term.wait_visible(["Images: "], 10)
+            out["gallery_reopen_s"] = None if t is None else t - pressed
+            wait_quiet(term)
         from common import rss_bytes
 
         out["rss_mib"] = rss_bytes(term.pid) / 2**20
@@ -319,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "gallery_keys": runs[-1]["gallery_keys"],
     }
     for key in (
-        "first_frame_s", "sidebar_s", "gallery_open_s", "page_scroll_s",
+        "first_frame_s", "sidebar_s", "gallery_open_s", "gallery_reopen_s", "page_scroll_s",
         "page_scroll_first_redraw_s", "filter_s", "filter_first_redraw_s",
         "idle_rss_mib", "rss_mib",
     ):  # fmt: skip

@@ -20,7 +20,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Input, Select, Static
+from textual.widget import Widget
+from textual.widgets import Input, Select
 
 from engines import gallery
 from engines.gallery import FileState, Filter, GalleryError, Thumbnails
@@ -58,6 +59,22 @@ class ThumbnailLoaded(Message):
 @dataclass
 class ModelsLoaded(Message):
     models: list[str]
+
+
+class Line(Widget):
+    """Text in a place of fixed size: a new text repaints it and lays nothing out again
+    (a Static asks for a layout of the whole screen at each update)."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.text: Text | str = ""
+
+    def update(self, text: Text | str) -> None:
+        self.text = text
+        self.refresh()
+
+    def render(self) -> Text | str:
+        return self.text
 
 
 class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
@@ -158,6 +175,7 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
         self.generation = 0
         self.thumbnails: Thumbnails | None = None
         self.problem: str = ""
+        self._opened = False
         """Why the image under the cursor is not as indexed (deleted, changed)."""
 
     def compose(self) -> ComposeResult:
@@ -165,9 +183,10 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             yield Input(placeholder="Filter: prompt, negative, model, seed (/)", id="gallery-text")
             yield Select[str]([], prompt="All models", id="gallery-model", allow_blank=True)
             yield Input(placeholder="Date: 2026-11, 7d, A..B", id="gallery-date")
-        yield Static("", id="gallery-status")
-        yield ThumbnailGrid(self.lp.image_renderer, id="gallery-grid")
-        yield Static("", id="gallery-detail")
+        yield Line(id="gallery-status")
+        # filters, status, details (2) and footer: the rest is the grid's
+        yield ThumbnailGrid(self.lp.image_renderer, id="gallery-grid", chrome_rows=5)
+        yield Line(id="gallery-detail")
         yield AppFooter()
 
     def on_mount(self) -> None:
@@ -175,6 +194,14 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
         self.thumbnails = Thumbnails(gallery.thumbnail_folder(database))
         self.query_one(ThumbnailGrid).focus()
         self.load_models()
+
+    def on_screen_resume(self) -> None:
+        """Opened again (the screen is kept, with its filters and place): the page and
+        the models as they are now (images were made or deleted meanwhile)."""
+        if self._opened:
+            self._reload()
+            self.load_models()
+        self._opened = True
 
     # -- loading --------------------------------------------------------------------
 
@@ -259,7 +286,7 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
                 text += f" · {len(grid.marked)} selected"
             if self.filter.active:
                 text += " · filtered"
-        self.query_one("#gallery-status", Static).update(text)
+        self.query_one("#gallery-status", Line).update(text)
 
     @on(ThumbnailGrid.CursorMoved)
     def _cursor_moved(self, event: ThumbnailGrid.CursorMoved) -> None:
@@ -273,7 +300,7 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
                 why = "this PNG was changed outside the app"
             self._show_detail(event.image, why)
         else:
-            self.query_one("#gallery-detail", Static).update("")
+            self.query_one("#gallery-detail", Line).update("")
 
     def _show_detail(self, image: StoredImage, why: str) -> None:
         p = image.parameters
@@ -287,7 +314,7 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             )
             text.append(visible(p.model), style="dim")
         text.append("\n" + visible(str(image.path)), style="dim")
-        self.query_one("#gallery-detail", Static).update(text)
+        self.query_one("#gallery-detail", Line).update(text)
         self.problem = why
 
     # -- filters --------------------------------------------------------------------
@@ -312,7 +339,7 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
         try:
             since, until = gallery.parse_date(event.value)
         except ValueError as exc:
-            self.query_one("#gallery-status", Static).update(Text(str(exc), style="red"))
+            self.query_one("#gallery-status", Line).update(Text(str(exc), style="red"))
             return
         self.apply_filter(replace(self.filter, since=since, until=until))
 

@@ -50,6 +50,8 @@ from tui.widgets.picture import Picture
 from tui.widgets.queue import QueueList
 
 SCHEDULER_NAMES = frozenset(SCHEDULERS)
+GALLERY = "gallery"
+"""The name the gallery screen is installed under."""
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -549,7 +551,11 @@ class ImageScreen(AppScreen[None]):
     def action_gallery(self) -> None:
         from tui.screens.gallery import GalleryScreen
 
-        self.app.push_screen(GalleryScreen(), self._from_gallery)
+        # one gallery, kept between openings: its filters and place stay, and it opens
+        # at once the second time
+        if not self.app.is_screen_installed(GALLERY):
+            self.app.install_screen(GalleryScreen(), GALLERY)
+        self.app.push_screen(GALLERY, self._from_gallery)
 
     def _from_gallery(self, chosen: tuple[str, StoredImage] | None) -> None:
         """The gallery closed on an action for this screen's form."""

@@ -161,9 +161,11 @@ class ThumbnailGrid(Widget, can_focus=True):
         image: StoredImage | None
         index: int
 
-    def __init__(self, renderer: Renderer, *, id: str | None = None) -> None:
+    def __init__(self, renderer: Renderer, *, id: str | None = None, chrome_rows: int = 0) -> None:
         super().__init__(id=id)
         self.renderer: Renderer = renderer
+        self.chrome_rows = chrome_rows
+        """Rows of the screen that are not the grid's (for the first page's size)."""
         self.total = 0
         self.first = 0
         """The index of the first tile's image among all the filter's images."""
@@ -179,19 +181,28 @@ class ThumbnailGrid(Widget, can_focus=True):
         return self.per_row * self.rows
 
     def compose(self) -> ComposeResult:
-        return iter(())
+        """The tiles of a page the size the screen leaves the grid, made with the screen
+        (the first page is asked for at once, not after a second layout)."""
+        width, height = self.app.size
+        self.per_row, self.rows = self._layout(width, height - self.chrome_rows)
+        self.styles.grid_size_columns = self.per_row
+        for i in range(self.page_size):
+            yield Tile(self.renderer, i)
 
-    def _layout(self) -> tuple[int, int]:
-        width, height = self.size
+    def on_mount(self) -> None:
+        self.post_message(self.PageWanted(self.first, self.page_size))
+
+    def _layout(self, width: int, height: int) -> tuple[int, int]:
         if self.list_mode:
             return 1, max(1, height)
         return max(1, width // TILE_WIDTH), max(1, height // TILE_HEIGHT)
 
     async def on_resize(self) -> None:
-        await self.relayout()
+        if self._layout(*self.size) != (self.per_row, self.rows):
+            await self.relayout()
 
     async def relayout(self) -> None:
-        per_row, rows = self._layout()
+        per_row, rows = self._layout(*self.size)
         self.set_class(self.list_mode, "-list")
         self.styles.grid_size_columns = per_row
         wanted = ListRow if self.list_mode else Tile
