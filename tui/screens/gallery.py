@@ -313,7 +313,10 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
                 f"{when} · {p.width}×{p.height} · seed {p.seed} · {p.steps} steps · ", style="dim"
             )
             text.append(visible(p.model), style="dim")
-        text.append("\n" + visible(str(image.path)), style="dim")
+        outputs = self.lp.settings.paths.outputs
+        where = image.path.relative_to(outputs) if image.path.is_relative_to(outputs) else None
+        shown_path = f"{outputs.name}/{where}" if where is not None else str(image.path)
+        text.append("\n" + visible(shown_path), style="dim")
         self.query_one("#gallery-detail", Line).update(text)
         self.problem = why
 
