@@ -176,6 +176,7 @@ class ImageQueue:
         self._listeners: list[Listener] = []
         self._running: _Running | None = None
         self._worker_alive = False
+        self._closing = False
         self.recovered: tuple[int, int] = (0, 0)
         """(jobs paused, jobs stopped) by :meth:`recover`."""
 
@@ -429,7 +430,7 @@ class ImageQueue:
             rows = self.store._query(
                 "SELECT * FROM jobs WHERE state = 'queued' ORDER BY position, id LIMIT 1"
             )
-            if not rows:
+            if not rows or self._closing:
                 self._worker_alive = False
                 self._running = None
                 return None
@@ -462,7 +463,9 @@ class ImageQueue:
 
     def pause_running(self) -> None:
         """The app is quitting: the running job stops within a step and waits, paused, to
-        be taken up at the next start."""
+        be taken up at the next start; the worker takes no other job (those left queued
+        are paused at the next start)."""
+        self._closing = True  # the worker takes no other job
         running = self._running
         if running is not None:
             running.pausing = True

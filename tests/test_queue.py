@@ -270,3 +270,21 @@ def test_the_queue_claims_one_worker(store: Store) -> None:
     assert barrier.wait(10)
     assert queue.want_worker(), "once the worker ended, the next job starts one"
     time.sleep(0)
+
+
+def test_quitting_pauses_the_running_job_and_takes_no_other(
+    store: Store, engine: DiffusionEngine
+) -> None:
+    queue = ImageQueue(store)
+    running = queue.add(request(steps=20, count=2), engine.model)
+    waiting = queue.add(request(), engine.model)
+
+    def quit_midway(event: QueueEvent) -> None:
+        if isinstance(event, JobStepped) and event.info.step == 2:
+            queue.pause_running()  # the app's unmount
+
+    queue.subscribe(quit_midway)
+    run(queue, engine)
+    assert queue.job(running.id).state == "paused"  # type: ignore[union-attr]
+    assert queue.job(waiting.id).state == "queued", "left for the next start to pause"
+    assert not queue.busy
