@@ -239,7 +239,11 @@ class ImageScreen(AppScreen[None]):
         self.query_one("#image-progress", ProgressBar).display = False
         queue = self.lp.image_queue
         queue.subscribe(self._queue_event)
-        paused, stopped = queue.recovered
+        _recovered_paused, stopped = queue.recovered
+        try:
+            paused = queue.counts().get("paused", 0)
+        except StoreError:
+            paused = 0
         if paused or stopped:
             left = []
             if paused:
