@@ -320,3 +320,22 @@ def test_cli_gallery_list(cli: object, config_file: Path) -> None:
     assert len(lines) == 2 and "seed 1005" in lines[0]
     bad = run("--date", "soon")
     assert bad.returncode == 2 and "is not understood" in bad.stderr  # type: ignore[attr-defined]
+
+
+def test_cli_clean_trash_empties_the_trash(cli: object, config_file: Path) -> None:
+    settings = load_settings(config_file, env={})
+    store = Store.open(settings.paths.database)
+    paths = add_images(store, settings.paths.outputs, 3)
+    gallery.trash(store, settings.paths.outputs, gallery.page(store, Filter(), 0, 1)[0])
+    store.close()
+
+    def run(*args: str) -> object:
+        return cli.run("--config", str(config_file), "clean", *args)  # type: ignore[attr-defined]
+
+    dry = run("--trash", "--dry-run")
+    assert dry.returncode == 0 and "would remove trash" in dry.stdout  # type: ignore[attr-defined]
+    done = run("--trash")
+    assert done.returncode == 0, done.stderr  # type: ignore[attr-defined]
+    assert "1 image(s) left the gallery" in done.stdout  # type: ignore[attr-defined]
+    assert list((settings.paths.outputs / ".trash").iterdir()) == []
+    assert paths[0].is_file() and paths[1].is_file(), "the gallery's images stay"

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -269,7 +268,6 @@ def test_the_queue_claims_one_worker(store: Store) -> None:
     threading.Thread(target=worker).start()
     assert barrier.wait(10)
     assert queue.want_worker(), "once the worker ended, the next job starts one"
-    time.sleep(0)
 
 
 def test_quitting_pauses_the_running_job_and_takes_no_other(
