@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from engines.config import PathSettings, Settings
 from engines.files import OutsideFolder, files_under, inside
+from engines.gallery import TRASH_FOLDER
 from engines.logs import LOG_FILE
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def parse_duration(text: str) -> float:
     return int(match[1]) * _UNIT_SECONDS[match[2].lower()]
 
 
-Kind = Literal["image", "log", "cache"]
+Kind = Literal["image", "log", "cache", "trash"]
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ def plan_clean(
     images_older_than: float | None = None,
     logs_older_than: float | None = None,
     cache: bool = False,
+    trash: bool = False,
     now: float | None = None,
 ) -> CleanPlan:
     """What :func:`clean` would remove. CleanError when the cache is unsafe to empty."""
@@ -161,9 +163,16 @@ def plan_clean(
     plan = CleanPlan()
     if images_older_than is not None:
         for path, size in _old_files(
-            p.outputs, images_older_than, now, lambda rel: rel.lower().endswith(".png")
+            p.outputs,
+            images_older_than,
+            now,
+            lambda rel: rel.lower().endswith(".png") and not rel.startswith(TRASH_FOLDER + "/"),
         ):
             plan.removals.append(Removal("image", path, size))
+    if trash:  # the gallery's trash: its files, and the index rows that wait on them
+        for path, _rel in files_under(p.outputs / TRASH_FOLDER):
+            with contextlib.suppress(OSError):
+                plan.removals.append(Removal("trash", path, path.lstat().st_size))
     if logs_older_than is not None:
         for path, size in _old_files(
             p.logs, logs_older_than, now, lambda rel: bool(_ROTATED_LOG.fullmatch(rel))
@@ -180,7 +189,7 @@ def plan_clean(
 
 
 def _root(removal: Removal, settings: Settings) -> tuple[Path, str]:
-    key = {"image": "outputs", "log": "logs", "cache": "cache"}[removal.kind]
+    key = {"image": "outputs", "log": "logs", "cache": "cache", "trash": "outputs"}[removal.kind]
     return getattr(settings.paths, key), f"[paths] {key}"
 
 
@@ -193,7 +202,7 @@ def clean(
     """Remove what :func:`plan_clean` found; images leave the gallery index too."""
     summary = CleanSummary()
     store = None
-    if any(r.kind == "image" for r in plan) and settings.paths.database.is_file():
+    if any(r.kind in ("image", "trash") for r in plan) and settings.paths.database.is_file():
         from engines.store import Store, StoreError
 
         try:
@@ -222,7 +231,7 @@ def clean(
             except OSError as exc:
                 summary.problems.append(f"{path}: cannot remove it: {exc.strerror or exc}")
                 continue
-            if removal.kind == "image" and store is not None:
+            if removal.kind in ("image", "trash") and store is not None:
                 summary.forgotten += _forget(store, path, summary)
             summary.removed.append(removal)
             summary.freed += removal.size

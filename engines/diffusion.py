@@ -994,9 +994,11 @@ class DiffusionEngine:
         request: GenerationRequest,
         on_step: Callable[[StepInfo], None] | None = None,
         cancel: threading.Event | None = None,
+        on_image: Callable[[GeneratedImage], None] | None = None,
     ) -> GenerationResult:
         """Make ``request.count`` images and save each as PNG. Cancelling stops within
-        one step; images finished before it are kept and returned."""
+        one step; images finished before it are kept and returned. ``on_image`` hears of
+        each image once it is saved and indexed (a queue counts its job's images)."""
         cancel = cancel or threading.Event()
         with self._lock:
             # refuse a bad request before any work, loading included
@@ -1041,6 +1043,8 @@ class DiffusionEngine:
                 result.images.append(done)
                 if self.on_image is not None:
                     self.on_image(done)
+                if on_image is not None:
+                    on_image(done)
                 # no prompt text above DEBUG: the file name holds a slug of it
                 log.info("image generated", extra={"seed": seed, "seconds": done.seconds})
                 log.debug("image saved", extra={"path": str(path)})

@@ -137,6 +137,32 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX attachments_by_message ON attachments(message_id, id);
     """,
+    # 7: the image queue (jobs that outlive the process), the batch an image came from, the
+    # gallery's trash (a trashed image keeps its row, restorable until `clean`), and the
+    # indexes behind the gallery's filters
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        position REAL NOT NULL,
+        request TEXT NOT NULL,
+        model TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued'
+            CHECK (state IN ('queued', 'running', 'paused', 'done', 'failed', 'stopped')),
+        done INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        owner TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX jobs_by_state ON jobs(state, position);
+    ALTER TABLE images ADD COLUMN job_id INTEGER;
+    ALTER TABLE images ADD COLUMN trashed_at REAL;
+    ALTER TABLE images ADD COLUMN trashed_from TEXT;
+    CREATE INDEX images_by_job ON images(job_id);
+    CREATE INDEX images_by_model ON images(model, created_at DESC);
+    CREATE INDEX images_trashed ON images(trashed_at) WHERE trashed_at IS NOT NULL;
+    """,
 )
 
 try:
@@ -761,28 +787,32 @@ class Store:
     def images(self, limit: int = 200) -> list[StoredImage]:
         """The most recent images first."""
         rows = self._query(
-            "SELECT * FROM images ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+            "SELECT * FROM images WHERE trashed_at IS NULL ORDER BY created_at DESC, id DESC"
+            " LIMIT ?",
+            (limit,),
         )
-        return [
-            StoredImage(
-                r["id"],
-                Path(r["path"]),
-                ImageParameters(
-                    r["prompt"],
-                    r["negative_prompt"],
-                    r["width"],
-                    r["height"],
-                    r["steps"],
-                    r["guidance"],
-                    r["seed"],
-                    r["scheduler"],
-                    r["model"],
-                ),
-                r["seconds"],
-                r["created_at"],
-            )
-            for r in rows
-        ]
+        return [self.stored_image(r) for r in rows]
+
+    @staticmethod
+    def stored_image(r: sqlite3.Row) -> StoredImage:
+        """An ``images`` row as a :class:`StoredImage`."""
+        return StoredImage(
+            r["id"],
+            Path(r["path"]),
+            ImageParameters(
+                r["prompt"],
+                r["negative_prompt"],
+                r["width"],
+                r["height"],
+                r["steps"],
+                r["guidance"],
+                r["seed"],
+                r["scheduler"],
+                r["model"],
+            ),
+            r["seconds"],
+            r["created_at"],
+        )
 
     def forget_image(self, image_id: int) -> None:
         """Remove an image from the index (the caller deletes the file)."""

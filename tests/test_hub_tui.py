@@ -72,7 +72,7 @@ async def test_the_image_screen_shows_the_download_and_esc_stops_it(
         await pilot.press("escape")
         await wait_for(pilot, lambda: not screen.generating, timeout=30, what="the stop")
         assert label(screen, "#image-error") == ""  # asked for: no error
-        assert label(screen, "#image-figures") == "stopped; 0 images kept"
+        assert label(screen, "#image-figures") == "job #1 stopped; 0 images kept"
         notes = [n.message for n in app.notices]
         assert any(n.startswith("stopped downloading tests/tiny-sd") for n in notes), notes
         assert not app.diffusion.loaded

@@ -591,8 +591,9 @@ async def test_gallery_delete_names_the_full_path_and_refuses_one_outside_output
     from textual.widgets import Label
     from tui_helpers import make_app, wait_for
 
+    from tui.screens.gallery import GalleryScreen
     from tui.widgets.dialogs import ConfirmDialog
-    from tui.widgets.gallery import Gallery
+    from tui.widgets.gallery import ThumbnailGrid
 
     victim = tmp_path / "victim.png"  # a row a restored database could hold
     victim.write_bytes(b"not the app's")
@@ -603,13 +604,14 @@ async def test_gallery_delete_names_the_full_path_and_refuses_one_outside_output
         store.close()
     app = make_app(config_file, start_screen="image")
     async with app.run_test(size=(120, 40)) as pilot:
-        gallery = app.screen.query_one(Gallery)
-        await wait_for(pilot, lambda: gallery.option_count == 1, what="the gallery")
-        gallery.focus()
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: isinstance(app.screen, GalleryScreen), what="the gallery")
+        grid = app.screen.query_one(ThumbnailGrid)
+        await wait_for(pilot, lambda: grid.current() is not None, what="its page")
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the question")
         question = str(app.screen.query_one(".dialog-title", Label).content)
-        assert question == f"Delete {victim}?"
+        assert question == f"Move {victim} to the trash?"
         await pilot.press("y")
         await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
         await wait_for(pilot, lambda: app.notices, what="a notification")

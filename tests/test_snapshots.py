@@ -238,8 +238,8 @@ def test_palette_on_the_image_screen_at_80x24(snap_compare, config_file: Path) -
     async def palette(pilot: Pilot[object]) -> None:
         await pilot.press("ctrl+p")
         await pilot.pause()
-        await pilot.press(*"Gallery")
-        await wait_for(pilot, lambda: "Gallery: Reuse" in screen_text(pilot.app), what="found")  # type: ignore[arg-type]
+        await pilot.press(*"Queue")
+        await wait_for(pilot, lambda: "Queue: Resume/retry" in screen_text(pilot.app), what="found")  # type: ignore[arg-type]
 
     app = make_app(config_file, start_screen="image")
     assert snap_compare(app, terminal_size=SMALL, run_before=palette)
@@ -264,10 +264,19 @@ def test_image_screen_with_its_gallery_at_80x24(snap_compare, config_file: Path)
     sql(store.path, "UPDATE images SET created_at = ?", (FIXED_TIME,))
 
     async def view(pilot: Pilot[object]) -> None:
-        # the gallery, scrolled into view below the form; the preview shows its image
+        # the gallery at 80x24: its filters, a page of thumbnails, the image's details
+        from tui.widgets.gallery import ThumbnailGrid
+
         await pilot.press("ctrl+b")
-        picture = pilot.app.screen.query_one("#preview", Picture)
-        await wait_for(pilot, lambda: picture.image is not None, what="the picture, read")
+        await wait_for(
+            pilot, lambda: bool(pilot.app.screen.query(ThumbnailGrid)), what="the gallery"
+        )  # type: ignore[arg-type]
+        tile = pilot.app.screen.query_one(ThumbnailGrid).tiles()[0]
+        await wait_for(
+            pilot,
+            lambda: isinstance(tile, Picture) and tile.image is not None,
+            what="the thumbnail",
+        )  # type: ignore[arg-type]
 
     app = make_app(config_file, start_screen="image")
     assert snap_compare(app, terminal_size=SMALL, run_before=view)

@@ -254,8 +254,10 @@ def test_the_app_writes_no_injected_sequence_to_its_terminal(
     tmux.wait_for("0.9␛]52")
     tmux.wait_for("evil␛]52")
     tmux.keys("F3")
-    tmux.wait_for("square␛]52")  # the gallery's row
+    tmux.wait_for("Queue (F8")
     tmux.keys("C-b")  # to the gallery, then Reuse the hostile image's settings
+    tmux.wait_for("square␛…")  # the gallery's caption of it
+    tmux.wait_for("m␛]52;c;")  # its model, in the details
     tmux.wait_for("u Reuse")
     tmux.keys("u")
     tmux.wait_for("The form now holds")

@@ -290,10 +290,13 @@ async def test_ask_about_this_image_from_the_gallery(
         await online(pilot, app)
         await pilot.press("f3")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ImageScreen")
-        from tui.widgets.gallery import Gallery
+        from tui.screens.gallery import GalleryScreen
+        from tui.widgets.gallery import ThumbnailGrid
 
-        await wait_for(pilot, lambda: app.screen.query_one(Gallery).items)
-        app.screen.query_one(Gallery).focus()
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: isinstance(app.screen, GalleryScreen), what="the gallery")
+        grid = app.screen.query_one(ThumbnailGrid)
+        await wait_for(pilot, lambda: grid.current() is not None, what="a page")
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen))
         pending = chat(app).query_one(PendingAttachments)

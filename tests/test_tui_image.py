@@ -16,7 +16,6 @@ from engines.store import Store
 from tui.screens.chat import ChatScreen
 from tui.screens.image import ImageScreen
 from tui.widgets.conversation import ReplyTurn
-from tui.widgets.gallery import Gallery
 from tui.widgets.image_viewer import ImageViewer
 
 SIZE = (120, 40)
@@ -75,9 +74,8 @@ async def test_generate_saves_a_png_and_fills_the_gallery(
         params = read_parameters(png)
         assert params.prompt == "a red fox in the snow" and params.width == 64
         assert params.model == tiny_sd_folder.name
-        gallery = s.query_one(Gallery)
-        assert gallery.option_count == 1 and gallery.items[0].path == png
         assert f"seed {params.seed}" in screen_text(app)
+        assert "✓ #1 done 1/1 a red fox in the snow" in screen_text(app)
     [indexed] = Store.open(app.settings.paths.database).images()
     assert indexed.path == png
 
@@ -130,6 +128,19 @@ async def test_escape_cancels_within_a_step(
         assert pngs(outputs) == [] and not list(outputs.glob(".tmp-*"))
 
 
+async def in_gallery(pilot: object, app: object, *keys: str) -> None:
+    """Open the gallery (Ctrl+B), wait for its first page, then press ``keys``."""
+    from tui.screens.gallery import GalleryScreen
+    from tui.widgets.gallery import ThumbnailGrid
+
+    await pilot.press("ctrl+b")  # type: ignore[attr-defined]
+    await wait_for(pilot, lambda: isinstance(app.screen, GalleryScreen), what="the gallery")  # type: ignore[arg-type, attr-defined]
+    grid = app.screen.query_one(ThumbnailGrid)  # type: ignore[attr-defined]
+    await wait_for(pilot, lambda: grid.current() is not None, what="its first page")  # type: ignore[arg-type]
+    await pilot.press(*keys)  # type: ignore[attr-defined]
+    await pilot.pause()  # type: ignore[attr-defined]
+
+
 async def test_gallery_reuse_copy_view_delete(
     make_config: Callable[..., Path], tiny_sd_folder: Path
 ) -> None:
@@ -143,31 +154,29 @@ async def test_gallery_reuse_copy_view_delete(
         # reuse: the form comes back from the PNG's own metadata
         s.query_one("#image-prompt", TextArea).load_text("something else")
         s.query_one("#image-seed", Input).value = ""
-        await pilot.press("ctrl+b")
-        assert app.focused is s.query_one(Gallery)
-        await pilot.press("u")
-        await pilot.pause()
-        assert s.query_one("#image-prompt", TextArea).text == "a blue boat"
+        await in_gallery(pilot, app, "u")
+        await wait_for(pilot, lambda: s.query_one("#image-prompt", TextArea).text == "a blue boat")
+        assert app.screen is s
         assert s.query_one("#image-negative", TextArea).text == "blurry"
         assert s.query_one("#image-seed", Input).value == "1234"
         # copy the path
-        await pilot.press("ctrl+b", "c")
+        await in_gallery(pilot, app, "c")
         assert app.clipboard == str(png)
         # view larger
         await pilot.press("enter")
-        await pilot.pause()
-        assert isinstance(app.screen, ImageViewer)
+        await wait_for(pilot, lambda: isinstance(app.screen, ImageViewer))
         assert "Seed: 1234" in screen_text(app)
         await pilot.press("escape")
         await pilot.pause()
-        # delete, after confirming
+        # delete (to the trash), after confirming
         await pilot.press("d")
         await pilot.pause()
-        assert f"Delete {png}?" in str(app.screen.query_one(".dialog-title", Label).content)
+        assert f"Move {png} to the trash?" in str(
+            app.screen.query_one(".dialog-title", Label).content
+        )
         await pilot.press("y")
-        await pilot.pause()
-        assert not png.exists()
-        assert s.query_one(Gallery).option_count == 0
+        await wait_for(pilot, lambda: not png.exists(), what="the file moved")
+        assert (app.settings.paths.outputs / ".trash" / png.name).is_file()
     assert Store.open(app.settings.paths.database).images() == []
 
 
@@ -190,7 +199,7 @@ async def test_chat_works_while_an_image_generates(
         await wait_for(pilot, lambda: not chat.streaming and chat.query(ReplyTurn), timeout=30)
         assert chat.query(ReplyTurn).last().content == ollama_server.reply
         assert s.generating, "the image is still being made"
-        s._cancel.set()
+        s.action_cancel()
         await wait_for(pilot, lambda: not s.generating, timeout=30)
 
 
@@ -240,11 +249,11 @@ def test_image_screen_snapshot(
 
 
 def test_image_screen_at_80x24_snapshot(snap_compare, make_config: Callable[..., Path]) -> None:  # type: ignore[no-untyped-def]
-    """The form scrolls at 80x24: every field, the sampler and the gallery stay reachable."""
+    """The form scrolls at 80x24: every field, the sampler and the queue stay reachable."""
     config = make_config(diffusion={"model": "stable-diffusion-v1-5/stable-diffusion-v1-5"})
 
     async def settle(pilot):  # type: ignore[no-untyped-def]
-        await pilot.press("ctrl+b")  # the gallery at the form's end scrolls into view
+        await pilot.press("f8")  # the queue at the form's end scrolls into view
         await pilot.pause(0.3)
 
     assert snap_compare(
@@ -390,11 +399,10 @@ async def test_variations_and_start_from_in_the_gallery(
         s = screen(app)
         await generate(pilot, app, "a green hill")
         [first] = pngs(app.settings.paths.outputs)
-        await pilot.press("ctrl+b", "i")
-        await pilot.pause()
-        assert s.query_one("#image-init", Input).value == str(first)
+        await in_gallery(pilot, app, "i")
+        await wait_for(pilot, lambda: s.query_one("#image-init", Input).value == str(first))
         s.query_one("#image-init", Input).value = ""
-        await pilot.press("ctrl+b", "v")
+        await in_gallery(pilot, app, "v")
         outputs = app.settings.paths.outputs
         await wait_for(
             pilot,

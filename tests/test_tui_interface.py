@@ -33,6 +33,7 @@ from engines.store import Store
 from tui import keys
 from tui.app import LlmPessoalApp
 from tui.screens.chat import ChatScreen
+from tui.screens.gallery import GalleryScreen
 from tui.screens.help import HelpScreen
 from tui.screens.image import ImageScreen
 from tui.screens.models import ModelsDialog, PullView
@@ -146,6 +147,7 @@ async def test_the_palette_and_the_help_hold_every_binding_of_every_screen_and_d
             OptionsDialog(ChatOptions()),
             ModelsDialog(),
             ImageViewer(image, "halfblock"),  # type: ignore[arg-type]
+            GalleryScreen(),
         ):
             await app.push_screen(dialog)
             await pilot.pause()
@@ -172,10 +174,10 @@ async def test_an_action_of_a_widget_runs_from_the_palette(
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+p")
         await pilot.pause()
-        await pilot.press(*"Image: Gallery")
-        await wait_for(pilot, lambda: "Image: Gallery" in screen_text(app), what="found")
+        await pilot.press(*"Image: Queue")
+        await wait_for(pilot, lambda: "Image: Queue" in screen_text(app), what="found")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.focused is app.screen.query_one("#gallery"))
+        await wait_for(pilot, lambda: app.focused is app.screen.query_one("#image-queue"))
 
 
 # -- [keys] refuses clashes ---------------------------------------------------------------
@@ -200,7 +202,7 @@ def test_a_key_two_bindings_would_share_is_refused_naming_both(
 
 
 def test_keys_that_clash_with_nothing_are_accepted() -> None:
-    assert keys.check_keymap({"chat.model": "f9", "image.generate": "f8"}, "c") is None
+    assert keys.check_keymap({"chat.model": "f9", "image.generate": "f11"}, "c") is None
     # the same key on two screens is no clash: never active together
     assert keys.check_keymap({"monitor.unload_pipeline": "ctrl+g"}, "c") is None
     # every binding on its own default keys: the defaults clash only on purpose

@@ -44,6 +44,7 @@ from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
     from engines.diffusion import DiffusionEngine, GeneratedImage
+    from engines.queue import ImageQueue
     from tui.widgets.picture import Renderer
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class LlmPessoalApp(App[int]):
         self.start_screen = start_screen or settings.ui.screen
         self.image_renderer: Renderer = image_renderer
         self._diffusion: DiffusionEngine | None = None
+        self._image_queue: ImageQueue | None = None
         self.live = LiveFigures()
         self.startup_warnings = list(warnings)
         self.keymap = dict(settings.keys)
@@ -230,6 +232,31 @@ class LlmPessoalApp(App[int]):
                 embeddings=self.settings.paths.embeddings,
             )
         return self._diffusion
+
+    # -- the image queue (engines/queue.py): one worker runs its jobs one at a time ------
+
+    @property
+    def image_queue(self) -> ImageQueue:
+        """The persistent image queue; jobs an earlier process left are recovered (paused,
+        or stopped if they ran) the first time it is used."""
+        if self._image_queue is None:
+            from engines.queue import ImageQueue
+
+            self._image_queue = ImageQueue(self.store)
+            try:
+                self._image_queue.recover()
+            except StoreError as exc:
+                log.error("image queue not recovered: %s", exc)
+        return self._image_queue
+
+    def run_image_queue(self) -> None:
+        """Make sure a worker runs the queued jobs (one worker, whatever calls this)."""
+        if self.image_queue.want_worker():
+            self._run_image_queue()
+
+    @work(thread=True, group="image-queue", exit_on_error=False)
+    def _run_image_queue(self) -> None:
+        self.image_queue.run(self.diffusion)
 
     def _index_image(self, image: GeneratedImage) -> None:
         try:
@@ -522,6 +549,8 @@ class LlmPessoalApp(App[int]):
         )
 
     async def on_unmount(self) -> None:
+        if self._image_queue is not None:  # the job being made waits for the next start
+            self._image_queue.pause_running()
         await self.hosts.aclose()
 
 

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tui.cli_image_models import add_parser as add_image_models_parser
 
     add_image_models_parser(sub)  # its commands set args.run
+    from tui.cli_gallery import add_parser as add_gallery_parser
+
+    add_gallery_parser(sub)  # sets args.run
     add_completion_parser(sub)
     return parser
 

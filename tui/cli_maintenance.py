@@ -113,6 +113,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="what the app and the Hugging Face hub put in [paths] cache",
     )
     clean.add_argument(
+        "--trash",
+        action="store_true",
+        help="empty the gallery's trash (deleted images wait there until this)",
+    )
+    clean.add_argument(
         "--dry-run", "-n", action="store_true", help="list what would go, remove nothing"
     )
 
@@ -209,11 +214,17 @@ def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
                 err(f"{option} {value!r}: expected {DURATION_FORMS}")
                 return EXIT_USAGE
     p = settings.paths
-    if ages["--images-older-than"] is None and ages["--logs-older-than"] is None and not args.cache:
+    if (
+        ages["--images-older-than"] is None
+        and ages["--logs-older-than"] is None
+        and not args.cache
+        and not args.trash
+    ):
         err(
             "clean: say what to remove: --images-older-than AGE (PNGs in "
             f"{p.outputs} and their gallery entries), --logs-older-than AGE (rotated logs "
-            f"in {p.logs}), --cache (what the app and the hub put in {p.cache}); "
+            f"in {p.logs}), --cache (what the app and the hub put in {p.cache}), --trash "
+            "(the gallery's deleted images); "
             "--dry-run lists them first"
         )
         return EXIT_USAGE
@@ -223,6 +234,7 @@ def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
         images_older_than=ages["--images-older-than"],
         logs_older_than=ages["--logs-older-than"],
         cache=args.cache,
+        trash=args.trash,
     )
     hf_home = os.environ.get("HF_HOME")
     if args.cache and hf_home and Path(hf_home).expanduser().resolve() != p.cache:

@@ -24,24 +24,34 @@ from engines.diffusion import (
     EngineStatus,
     GenerationRequest,
     GenerationResult,
-    LoadCancelled,
     RequestError,
     StepInfo,
     validate,
 )
-from engines.files import OutsideFolder, remove_inside
 from engines.images import ImageParameters, read_settings
+from engines.queue import (
+    ImageQueue,
+    Job,
+    JobEnded,
+    JobImageSaved,
+    JobStepped,
+    PipelineStatus,
+    QueueChanged,
+    QueueEvent,
+)
 from engines.store import StoredImage, StoreError
 from tui.screens.base import AppScreen
 from tui.text import shown, visible
-from tui.widgets.dialogs import ConfirmDialog, PickDialog, TextDialog
+from tui.widgets.dialogs import PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
-from tui.widgets.gallery import Gallery
 from tui.widgets.image_form import FormError, ImageForm
-from tui.widgets.image_viewer import ImageViewer, open_image
+from tui.widgets.image_viewer import open_image
 from tui.widgets.picture import Picture
+from tui.widgets.queue import QueueList
 
 SCHEDULER_NAMES = frozenset(SCHEDULERS)
+GALLERY = "gallery"
+"""The name the gallery screen is installed under."""
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -67,9 +77,45 @@ class StepCompleted(Message):
 
 @dataclass
 class GenerationEnded(Message):
+    job: Job
     result: GenerationResult | None
     error: str | None
     last: Image.Image | None
+
+
+@dataclass
+class BatchShown(Message):
+    """A batch's grid (or its one image) is ready to show."""
+
+    job_id: int
+    picture: Image.Image
+    paths: list[Path]
+
+
+@dataclass
+class JobImage(Message):
+    job_id: int
+    count: int
+
+
+class QueueMoved(Message):
+    """The queue changed: a job started, ended, or was added, moved or removed."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, QueueMoved)
+
+
+class _JobCancel(threading.Event):
+    """What the Monitor sets to stop the image being made: the running job's stop."""
+
+    def __init__(self, queue: ImageQueue, job_id: int) -> None:
+        super().__init__()
+        self.queue = queue
+        self.job_id = job_id
+
+    def set(self) -> None:
+        super().set()
+        self.queue.stop(self.job_id)
 
 
 class ImageScreen(AppScreen[None]):
@@ -87,8 +133,31 @@ class ImageScreen(AppScreen[None]):
             "escape",
             "cancel",
             "Cancel",
-            tooltip="Stop the generation within a step, or the model's download",
+            tooltip="Stop the job being made within a step, or the model's download",
             id="image.cancel",
+        ),
+        Binding(
+            "f8",
+            "queue",
+            "Queue",
+            tooltip="To the queue: stop, pause, move, remove jobs",
+            id="image.queue",
+        ),
+        Binding(
+            "f9",
+            "resume_queue",
+            "Resume",
+            show=False,
+            tooltip="Resume every paused job (those left when the app last ended)",
+            id="image.resume",
+        ),
+        Binding(
+            "ctrl+s",
+            "save_grid",
+            "Save grid",
+            show=False,
+            tooltip="Save the batch shown as one contact-sheet PNG, seeds under the pictures",
+            id="image.save_grid",
         ),
         Binding("ctrl+l", "load", "Load model", tooltip="Load the pipeline now", id="image.load"),
         Binding(
@@ -102,7 +171,7 @@ class ImageScreen(AppScreen[None]):
             "ctrl+b",
             "gallery",
             "Gallery",
-            tooltip="To the gallery of recent images",
+            tooltip="The gallery: every image as thumbnails, with filters",
             id="image.gallery",
         ),
         Binding("ctrl+f", "form", "Form", show=False, tooltip="Back to the form", id="image.form"),
@@ -141,6 +210,10 @@ class ImageScreen(AppScreen[None]):
         self.loading = False
         self._steps_total = 1
         self._downloading = False
+        self.shown_batch: list[Path] = []
+        """The images of the batch shown in the preview (a grid when more than one)."""
+        self._grid_job: int | None = None
+        self._job_shown: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="pipeline-status")
@@ -148,8 +221,8 @@ class ImageScreen(AppScreen[None]):
             with VerticalScroll(id="image-left"):
                 yield ImageForm(self.lp.settings.diffusion, id="image-form")
                 yield Label("", id="image-error", classes="dialog-error")
-                yield Label("Recent images", classes="field-label")
-                yield Gallery(id="gallery")
+                yield Label("Queue (F8; F9 resumes)", classes="field-label")
+                yield QueueList(self.lp.image_queue, id="image-queue")
             with Vertical(id="image-right"):
                 yield Picture(
                     self.lp.image_renderer,
@@ -162,13 +235,49 @@ class ImageScreen(AppScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#image-prompt").focus()
-        self.refresh_gallery()
         self._show_status(self.lp.diffusion.status)
         self.query_one("#image-progress", ProgressBar).display = False
+        queue = self.lp.image_queue
+        queue.subscribe(self._queue_event)
+        _recovered_paused, stopped = queue.recovered
+        try:
+            paused = queue.counts().get("paused", 0)
+        except StoreError:
+            paused = 0
+        if paused or stopped:
+            left = []
+            if paused:
+                left.append(f"{paused} job{'s' if paused > 1 else ''} paused (F9 resumes)")
+            if stopped:
+                left.append(f"{stopped} stopped while it ran (its images are kept; r retries)")
+            self.notify(
+                "Left when the app last ended: " + "; ".join(left) + ".", title="Queue", timeout=15
+            )
+
+    def on_unmount(self) -> None:
+        self.lp.image_queue.unsubscribe(self._queue_event)
 
     def on_screen_resume(self) -> None:
-        self.refresh_gallery()
         self._show_status(self.lp.diffusion.status)
+
+    def _queue_event(self, event: QueueEvent) -> None:
+        """From the queue's worker thread: messages to this screen."""
+        if isinstance(event, JobStepped):
+            self.post_message(StepCompleted(event.info))
+        elif isinstance(event, PipelineStatus):
+            self.post_message(PipelineChanged(event.status))
+        elif isinstance(event, JobImageSaved):
+            self.post_message(JobImage(event.job_id, event.image.parameters.seed))
+        elif isinstance(event, JobEnded):
+            last = None
+            if event.result is not None and event.result.images:
+                try:
+                    last = open_image(event.result.images[-1].path)
+                except OSError:
+                    last = None
+            self.post_message(GenerationEnded(event.job, event.result, event.error, last))
+        elif isinstance(event, QueueChanged):
+            self.post_message(QueueMoved())
 
     # -- pipeline state ------------------------------------------------------------
 
@@ -245,9 +354,8 @@ class ImageScreen(AppScreen[None]):
         self.query_one("#image-error", Label).update(shown(message))
 
     def action_generate(self) -> None:
-        if self.generating:
-            self.notify("An image is being generated: Esc stops it.", severity="warning")
-            return
+        """Queue the form's settings as a job; the form stays as it is, to edit and queue
+        more."""
         form = self.query_one(ImageForm)
         try:
             request = validate(form.request(), self.lp.diffusion.limits)
@@ -256,55 +364,68 @@ class ImageScreen(AppScreen[None]):
             form.focus_field(exc.field)
             return
         except RequestError as exc:
-            self._error(f"Not generated: {exc}")
+            self._error(f"Not queued: {exc}")
             return
-        self._start(request)
+        self._queue(request)
 
-    def _start(self, request: GenerationRequest) -> None:
+    def _queue(self, request: GenerationRequest) -> None:
         self._error("")
-        self._cancel.clear()
+        try:
+            job = self.lp.image_queue.add(request, self.lp.diffusion.model)
+        except StoreError as exc:
+            self._error(f"Not queued: {exc}")
+            return
+        self.lp.image_queue.claim()
+        waiting = self.lp.image_queue.counts().get("queued", 0)
+        if self.generating or waiting > 1:
+            self.notify(f"Job #{job.id} queued ({waiting} waiting).", title="Queue")
+        self.lp.run_image_queue()
+        self.generating = self.lp.image_queue.busy
+
+    @on(QueueList.Resumed)
+    def _resumed(self, event: QueueList.Resumed) -> None:
+        self.lp.image_queue.claim()
+        self.lp.run_image_queue()
+
+    def action_resume_queue(self) -> None:
+        queue = self.lp.image_queue
+        resumed = queue.resume_all()
+        if not resumed:
+            self.notify("No paused job to resume.", title="Queue")
+            return
+        queue.claim()
+        self.notify(f"{resumed} job{'s' if resumed > 1 else ''} resumed.", title="Queue")
+        self.lp.run_image_queue()
+
+    def action_queue(self) -> None:
+        self.query_one(QueueList).focus()
+
+    @on(QueueMoved)
+    def _queue_moved(self, event: QueueMoved) -> None:
+        queue = self.lp.image_queue
+        running = queue.running_id
+        if running is not None and running != self._job_shown:
+            self._job_started(running)
+        self.generating = queue.busy
+        if not self.generating:
+            self._job_shown = None
+            self.lp.live.image_steps_per_s = None
+            self.lp.live.image_cancel = None
+            if not self.loading and not self._downloading:
+                self.query_one("#image-progress", ProgressBar).display = False
+
+    def _job_started(self, job_id: int) -> None:
+        self._job_shown = job_id
         self.last_step = None
-        self.generating = True
-        self.lp.live.image_cancel = self._cancel
+        self.shown_batch = []
+        self._grid_job = None
+        self.lp.live.image_cancel = _JobCancel(self.lp.image_queue, job_id)
+        job = self.lp.image_queue.job(job_id)
         progress = self.query_one("#image-progress", ProgressBar)
-        self._steps_total = request.steps * request.count
+        self._steps_total = job.request.steps * job.remaining if job else 1
         progress.update(total=self._steps_total, progress=0)
         progress.display = True
-        self.query_one("#image-figures", Label).update("starting…")
-        self.generate(request)
-
-    @work(thread=True, exclusive=True, group="generation", exit_on_error=False)
-    def generate(self, request: GenerationRequest) -> None:
-        engine = self.lp.diffusion
-        if not engine.loaded:
-            try:
-                engine.load(on_progress=self._progress, cancel=self._cancel)
-            except LoadCancelled as exc:  # Esc: asked for, not a failure
-                self.post_message(PipelineChanged(engine.status))
-                stopped = GenerationResult(cancelled=True, notes=[str(exc)])
-                self.post_message(GenerationEnded(stopped, None, None))
-                return
-            except DiffusionError as exc:
-                self.post_message(PipelineChanged(engine.status))
-                self.post_message(GenerationEnded(None, str(exc), None))
-                return
-            self.post_message(PipelineChanged(engine.status))
-
-        def on_step(info: StepInfo) -> None:
-            self.post_message(StepCompleted(info))
-
-        try:
-            result = engine.generate(request, on_step=on_step, cancel=self._cancel)
-        except DiffusionError as exc:
-            self.post_message(GenerationEnded(None, str(exc), None))
-            return
-        last = None
-        if result.images:
-            try:
-                last = open_image(result.images[-1].path)
-            except OSError:
-                last = None
-        self.post_message(GenerationEnded(result, None, last))
+        self.query_one("#image-figures", Label).update(f"job #{job_id} starting…")
 
     @on(StepCompleted)
     def _step_completed(self, event: StepCompleted) -> None:
@@ -327,118 +448,140 @@ class ImageScreen(AppScreen[None]):
         if info.preview is not None:
             self.query_one("#preview", Picture).show(info.preview)
 
+    @on(JobImage)
+    def _job_image(self, event: JobImage) -> None:
+        job = self.lp.image_queue.job(event.job_id)
+        if job is not None and job.count > 1:
+            self.show_batch(event.job_id)
+
     @on(GenerationEnded)
     def _generation_ended(self, event: GenerationEnded) -> None:
-        self.generating = False
-        self.lp.live.image_steps_per_s = None
-        self.lp.live.image_cancel = None
-        self.query_one("#image-progress", ProgressBar).display = False
         figures = self.query_one("#image-figures", Label)
+        job = event.job
         if event.error:
-            self._error(event.error)
+            self._error(f"Job #{job.id} failed: {event.error}")
             figures.update("")
-            self.notify(visible(event.error), title="No image", severity="error", timeout=15)
+            self.notify(
+                visible(event.error), title=f"Job #{job.id} failed", severity="error", timeout=15
+            )
             return
         result = event.result
         assert result is not None
         for note in result.notes:
             self.notify(visible(note), title="Note", timeout=10)
-        if event.last is not None:
-            self.query_one("#preview", Picture).show(event.last)
         saved = len(result.images)
+        if job.count > 1 and job.done:
+            self.show_batch(job.id)
+        elif event.last is not None:
+            self.shown_batch = [result.images[-1].path]
+            self.query_one("#preview", Picture).show(event.last)
         if result.cancelled:
-            figures.update(f"stopped; {saved} image{'s' if saved != 1 else ''} kept")
+            word = "paused" if job.state == "paused" else "stopped"
+            figures.update(f"job #{job.id} {word}; {saved} image{'s' if saved != 1 else ''} kept")
         elif saved:
             last = result.images[-1]
             figures.update(
                 shown(f"{last.path.name} · seed {last.parameters.seed} · {last.seconds:.1f} s")
             )
-        self.refresh_gallery()
         self.lp.image_finished(saved, self)
 
     def action_cancel(self) -> None:
-        if self.generating or self.loading:
+        queue = self.lp.image_queue
+        if self.generating and queue.running_id is not None:
+            queue.stop(queue.running_id)
+            self.query_one("#image-figures", Label).update("stopping…")
+        elif self.loading:
             self._cancel.set()
             self.query_one("#image-figures", Label).update("stopping…")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel":
             return self.generating or self.loading
+        if action == "save_grid":
+            return len(self.shown_batch) > 1
         return True
+
+    # -- batch grids --------------------------------------------------------------------
+
+    @on(QueueList.ShowJob)
+    def _show_job(self, event: QueueList.ShowJob) -> None:
+        self.show_batch(event.job.id)
+
+    @work(thread=True, exclusive=True, group="batch", exit_on_error=False)
+    def show_batch(self, job_id: int) -> None:
+        from engines.grid import cells_of, contact_sheet
+
+        paths = self.lp.image_queue.images_of(job_id)
+        cells = cells_of(paths)
+        if not cells:
+            self.app.call_from_thread(
+                self.notify, f"Job #{job_id} has no image in the gallery.", title="Batch"
+            )
+            return
+        picture = contact_sheet(cells) if len(cells) > 1 else cells[0].image
+        self.post_message(BatchShown(job_id, picture, paths))
+
+    @on(BatchShown)
+    def _batch_shown(self, event: BatchShown) -> None:
+        self.shown_batch = event.paths
+        self._grid_job = event.job_id
+        self.query_one("#preview", Picture).show(event.picture)
+        self.refresh_bindings()
+
+    def action_save_grid(self) -> None:
+        if len(self.shown_batch) < 2:
+            self.notify(
+                "No batch shown: g on a job of several images shows its grid.", title="Grid"
+            )
+            return
+        self.save_grid(list(self.shown_batch), self._grid_job)
+
+    @work(thread=True, exclusive=True, group="batch-save", exit_on_error=False)
+    def save_grid(self, paths: list[Path], job_id: int | None) -> None:
+        from engines.grid import cells_of, contact_sheet, save_grid
+
+        try:
+            sheet = contact_sheet(cells_of(paths))
+            path = save_grid(sheet, self.lp.settings.paths.outputs, f"job{job_id or 0}")
+        except (OSError, ValueError) as exc:
+            self.app.call_from_thread(
+                self.notify, f"Grid not saved: {exc}", title="Grid", severity="error"
+            )
+            return
+        self.app.call_from_thread(self.notify, f"Grid saved: {path}", title="Grid")
 
     # -- gallery ------------------------------------------------------------------------
 
-    def refresh_gallery(self) -> None:
-        try:
-            images = self.lp.store.images()
-        except StoreError as exc:
-            self.notify(str(exc), title="Gallery", severity="error")
-            return
-        self.query_one(Gallery).show(images)
-
     def action_gallery(self) -> None:
-        self.query_one(Gallery).focus()
+        from tui.screens.gallery import GalleryScreen
+
+        # one gallery, kept between openings: its filters and place stay, and it opens
+        # at once the second time
+        if not self.app.is_screen_installed(GALLERY):
+            self.app.install_screen(GalleryScreen(), GALLERY)
+        self.app.push_screen(GALLERY, self._from_gallery)
+
+    def _from_gallery(self, chosen: tuple[str, StoredImage] | None) -> None:
+        """The gallery closed on an action for this screen's form."""
+        if chosen is None:
+            return
+        action, image = chosen
+        if action == "reuse":
+            self.import_settings(image.path)
+        elif action == "init":
+            self.query_one(ImageForm).set_init_image(str(image.path))
+            self.notify(f"The next image starts from {visible(image.path.name)}.", markup=False)
+        elif action == "variations":
+            self.variations(image)
 
     def action_form(self) -> None:
         self.query_one("#image-prompt").focus()
-
-    @on(Gallery.Highlighted)
-    def _highlighted(self, event: Gallery.Highlighted) -> None:
-        if not self.generating:
-            self.show_stored(event.image.path)
-
-    @work(thread=True, exclusive=True, group="thumbnail", exit_on_error=False)
-    def show_stored(self, path: Path) -> None:
-        try:
-            picture = open_image(path)
-        except OSError:
-            return
-        self.app.call_from_thread(self.query_one("#preview", Picture).show, picture)
-
-    @on(Gallery.Acted)
-    def _acted(self, event: Gallery.Acted) -> None:
-        image = event.image
-        if event.action == "view":
-            self.app.push_screen(ImageViewer(image, self.lp.image_renderer))
-        elif event.action == "copy":
-            self.app.copy_to_clipboard(str(image.path))
-            self.notify(f"Copied {image.path}")
-        elif event.action == "reuse":
-            self.import_settings(image.path)
-        elif event.action == "init":
-            self.query_one(ImageForm).set_init_image(str(image.path))
-            self.notify(f"The next image starts from {visible(image.path.name)}.", markup=False)
-        elif event.action == "variations":
-            self.variations(image)
-        elif event.action == "ask":
-            from tui.screens.chat_extras import ask_about
-
-            ask_about(self.app, image.path)
-        elif event.action == "delete":
-            outputs = self.lp.settings.paths.outputs
-
-            def confirmed(yes: bool | None) -> None:
-                if not yes:
-                    return
-                try:
-                    remove_inside(outputs, image.path, "[paths] outputs")
-                    self.lp.store.forget_image(image.id)
-                except (OSError, StoreError, OutsideFolder) as exc:
-                    self.notify(visible(f"Not deleted: {exc}"), severity="error")
-                    return
-                self.refresh_gallery()
-                self.notify(visible(f"Deleted {image.path}."))
-
-            self.app.push_screen(ConfirmDialog(f"Delete {image.path}?"), confirmed)
 
     # -- img2img, LoRAs, imported settings --------------------------------------------
 
     def variations(self, image: StoredImage) -> None:
         """The same prompt and settings, img2img from the image at a low strength, with
         new seeds."""
-        if self.generating:
-            self.notify("An image is being generated: Esc stops it.", severity="warning")
-            return
         self.prepare_variations(image)
 
     @work(thread=True, exclusive=True, group="import", exit_on_error=False)
@@ -469,8 +612,6 @@ class ImageScreen(AppScreen[None]):
         self.app.call_from_thread(self._start_variations, image, request)
 
     def _start_variations(self, image: StoredImage, request: GenerationRequest) -> None:
-        if self.generating:
-            return
         try:
             request = validate(request, self.lp.diffusion.limits)
         except RequestError as exc:
@@ -481,7 +622,7 @@ class ImageScreen(AppScreen[None]):
             f"(strength {VARIATION_STRENGTH:g}, new seeds).",
             markup=False,
         )
-        self._start(request)
+        self._queue(request)
 
     def action_pick_lora(self) -> None:
         names = self.lp.diffusion.lora_names()
@@ -510,11 +651,15 @@ class ImageScreen(AppScreen[None]):
         self.app.push_screen(TextDialog("Import settings from a PNG: its path"), chosen)
 
     def action_start_from_last(self) -> None:
-        gallery = self.query_one(Gallery)
-        if not gallery.items:
+        try:
+            images = self.lp.store.images(limit=1)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if not images:
             self.notify("No image yet to start from.", severity="warning")
             return
-        newest = max(gallery.items, key=lambda i: i.created_at)
+        newest = images[0]
         self.query_one(ImageForm).set_init_image(str(newest.path))
         self.notify(f"The next image starts from {visible(newest.path.name)}.", markup=False)
 

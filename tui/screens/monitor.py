@@ -29,6 +29,7 @@ from tui.widgets.footer import AppFooter
 from tui.widgets.hosts import monitor_lines
 from tui.widgets.image_viewer import ImageViewer, open_image
 from tui.widgets.picture import HalfBlocks
+from tui.widgets.queue import QueueList
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -230,6 +231,7 @@ class MonitorScreen(AppScreen[None]):
             "m", "focus_models", "Models", tooltip="To Ollama's loaded models", id="monitor.models"
         ),
         Binding("i", "focus_images", "Images", tooltip="To the recent images", id="monitor.images"),
+        Binding("q", "focus_queue", "Queue", tooltip="To the image queue", id="monitor.queue"),
     ]
 
     def __init__(self) -> None:
@@ -259,9 +261,22 @@ class MonitorScreen(AppScreen[None]):
                 yield LoadedModels(id="loaded-models")
                 yield Static("", id="pipeline-line")
                 yield Static("", id="activity-line")
+            yield Label(
+                "Image queue (Q; s stop, p pause, r resume, [ ] move, x remove)",
+                classes="field-label",
+            )
+            yield QueueList(self.lp.image_queue, id="monitor-queue", compact=True)
             yield Label("Recent images (I, then ←/→ and Enter)", classes="field-label")
             yield Horizontal(id="recent-images")
         yield AppFooter()
+
+    def action_focus_queue(self) -> None:
+        self.query_one(QueueList).focus()
+
+    @on(QueueList.Resumed)
+    def _queue_resumed(self, event: QueueList.Resumed) -> None:
+        self.lp.image_queue.claim()
+        self.lp.run_image_queue()
 
     # -- sampling only while shown ------------------------------------------------
 

@@ -1,116 +1,296 @@
-"""Recent images, newest first: browse, view larger, copy the path, delete, reuse,
-make variations, start the next image from one."""
+"""The gallery's grid: one page of thumbnails (or of list rows) at a time.
+
+The grid knows the total and a cursor over it; it holds only the tiles on screen. When
+the cursor leaves the page it asks for another (``PageWanted``); the screen reads it in
+a worker and gives it back (``show_page``), then the thumbnails one by one
+(``show_thumbnail``). Pictures are drawn by :class:`~tui.widgets.picture.Picture`
+(Kitty, Sixel or half-blocks, as the terminal allows)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import OptionList
-from textual.widgets.option_list import Option
+from textual.widget import Widget
+from textual.widgets import Static
 
+from engines.gallery import FileState
 from engines.store import StoredImage
 from tui.text import visible
+from tui.widgets.picture import Picture, Renderer
 
-Action = Literal["view", "copy", "delete", "reuse", "variations", "init", "ask"]
+if TYPE_CHECKING:
+    from PIL import Image
+
+TILE_WIDTH = 20
+TILE_HEIGHT = 9
+"""A thumbnail tile in cells: its border, the picture, a caption line."""
 
 
-class Gallery(OptionList):
-    """The image index as a list; the highlighted image is shown beside it."""
+def caption(image: StoredImage, width: int) -> Text:
+    p = image.parameters
+    prompt = visible(p.prompt.splitlines()[0] if p.prompt else "")
+    return Text(prompt[:width], no_wrap=True, overflow="ellipsis")
+
+
+def list_row(image: StoredImage) -> Text:
+    p = image.parameters
+    when = datetime.fromtimestamp(image.created_at).strftime("%Y-%m-%d %H:%M")
+    row = Text(no_wrap=True, overflow="ellipsis")
+    row.append(f"{when} · {p.width}×{p.height} · seed {p.seed} · ", style="dim")
+    row.append(visible(p.model) + " · ", style="dim")
+    row.append(visible(p.prompt.splitlines()[0] if p.prompt else ""))
+    return row
+
+
+class Tile(Picture):
+    """One image of the page as a thumbnail, its caption in the border (two widgets a
+    tile: a page mounts fast)."""
+
+    def __init__(self, renderer: Renderer, index: int) -> None:
+        super().__init__(renderer, "…")
+        self.add_class("tile")
+        self.index = index
+        self.stored: StoredImage | None = None
+        self.state: FileState = "ok"
+        self.marked = False
+
+    def set_image(self, image: StoredImage | None, *, marked: bool) -> None:
+        self.stored = image
+        self.state = "ok"
+        if self.display != (image is not None):
+            self.display = image is not None
+        self.show(None)
+        self.marked = marked
+        self.set_class(marked, "-marked")
+        self.update_caption()
+
+    def update_caption(self) -> None:
+        if self.stored is None:
+            return
+        text = caption(self.stored, TILE_WIDTH - 4)
+        if self.state != "ok":
+            text = Text.assemble((f"⚠ {self.state} ", "bold red"), text)
+        if self.marked:
+            text = Text.assemble(("✓ ", "bold green"), text)
+        self.border_subtitle = text
+
+
+class ListRow(Static):
+    """One image of the page as a line of text (the list view)."""
+
+    def __init__(self, renderer: Renderer, index: int) -> None:
+        super().__init__("", classes="tile")
+        self.index = index
+        self.stored: StoredImage | None = None
+        self.state: FileState = "ok"
+        self.marked = False
+
+    def set_image(self, image: StoredImage | None, *, marked: bool) -> None:
+        self.stored = image
+        self.state = "ok"
+        if self.display != (image is not None):
+            self.display = image is not None
+        self.marked = marked
+        self.update_caption()
+
+    def show(self, image: Image.Image | None) -> None:
+        """Rows have no picture."""
+
+    def update_caption(self) -> None:
+        if self.stored is None:
+            return
+        text = list_row(self.stored)
+        if self.state != "ok":
+            text = Text.assemble((f"⚠ {self.state} ", "bold red"), text)
+        if self.marked:
+            text = Text.assemble(("✓ ", "bold green"), text)
+        self.update(text)
+
+
+class ThumbnailGrid(Widget, can_focus=True):
+    """A page of the gallery; arrows, PageUp/PageDown, Home/End move the cursor."""
 
     BINDINGS = [
-        Binding("enter", "act('view')", "View", tooltip="View the image larger", id="gallery.view"),
+        Binding("up", "move('-row')", "Up", show=False, tooltip="The image above", id="grid.up"),
         Binding(
-            "c", "act('copy')", "Copy path", tooltip="Copy the image's file path", id="gallery.copy"
+            "down", "move('row')", "Down", show=False, tooltip="The image below", id="grid.down"
         ),
         Binding(
-            "u",
-            "act('reuse')",
-            "Reuse",
-            tooltip="Fill the form from the image's settings",
-            id="gallery.reuse",
+            "left", "move('-1')", "Left", show=False, tooltip="The image before", id="grid.left"
         ),
         Binding(
-            "v",
-            "act('variations')",
-            "Variations",
-            tooltip="Variations: the same prompt from this image, new seeds, low strength",
-            id="gallery.variations",
+            "right", "move('1')", "Right", show=False, tooltip="The image after", id="grid.right"
         ),
         Binding(
-            "i",
-            "act('init')",
-            "Start from",
-            tooltip="Start the next image from this one (img2img)",
-            id="gallery.init",
-        ),
-        Binding(
-            "a",
-            "act('ask')",
-            "Ask about it",
+            "pageup",
+            "move('-page')",
+            "Page up",
             show=False,
-            tooltip="Ask about this image: a new chat with it attached (for a vision model)",
-            id="gallery.ask",
+            tooltip="The page before",
+            id="grid.page_up",
         ),
         Binding(
-            "d,delete",
-            "act('delete')",
-            "Delete",
-            tooltip="Delete the image (asks first)",
-            id="gallery.delete",
+            "pagedown",
+            "move('page')",
+            "Page down",
+            show=False,
+            tooltip="The next page",
+            id="grid.page_down",
+        ),
+        Binding(
+            "home", "move('-all')", "First", show=False, tooltip="The newest image", id="grid.first"
+        ),
+        Binding(
+            "end", "move('all')", "Last", show=False, tooltip="The oldest image", id="grid.last"
         ),
     ]
 
     @dataclass
-    class Acted(Message):
-        action: Action
-        image: StoredImage
+    class PageWanted(Message):
+        offset: int
+        limit: int
 
     @dataclass
-    class Highlighted(Message):
-        image: StoredImage
+    class CursorMoved(Message):
+        image: StoredImage | None
+        index: int
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, renderer: Renderer, *, id: str | None = None, chrome_rows: int = 0) -> None:
         super().__init__(id=id)
-        self.items: list[StoredImage] = []
+        self.renderer: Renderer = renderer
+        self.chrome_rows = chrome_rows
+        """Rows of the screen that are not the grid's (for the first page's size)."""
+        self.total = 0
+        self.first = 0
+        """The index of the first tile's image among all the filter's images."""
+        self.cursor = 0
+        self.images: list[StoredImage] = []
+        self.list_mode = False
+        self.marked: set[int] = set()
+        self.per_row = 1
+        self.rows = 1
 
-    def show(self, images: list[StoredImage]) -> None:
-        current = self.current()
-        self.items = images
-        self.clear_options()
-        self.add_options(Option(self._label(i), id=str(i.id)) for i in images)
-        if images:
-            ids = [i.id for i in images]
-            self.highlighted = ids.index(current.id) if current and current.id in ids else 0
+    @property
+    def page_size(self) -> int:
+        return self.per_row * self.rows
 
-    @staticmethod
-    def _label(image: StoredImage) -> Text:
-        p = image.parameters
-        when = datetime.fromtimestamp(image.created_at).strftime("%d %b %H:%M")
-        label = Text(
-            visible(p.prompt.splitlines()[0] if p.prompt else ""), no_wrap=True, overflow="ellipsis"
-        )
-        label.append(f"\n{when} · {p.width}×{p.height} · seed {p.seed}", style="dim")
-        return label
+    def compose(self) -> ComposeResult:
+        """The tiles of a page the size the screen leaves the grid, made with the screen
+        (the first page is asked for at once, not after a second layout)."""
+        width, height = self.app.size
+        self.per_row, self.rows = self._layout(width, height - self.chrome_rows)
+        self.styles.grid_size_columns = self.per_row
+        for i in range(self.page_size):
+            yield Tile(self.renderer, i)
+
+    def on_mount(self) -> None:
+        self.post_message(self.PageWanted(self.first, self.page_size))
+
+    def _layout(self, width: int, height: int) -> tuple[int, int]:
+        if self.list_mode:
+            return 1, max(1, height)
+        return max(1, width // TILE_WIDTH), max(1, height // TILE_HEIGHT)
+
+    async def on_resize(self) -> None:
+        if self._layout(*self.size) != (self.per_row, self.rows):
+            await self.relayout()
+
+    async def relayout(self) -> None:
+        per_row, rows = self._layout(*self.size)
+        self.set_class(self.list_mode, "-list")
+        self.styles.grid_size_columns = per_row
+        wanted = ListRow if self.list_mode else Tile
+        if (
+            (per_row, rows) != (self.per_row, self.rows)
+            or len(self.children) != per_row * rows
+            or any(type(child) is not wanted for child in self.children)
+        ):
+            self.per_row, self.rows = per_row, rows
+            await self.remove_children()
+            kind = ListRow if self.list_mode else Tile
+            await self.mount_all(kind(self.renderer, i) for i in range(per_row * rows))
+        self.first = self.cursor // self.page_size * self.page_size if self.page_size else 0
+        self.post_message(self.PageWanted(self.first, self.page_size))
+
+    def reset(self, total: int) -> None:
+        """A new filter: ``total`` images, the cursor on the first."""
+        self.total = total
+        self.cursor = 0
+        self.first = 0
+        self.images = []
 
     def current(self) -> StoredImage | None:
-        if self.highlighted is None or not 0 <= self.highlighted < len(self.items):
-            return None
-        return self.items[self.highlighted]
+        i = self.cursor - self.first
+        return self.images[i] if 0 <= i < len(self.images) else None
 
-    def action_act(self, action: Action) -> None:
-        if (image := self.current()) is not None:
-            self.post_message(self.Acted(action, image))
+    def tiles(self) -> list[Tile | ListRow]:
+        return [c for c in self.children if isinstance(c, Tile | ListRow)]
 
-    def _on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        event.stop()
-        if (image := self.current()) is not None:
-            self.post_message(self.Highlighted(image))
+    def show_page(self, offset: int, images: list[StoredImage], total: int) -> None:
+        if offset != self.first:
+            return  # an older request: the cursor has moved on
+        self.total = total
+        self.images = images
+        self.cursor = min(self.cursor, max(0, total - 1))
+        for i, tile in enumerate(self.tiles()):
+            image = images[i] if i < len(images) else None
+            tile.set_image(image, marked=image is not None and image.id in self.marked)
+        self._highlight()
 
-    def _on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        event.stop()
-        self.action_act("view")
+    def show_thumbnail(self, image_id: int, picture: Image.Image | None, state: FileState) -> None:
+        for tile in self.tiles():
+            if tile.stored is not None and tile.stored.id == image_id:
+                tile.state = state
+                if picture is not None:
+                    tile.show(picture)
+                tile.update_caption()
+
+    def state_of(self, image_id: int) -> FileState:
+        for tile in self.tiles():
+            if tile.stored is not None and tile.stored.id == image_id:
+                return tile.state
+        return "ok"
+
+    def _highlight(self) -> None:
+        for i, tile in enumerate(self.tiles()):
+            on = self.first + i == self.cursor
+            if tile.has_class("-cursor") != on:
+                tile.set_class(on, "-cursor")
+        self.post_message(self.CursorMoved(self.current(), self.cursor))
+
+    def toggle_mark(self) -> None:
+        image = self.current()
+        if image is None:
+            return
+        self.marked.symmetric_difference_update({image.id})
+        for tile in self.tiles():
+            if tile.stored is image:
+                tile.marked = image.id in self.marked
+                tile.set_class(tile.marked, "-marked")
+                tile.update_caption()
+
+    def action_move(self, how: str) -> None:
+        if not self.total:
+            return
+        name = how.lstrip("-")
+        steps = {"1": 1, "row": self.per_row, "page": self.page_size, "all": self.total}
+        delta = (-1 if how.startswith("-") else 1) * steps[name]
+        if name == "page":
+            # a page turn moves the page and the cursor together
+            last_page = (self.total - 1) // self.page_size * self.page_size
+            offset = max(0, min(last_page, self.first + delta))
+            self.cursor = max(0, min(self.total - 1, self.cursor + (offset - self.first)))
+        else:
+            self.cursor = max(0, min(self.total - 1, self.cursor + delta))
+            offset = self.cursor // self.page_size * self.page_size
+        if offset != self.first:
+            self.first = offset
+            self.post_message(self.PageWanted(offset, self.page_size))
+        else:
+            self._highlight()
