@@ -38,9 +38,7 @@ from engines.store import Store, StoreError
 from tui import keys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
-from tui.screens.help import HelpScreen
 from tui.text import visible
-from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
     from engines.diffusion import DiffusionEngine, GeneratedImage
@@ -385,6 +383,8 @@ class LlmPessoalApp(App[int]):
                     await self.stop_reply(conversation_id)
                 self.exit()
 
+        from tui.widgets.dialogs import ConfirmDialog
+
         n = len(busy)
         await self.push_screen(
             ConfirmDialog(
@@ -396,6 +396,8 @@ class LlmPessoalApp(App[int]):
         )
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
         if isinstance(self.screen, HelpScreen):
             self.pop_screen()
             return
@@ -511,10 +513,15 @@ class LlmPessoalApp(App[int]):
         await self.chat.aclose()
 
 
+OPEN_TIMEOUT_S = 0.25
+"""How long the start waits for a database another program holds locked (a write of
+another llm-pessoal takes milliseconds) before it goes on with a throw-away one."""
+
+
 def open_store(settings: Settings) -> tuple[Store, list[str]]:
     """The database, or a throw-away one with a warning saying why."""
     try:
-        return Store.open(settings.paths.database), []
+        return Store.open(settings.paths.database, open_timeout_s=OPEN_TIMEOUT_S), []
     except StoreError as exc:
         log.error("database unusable: %s", exc)
         return Store.memory(), [f"{exc}. Conversations will not be saved this session."]

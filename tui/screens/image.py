@@ -32,7 +32,7 @@ from engines.diffusion import (
 from engines.files import OutsideFolder, remove_inside
 from engines.images import ImageParameters, read_settings
 from engines.store import StoredImage, StoreError
-from tui.screens.base import AppScreen
+from tui.screens.base import AppScreen, styles
 from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog, PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
@@ -74,6 +74,8 @@ class GenerationEnded(Message):
 
 class ImageScreen(AppScreen[None]):
     """Describe an image, generate it, watch it form, keep it."""
+
+    CSS_PATH = styles("image.tcss")
 
     BINDINGS = [
         Binding(

@@ -21,7 +21,7 @@ from engines.chat_types import ChatError, LoadedModel
 from engines.monitor import GpuFigures, History, Sample, Sampler
 from engines.store import StoredImage, StoreError
 from engines.units import human_bytes
-from tui.screens.base import AppScreen
+from tui.screens.base import AppScreen, styles
 from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
@@ -215,6 +215,8 @@ class LoadedModels(OptionList):
 
 class MonitorScreen(AppScreen[None]):
     """Meters and two-minute histories, services with actions, recent images."""
+
+    CSS_PATH = styles("monitor.tcss")
 
     BINDINGS = [
         Binding(
