@@ -2,7 +2,9 @@
 and streamed replies.
 
 The client (and httpx, pydantic behind it) is imported on first use, not at
-start-up. Every failure comes out as one of the :mod:`engines.chat_types` errors, whose
+start-up; the version, the models and what is loaded, which the app asks for from the
+start and every few seconds, are asked through :mod:`engines.ollama_http` (the standard
+library), so an app that only looks at its conversations never imports the client. Every failure comes out as one of the :mod:`engines.chat_types` errors, whose
 message says what happened and, where there is one, the command that fixes it.
 """
 
@@ -13,8 +15,10 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from engines import ollama_http
 from engines.chat_types import (
     ChatError,
     ChatMessage,
@@ -43,6 +47,16 @@ log = logging.getLogger(__name__)
 class _Timer:
     start: float = field(default_factory=time.perf_counter)
     first: float | None = None
+
+
+def _when(value: object) -> datetime | None:
+    """An ISO 8601 time as Ollama writes it (nanoseconds, an offset or Z), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 async def _close(stream: Any) -> None:
@@ -77,11 +91,14 @@ class ChatEngine:
     # -- errors -------------------------------------------------------------
 
     def _translate(self, exc: BaseException, model: str | None = None) -> ChatError:
+        if isinstance(exc, ChatError):
+            return exc
+        light = self._translate_light(exc, model)
+        if light is not None:
+            return light
         import httpx
         import ollama
 
-        if isinstance(exc, ChatError):
-            return exc
         if isinstance(exc, ollama.ResponseError):
             code = exc.status_code
             text = str(exc.error).strip() or (f"HTTP {code}" if code > 0 else "an error")
@@ -107,6 +124,28 @@ class ChatEngine:
             return ChatError(f"Ollama at {self.host} sent something unreadable: {exc}")
         return ChatError(f"{type(exc).__name__}: {exc}")
 
+    def _translate_light(self, exc: BaseException, model: str | None) -> ChatError | None:
+        """The errors of :mod:`engines.ollama_http`, as the client's same errors read."""
+        import http.client
+
+        if isinstance(exc, ollama_http.HttpError):
+            code, text = exc.status_code, exc.error.strip() or f"HTTP {exc.status_code}"
+            if code == 404 and model and "not found" in text:
+                return ModelNotFound(model)
+            return ChatError(f"Ollama answered: {text} (HTTP {code})")
+        if isinstance(exc, ollama_http.Unreachable):
+            return OllamaUnavailable(
+                f"cannot reach Ollama at {self.host}: is it running? (start it with: ollama serve)"
+            )
+        if isinstance(exc, TimeoutError):
+            return OllamaUnavailable(
+                f"Ollama at {self.host} did not answer within {self.timeout:g} s "
+                "([ollama] timeout in config.toml)"
+            )
+        if isinstance(exc, http.client.HTTPException):
+            return StreamBroken(f"the connection to Ollama at {self.host} was lost ({exc})")
+        return None
+
     # -- queries ------------------------------------------------------------
 
     async def status(self) -> ServerStatus:
@@ -118,32 +157,29 @@ class ChatEngine:
 
     async def version(self) -> str:
         try:
-            response = await self.client._request_raw(  # type: ignore[no-untyped-call]
-                "GET", "/api/version"
-            )
-            data = response.json()
+            data = await ollama_http.get(self.host, "/api/version", self.timeout)
         except Exception as exc:
             raise self._translate(exc) from exc
         return str(data.get("version", ""))
 
     async def list_models(self) -> list[ModelInfo]:
         try:
-            response = await self.client.list()
+            data = await ollama_http.get(self.host, "/api/tags", self.timeout)
+            models = []
+            for m in data.get("models") or []:
+                d = m.get("details") or {}
+                models.append(
+                    ModelInfo(
+                        name=str(m.get("model") or m.get("name") or ""),
+                        size=int(m.get("size") or 0),
+                        family=str(d.get("family") or ""),
+                        parameter_size=str(d.get("parameter_size") or ""),
+                        quantization=str(d.get("quantization_level") or ""),
+                        modified_at=_when(m.get("modified_at")),
+                    )
+                )
         except Exception as exc:
             raise self._translate(exc) from exc
-        models = []
-        for m in response.models:
-            d = m.details
-            models.append(
-                ModelInfo(
-                    name=m.model or "",
-                    size=int(m.size or 0),
-                    family=(d.family or "") if d else "",
-                    parameter_size=(d.parameter_size or "") if d else "",
-                    quantization=(d.quantization_level or "") if d else "",
-                    modified_at=m.modified_at,
-                )
-            )
         return sorted(models, key=lambda m: m.name)
 
     async def show(self, model: str) -> ModelDetails:
@@ -227,19 +263,21 @@ class ChatEngine:
 
     async def loaded(self) -> list[LoadedModel]:
         try:
-            r = await self.client.ps()
+            data = await ollama_http.get(self.host, "/api/ps", self.timeout)
+            return [
+                LoadedModel(
+                    name=str(m.get("model") or m.get("name") or ""),
+                    size=int(m.get("size") or 0),
+                    size_vram=int(m.get("size_vram") or 0),
+                    expires_at=_when(m.get("expires_at")),
+                    context_length=(
+                        int(m["context_length"]) if m.get("context_length") is not None else None
+                    ),
+                )
+                for m in data.get("models") or []
+            ]
         except Exception as exc:
             raise self._translate(exc) from exc
-        return [
-            LoadedModel(
-                name=m.model or "",
-                size=int(m.size or 0),
-                size_vram=int(m.size_vram or 0),
-                expires_at=m.expires_at,
-                context_length=getattr(m, "context_length", None),
-            )
-            for m in r.models
-        ]
 
     async def unload(self, model: str) -> None:
         """Ask Ollama to free a loaded model now (keep_alive=0)."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -30,6 +33,7 @@ else:
     except ImportError:
         from tests.ollama_server import DEFAULT_REPLY, FakeOllama, tokenize
 
+REPO = Path(__file__).resolve().parent.parent
 MODEL = "llama3.2:latest"
 HI = [ChatMessage("user", "hi")]
 LONG_REPLY = "word " * 400
@@ -364,6 +368,56 @@ async def test_a_plain_text_error_from_a_proxy(
     ollama_server.fail(502, "Bad Gateway")
     with pytest.raises(ChatError, match="Bad Gateway"):
         await engine.list_models()
+
+
+async def test_the_status_questions_show_ollamas_error_and_time_out_naming_the_setting(
+    ollama_server: FakeOllama,
+) -> None:
+    """Version, models and what is loaded go through engines.ollama_http: its errors read
+    as the official client's do."""
+    engine = ChatEngine(ollama_server.url, timeout=0.3)
+    try:
+        ollama_server.fail(500, {"error": "registry on fire"}, path="/api/ps")
+        with pytest.raises(ChatError) as info:
+            await engine.loaded()
+        assert str(info.value) == "Ollama answered: registry on fire (HTTP 500)"
+        ollama_server.fail(503, "", path="/api/tags")
+        with pytest.raises(ChatError, match="HTTP 503"):
+            await engine.list_models()
+    finally:
+        await engine.aclose()
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        engine = ChatEngine(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.3)
+        start = time.monotonic()
+        status = await engine.status()
+        assert time.monotonic() - start < 2
+        assert not status.online and "0.3 s" in status.error and "[ollama] timeout" in status.error
+
+
+def test_the_status_questions_do_not_load_the_official_client(ollama_server: FakeOllama) -> None:
+    """The app asks these from the start and every few seconds: the client (httpx, pydantic,
+    about 20 MiB resident) waits for the first chat, pull or show."""
+    code = (
+        "import asyncio, sys\n"
+        "from engines.ollama_client import ChatEngine\n"
+        "async def main():\n"
+        f"    e = ChatEngine({ollama_server.url!r}, timeout=5)\n"
+        "    status = await e.status()\n"
+        "    models = await e.list_models()\n"
+        "    loaded = await e.loaded()\n"
+        "    await e.aclose()\n"
+        "    print(status.version, [m.name for m in models], loaded)\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in ('ollama', 'httpx', 'pydantic') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    answers, imported = result.stdout.splitlines()
+    assert answers == "0.12.6 ['llama3.2:latest', 'qwen2.5-coder:7b'] []"
+    assert imported == "[]"
 
 
 # -- cancelling ------------------------------------------------------------------------

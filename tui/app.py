@@ -51,7 +51,7 @@ ONLINE_RECHECK_S = 15.0
 
 def _import_client() -> None:
     """The Ollama client and the async HTTP machinery its first request pulls in,
-    imported in a thread so the event loop never waits on them."""
+    imported in a thread so the event loop never waits on them (``prepare_client``)."""
     for module in ("ollama", "httpcore._async.connection_pool", "anyio._backends._asyncio"):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
@@ -168,6 +168,7 @@ class LlmPessoalApp(App[int]):
         self.live = LiveFigures()
         self.startup_warnings = list(warnings)
         self._recheck = asyncio.Event()
+        self._client_prepared = False
         self.keymap = dict(settings.keys)
         if self.keymap:
             self.set_keymap(self.keymap)
@@ -275,8 +276,7 @@ class LlmPessoalApp(App[int]):
     async def watch_ollama_status(self) -> None:
         """Check the server now and then, forever: faster while it is down, so the
         app recovers on its own once it comes back."""
-        # The ollama client (httpx, pydantic) imports in a thread, off the event loop.
-        await asyncio.to_thread(_import_client)
+        # the status and the models are asked without the official client (engines.ollama_http)
         while True:
             status = await self.chat.status()
             came_up = status.online and (self.ollama is None or not self.ollama.online)
@@ -297,6 +297,14 @@ class LlmPessoalApp(App[int]):
             self._recheck.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._recheck.wait(), timeout=wait)
+
+    def prepare_client(self) -> None:
+        """Import the Ollama client (httpx, pydantic: about 20 MiB) in a thread, once: when
+        the user starts writing a prompt, so the first send does not wait for it, and an
+        app only opened to read never loads it."""
+        if not self._client_prepared:
+            self._client_prepared = True
+            self.run_worker(_import_client, thread=True, group="ollama-client", exit_on_error=False)
 
     def check_ollama_soon(self) -> None:
         """Re-check the server now (after a failed request, say)."""

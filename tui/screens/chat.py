@@ -480,6 +480,10 @@ class ChatScreen(AppScreen[None]):
             return
         self.notify(f"Stopped the reply in “{title}”; what it wrote is kept.")
 
+    @on(PromptInput.Changed, "#prompt")
+    def _prompt_changed(self) -> None:
+        self.lp.prepare_client()  # the first send will need the Ollama client: import it now
+
     @on(Input.Changed, "#search")
     def _search_changed(self) -> None:
         # search as the user types, once a pause in typing says the word is there
