@@ -97,7 +97,11 @@ class LlmPessoalApp(App[int]):
     """llm-pessoal: chat, images and the machine, in one terminal."""
 
     TITLE = "llm-pessoal"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = ["app.tcss", "chat.tcss"]
+    """What all screens share, and the Chat screen's own (its CSS_PATH too): that screen is
+    composed with the app (DEFAULT_MODE), and its file read here spares Textual one full
+    re-parse of every style before the first frame. The other screens' and the dialogs'
+    files are read when they are first shown."""
     DEFAULT_MODE = "chat"
     """The screen composed with the app, so the first frame is the Chat screen itself (not
     a blank default screen switched away from); another start screen is switched to."""
