@@ -126,7 +126,7 @@ class ChatEngine:
 
     def _translate_light(self, exc: BaseException, model: str | None) -> ChatError | None:
         """The errors of :mod:`engines.ollama_http`, as the client's same errors read."""
-        import http.client
+        import http.client  # imported already by the request that failed
 
         if isinstance(exc, ollama_http.HttpError):
             code, text = exc.status_code, exc.error.strip() or f"HTTP {exc.status_code}"

@@ -12,7 +12,6 @@ messages the official client's errors become.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +31,8 @@ class Unreachable(ConnectionError):
 
 
 def _get(host: str, path: str, timeout: float) -> Any:
+    import http.client  # here, in the worker thread: not on the way to the first frame
+
     url = urlsplit(host)
     connection = (
         http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection

@@ -403,8 +403,8 @@ class ChatScreen(AppScreen[None]):
     @on(ConversationList.MoreWanted)
     def _more_wanted(self, event: ConversationList.MoreWanted) -> None:
         listing = self.query_one(ConversationList)
-        if event.search != listing.search:
-            return  # asked for by a list a new search has replaced
+        if event.search != listing.search or event.after != listing.last:
+            return  # asked for by a list shown again since (it asks again if need be)
         rows = self._conversations(event.search, limit=PAGE + 1, after=event.after)
         listing.extend(rows[:PAGE], more=len(rows) > PAGE)
         self._mark()

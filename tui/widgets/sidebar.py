@@ -93,6 +93,11 @@ class ConversationList(OptionList):
         """How many conversations are loaded (the pages asked for so far)."""
         return len(self._shown)
 
+    @property
+    def last(self) -> Conversation | None:
+        """The last conversation loaded (the next page starts after it)."""
+        return next(reversed(self._shown.values()), None)
+
     def show(
         self,
         conversations: list[Conversation],
@@ -130,9 +135,9 @@ class ConversationList(OptionList):
         if not near and self.size.height:  # laid out: the scroll can say
             left = self.max_scroll_y - self.scroll_y
             near = left <= 2 * NEAR_END or self.virtual_size.height <= self.size.height
-        if near:
+        last = self.last
+        if near and last is not None:
             self._asked = True
-            last = next(reversed(self._shown.values()))
             self.post_message(self.MoreWanted(last, self.search))
 
     def watch_highlighted(self, highlighted: int | None) -> None:
