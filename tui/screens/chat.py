@@ -282,18 +282,18 @@ class ChatScreen(AppScreen[None]):
             max_tokens=settings.ollama.max_tokens,
             seed=settings.chat.seed,
         )
-        self._show_models()
+        self.models = self.lp.models
         self.watch(self.lp, "ollama", self._ollama_changed)
-        self.watch(self.lp, "models", self._models_changed)
+        self.watch(self.lp, "models", self._models_changed, init=False)
         try:
             newest = self.lp.store.newest_conversation()
         except StoreError as exc:
             self.notify(str(exc), title="Database", severity="error")
             newest = None
-        if newest is not None:
-            self.open_conversation(newest)  # which shows the list's first page too
-        else:
+        # the model list, the conversation and the list's first page, each drawn once
+        if newest is None or not self.open_conversation(newest):
             self._show_new()
+            self._show_models()
             self._refresh_list()
         self.query_one(PromptInput).focus()
 
