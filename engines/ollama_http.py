@@ -1,5 +1,5 @@
 """Ollama's three small read-only questions (its version, its models, what is loaded), asked
-with the standard library's ``http.client``.
+with the standard library (``urllib.request``).
 
 The app asks them at start and every few seconds after, on every screen; the official
 client (``ollama``, with httpx and pydantic behind it) costs about 20 MiB of resident memory
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 
 class HttpError(Exception):
@@ -31,31 +30,21 @@ class Unreachable(ConnectionError):
 
 
 def _get(host: str, path: str, timeout: float) -> Any:
-    import http.client  # here, in the worker thread: not on the way to the first frame
+    # imported here, in the worker thread: not on the way to the first frame. urllib, not
+    # bare http.client: it follows redirects and honours HTTP(S)_PROXY and NO_PROXY, as
+    # the official client (httpx) does
+    import urllib.error
+    import urllib.request
 
-    url = urlsplit(host)
-    connection = (
-        http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    request = urllib.request.Request(
+        host.rstrip("/") + path,
+        headers={"Accept": "application/json", "User-Agent": "llm-pessoal"},
     )
-    conn = connection(url.hostname or "127.0.0.1", url.port, timeout=timeout)
     try:
-        try:
-            conn.connect()
-        except TimeoutError:
-            raise
-        except OSError as exc:
-            raise Unreachable(str(exc)) from exc
-        conn.request(
-            "GET",
-            url.path.rstrip("/") + path,
-            headers={"Accept": "application/json", "User-Agent": "llm-pessoal"},
-        )
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    text = body.decode("utf-8", errors="replace")
-    if response.status >= 400:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode("utf-8", errors="replace")
         error = text
         try:
             data = json.loads(text)
@@ -63,8 +52,12 @@ def _get(host: str, path: str, timeout: float) -> Any:
                 error = str(data["error"])
         except ValueError:
             pass
-        raise HttpError(error, response.status)
-    data = json.loads(text)
+        raise HttpError(error, exc.code) from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            raise TimeoutError(str(exc.reason)) from exc
+        raise Unreachable(str(exc.reason)) from exc
+    data = json.loads(body.decode("utf-8", errors="replace"))
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object from {path}, got {type(data).__name__}")
     return data
