@@ -205,7 +205,8 @@ class LlmPessoalApp(App[int]):
             self.switch_mode(self.start_screen)
         for warning in self.startup_warnings:
             self.notify(warning, severity="error", timeout=30)
-        self.watch_ollama_status()
+        # once the first frame is drawn: its thread would take turns with the drawing
+        self.call_after_refresh(self.watch_ollama_status)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 
