@@ -17,6 +17,12 @@ alone under bad input: 10,000 conversations in the database, a database another 
 holds locked, a damaged database file, and Ollama unreachable, each with its first frame
 and whether the screen said what happened.
 
+Each start also records the CPU time the process had used when the needle showed: on a
+machine others share, wall time grows with their load, CPU time far less. ``--base DIR``
+adds the app as another checkout has it (``git archive HEAD~3 | tar -x -C DIR``, with a
+``.venv`` link), started alternately with this one in the same run, the scenarios too:
+before and after a change under the same load.
+
 ``--profile`` says where the start-up time goes: ``-X importtime`` of ``tui.cli`` and
 ``tui.app`` (cumulative and self time), cProfile of the app from the first line of
 ``main()`` to its first frame of the chat screen (under the pty), Textual's own "ready in"
@@ -25,7 +31,7 @@ time (``TEXTUAL_LOG``), and the resident memory each layer of imports adds.
 Prints one JSON object. Usage:
 
     .venv/bin/python bench/startup.py [-n 5] [--peers elia,parllama,oterm]
-    .venv/bin/python bench/startup.py --floor [-n 7] [--scenarios none]
+    .venv/bin/python bench/startup.py --floor [-n 7] [--scenarios none] [--base DIR]
     .venv/bin/python bench/startup.py --profile [--top 25]
 """
 
@@ -70,6 +76,7 @@ from common import (
     rnd,
     rss_bytes,
     tempdir,
+    tree_cpu_seconds,
 )
 
 IDLE_S = 2.0
@@ -199,10 +206,12 @@ class Start:
     argv: list[str]
     needle: str
     expect: str | None = None
+    code: Path = ROOT
+    """The checkout whose code runs (``PYTHONPATH``): this one, or ``--base``."""
 
 
 def start_once(start: Start, cwd: Path) -> dict[str, Any]:
-    term = Terminal(start.argv, checkout_env(), str(cwd))
+    term = Terminal(start.argv, clean_env(PYTHONPATH=str(start.code)), str(cwd))
     load = OtherLoad(term.pid)
     out: dict[str, Any] = {}
     try:
@@ -213,6 +222,9 @@ def start_once(start: Start, cwd: Path) -> dict[str, Any]:
                 f"{start.name}: {start.needle!r} not on screen in 60 s:\n{term.text()}"
             )
         out["first_frame_s"] = t_frame - term.t_start
+        # the CPU time it took (the process and its children, read as the needle shows):
+        # on a machine others share, wall time grows with their load, CPU time much less
+        out["cpu_s"] = tree_cpu_seconds(term.pid)
         if start.expect is not None:
             t_said = term.wait_visible([start.expect], 15)
             out["said_s"] = None if t_said is None else t_said - term.t_start
@@ -228,6 +240,7 @@ def start_once(start: Start, cwd: Path) -> dict[str, Any]:
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     frames = [r["first_frame_s"] for r in runs]
     rss = [r["rss_mib"] for r in runs]
+    cpu = [r["cpu_s"] for r in runs]
     out: dict[str, Any] = {
         "first_frame_s": {
             "median": rnd(median(frames)),
@@ -235,6 +248,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "max": rnd(max(frames)),
             "runs": [rnd(f) for f in frames],
         },
+        "cpu_to_first_frame_s": {"median": rnd(median(cpu)), "min": rnd(min(cpu))},
         "idle_rss_mib": {"median": rnd(median(rss), 1), "max": rnd(max(rss), 1)},
         "other_load_cpus": [r["other_load_cpus"] for r in runs],
     }
@@ -317,7 +331,7 @@ def scenario(name: str, workdir: Path, url: str) -> Iterator[tuple[Path, str | N
             locker.wait()
 
 
-def floor(n: int, scenarios: list[str]) -> dict[str, Any]:
+def floor(n: int, scenarios: list[str], base: Path | None = None) -> dict[str, Any]:
     python = str(VENV_BIN / "python")
     workdir = tempdir("startup-floor")
     reply = workdir / "reply.md"
@@ -339,11 +353,15 @@ def floor(n: int, scenarios: list[str]) -> dict[str, Any]:
                 MODEL,
             )
             minimal = Start("minimal-textual-app", [python, str(MINIMAL_APP)], MINIMAL_MARKER)
-            for start in (app, minimal):  # untimed: fills the OS file cache
+            starts = [app, minimal]
+            if base is not None:  # the same app from another checkout (the code before)
+                starts.append(Start(f"{app.name}@base", app.argv, MODEL, code=base))
+                result["base"] = str(base)
+            for start in starts:  # untimed: fills the OS file cache
                 start_once(start, app_dir)
-            runs: dict[str, list[dict[str, Any]]] = {app.name: [], minimal.name: []}
-            for i in range(n):  # alternately, so a busy moment falls on both alike
-                for start in (app, minimal) if i % 2 == 0 else (minimal, app):
+            runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in starts}
+            for i in range(n):  # alternately, so a busy moment falls on all alike
+                for start in starts if i % 2 == 0 else starts[::-1]:
                     run = start_once(start, app_dir)
                     runs[start.name].append(run)
                     log(
@@ -356,9 +374,30 @@ def floor(n: int, scenarios: list[str]) -> dict[str, Any]:
             ratio = a["first_frame_s"]["median"] / m["first_frame_s"]["median"]
             ratio_min = a["first_frame_s"]["min"] / m["first_frame_s"]["min"]
             result["first_frame_vs_minimal"] = {"median": rnd(ratio, 2), "min": rnd(ratio_min, 2)}
+            result["cpu_to_first_frame_vs_minimal"] = rnd(
+                a["cpu_to_first_frame_s"]["median"] / m["cpu_to_first_frame_s"]["median"], 2
+            )
             result["idle_rss_vs_minimal"] = rnd(
                 a["idle_rss_mib"]["median"] / m["idle_rss_mib"]["median"], 2
             )
+            if base is not None:
+                b = clients[f"{app.name}@base"]
+                result["vs_base"] = {
+                    "first_frame": rnd(
+                        a["first_frame_s"]["median"] / b["first_frame_s"]["median"], 2
+                    ),
+                    "cpu_to_first_frame": rnd(
+                        a["cpu_to_first_frame_s"]["median"] / b["cpu_to_first_frame_s"]["median"],
+                        2,
+                    ),
+                    "base_first_frame_vs_minimal": rnd(
+                        b["first_frame_s"]["median"] / m["first_frame_s"]["median"], 2
+                    ),
+                    "base_cpu_to_first_frame_vs_minimal": rnd(
+                        b["cpu_to_first_frame_s"]["median"] / m["cpu_to_first_frame_s"]["median"],
+                        2,
+                    ),
+                }
             result["aims_met"] = {
                 "first_frame_vs_minimal": ratio <= FLOOR_AIMS["first_frame_vs_minimal"],
                 "idle_rss_mib": a["idle_rss_mib"]["median"] <= FLOOR_AIMS["idle_rss_mib"],
@@ -371,17 +410,36 @@ def floor(n: int, scenarios: list[str]) -> dict[str, Any]:
                         start = Start(
                             name, [python, "-c", RUN_APP, "--config", str(cfg)], MODEL, expect
                         )
-                        start_once(start, where)  # untimed
-                        got = []
+                        pair = [start]
+                        if base is not None:
+                            pair.append(Start(f"{name}@base", start.argv, MODEL, expect, base))
+                        for s in pair:
+                            start_once(s, where)  # untimed
+                        got: dict[str, list[dict[str, Any]]] = {s.name: [] for s in pair}
                         for i in range(n):
-                            got.append(start_once(start, where))
-                            log(f"{name} {i + 1}/{n}: first frame {got[-1]['first_frame_s']:.3f} s")
-                    entry = summary(got)
+                            for s in pair if i % 2 == 0 else pair[::-1]:
+                                got[s.name].append(start_once(s, where))
+                                log(
+                                    f"{s.name} {i + 1}/{n}: first frame "
+                                    f"{got[s.name][-1]['first_frame_s']:.3f} s"
+                                )
+                    entry = summary(got[name])
+                    if base is not None:
+                        before = summary(got[f"{name}@base"])
+                        entry["base"] = before
+                        entry["vs_base"] = rnd(
+                            entry["first_frame_s"]["median"] / before["first_frame_s"]["median"], 2
+                        )
                     entry["vs_minimal"] = rnd(
                         entry["first_frame_s"]["median"] / m["first_frame_s"]["median"], 2
                     )
                     entry["vs_app"] = rnd(
                         entry["first_frame_s"]["median"] / a["first_frame_s"]["median"], 2
+                    )
+                    entry["cpu_vs_app"] = rnd(
+                        entry["cpu_to_first_frame_s"]["median"]
+                        / a["cpu_to_first_frame_s"]["median"],
+                        2,
                     )
                 except Exception as exc:
                     entry = {"error": f"{type(exc).__name__}: {exc}"}
@@ -728,6 +786,13 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(SCENARIOS),
         help=f"with --floor: comma-separated, of {', '.join(SCENARIOS)}; 'none' for none",
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        metavar="DIR",
+        help="with --floor: also start the app from this checkout (the code before a change), "
+        "alternately with this one, in the same run",
+    )
     parser.add_argument("--profile", action="store_true", help="where the start-up time goes")
     parser.add_argument("--top", type=int, default=25, help="with --profile: rows per table")
     args = parser.parse_args(argv)
@@ -736,7 +801,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(chosen) - set(SCENARIOS)
         if unknown:
             parser.error(f"unknown scenarios {sorted(unknown)}: use {', '.join(SCENARIOS)}")
-        print(json.dumps(floor(args.n, chosen), indent=2))
+        base = args.base.resolve() if args.base else None
+        print(json.dumps(floor(args.n, chosen, base), indent=2))
         return 0
     if args.profile:
         print(json.dumps(profile(args.top), indent=2))

@@ -281,11 +281,21 @@ class Store:
     # -- opening ------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, busy_timeout_s: float = 2.0, recover: bool = True) -> Store:
+    def open(
+        cls,
+        path: Path,
+        *,
+        busy_timeout_s: float = 2.0,
+        recover: bool = True,
+        open_timeout_s: float | None = None,
+    ) -> Store:
         """Open (creating if needed) and migrate the database at ``path``. With
         ``recover``, replies left streaming by a process that died are marked
         interrupted; commands that may run beside the app pass False (a reply the app
-        is streaming at that moment is not interrupted)."""
+        is streaming at that moment is not interrupted). A lock another program holds
+        is waited for ``busy_timeout_s`` at most, or ``open_timeout_s`` while opening
+        (the app opens it before its first frame: a database held locked must not
+        hold the first frame back)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -298,7 +308,10 @@ class Store:
             raise StoreError(f"{path}: cannot create the database: {exc.strerror or exc}") from None
         try:
             conn = sqlite3.connect(
-                path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None
+                path,
+                timeout=busy_timeout_s if open_timeout_s is None else open_timeout_s,
+                check_same_thread=False,
+                isolation_level=None,
             )
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
@@ -306,6 +319,7 @@ class Store:
         store = cls(conn, path)
         try:
             store._prepare(wal=True, recover=recover)
+            conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(cls._explain(path, exc)) from None
@@ -402,8 +416,8 @@ class Store:
         if self.path is None or fcntl is None:
             return
         folder = owners_folder(self.path)
-        try:
-            entries = list(folder.glob("*.lock"))
+        try:  # (os.scandir, not Path.glob: no fnmatch to import at every start)
+            entries = [folder / e.name for e in os.scandir(folder) if e.name.endswith(".lock")]
         except OSError:
             return
         for entry in entries:
@@ -506,21 +520,63 @@ class Store:
             row["host"],
         )
 
-    def conversations(self, search: str = "") -> list[Conversation]:
+    def conversations(
+        self, search: str = "", *, limit: int | None = None, after: Conversation | None = None
+    ) -> list[Conversation]:
         """Newest first; ``search`` matches titles and message text, literally and
-        without regard to case in any script (``água`` finds ``ÁGUA``)."""
-        if search.strip():
-            needle = _fold(search.strip())
-            rows = self._query(
-                "SELECT * FROM conversations c WHERE instr(fold(c.title), ?1) > 0"
-                " OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id"
-                " AND instr(fold(m.content), ?1) > 0)"
-                " ORDER BY updated_at DESC, id DESC",
-                (needle,),
-            )
-        else:
-            rows = self._query("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
-        return [self._conversation(r) for r in rows]
+        without regard to case in any script (``água`` finds ``ÁGUA``). A page at a time
+        with ``limit``: the next page is the one ``after`` the last conversation of the
+        page before (keyset paging, as cheap at the 100th page as at the first)."""
+        where, args = self._listed(search)
+        if after is not None:
+            where.append("(c.updated_at < ? OR (c.updated_at = ? AND c.id < ?))")
+            args += (after.updated_at, after.updated_at, after.id)
+        sql = "SELECT * FROM conversations c"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY c.updated_at DESC, c.id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args += (max(0, limit),)
+        return [self._conversation(r) for r in self._query(sql, args)]
+
+    def newest_conversation(self) -> int | None:
+        """The id of the conversation updated last, or None when there is none."""
+        rows = self._query("SELECT id FROM conversations ORDER BY updated_at DESC, id DESC LIMIT 1")
+        return int(rows[0]["id"]) if rows else None
+
+    def conversations_before(self, conversation_id: int, search: str = "") -> int | None:
+        """How many conversations the list (``conversations(search)``) shows above this
+        one; None when it is not in that list."""
+        rows = self._query(
+            "SELECT updated_at, id FROM conversations WHERE id = ?", (conversation_id,)
+        )
+        if not rows:
+            return None
+        where, args = self._listed(search)
+        if where and not self._query(
+            "SELECT 1 FROM conversations c WHERE c.id = ? AND " + " AND ".join(where),
+            (conversation_id, *args),
+        ):
+            return None
+        updated_at = rows[0]["updated_at"]
+        where.append("(c.updated_at > ? OR (c.updated_at = ? AND c.id > ?))")
+        args += (updated_at, updated_at, conversation_id)
+        count = self._query(
+            "SELECT COUNT(*) AS n FROM conversations c WHERE " + " AND ".join(where), args
+        )
+        return int(count[0]["n"])
+
+    @staticmethod
+    def _listed(search: str) -> tuple[list[str], tuple[Any, ...]]:
+        """The WHERE terms (and their arguments) of the conversations ``search`` finds."""
+        if not search.strip():
+            return [], ()
+        needle = _fold(search.strip())
+        return [
+            "(instr(fold(c.title), ?) > 0 OR EXISTS (SELECT 1 FROM messages m"
+            " WHERE m.conversation_id = c.id AND instr(fold(m.content), ?) > 0))"
+        ], (needle, needle)
 
     def conversation(self, conversation_id: int) -> Conversation | None:
         rows = self._query("SELECT * FROM conversations WHERE id = ?", (conversation_id,))

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -30,6 +31,7 @@ else:
     except ImportError:
         from tests.ollama_server import DEFAULT_REPLY, FakeOllama, tokenize
 
+REPO = Path(__file__).resolve().parent.parent
 MODEL = "llama3.2:latest"
 HI = [ChatMessage("user", "hi")]
 LONG_REPLY = "word " * 400
@@ -364,6 +366,32 @@ async def test_a_plain_text_error_from_a_proxy(
     ollama_server.fail(502, "Bad Gateway")
     with pytest.raises(ChatError, match="Bad Gateway"):
         await engine.list_models()
+
+
+async def test_the_status_questions_show_ollamas_error_and_time_out_naming_the_setting(
+    ollama_server: FakeOllama,
+) -> None:
+    """Version, models and what is loaded: Ollama's own error text, and a server that
+    never answers is given up on at the timeout, which the message names."""
+    engine = ChatEngine(ollama_server.url, timeout=0.3)
+    try:
+        ollama_server.fail(500, {"error": "registry on fire"}, path="/api/ps")
+        with pytest.raises(ChatError) as info:
+            await engine.loaded()
+        assert str(info.value) == "Ollama answered: registry on fire (HTTP 500)"
+        ollama_server.fail(503, "", path="/api/tags")
+        with pytest.raises(ChatError, match="HTTP 503"):
+            await engine.list_models()
+    finally:
+        await engine.aclose()
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        engine = ChatEngine(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.3)
+        start = time.monotonic()
+        status = await engine.status()
+        assert time.monotonic() - start < 2
+        assert not status.online and "0.3 s" in status.error and "[ollama] timeout" in status.error
 
 
 # -- cancelling ------------------------------------------------------------------------

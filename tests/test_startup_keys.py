@@ -2,19 +2,24 @@
 
 The real app starts in a real terminal (tmux); from the moment it is spawned, a letter is
 typed every few tens of milliseconds (through the pty, as a person typing would) until a
-moment after its first frame. Every letter must end up in the chat prompt, in order.
+moment after its first frame. Every letter must end up in the chat prompt, in order:
+with an empty database, with a long history (the sidebar pages it), and with a database
+another program holds locked (the app starts on a throw-away one and says so).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sqlite3
 import string
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,40 @@ pytestmark = [
 REPO = Path(__file__).resolve().parent.parent
 RUN_APP = "import sys; from tui.cli import main; sys.exit(main())"
 FIRST_FRAME = "Ollama"  # the status line, drawn with the first frame of the chat screen
+
+
+LOCKED = "locked by another"
+HISTORY = 600
+"""Conversations in the "long history" case: twelve pages of the sidebar."""
+
+
+@pytest.fixture(params=["empty", "long-history", "locked-database"])
+def database(request: pytest.FixtureRequest, config_file: Path) -> Iterator[str]:
+    """The database the app starts with, and what its screen says about it."""
+    from engines.chat_types import ChatOptions
+    from engines.config import load_settings
+    from engines.store import Store
+
+    path = load_settings(config_file, env={}).paths.database
+    if request.param == "empty":
+        yield "Ollama"
+        return
+    store = Store.open(path)
+    try:
+        for i in range(HISTORY if request.param == "long-history" else 1):
+            c = store.create_conversation("llama3.2:latest", ChatOptions(), f"Talk {i}")
+            store.add_message(c.id, "user", f"question {i}")
+    finally:
+        store.close()
+    if request.param == "long-history":
+        yield f"Talk {HISTORY - 1}"  # the newest, open and first in the list
+        return
+    with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("UPDATE conversations SET title = title")
+        yield LOCKED
+        holder.execute("ROLLBACK")
 
 
 @pytest.fixture
@@ -46,20 +85,33 @@ def prompt_text(screen: str) -> str:
             for inner in lines[i + 1 :]:
                 if "╰" in inner:
                     break
-                body = inner[inner.find("│") + 1 : inner.rfind("│")]
+                # up to the box's right side, or the left side of a notice over it
+                body = re.split("[│▌]", inner[inner.find("│") + 1 :])[0]
                 out.append(body.strip())
     return "".join(out)
 
 
+def readable(screen: str) -> str:
+    """The screen's text, and the text of the notices on it (right of their "▌" side),
+    each as one line."""
+    notices = " ".join(line.split("▌", 1)[1].strip() for line in screen.splitlines() if "▌" in line)
+    return screen + "\n" + " ".join(notices.split())
+
+
 def test_keys_typed_while_the_app_starts_all_reach_the_prompt(
-    tmux: Tmux, config_file: Path
+    tmux: Tmux, config_file: Path, database: str
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("OLLAMA_HOST", "LLM_PESSOAL_CONFIG")}
-    command = f"exec {sys.executable} -c '{RUN_APP}' --config {config_file}"
+    # (the snapshot plugin sets COLUMNS=80 and LINES=24 in the test process, and the tmux
+    # server passes them on: the app would draw 80x24 whatever the pane's size)
+    command = f"exec env -u COLUMNS -u LINES {sys.executable} -c '{RUN_APP}' --config {config_file}"
+    # the notice of a locked database stands at the bottom right for 30 s, over the
+    # prompt's right end: wide enough, the letters are left of it
+    width = "200" if database == LOCKED else "120"
     # tmux starts the command at once: the letters below are typed while Python starts,
     # while the app imports, composes and draws, and just after its first frame
     tmux(
-        "new-session", "-d", "-s", "app", "-x", "120", "-y", "40",
+        "new-session", "-d", "-s", "app", "-x", width, "-y", "40",
         *[a for k in ("PATH", "HOME", "LANG") if k in env for a in ("-e", f"{k}={env[k]}")],
         "-e", f"PYTHONPATH={REPO}", "-e", "TERM=xterm-256color",
         command,
@@ -101,3 +153,8 @@ def test_keys_typed_while_the_app_starts_all_reach_the_prompt(
     assert got == expected, (
         f"typed {expected!r} from the spawn on, the prompt holds {got!r}:\n{tmux.screen()}"
     )
+    # and the screen says what it started with (a notice, wrapped in its box, for a lock)
+    deadline = time.monotonic() + 15
+    while database not in readable(tmux.screen()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert database in readable(tmux.screen()), tmux.screen()

@@ -132,6 +132,38 @@ def test_a_locked_database_says_so_within_seconds(db: Path) -> None:
         holder.close()
 
 
+def test_the_app_gives_up_on_a_locked_database_at_once_and_later_writes_wait(db: Path) -> None:
+    """The app opens the store before its first frame: a database held locked is given up
+    after ``open_timeout_s`` (not the 2 s a write waits), and once open, writes wait
+    ``busy_timeout_s`` for a lock another program holds a moment."""
+    Store.open(db).close()
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreError, match="locked"):
+            Store.open(db, open_timeout_s=0.1, busy_timeout_s=30)
+        assert time.monotonic() - start < 1.5
+    finally:
+        holder.execute("ROLLBACK")
+    store = Store.open(db, open_timeout_s=0.1, busy_timeout_s=30)
+    c = store.create_conversation("m", OPTIONS)
+    holder.execute("BEGIN EXCLUSIVE")
+    released = threading.Event()
+
+    def release() -> None:
+        time.sleep(0.5)
+        holder.execute("ROLLBACK")
+        released.set()
+
+    threading.Thread(target=release).start()
+    store.add_message(c.id, "user", "waited for the lock")  # not refused after 0.1 s
+    assert released.is_set()
+    assert [m.content for m in store.messages(c.id)] == ["waited for the lock"]
+    store.close()
+    holder.close()
+
+
 def test_a_write_while_another_program_holds_the_lock_says_so(db: Path) -> None:
     store = Store.open(db, busy_timeout_s=0.3)
     c = store.create_conversation("m", OPTIONS)
@@ -227,6 +259,41 @@ def test_search_matches_titles_literally(store: Store, query: str, expected: lis
         store.create_conversation("m", OPTIONS, title)
     assert sorted(c.title for c in store.conversations(query)) == sorted(expected)
     assert len(store.conversations()) == len(TRICKY_TITLES)  # nothing was dropped
+
+
+def test_the_list_pages_by_keyset_and_loses_none_among_equal_times(store: Store, db: Path) -> None:
+    made = [store.create_conversation("m", ChatOptions(), f"c{i:02}") for i in range(23)]
+    with raw(db) as c:  # several conversations updated in the same second
+        c.execute("UPDATE conversations SET updated_at = 1000 + (id / 4)")
+    everything = store.conversations()
+    pages: list[list[Conversation]] = []
+    after = None
+    while True:
+        page = store.conversations(limit=5, after=after)
+        if not page:
+            break
+        pages.append(page)
+        after = page[-1]
+    assert [len(p) for p in pages] == [5, 5, 5, 5, 3]
+    assert [c.id for p in pages for c in p] == [c.id for c in everything]
+    assert len({c.id for c in everything}) == len(made)
+    assert store.newest_conversation() == everything[0].id
+    # where a conversation stands in the list, with and without a search
+    for n in (0, 7, 22):
+        assert store.conversations_before(everything[n].id) == n
+    store.add_message(made[3].id, "user", "the needle is here")
+    store.add_message(made[9].id, "user", "another NEEDLE")
+    found = store.conversations("needle")
+    assert [c.id for c in found] == [made[9].id, made[3].id]
+    assert store.conversations("needle", limit=1, after=found[0]) == [found[1]]
+    assert store.conversations_before(made[3].id, "needle") == 1
+    assert store.conversations_before(made[4].id, "needle") is None  # not found by it
+    assert store.conversations_before(10_000) is None
+
+
+def test_an_empty_store_has_no_newest_conversation(store: Store) -> None:
+    assert store.newest_conversation() is None
+    assert store.conversations(limit=5) == []
 
 
 def test_search_matches_message_text(store: Store) -> None:

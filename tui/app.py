@@ -38,9 +38,7 @@ from engines.store import Store, StoreError
 from tui import keys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
-from tui.screens.help import HelpScreen
 from tui.text import visible
-from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
     from engines.diffusion import DiffusionEngine, GeneratedImage
@@ -98,7 +96,11 @@ class LlmPessoalApp(App[int]):
     """llm-pessoal: chat, images and the machine, in one terminal."""
 
     TITLE = "llm-pessoal"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = ["app.tcss", "chat.tcss"]
+    """What all screens share, and the Chat screen's own (its CSS_PATH too): that screen is
+    composed with the app (DEFAULT_MODE), and its file read here spares Textual one full
+    re-parse of every style before the first frame. The other screens' and the dialogs'
+    files are read when they are first shown."""
     DEFAULT_MODE = "chat"
     """The screen composed with the app, so the first frame is the Chat screen itself (not
     a blank default screen switched away from); another start screen is switched to."""
@@ -207,7 +209,8 @@ class LlmPessoalApp(App[int]):
             self.switch_mode(self.start_screen)
         for warning in self.startup_warnings:
             self.notify(warning, severity="error", timeout=30)
-        self.watch_ollama_status()
+        # once the first frame is drawn: its thread would take turns with the drawing
+        self.call_after_refresh(self.watch_ollama_status)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 
@@ -426,6 +429,8 @@ class LlmPessoalApp(App[int]):
                     await self.stop_reply(conversation_id)
                 self.exit()
 
+        from tui.widgets.dialogs import ConfirmDialog
+
         n = len(busy)
         await self.push_screen(
             ConfirmDialog(
@@ -437,6 +442,8 @@ class LlmPessoalApp(App[int]):
         )
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
         if isinstance(self.screen, HelpScreen):
             self.pop_screen()
             return
@@ -554,10 +561,15 @@ class LlmPessoalApp(App[int]):
         await self.hosts.aclose()
 
 
+OPEN_TIMEOUT_S = 0.25
+"""How long the start waits for a database another program holds locked (a write of
+another llm-pessoal takes milliseconds) before it goes on with a throw-away one."""
+
+
 def open_store(settings: Settings) -> tuple[Store, list[str]]:
     """The database, or a throw-away one with a warning saying why."""
     try:
-        return Store.open(settings.paths.database), []
+        return Store.open(settings.paths.database, open_timeout_s=OPEN_TIMEOUT_S), []
     except StoreError as exc:
         log.error("database unusable: %s", exc)
         return Store.memory(), [f"{exc}. Conversations will not be saved this session."]

@@ -118,9 +118,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tui_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
+    """The arguments of a plain start of the TUI (nothing, ``--config PATH``, ``--screen
+    NAME``), read without building the whole parser, whose subcommands import what they
+    describe (about 20 ms of every start); None for anything else: the parser reads it,
+    errors and all. (A new top-level option makes this None until it is added here, and
+    a test compares the two readings.)"""
+    values: dict[str, str] = {}
+    tokens = list(argv)
+    while tokens:
+        option, equals, value = tokens.pop(0).partition("=")
+        if option not in ("--config", "--screen") or option in values:
+            return None
+        if not equals:
+            if not tokens:
+                return None
+            value = tokens.pop(0)
+        if not value.strip() or value.startswith("-"):
+            return None
+        if option == "--screen" and value not in SCREENS:
+            return None
+        values[option] = value
+    return argparse.Namespace(
+        config=values.get("--config"), screen=values.get("--screen"), version=None, command=None
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = tui_arguments(sys.argv[1:] if argv is None else argv)
+    if args is None:
+        args = build_parser().parse_args(argv)
     try:
         check_arguments(args, sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
@@ -129,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "completion":  # needs no config
         from tui.cli_completion import script
 
-        sys.stdout.write(script(parser, args.shell))
+        sys.stdout.write(script(build_parser(), args.shell))
         return EXIT_OK
     if args.command == "show":  # needs no config
         from tui.cli_show import run_show

@@ -8,6 +8,7 @@ worker through the message posted here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from textual.message import Message
@@ -20,6 +21,15 @@ if TYPE_CHECKING:
     from tui.app import LlmPessoalApp
 
 ResultT = TypeVar("ResultT")
+
+STYLES = Path(__file__).resolve().parent.parent
+"""Where the ``.tcss`` files are (``tui/``)."""
+
+
+def styles(*names: str) -> list[str | PurePath]:
+    """A screen's ``CSS_PATH``: its style files in ``tui/``, read when the screen is first
+    shown, so the first frame parses only the rules of the screen it shows."""
+    return [STYLES / name for name in names]
 
 
 @dataclass
@@ -57,3 +67,5 @@ class AppScreen(ReportsWorkerFailures, Screen[ResultT]):
 
 class AppModal(ModalScreen[ResultT], AppScreen[ResultT]):
     """A dialog of llm-pessoal: above a screen, its keys before the app's."""
+
+    CSS_PATH = styles("dialogs.tcss")

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from dataclasses import replace as replaced
 from datetime import datetime
 
-from markdown_it import MarkdownIt
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -41,6 +40,7 @@ from engines.store import (
     StoreError,
     export_markdown,
 )
+from tui.screens.base import styles
 from tui.screens.chat_extras import ChatExtras
 from tui.text import shown, visible
 from tui.widgets.attachments import PendingAttachments
@@ -53,9 +53,7 @@ from tui.widgets.conversation import (
     Turn,
     Versions,
 )
-from tui.widgets.dialogs import ConfirmDialog, OptionsDialog, PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
-from tui.widgets.history import HistoryDialog
 from tui.widgets.hosts import (
     picker_options,
     reachable_names,
@@ -63,7 +61,7 @@ from tui.widgets.hosts import (
     status_tooltip,
 )
 from tui.widgets.prompt import PromptInput
-from tui.widgets.sidebar import ConversationList, Sidebar
+from tui.widgets.sidebar import PAGE, ConversationList, Sidebar
 
 SEARCH_DELAY_S = 0.15
 NARROW = 80
@@ -96,6 +94,8 @@ def versions_of(messages: list[StoredMessage]) -> Versions:
 
 def code_blocks(markdown: str) -> list[tuple[str, str]]:
     """(language, code) of every code block of a Markdown text."""
+    from markdown_it import MarkdownIt  # on first use: not needed for the first frame
+
     tokens = MarkdownIt("gfm-like").parse(markdown)
     return [(t.info.strip(), t.content) for t in tokens if t.type in ("fence", "code_block")]
 
@@ -103,6 +103,7 @@ def code_blocks(markdown: str) -> list[tuple[str, str]]:
 class ChatScreen(ChatExtras):
     """Talk to a model; every conversation is saved as it happens."""
 
+    CSS_PATH = styles("chat.tcss")
     AUTO_FOCUS = "#prompt"
     """The prompt has the keys from the first frame: a key typed while the app starts is
     never lost to another widget (Textual would focus the first focusable one)."""
@@ -292,16 +293,20 @@ class ChatScreen(ChatExtras):
         self.new_options = defaults_from_settings(settings)
         self.new_host = ""
         """The Ollama server a new conversation will use (several servers; empty: the rule)."""
-        self._show_models()
+        self.models = self.lp.models
         self.watch(self.lp, "ollama", self._ollama_changed)
-        self.watch(self.lp, "models", self._models_changed)
+        self.watch(self.lp, "models", self._models_changed, init=False)
         if self.lp.hosts.multi:
             self.watch(self.lp, "host_states", self._hosts_changed)
-        conversations = self._conversations()
-        if conversations:
-            self.open_conversation(conversations[0].id)
-        else:
+        try:
+            newest = self.lp.store.newest_conversation()
+        except StoreError as exc:
+            self.notify(str(exc), title="Database", severity="error")
+            newest = None
+        # the model list, the conversation and the list's first page, each drawn once
+        if newest is None or not self.open_conversation(newest):
             self._show_new()
+            self._show_models()
             self._refresh_list()
         self.query_one(PromptInput).focus()
 
@@ -412,17 +417,39 @@ class ChatScreen(ChatExtras):
 
     # -- conversations ---------------------------------------------------------
 
-    def _conversations(self, search: str = "") -> list[Conversation]:
+    def _conversations(
+        self, search: str = "", limit: int | None = None, after: Conversation | None = None
+    ) -> list[Conversation]:
         try:
-            return self.lp.store.conversations(search)
+            return self.lp.store.conversations(search, limit=limit, after=after)
         except StoreError as exc:
             self.notify(str(exc), title="Database", severity="error")
             return []
 
     def _refresh_list(self) -> None:
+        """The list again, as many conversations as it had loaded (a page at least), and
+        down to the open conversation if that is further down."""
         search = self.query_one("#search", Input).value
+        listing = self.query_one(ConversationList)
         current = self.conversation.id if self.conversation else None
-        self.query_one(ConversationList).show(self._conversations(search), current)
+        want = max(PAGE, listing.loaded if search == listing.search else 0)
+        rows = self._conversations(search, limit=want + 1)
+        if current is not None and len(rows) > want and all(c.id != current for c in rows):
+            with contextlib.suppress(StoreError):
+                above = self.lp.store.conversations_before(current, search)
+                if above is not None:
+                    want = above + PAGE
+                    rows = self._conversations(search, limit=want + 1)
+        listing.show(rows[:want], current, search=search, more=len(rows) > want)
+        self._mark()
+
+    @on(ConversationList.MoreWanted)
+    def _more_wanted(self, event: ConversationList.MoreWanted) -> None:
+        listing = self.query_one(ConversationList)
+        if event.search != listing.search or event.after != listing.last:
+            return  # asked for by a list shown again since (it asks again if need be)
+        rows = self._conversations(event.search, limit=PAGE + 1, after=event.after)
+        listing.extend(rows[:PAGE], more=len(rows) > PAGE)
         self._mark()
 
     def _mark(self) -> None:
@@ -559,6 +586,8 @@ class ChatScreen(ChatExtras):
                 self.conversation = self.lp.store.conversation(conversation.id)
             self._refresh_list()
 
+        from tui.widgets.dialogs import TextDialog
+
         self.app.push_screen(TextDialog("Rename conversation", conversation.title), renamed)
 
     @on(ConversationList.DeleteRequested)
@@ -588,6 +617,8 @@ class ChatScreen(ChatExtras):
                 f"A reply is being written in “{conversation.title}”: it will be stopped first. "
                 + question
             )
+        from tui.widgets.dialogs import ConfirmDialog
+
         self.app.push_screen(
             ConfirmDialog(question, kept=f"Kept “{visible(conversation.title)}”."),
             confirmed,
@@ -693,6 +724,8 @@ class ChatScreen(ChatExtras):
             elif yes:
                 self.app.push_screen(ModelsDialog(model, close_when_pulled=True), pulled)
 
+        from tui.widgets.dialogs import ConfirmDialog
+
         self.app.push_screen(
             ConfirmDialog(
                 f"{model} is not installed. Pull it now?", yes="Pull", variant="primary", kept=kept
@@ -723,6 +756,8 @@ class ChatScreen(ChatExtras):
                     self.conversation = self.lp.store.conversation(self.conversation.id)
             self.app.push_screen(ModelsDialog(model, close_when_pulled=True, host=host), pulled)
 
+        from tui.widgets.dialogs import PickDialog
+
         self.app.push_screen(PickDialog(f"Pull {model} onto which server?", names), chosen)
 
     def _offer_resend(self, event: ReplyFinished, model: str) -> None:
@@ -748,6 +783,8 @@ class ChatScreen(ChatExtras):
             self.conversation = self.lp.store.conversation(self.conversation.id)
             service = self.lp.conversations
             self._redo(lambda c: service.regenerate(c), "resent")
+
+        from tui.widgets.dialogs import PickDialog
 
         self.app.push_screen(
             PickDialog(
@@ -1043,6 +1080,8 @@ class ChatScreen(ChatExtras):
             self.open_conversation(conversation_id)
             self.notify(f"Deleted the {what} and what followed it.")
 
+        from tui.widgets.dialogs import ConfirmDialog
+
         self.app.push_screen(ConfirmDialog(question), confirmed)
 
     # -- prompt history ------------------------------------------------------------
@@ -1071,6 +1110,8 @@ class ChatScreen(ChatExtras):
                 prompt.text = text
                 prompt.move_cursor(prompt.document.end)
                 prompt.focus()
+
+        from tui.widgets.history import HistoryDialog
 
         self.app.push_screen(HistoryDialog(prompts), chosen)
 
@@ -1123,6 +1164,8 @@ class ChatScreen(ChatExtras):
                 self.conversation = self.lp.store.conversation(self.conversation.id)
             self.notify("Options saved; they apply from the next reply.")
 
+        from tui.widgets.dialogs import OptionsDialog
+
         model = self.current_model()
         self.app.push_screen(OptionsDialog(options, model, engine=self.model_engine(model)), saved)
 
@@ -1172,6 +1215,8 @@ class ChatScreen(ChatExtras):
             f"{lang or 'text'}: {(code.strip().splitlines() or [''])[0][:60]}"
             for lang, code in blocks
         ]
+        from tui.widgets.dialogs import PickDialog
+
         self.app.push_screen(PickDialog("Copy which code block?", items), copy)
 
     def action_export(self) -> None:

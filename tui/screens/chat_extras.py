@@ -31,10 +31,9 @@ from engines.presets import Preset
 from engines.store import Conversation
 from tui.screens.base import AppScreen
 from tui.text import visible
-from tui.widgets.attachments import AttachDialog, PendingAttachments
+from tui.widgets.attachments import PendingAttachments
 from tui.widgets.context_meter import ContextMeter, ContextUse
 from tui.widgets.conversation import ConversationView
-from tui.widgets.presets import PresetsDialog
 from tui.widgets.prompt import PromptInput
 
 if TYPE_CHECKING:
@@ -140,6 +139,8 @@ class ChatExtras(AppScreen[None]):
             if raw is not None:
                 self.query_one(PromptInput).focus()
                 self.attach_path(raw)
+
+        from tui.widgets.attachments import AttachDialog
 
         self.app.push_screen(AttachDialog(value, error), chosen)
 
@@ -255,6 +256,8 @@ class ChatExtras(AppScreen[None]):
         def picked(preset: Preset | None) -> None:
             if preset is not None:
                 self.use_preset(preset)
+
+        from tui.widgets.presets import PresetsDialog
 
         self.app.push_screen(PresetsDialog(current), picked)
 

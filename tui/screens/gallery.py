@@ -26,7 +26,7 @@ from textual.widgets import Input, Select
 from engines import gallery
 from engines.gallery import FileState, Filter, GalleryError, Thumbnails
 from engines.store import StoredImage, StoreError
-from tui.screens.base import AppScreen
+from tui.screens.base import AppScreen, styles
 from tui.text import visible
 from tui.widgets.dialogs import ConfirmDialog, TextDialog
 from tui.widgets.footer import AppFooter
@@ -79,6 +79,8 @@ class Line(Widget):
 
 class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
     """Browse, filter and act on the images."""
+
+    CSS_PATH = styles("gallery.tcss")
 
     BINDINGS = [
         Binding("escape", "close", "Close", tooltip="Back to the Image screen", id="gallery.close"),

@@ -40,7 +40,7 @@ from engines.queue import (
     QueueEvent,
 )
 from engines.store import StoredImage, StoreError
-from tui.screens.base import AppScreen
+from tui.screens.base import AppScreen, styles
 from tui.text import shown, visible
 from tui.widgets.dialogs import PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
@@ -120,6 +120,8 @@ class _JobCancel(threading.Event):
 
 class ImageScreen(AppScreen[None]):
     """Describe an image, generate it, watch it form, keep it."""
+
+    CSS_PATH = styles("image.tcss")
 
     BINDINGS = [
         Binding(

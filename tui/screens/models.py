@@ -30,7 +30,7 @@ from textual.widgets.option_list import Option
 from engines.chat_types import ChatError, ModelDetails, ModelInfo, OllamaUnavailable
 from engines.hosts import model_key, split_key
 from engines.units import human_bytes
-from tui.screens.base import AppModal
+from tui.screens.base import AppModal, styles
 from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
@@ -184,7 +184,7 @@ class ModelsDialog(AppModal[str | None]):
     """Ollama's models. Dismissed with the name pulled when opened to pull one
     (``close_when_pulled``), else with None."""
 
-    CSS_PATH = "../models.tcss"
+    CSS_PATH = styles("dialogs.tcss", "models.tcss")
     BINDINGS = [
         Binding(
             "escape",

@@ -22,7 +22,7 @@ from engines.hosts import model_key, split_key
 from engines.monitor import GpuFigures, History, Sample, Sampler
 from engines.store import StoredImage, StoreError
 from engines.units import human_bytes
-from tui.screens.base import AppScreen
+from tui.screens.base import AppScreen, styles
 from tui.text import shown, visible
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
@@ -218,6 +218,8 @@ class LoadedModels(OptionList):
 
 class MonitorScreen(AppScreen[None]):
     """Meters and two-minute histories, services with actions, recent images."""
+
+    CSS_PATH = styles("monitor.tcss")
 
     BINDINGS = [
         Binding(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,7 +15,9 @@ from textual.widgets import Label, Static
 from engines.chat_types import ReplyStats
 from engines.store import Status, StoredMessage
 from tui.text import shorten, visible
-from tui.widgets.markdown_text import MarkdownText
+
+if TYPE_CHECKING:  # imported with the first reply drawn (Markdown is not needed before)
+    from tui.widgets.markdown_text import MarkdownText
 
 PROMPT_SHOWN = 20_000
 """Characters of a prompt drawn on screen; the whole prompt is stored and sent."""
@@ -142,6 +145,8 @@ class ReplyTurn(Turn):
         self.status: Status = status
         self._stats = stats
         self._error = error
+        from tui.widgets.markdown_text import MarkdownText
+
         self.body = MarkdownText(visible(content), classes="body")
         self._noted: Text | None = None  # what the reply is doing (waiting, thinking)
 

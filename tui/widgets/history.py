@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
+from tui.screens.base import styles
 from tui.text import visible
 
 SHOWN = 200
@@ -24,6 +25,8 @@ def first_line(text: str, width: int = 200) -> str:
 
 class HistoryDialog(ModalScreen[str | None]):
     """Type to narrow the earlier prompts (newest first); Enter puts one in the prompt."""
+
+    CSS_PATH = styles("dialogs.tcss")
 
     BINDINGS = [
         Binding(
