@@ -734,6 +734,18 @@ def ollama_hosts(settings: Settings) -> tuple[HostSpec, ...]:
     return (HostSpec(name, host, settings.ollama.timeout),)
 
 
+def ignored_host_variable(settings: Settings, env: Mapping[str, str]) -> str | None:
+    """A line saying that ``OLLAMA_HOST`` is not used, when ``[ollama] hosts`` lists the
+    servers and the variable is set (a user who set it expects it to count); else None."""
+    if settings.hosts and env.get("OLLAMA_HOST"):
+        return (
+            f"OLLAMA_HOST={env['OLLAMA_HOST']!r} is not used: [ollama] hosts in "
+            f"{settings.source or 'config.toml'} lists the servers "
+            f"({', '.join(h.name for h in settings.hosts)})"
+        )
+    return None
+
+
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
     """The config file to read: --config, then $LLM_PESSOAL_CONFIG, then ./config.toml,
     then the user's config folder. None when there is none (built-in defaults apply)."""

@@ -14,7 +14,14 @@ from ollama_server import FakeModel, FakeOllama
 from waiting import wait_for
 
 from engines.chat_types import ChatOptions, ModelNotFound, OllamaUnavailable
-from engines.config import ConfigError, HostSpec, Settings, load_settings, ollama_hosts
+from engines.config import (
+    ConfigError,
+    HostSpec,
+    Settings,
+    ignored_host_variable,
+    load_settings,
+    ollama_hosts,
+)
 from engines.conversations import ConversationService, ReplyEvent, ReplyText
 from engines.hosts import HostRegistry, HostState, HostUnknown, model_key, split_key
 from engines.store import Store
@@ -89,9 +96,16 @@ def test_hosts_are_read_from_config_toml_with_their_timeouts(tmp_path: Path) -> 
         HostSpec("gpu-box", "http://gpu-box:11434", 5.0),
         HostSpec("laptop", "localhost", 20.0),
     )
+    # the OLLAMA_HOST the list makes unused is named at start, with the servers used
+    note = ignored_host_variable(settings, {"OLLAMA_HOST": "http://elsewhere:1"})
+    assert note is not None
+    assert "OLLAMA_HOST='http://elsewhere:1' is not used" in note
+    assert "(gpu-box, laptop)" in note and str(path) in note
+    assert ignored_host_variable(settings, {}) is None
     # one server: [ollama] host (or OLLAMA_HOST), named after its host name
     one = load_settings(None, env={"OLLAMA_HOST": "http://box.lan:11500"})
     assert ollama_hosts(one) == (HostSpec("box.lan", "http://box.lan:11500", 300.0),)
+    assert ignored_host_variable(one, {"OLLAMA_HOST": "http://box.lan:11500"}) is None
     assert ollama_hosts(Settings())[0].name == "localhost"
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from engines.config import SCREENS, ConfigError, Settings, load_settings
+from engines.config import SCREENS, ConfigError, Settings, ignored_host_variable, load_settings
 from tui.cli_base import (
     EXIT_FAIL,
     EXIT_INTERRUPTED,
@@ -219,6 +220,10 @@ def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> 
     store, warnings = open_store(settings)
     if log_warning:
         warnings.append(log_warning)
+    ignored = ignored_host_variable(settings, os.environ)
+    if ignored:
+        logging.getLogger(__name__).warning("%s", ignored)
+        warnings.append(ignored)
     try:
         app = LlmPessoalApp(
             settings, store, start_screen=screen, warnings=warnings, image_renderer=renderer
