@@ -43,6 +43,8 @@ from tui.text import visible
 from tui.widgets.dialogs import ConfirmDialog
 
 if TYPE_CHECKING:
+    from textual.driver import Driver
+
     from engines.diffusion import DiffusionEngine, GeneratedImage
     from tui.widgets.picture import Renderer
 
@@ -177,6 +179,12 @@ class LlmPessoalApp(App[int]):
         theme = self.state.get("theme") or settings.ui.theme
         if theme in self.available_themes:
             self.theme = theme
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver, writing only what changed on screen (``tui/output.py``)."""
+        from tui.output import with_output_filter
+
+        return with_output_filter(super().get_driver_class())
 
     def notify(
         self,
