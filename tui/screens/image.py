@@ -354,6 +354,13 @@ class ImageScreen(AppScreen[None]):
                 shown(f"{last.path.name} · seed {last.parameters.seed} · {last.seconds:.1f} s")
             )
         self.refresh_gallery()
+        if saved:
+            # the gallery's highlight follows the new image, so the picture and its
+            # caption name the same file (it stayed on the one highlighted before)
+            gallery = self.query_one(Gallery)
+            paths = [i.path for i in gallery.items]
+            if result.images[-1].path in paths:
+                gallery.highlighted = paths.index(result.images[-1].path)
         self.lp.image_finished(saved, self)
 
     def action_cancel(self) -> None:
@@ -393,7 +400,13 @@ class ImageScreen(AppScreen[None]):
             picture = open_image(path)
         except OSError:
             return
-        self.app.call_from_thread(self.query_one("#preview", Picture).show, picture)
+        self.app.call_from_thread(self._show_stored, path, picture)
+
+    def _show_stored(self, path: Path, picture: Image.Image) -> None:
+        current = self.query_one(Gallery).current()
+        if self.generating or current is None or current.path != path:
+            return  # read too late: another image was chosen (or is being made) since
+        self.query_one("#preview", Picture).show(picture)
 
     @on(Gallery.Acted)
     def _acted(self, event: Gallery.Acted) -> None:

@@ -3,6 +3,7 @@ textual-image where the terminal speaks Kitty's graphics protocol or Sixel."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 Renderer = Literal["halfblock", "kitty", "sixel", "off"]
+
+log = logging.getLogger(__name__)
 
 _KITTY_TERMINALS = ("kitty", "ghostty", "WezTerm")
 
@@ -48,9 +51,20 @@ def prepare_renderer(renderer: Renderer) -> Renderer:
         return renderer
     try:
         import textual_image.widget  # noqa: F401
-    except Exception:
+    except Exception as exc:
+        log.warning("pictures: half-blocks: textual-image failed to load (%s)", exc)
         return "halfblock"
     return renderer
+
+
+def renderer_for(setting: str) -> Renderer:
+    """The renderer for the ``preview`` setting, asking the terminal for ``auto``
+    (``tui/graphics.py``), ready to use; the log says what was chosen and why."""
+    from tui.graphics import pick_renderer
+
+    choice = pick_renderer(setting)
+    log.info("pictures: %s (%s)", choice.renderer, choice.reason)
+    return prepare_renderer(choice.renderer)
 
 
 class HalfBlocks(Widget):
@@ -71,7 +85,7 @@ class HalfBlocks(Widget):
         self.placeholder = placeholder
         self._image: Image.Image | None = None
         self._strips: list[Strip] = []
-        self._made_for: tuple[int, int] | None = None
+        self._made_for: tuple[int, int, Style] | None = None
         self._styles: dict[tuple[int, int], Style] = {}
 
     def show(self, image: Image.Image | None) -> None:
@@ -92,10 +106,10 @@ class HalfBlocks(Widget):
             self._styles[key] = style
         return style
 
-    def _make(self, width: int, height: int) -> None:
+    def _make(self, width: int, height: int, base: Style) -> None:
         from PIL import Image as PILImage
 
-        self._made_for = (width, height)
+        self._made_for = (width, height, base)
         self._strips = []
         image = self._image
         if image is None or width < 1 or height < 1:
@@ -108,9 +122,10 @@ class HalfBlocks(Widget):
         small = image.convert("RGB").resize((w, h), resample).point(lambda v: v & 0xF8)
         data = small.tobytes()
         left = (width - w) // 2
-        pad = Segment(" " * left) if left else None
+        # the space around the picture is the theme's background, not the terminal's
+        pad = Segment(" " * left, base) if left else None
         top_pad = (height - h // 2) // 2
-        blank = Strip.blank(width)
+        blank = Strip.blank(width, base)
         self._strips = [blank] * top_pad
         row_bytes = w * 3
         for y in range(0, h, 2):
@@ -125,16 +140,17 @@ class HalfBlocks(Widget):
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
-        if self._made_for != (width, height):
-            self._make(width, height)
+        base = Style(bgcolor=self.rich_style.bgcolor)
+        if self._made_for != (width, height, base):
+            self._make(width, height, base)
         if self._image is None:
             if y == height // 2 and self.placeholder:
                 text = self.placeholder[:width].center(width)
-                return Strip([Segment(text, Style(dim=True))], width)
-            return Strip.blank(width)
+                return Strip([Segment(text, base + Style(dim=True))], width)
+            return Strip.blank(width, base)
         if 0 <= y < len(self._strips):
-            return self._strips[y].extend_cell_length(width)
-        return Strip.blank(width)
+            return self._strips[y].extend_cell_length(width, base)
+        return Strip.blank(width, base)
 
 
 class Picture(Container):
@@ -146,9 +162,14 @@ class Picture(Container):
         height: 1fr;
         align: center middle;
     }
-    Picture > * {
+    Picture > HalfBlocks {
         width: 1fr;
         height: 1fr;
+    }
+    Picture > .pixels {
+        /* as large as fits, its aspect ratio kept (textual-image sizes it) */
+        width: auto;
+        height: auto;
     }
     """
 
@@ -162,13 +183,15 @@ class Picture(Container):
         if self.renderer == "kitty":
             from textual_image.widget import TGPImage
 
-            yield TGPImage()
+            yield TGPImage(self.image, classes="pixels")
         elif self.renderer == "sixel":
             from textual_image.widget import SixelImage
 
-            yield SixelImage()
+            yield SixelImage(self.image, classes="pixels")
         else:
-            yield HalfBlocks(self.placeholder)
+            blocks = HalfBlocks(self.placeholder)
+            blocks._image = self.image
+            yield blocks
 
     def show(self, image: Image.Image | None) -> None:
         self.image = image
