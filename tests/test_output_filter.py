@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pyte
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ollama_server import FakeOllama
 from textual.drivers import headless_driver
 from tui_helpers import make_app, type_text, wait_for
@@ -222,3 +224,68 @@ async def test_the_apps_screens_draw_the_same_through_the_filter(
     n_in, n_out = replay(recorded, *SIZE)
     print(f"{n_in=} {n_out=} writes={len(recorded)}")
     assert n_out < n_in * 0.6, f"{n_out} bytes of {n_in}"
+
+
+# ------------------------------------------------------------ any frames at all
+
+_STYLES = [
+    "",
+    "\x1b[1m",
+    "\x1b[2m",
+    "\x1b[4m",
+    "\x1b[7m",
+    "\x1b[38;2;200;10;10m",
+    "\x1b[48;2;18;18;18m",
+    "\x1b[1;38;5;214;48;5;17m",
+    "\x1b[3;9m",
+    "\x1b[48;5;234m",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.integers(0, 5),  # row
+                st.integers(0, 29),  # column
+                st.lists(
+                    st.tuples(
+                        st.sampled_from(_STYLES),
+                        st.text(alphabet=" ab│▀日e\u0301", min_size=1, max_size=14),
+                    ),
+                    min_size=1,
+                    max_size=4,
+                ),
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_frames_draw_the_same(
+    frames: list[list[tuple[int, int, list[tuple[str, str]]]]],
+) -> None:
+    """Frames of styled segments anywhere (wide and combining characters, blanks in any
+    style, overlaps): the filtered bytes draw the same screen after every frame."""
+    from rich.cells import cell_len
+
+    width, height = 30, 6
+    writes = []
+    for frame_parts in frames:
+        out = []
+        for row, col, segments in frame_parts:
+            line = ""
+            used = col
+            for style, text in segments:
+                if text[0] == "\u0301":
+                    text = "e" + text
+                if used + cell_len(text) > width:
+                    break
+                used += cell_len(text)
+                line += f"{style}{text}\x1b[0m"
+            out.append(f"\x1b[{row + 1};{col + 1}H{line}")
+        writes.append("".join(out))
+    replay(writes, width, height)

@@ -83,7 +83,7 @@ _BLANK_SAFE = frozenset({"1", "2", "3", "5", "6", "8"})
 """Attributes that do not change how a blank cell looks (erasing paints the same)."""
 
 _MODES_KEPT = frozenset(
-    {"25", "2026", "1000", "1002", "1003", "1004", "1006", "1015", "2004", "12", "7", "1"}
+    {"25", "2026", "1000", "1002", "1003", "1004", "1006", "1015", "2004", "12", "7", "1", "1036"}
 )
 """Private modes that change nothing on screen (cursor, mouse, paste, focus, sync...)."""
 
@@ -452,12 +452,19 @@ def filter_enabled(env: dict[str, str] | None = None) -> bool:
     return env.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
+META_SENDS_ESCAPE_ON = "\x1b[?1036h"
+META_SENDS_ESCAPE_OFF = "\x1b[?1036l"
+"""xterm's metaSendsEscape: Alt+key arrives as ESC key (Textual's alt+key), not as an
+8-bit character (Debian's xterm sends "ã" for Alt+c by default). Others ignore it."""
+
+
 def with_output_filter(driver: type[Driver]) -> type[Driver]:
-    """``driver`` with :class:`OutputFilter` on its output, where it is Textual's Linux
-    driver and the filter is not switched off; else ``driver`` itself."""
+    """``driver`` with :class:`OutputFilter` on its output (unless switched off) and Alt
+    keys asked of xterm as ESC prefixes, where it is Textual's Linux driver; else
+    ``driver`` itself."""
     from textual.drivers.linux_driver import LinuxDriver
 
-    if not (isinstance(driver, type) and issubclass(driver, LinuxDriver)) or not filter_enabled():
+    if not (isinstance(driver, type) and issubclass(driver, LinuxDriver)):
         return driver
 
     class FilteredDriver(driver):  # type: ignore[valid-type,misc]
@@ -467,7 +474,16 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
             super().__init__(*args, **kwargs)
             self._output_filter = OutputFilter(self._get_terminal_size)
             self._held: str | None = None
-            self._failed = False
+            self._failed = not filter_enabled()
+
+        def start_application_mode(self) -> None:
+            super().start_application_mode()
+            self.write(META_SENDS_ESCAPE_ON)
+            self.flush()
+
+        def stop_application_mode(self) -> None:
+            self.write(META_SENDS_ESCAPE_OFF)
+            super().stop_application_mode()
 
         def write(self, data: str) -> None:
             if self._failed:
