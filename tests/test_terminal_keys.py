@@ -4,6 +4,7 @@ ESC-prefixed keys, DECSET 1036, instead of 8-bit characters)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -80,9 +81,7 @@ def test_the_app_asks_xterm_for_escape_prefixed_alt_keys(config_file: Path) -> N
         end = read_until(fd, b"\x1b[?1036l", 30)
         assert b"\x1b[?1036l" in end, "and off again at exit"
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
         os.waitpid(pid, 0)
         os.close(fd)
