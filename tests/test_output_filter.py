@@ -130,6 +130,13 @@ def test_blank_runs_are_erased_not_written() -> None:
     replay([frame((0, line))], 120, 2)
 
 
+def test_words_after_a_blank_run_are_kept() -> None:
+    """A changed run that starts with a space and holds a long blank run later on."""
+    before = "\x1b[97;40mx" + " " * 20 + "Zcode widget scroll." + "Q" * 15 + "y\x1b[0m"
+    after = "\x1b[97;40mx" + " " * 20 + " code widget scroll." + " " * 15 + "y\x1b[0m"
+    replay([frame((0, before)), frame((0, after))], 80, 1)
+
+
 def test_underlined_and_reversed_blanks_are_written() -> None:
     line = "\x1b[4mx" + " " * 30 + "\x1b[0m\x1b[7m" + " " * 29 + "\x1b[0m"
     out = OutputFilter(lambda: (60, 1)).feed(frame((0, line)))
@@ -202,7 +209,8 @@ async def test_the_apps_screens_draw_the_same_through_the_filter(
     """Chat with a streamed Markdown reply that scrolls, the Monitor, the Image screen and
     the help, as the app draws them: the filtered bytes draw every frame the same, in far
     fewer bytes."""
-    paragraphs = [f"Paragraph {i}: some **bold** words and `code` here." for i in range(40)]
+    paragraphs = [f"Paragraph {i}: some **bold** words and `code` here." for i in range(30)]
+    paragraphs += [f"- item {i}: a **bold** word, then `code` words." for i in range(20)]
     ollama_server.reply = "# Title\n\n" + "\n\n".join(paragraphs) + "\n\n| a | b |\n|---|---|\n"
     ollama_server.rate = 400
     app = make_app(config_file)
@@ -248,11 +256,18 @@ _STYLES = [
         st.lists(
             st.tuples(
                 st.integers(0, 5),  # row
-                st.integers(0, 29),  # column
+                st.integers(0, 59),  # column
                 st.lists(
                     st.tuples(
                         st.sampled_from(_STYLES),
-                        st.text(alphabet=" ab│▀日e\u0301", min_size=1, max_size=14),
+                        st.lists(
+                            st.one_of(
+                                st.text(alphabet="ab│▀日e\u0301", min_size=1, max_size=6),
+                                st.integers(1, 20).map(lambda n: " " * n),
+                            ),
+                            min_size=1,
+                            max_size=6,
+                        ).map("".join),
                     ),
                     min_size=1,
                     max_size=4,
@@ -272,7 +287,7 @@ def test_any_frames_draw_the_same(
     style, overlaps): the filtered bytes draw the same screen after every frame."""
     from rich.cells import cell_len
 
-    width, height = 30, 6
+    width, height = 60, 6
     writes = []
     for frame_parts in frames:
         out = []

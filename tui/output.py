@@ -302,7 +302,7 @@ class OutputFilter:
         text = "".join(cells)
         if blank_safe and " " * MIN_ERASE_INSIDE in text:
             for part in re.split(f"( {{{MIN_ERASE_INSIDE},}})", text):
-                if part.startswith(" ") and len(part) >= MIN_ERASE_INSIDE:
+                if len(part) >= MIN_ERASE_INSIDE and not part.strip(" "):
                     self._out.append(f"\x1b[{len(part)}X\x1b[{len(part)}C")
                 elif part:
                     self._out.append(part)
