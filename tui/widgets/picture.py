@@ -67,6 +67,32 @@ def renderer_for(setting: str) -> Renderer:
     return prepare_renderer(choice.renderer)
 
 
+def cell_aspect() -> float:
+    """A cell's height over its width, from the terminal's size in pixels (TIOCGWINSZ);
+    2.0 (the usual shape) where the terminal does not say."""
+    cached: float | None = getattr(cell_aspect, "_value", None)
+    if cached is not None:
+        return cached
+    value = 2.0
+    try:
+        import fcntl
+        import struct
+        import sys
+        import termios
+
+        stream = sys.__stdout__
+        if stream is not None and stream.isatty():
+            rows, cols, xpix, ypix = struct.unpack(
+                "HHHH", fcntl.ioctl(stream.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+            )
+            if rows and cols and xpix and ypix:
+                value = min(4.0, max(1.0, (ypix / rows) / (xpix / cols)))
+    except (OSError, ImportError, ValueError):
+        pass
+    cell_aspect._value = value  # type: ignore[attr-defined]
+    return value
+
+
 class HalfBlocks(Widget):
     """A picture in half-block characters (two pixels a cell), fitted and centred.
 
@@ -114,9 +140,12 @@ class HalfBlocks(Widget):
         image = self._image
         if image is None or width < 1 or height < 1:
             return
-        scale = min(width / image.width, (height * 2) / image.height)
+        # a half cell is square only where cells are twice as tall as wide: stretch the
+        # rows by the real shape of the cells, where the terminal tells it
+        squash = 2.0 / cell_aspect()
+        scale = min(width / image.width, (height * 2) / (image.height * squash))
         w = max(1, int(image.width * scale))
-        h = max(2, int(image.height * scale) // 2 * 2)
+        h = max(2, int(image.height * scale * squash) // 2 * 2)
         resample = PILImage.Resampling.NEAREST if scale > 2 else PILImage.Resampling.BILINEAR
         # 5 bits a channel: invisible in half blocks, and far fewer distinct styles
         small = image.convert("RGB").resize((w, h), resample).point(lambda v: v & 0xF8)
