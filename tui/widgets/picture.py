@@ -93,6 +93,23 @@ def cell_aspect() -> float:
     return value
 
 
+def dithered(image: Image.Image, color_system: str | None) -> Image.Image:
+    """``image`` in the colours of a 16- or 256-colour terminal, Floyd-Steinberg dithered
+    (Rich would otherwise round each pixel to its nearest colour: flat, posterised
+    patches); unchanged in true colour."""
+    from PIL import Image as PILImage
+    from rich._palettes import EIGHT_BIT_PALETTE, STANDARD_PALETTE
+
+    palette = {"standard": STANDARD_PALETTE, "256": EIGHT_BIT_PALETTE}.get(color_system or "")
+    if palette is None:
+        return image
+    colours = [channel for i in range(len(palette._colors)) for channel in palette[i]]
+    target = PILImage.new("P", (1, 1))
+    target.putpalette(colours + colours[:3] * (256 - len(colours) // 3))
+    quantized = image.quantize(palette=target, dither=PILImage.Dither.FLOYDSTEINBERG)
+    return quantized.convert("RGB")
+
+
 class HalfBlocks(Widget):
     """A picture in half-block characters (two pixels a cell), fitted and centred.
 
@@ -149,6 +166,7 @@ class HalfBlocks(Widget):
         resample = PILImage.Resampling.NEAREST if scale > 2 else PILImage.Resampling.BILINEAR
         # 5 bits a channel: invisible in half blocks, and far fewer distinct styles
         small = image.convert("RGB").resize((w, h), resample).point(lambda v: v & 0xF8)
+        small = dithered(small, self.app.console.color_system)
         data = small.tobytes()
         left = (width - w) // 2
         # the space around the picture is the theme's background, not the terminal's
