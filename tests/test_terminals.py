@@ -166,7 +166,7 @@ def find_picture(shot: Image.Image, top_fraction: float) -> tuple[int, int, int,
         return None
     y0, y1 = max(bands, key=lambda band: rows[band[0] : band[1]].sum())
     cols = mask[y0:y1].mean(axis=0)
-    x0, x1 = max(_runs(cols > cols.max() * 0.5), key=lambda run: run[1] - run[0])
+    x0, x1 = max(_runs(cols > cols.max() * 0.2), key=lambda run: cols[run[0] : run[1]].sum())
     if x1 - x0 < 4:
         return None
     return x0 * block, y0 * block, x1 * block, y1 * block
