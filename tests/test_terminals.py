@@ -148,7 +148,9 @@ def chosen_renderer(log: Path, since: int) -> str | None:
     return None
 
 
-def find_picture(shot: Image.Image, top_fraction: float) -> tuple[int, int, int, int] | None:
+def find_picture(
+    shot: Image.Image, top_fraction: float, textured: bool = False
+) -> tuple[int, int, int, int] | None:
     """The bounding box of the largest dense block of colourful pixels below
     ``top_fraction`` of the screen (the UI itself is grey but for a few accents), found
     on a grid of 8-pixel blocks."""
@@ -158,6 +160,9 @@ def find_picture(shot: Image.Image, top_fraction: float) -> tuple[int, int, int,
     sat = (rgb.max(axis=2) - rgb.min(axis=2))[:h, :w]
     blocks = sat.reshape(h // block, block, w // block, block).mean(axis=(1, 3))
     mask = blocks > 6
+    if textured:  # a small picture in 16 colours is mostly greys: count texture too
+        luma = rgb[:h, :w].mean(axis=2).reshape(h // block, block, w // block, block)
+        mask |= luma.std(axis=(1, 3)) > 25
     mask[: int(mask.shape[0] * top_fraction)] = False
     rows = mask.mean(axis=1)
     # the densest band of at least 4 block rows (a bar or a line of text is thinner)
@@ -244,13 +249,16 @@ def test_the_picture_is_drawn(
         best = None
         while time.monotonic() < deadline:
             shot = screenshot(display, shot_path)
-            box = find_picture(shot, top_fraction=0.0 if screen == "image" else 0.45)
+            if screen == "image":
+                box = find_picture(shot, top_fraction=0.0)
+            else:  # below the panels: the recent images, their label and the footer
+                box = find_picture(shot, top_fraction=0.45, textured=True)
             if box is not None:
                 crop = shot.crop(box)
                 distance = colour_distance(crop, picture)
                 aspect = (box[2] - box[0]) / (box[3] - box[1])
                 best = (distance, aspect, box)
-                if distance < 0.5 * colour_distance(background, picture) and 0.8 < aspect < 1.25:
+                if distance < 0.4 * colour_distance(background, picture) and 0.8 < aspect < 1.25:
                     break
             time.sleep(1.0)
         else:
