@@ -166,7 +166,8 @@ class HalfBlocks(Widget):
         resample = PILImage.Resampling.NEAREST if scale > 2 else PILImage.Resampling.BILINEAR
         # 5 bits a channel: invisible in half blocks, and far fewer distinct styles
         small = image.convert("RGB").resize((w, h), resample).point(lambda v: v & 0xF8)
-        small = dithered(small, self.app.console.color_system)
+        if not self.app.is_headless:  # no terminal, no palette to fit (tests, exports)
+            small = dithered(small, self.app.console.color_system)
         data = small.tobytes()
         left = (width - w) // 2
         # the space around the picture is the theme's background, not the terminal's
