@@ -211,9 +211,9 @@ def image_config(work: Path, model: Path, steps: int) -> Path:
     return cfg
 
 
-def generate(term: Terminal, steps: int, timeout: float = 240) -> dict[str, Any]:
+def generate(term: Terminal, steps: int, timeout: float = 600) -> dict[str, Any]:
     """Type a prompt on the Image screen, generate, and wait for the saved image's seed."""
-    if term.wait_visible(["ready on cpu"], 120) is None:
+    if term.wait_visible(["ready on cpu"], 600) is None:
         raise RuntimeError(f"the pipeline never loaded:\n{term.text()}")
     time.sleep(1.0)
     term.pump()
@@ -255,16 +255,29 @@ def preview_section(steps: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- thin link
 
 
-def key_echo(term: Terminal, text: str = "echo") -> list[float]:
-    """Type ``text`` a key at a time into the focused prompt; ms until each is on screen."""
-    times = []
-    shown = ""
-    for ch in text:
-        shown += ch
+def key_echo(term: Terminal, text: str = "kqzjx") -> list[float | None]:
+    """Type ``text`` a key at a time into the focused prompt; ms until each is on screen.
+    The first key starts a word found nowhere else and is not timed (a single letter is
+    on the screen already)."""
+    times: list[float | None] = []
+    term.write(text[0])
+    if term.wait_visible([text[0] + " "], 10) is None and term.wait_visible([text[0]], 10) is None:
+        return times
+    time.sleep(0.5)
+    for i in range(1, len(text)):
+        term.pump()
+        i0 = term.received()
         t0 = time.time()
-        term.write(ch)
-        t = term.wait_visible([shown], 10)
-        times.append(round(((t or time.time()) - t0) * 1000, 1) if t else None)
+        term.write(text[i])
+        deadline = t0 + 10
+        seen = None
+        while seen is None and time.time() < deadline:
+            time.sleep(0.005)
+            if term.received() > i0:
+                term.pump()
+                if text[: i + 1] in term.text():
+                    seen = term.chunks[term.received() - 1].t
+        times.append(round((seen - t0) * 1000, 1) if seen else None)
         time.sleep(0.3)
     return times
 
