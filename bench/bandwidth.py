@@ -6,12 +6,13 @@ Sections (all under the harness's 120x40 pty, this checkout's code):
   last token's lag after the server's last (aim: <= 50 ms), beside parllama and elia when
   installed under /tmp/peers (else "skipped");
 - ``preview``: the Image screen generating with the tiny random-weight pipeline: bytes per
-  step (half-block previews, aim <= 30 KB);
+  step (half-block previews, aim <= 30 KB), through ``preview_bytes.py`` in true, 256
+  and 16 colours;
 - ``monitor``: the Monitor left alone, Ollama down and up: bytes/s (aim <= 2 KB/s), CPU %
   of one core (aim <= 2 %) and where that CPU goes: each thread's CPU time from
   /proc/PID/task/*/stat over the window;
 - ``thin``: through ``bench/thin_link.py`` (1 Mbit/s, 50 ms each way): key echo, a reply
-  at 50 tok/s, and a generation's previews (dropped, not queued).
+  at 50 tok/s.
 
 Prints one JSON object. Usage:
 
@@ -25,10 +26,9 @@ import argparse
 import contextlib
 import json
 import os
-import re
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -190,83 +190,22 @@ def monitor_section(seconds: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- previews
 
 
-@contextlib.contextmanager
-def tiny_model() -> Iterator[Path]:
-    from sd_fixtures import build_tiny_pipeline_folder
-
-    work = tempdir("bandwidth-sd")
-    try:
-        yield build_tiny_pipeline_folder(work / "tiny-sd")
-    finally:
-        rmtree(work)
-
-
-def image_config(work: Path, model: Path, steps: int) -> Path:
-    cfg = app_config(work, "http://127.0.0.1:9")
-    with cfg.open("a", encoding="utf-8") as f:
-        f.write(
-            f'\n[diffusion]\nmodel = "{model}"\ndevice = "cpu"\n'
-            f"width = 64\nheight = 64\nsteps = {steps}\n"
-            'preview = "halfblock"\n'
-        )
-    return cfg
-
-
-def seed_of(screen: str) -> str | None:
-    match = re.search(r"· seed (\d+) ·", screen)
-    return match.group(1) if match else None
-
-
-def generate(term: Terminal, steps: int, timeout: float = 600) -> dict[str, Any]:
-    """On the Image screen: one untimed generation (it loads the pipeline), then one
-    measured: the bytes from Ctrl+G until the saved image's seed is on screen."""
-    if term.wait_visible(["Ctrl+G generates"], 120) is None:
-        raise RuntimeError(f"no Image screen:\n{term.text()}")
-    term.type("a lighthouse at dusk")
-    term.write("\x07")  # ctrl+g: generate (loads the pipeline first)
-    if term.wait_visible(["· seed "], timeout) is None:
-        raise RuntimeError(f"no first image after {timeout} s:\n{term.text()}")
-    time.sleep(1.0)
-    term.pump()
-    first = term.text()
-    i0 = term.received()
-    t0 = time.time()
-    term.write("\x07")
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        time.sleep(0.2)
-        term.pump()
-        screen = term.text()
-        if seed_of(screen) not in (None, seed_of(first)):
-            break  # a new image's seed (seeds are random)
-    else:
-        raise RuntimeError(f"no second image after {timeout} s:\n{term.text()}")
-    n = term.bytes_since(i0)
-    return {
-        "steps": steps,
-        "seconds": round(time.time() - t0, 2),
-        "bytes": n,
-        "bytes_per_step": round(n / steps),
-    }
-
-
 def preview_section(steps: int) -> dict[str, Any]:
+    """``preview_bytes.py`` (in-process, a recording driver) in each colour system."""
     out: dict[str, Any] = {"aim_bytes_per_step": 30_000, "renderer": "halfblock"}
-    with tiny_model() as model:
-        for filtered in (False, True):
-            key = "filtered" if filtered else "unfiltered"
-            log(f"preview: {key}")
-            work = tempdir("bandwidth-image")
-            try:
-                cfg = image_config(work, model, steps)
-                argv = app_argv(cfg, "--screen", "image")
-                env = app_env(filtered)
-                with Terminal(argv, env, str(ROOT)) as term:
-                    out[key] = generate(term, steps)
-            except Exception as exc:
-                out[key] = {"error": f"{type(exc).__name__}: {exc}"}
-            finally:
-                rmtree(work)
+    for system in ("truecolor", "256", "standard"):
+        log(f"preview: {system}")
+        env = {**app_env(True), "TEXTUAL_COLOR_SYSTEM": system}
+        run = subprocess.run(
+            [str(VENV_BIN / "python"), str(HERE / "preview_bytes.py")],
+            env=env,
+            cwd=str(ROOT),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+        out[system] = json.loads(lines[-1]) if lines else {"error": run.stderr[-2000:]}
     return out
 
 
@@ -329,18 +268,6 @@ def thin_section(steps: int) -> dict[str, Any]:
                 k: run.get(k) for k in ("output_bytes", "lag_ms", "follows", "error") if k in run
             }
             out[key] = entry
-        with tiny_model() as model:
-            for filtered in (False, True):
-                key = "filtered" if filtered else "unfiltered"
-                log(f"thin: previews, {key}")
-                cfg = image_config(work / f"img-{key}", model, steps)
-                argv = app_argv(cfg, "--screen", "image", thin=True)
-                env = app_env(filtered)
-                try:
-                    with Terminal(argv, env, str(ROOT)) as term:
-                        out[key]["previews"] = generate(term, steps)
-                except Exception as exc:
-                    out[key]["previews"] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         rmtree(work)
     return out
