@@ -442,3 +442,35 @@ async def test_every_new_binding_is_in_the_help_and_the_keymap(
         rows = [text for _, group in app.help_groups() for _, text in group]
         for binding_id in new:
             assert ids[binding_id].tooltip in rows, binding_id
+
+
+async def test_after_a_generation_the_picture_is_the_new_image(
+    make_config: Callable[..., Path], tiny_sd_folder: Path
+) -> None:
+    """The caption names the new file, and the picture is that file too (it used to fall
+    back to the gallery item highlighted before the generation)."""
+    import numpy as np
+    from PIL import Image
+
+    from tui.widgets.picture import Picture
+
+    app = make_app(image_config(make_config, tiny_sd_folder), start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        await generate(pilot, app, "a red fox")
+        await generate(pilot, app, "a blue whale")
+        s = screen(app)
+        newest = max(pngs(app.settings.paths.outputs), key=lambda p: p.stat().st_mtime_ns)
+        assert newest.name in screen_text(app)
+        with Image.open(newest) as png:
+            expected = np.asarray(png.convert("RGB"), dtype=np.int16)
+        preview = s.query_one("#preview", Picture)
+
+        def the_new_image() -> bool:
+            if preview.image is None:
+                return False
+            got = np.asarray(preview.image.convert("RGB"), dtype=np.int16)
+            return got.shape == expected.shape and bool(np.abs(got - expected).max() == 0)
+
+        await wait_for(pilot, the_new_image, what="the new image in the preview")
+        got = np.asarray(preview.image.convert("RGB"), dtype=np.int16)  # type: ignore[union-attr]
+        assert got.shape == expected.shape and np.abs(got - expected).max() == 0

@@ -41,6 +41,8 @@ from tui.screens.chat import ChatScreen
 from tui.text import visible
 
 if TYPE_CHECKING:
+    from textual.driver import Driver
+
     from engines.diffusion import DiffusionEngine, GeneratedImage
     from engines.queue import ImageQueue
     from tui.widgets.picture import Renderer
@@ -184,6 +186,12 @@ class LlmPessoalApp(App[int]):
         theme = self.state.get("theme") or settings.ui.theme
         if theme in self.available_themes:
             self.theme = theme
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver, writing only what changed on screen (``tui/output.py``)."""
+        from tui.output import with_output_filter
+
+        return with_output_filter(super().get_driver_class())
 
     def notify(
         self,

@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> int:
     from tui.app import LlmPessoalApp, open_store
-    from tui.widgets.picture import choose_renderer, prepare_renderer
+    from tui.widgets.picture import renderer_for
 
     if settings.keys:
         from tui.keys import check_keymap
@@ -216,7 +216,7 @@ def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> 
             err(problem)
             return EXIT_USAGE
 
-    renderer = prepare_renderer(choose_renderer(settings.diffusion.preview))
+    renderer = renderer_for(settings.diffusion.preview)
     store, warnings = open_store(settings)
     if log_warning:
         warnings.append(log_warning)

@@ -28,7 +28,7 @@ from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.footer import AppFooter
 from tui.widgets.hosts import monitor_lines
 from tui.widgets.image_viewer import ImageViewer, open_image
-from tui.widgets.picture import HalfBlocks
+from tui.widgets.picture import Picture, Renderer
 from tui.widgets.queue import QueueList
 
 if TYPE_CHECKING:
@@ -115,8 +115,9 @@ def expires(model: LoadedModel) -> str:
     return f"unloads in {seconds / 60:.0f} min" if seconds >= 90 else f"unloads in {seconds:.0f} s"
 
 
-class Thumbnail(HalfBlocks, can_focus=True):
-    """A recent image, small; Enter views it larger."""
+class Thumbnail(Picture, can_focus=True):
+    """A recent image, small (in pixels where the terminal draws them); Enter views it
+    larger."""
 
     BINDINGS = [
         Binding("enter", "view", "View", tooltip="View the image larger", id="monitor.view_image"),
@@ -128,8 +129,8 @@ class Thumbnail(HalfBlocks, can_focus=True):
     class ViewRequested(Message):
         image: StoredImage
 
-    def __init__(self, image: StoredImage) -> None:
-        super().__init__("…")
+    def __init__(self, image: StoredImage, renderer: Renderer = "halfblock") -> None:
+        super().__init__(renderer, "…")
         self.stored = image
         self.tooltip = shown(image.parameters.prompt)
 
@@ -582,7 +583,7 @@ class MonitorScreen(AppScreen[None]):
             return
         thumbs: list[Widget] = []
         for image, picture in event.images:
-            thumb = Thumbnail(image)
+            thumb = Thumbnail(image, self.lp.image_renderer)
             thumb.show(picture)
             thumbs.append(thumb)
         await row.mount_all(thumbs)

@@ -3,6 +3,7 @@ textual-image where the terminal speaks Kitty's graphics protocol or Sixel."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 Renderer = Literal["halfblock", "kitty", "sixel", "off"]
+
+log = logging.getLogger(__name__)
 
 _KITTY_TERMINALS = ("kitty", "ghostty", "WezTerm")
 
@@ -48,9 +51,63 @@ def prepare_renderer(renderer: Renderer) -> Renderer:
         return renderer
     try:
         import textual_image.widget  # noqa: F401
-    except Exception:
+    except Exception as exc:
+        log.warning("pictures: half-blocks: textual-image failed to load (%s)", exc)
         return "halfblock"
     return renderer
+
+
+def renderer_for(setting: str) -> Renderer:
+    """The renderer for the ``preview`` setting, asking the terminal for ``auto``
+    (``tui/graphics.py``), ready to use; the log says what was chosen and why."""
+    from tui.graphics import pick_renderer
+
+    choice = pick_renderer(setting)
+    log.info("pictures: %s (%s)", choice.renderer, choice.reason)
+    return prepare_renderer(choice.renderer)
+
+
+def cell_aspect() -> float:
+    """A cell's height over its width, from the terminal's size in pixels (TIOCGWINSZ);
+    2.0 (the usual shape) where the terminal does not say."""
+    cached: float | None = getattr(cell_aspect, "_value", None)
+    if cached is not None:
+        return cached
+    value = 2.0
+    try:
+        import fcntl
+        import struct
+        import sys
+        import termios
+
+        stream = sys.__stdout__
+        if stream is not None and stream.isatty():
+            rows, cols, xpix, ypix = struct.unpack(
+                "HHHH", fcntl.ioctl(stream.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+            )
+            if rows and cols and xpix and ypix:
+                value = min(4.0, max(1.0, (ypix / rows) / (xpix / cols)))
+    except (OSError, ImportError, ValueError):
+        pass
+    cell_aspect._value = value  # type: ignore[attr-defined]
+    return value
+
+
+def dithered(image: Image.Image, color_system: str | None) -> Image.Image:
+    """``image`` in the colours of a 16- or 256-colour terminal, Floyd-Steinberg dithered
+    (Rich would otherwise round each pixel to its nearest colour: flat, posterised
+    patches); unchanged in true colour."""
+    from PIL import Image as PILImage
+    from rich._palettes import EIGHT_BIT_PALETTE, STANDARD_PALETTE
+
+    palette = {"standard": STANDARD_PALETTE, "256": EIGHT_BIT_PALETTE}.get(color_system or "")
+    if palette is None:
+        return image
+    colours = [channel for i in range(len(palette._colors)) for channel in palette[i]]
+    target = PILImage.new("P", (1, 1))
+    target.putpalette(colours + colours[:3] * (256 - len(colours) // 3))
+    quantized = image.quantize(palette=target, dither=PILImage.Dither.FLOYDSTEINBERG)
+    return quantized.convert("RGB")
 
 
 class HalfBlocks(Widget):
@@ -71,7 +128,7 @@ class HalfBlocks(Widget):
         self.placeholder = placeholder
         self._image: Image.Image | None = None
         self._strips: list[Strip] = []
-        self._made_for: tuple[int, int] | None = None
+        self._made_for: tuple[int, int, Style] | None = None
         self._styles: dict[tuple[int, int], Style] = {}
 
     def show(self, image: Image.Image | None) -> None:
@@ -92,25 +149,31 @@ class HalfBlocks(Widget):
             self._styles[key] = style
         return style
 
-    def _make(self, width: int, height: int) -> None:
+    def _make(self, width: int, height: int, base: Style) -> None:
         from PIL import Image as PILImage
 
-        self._made_for = (width, height)
+        self._made_for = (width, height, base)
         self._strips = []
         image = self._image
         if image is None or width < 1 or height < 1:
             return
-        scale = min(width / image.width, (height * 2) / image.height)
+        # a half cell is square only where cells are twice as tall as wide: stretch the
+        # rows by the real shape of the cells, where the terminal tells it
+        squash = 2.0 / cell_aspect()
+        scale = min(width / image.width, (height * 2) / (image.height * squash))
         w = max(1, int(image.width * scale))
-        h = max(2, int(image.height * scale) // 2 * 2)
+        h = max(2, int(image.height * scale * squash) // 2 * 2)
         resample = PILImage.Resampling.NEAREST if scale > 2 else PILImage.Resampling.BILINEAR
         # 5 bits a channel: invisible in half blocks, and far fewer distinct styles
         small = image.convert("RGB").resize((w, h), resample).point(lambda v: v & 0xF8)
+        if not self.app.is_headless:  # no terminal, no palette to fit (tests, exports)
+            small = dithered(small, self.app.console.color_system)
         data = small.tobytes()
         left = (width - w) // 2
-        pad = Segment(" " * left) if left else None
+        # the space around the picture is the theme's background, not the terminal's
+        pad = Segment(" " * left, base) if left else None
         top_pad = (height - h // 2) // 2
-        blank = Strip.blank(width)
+        blank = Strip.blank(width, base)
         self._strips = [blank] * top_pad
         row_bytes = w * 3
         for y in range(0, h, 2):
@@ -125,16 +188,17 @@ class HalfBlocks(Widget):
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
-        if self._made_for != (width, height):
-            self._make(width, height)
+        base = Style(bgcolor=self.rich_style.bgcolor)
+        if self._made_for != (width, height, base):
+            self._make(width, height, base)
         if self._image is None:
             if y == height // 2 and self.placeholder:
                 text = self.placeholder[:width].center(width)
-                return Strip([Segment(text, Style(dim=True))], width)
-            return Strip.blank(width)
+                return Strip([Segment(text, base + Style(dim=True))], width)
+            return Strip.blank(width, base)
         if 0 <= y < len(self._strips):
-            return self._strips[y].extend_cell_length(width)
-        return Strip.blank(width)
+            return self._strips[y].extend_cell_length(width, base)
+        return Strip.blank(width, base)
 
 
 class Picture(Container):
@@ -146,9 +210,14 @@ class Picture(Container):
         height: 1fr;
         align: center middle;
     }
-    Picture > * {
+    Picture > HalfBlocks {
         width: 1fr;
         height: 1fr;
+    }
+    Picture > .pixels {
+        /* as large as fits, its aspect ratio kept (textual-image sizes it) */
+        width: auto;
+        height: auto;
     }
     """
 
@@ -162,13 +231,15 @@ class Picture(Container):
         if self.renderer == "kitty":
             from textual_image.widget import TGPImage
 
-            yield TGPImage()
+            yield TGPImage(self.image, classes="pixels")
         elif self.renderer == "sixel":
             from textual_image.widget import SixelImage
 
-            yield SixelImage()
+            yield SixelImage(self.image, classes="pixels")
         else:
-            yield HalfBlocks(self.placeholder)
+            blocks = HalfBlocks(self.placeholder)
+            blocks._image = self.image
+            yield blocks
 
     def show(self, image: Image.Image | None) -> None:
         self.image = image

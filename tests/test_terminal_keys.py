@@ -1,0 +1,87 @@
+"""Keys as real terminals send them: Shift+Enter from kitty (its keyboard protocol, which
+Textual turns on), Ctrl+J from any terminal, Alt+key from xterm (which the app asks to send
+ESC-prefixed keys, DECSET 1036, instead of 8-bit characters)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import select
+import sys
+import time
+from pathlib import Path
+
+from textual._xterm_parser import XTermParser
+from tui_helpers import make_app
+
+from tui.widgets.prompt import PromptInput
+
+REPO = Path(__file__).resolve().parent.parent
+
+KITTY_SHIFT_ENTER = "\x1b[13;2u"  # kitty keyboard protocol, "disambiguate" and up
+CTRL_J = "\n"  # every terminal
+XTERM_ALT_C = "\x1bc"  # xterm with metaSendsEscape (what the app asks for)
+
+
+def keys_of(data: str) -> list[str]:
+    """The keys Textual's parser makes of ``data`` (a lone ESC prefix is resolved on the
+    parser's tick, once its short wait for more bytes is over)."""
+    parser = XTermParser()
+    events = list(parser.feed(data))
+    deadline = time.monotonic() + 5
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.02)
+        events = list(parser.tick())
+    return [event.key for event in events if hasattr(event, "key")]
+
+
+def test_the_bytes_terminals_send_are_the_keys_the_app_binds() -> None:
+    assert keys_of(KITTY_SHIFT_ENTER) == ["shift+enter"]
+    assert keys_of(CTRL_J) == ["ctrl+j"]
+    assert keys_of(XTERM_ALT_C) == ["alt+c"]
+    assert keys_of("\x1b[99;3u") == ["alt+c"], "kitty's Alt+c"
+
+
+async def test_shift_enter_from_kitty_and_ctrl_j_break_the_line(config_file: Path) -> None:
+    app = make_app(config_file)
+    async with app.run_test(size=(100, 30)) as pilot:
+        prompt = app.screen.query_one(PromptInput)
+        await pilot.press("a", *keys_of(KITTY_SHIFT_ENTER), "b", *keys_of(CTRL_J), "c")
+        assert prompt.text == "a\nb\nc"
+
+
+def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while needle not in data and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_the_app_asks_xterm_for_escape_prefixed_alt_keys(config_file: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color"}
+    argv = [sys.executable, "-m", "tui.cli", "--config", str(config_file)]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the app on the pty
+        os.execve(argv[0], argv, env)
+    try:
+        start = read_until(fd, b"\x1b[?1036h", 60)
+        assert b"\x1b[?1036h" in start, "metaSendsEscape on at start"
+        assert b"\x1b[>25u" in start, "the kitty keyboard protocol on (Textual)"
+        os.write(fd, b"\x11")  # ctrl+q (the input thread runs before 1036 is asked)
+        end = read_until(fd, b"\x1b[?1036l", 30)
+        assert b"\x1b[?1036l" in end, "and off again at exit"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
