@@ -241,6 +241,12 @@ def test_image_screen_snapshot(
     sql(store.path, "UPDATE images SET created_at = 1790000000 + seed * 60")
 
     async def settle(pilot):  # type: ignore[no-untyped-def]
+        from tui.widgets.picture import Picture
+
+        app = pilot.app
+        await wait_for(pilot, lambda: isinstance(app.screen, ImageScreen), what="the screen")
+        preview = app.screen.query_one("#preview", Picture)
+        await wait_for(pilot, lambda: preview.image is not None, what="the newest image")
         await pilot.pause(0.3)
 
     assert snap_compare(
@@ -474,3 +480,32 @@ async def test_after_a_generation_the_picture_is_the_new_image(
         await wait_for(pilot, the_new_image, what="the new image in the preview")
         got = np.asarray(preview.image.convert("RGB"), dtype=np.int16)  # type: ignore[union-attr]
         assert got.shape == expected.shape and np.abs(got - expected).max() == 0
+
+
+async def test_the_image_screen_opens_on_the_newest_image(
+    make_config: Callable[..., Path], tiny_sd_folder: Path
+) -> None:
+    """As AUTOMATIC1111 shows its last output: the preview holds the newest indexed image
+    (not the older one), named under it, with no model loaded."""
+    from tui.widgets.picture import Picture
+
+    config = image_config(make_config, tiny_sd_folder)
+    app = make_app(config, start_screen="image")
+    outputs = app.settings.paths.outputs
+    outputs.mkdir(parents=True, exist_ok=True)
+    for name, colour, when in (("old.png", (200, 20, 20), 1.0), ("new.png", (20, 20, 200), 2.0)):
+        Image.new("RGB", (32, 32), colour).save(outputs / name)
+        params = ImageParameters(name, "", 32, 32, 20, 7.5, 7, "Euler a", "tiny")
+        app.store.add_image(outputs / name, params, 1.0)
+        sql(
+            app.settings.paths.database,
+            "UPDATE images SET created_at = ? WHERE path = ?",
+            (when, str(outputs / name)),
+        )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ImageScreen), what="the Image screen")
+        preview = app.screen.query_one("#preview", Picture)
+        await wait_for(pilot, lambda: preview.image is not None, what="a picture in the preview")
+        assert preview.image is not None and preview.image.getpixel((0, 0)) == (20, 20, 200)
+        assert "new.png · seed 7 · the newest image" in screen_text(app)
+        assert app.diffusion.status.state == "not loaded"

@@ -256,6 +256,30 @@ class ImageScreen(AppScreen[None]):
                 "Left when the app last ended: " + "; ".join(left) + ".", title="Queue", timeout=15
             )
 
+        self.show_newest()
+
+    @work(thread=True, exclusive=True, group="newest", exit_on_error=False)
+    def show_newest(self) -> None:
+        """At start, the newest image in the preview (as AUTOMATIC1111 shows its last
+        output), read off the event loop."""
+        try:
+            images = self.lp.store.images(limit=1)
+            if not images:
+                return
+            picture = open_image(images[0].path)
+        except (OSError, StoreError):
+            return  # the preview keeps its hint; the gallery says what is missing
+        self.app.call_from_thread(self._show_newest, images[0], picture)
+
+    def _show_newest(self, image: StoredImage, picture: Image.Image) -> None:
+        preview = self.query_one("#preview", Picture)
+        if self.generating or preview.image is not None:
+            return  # a generation's steps or image came first: they are newer
+        preview.show(picture)
+        self.query_one("#image-figures", Label).update(
+            shown(f"{image.path.name} · seed {image.parameters.seed} · the newest image")
+        )
+
     def on_unmount(self) -> None:
         self.lp.image_queue.unsubscribe(self._queue_event)
 
