@@ -280,7 +280,7 @@ class LlmPessoalApp(App[int]):
         # The ollama client (httpx, pydantic) imports in a thread, off the event loop.
         await asyncio.to_thread(_import_client)
         while True:
-            status = await self.chat.status()
+            status = await self.chat.status(warm_stream=True)
             came_up = status.online and (self.ollama is None or not self.ollama.online)
             if self.ollama != status:
                 if status.online != (self.ollama.online if self.ollama else None):

@@ -14,8 +14,10 @@ from textual.widgets import Label, Static
 from engines.chat_types import ReplyStats
 from engines.store import Status, StoredMessage
 from tui.text import shorten, visible
-from tui.widgets.markdown_text import MarkdownText
+from tui.widgets.markdown_text import MarkdownText, OneLayout, warm_up
 
+WARM_UP_AFTER_S = 1.0
+"""After the conversation is first shown, code highlighting is loaded in a thread."""
 PROMPT_SHOWN = 20_000
 """Characters of a prompt drawn on screen; the whole prompt is stored and sent."""
 
@@ -77,7 +79,7 @@ class ReplyWriter:
         self._wake.set()
 
 
-class Turn(Vertical):
+class Turn(Vertical, OneLayout):
     """A turn of the conversation: one message of the current path, and which of its
     versions it is (``version`` of ``versions``, when it was redone)."""
 
@@ -217,7 +219,7 @@ Versions = dict[int, tuple[int, int]]
 """By message id: which version of its turn it is, and how many there are."""
 
 
-class ConversationView(VerticalScroll):
+class ConversationView(VerticalScroll, OneLayout):
     """The turns of one conversation, following the newest text as it arrives. A turn
     can be selected (the turn cursor) to act on it."""
 
@@ -228,6 +230,12 @@ class ConversationView(VerticalScroll):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._turns: list[Turn] = []  # in order; not those still being removed
+
+    def on_mount(self) -> None:
+        self.set_timer(WARM_UP_AFTER_S, self._warm_up)
+
+    def _warm_up(self) -> None:
+        self.run_worker(warm_up, thread=True, group="markdown-warm-up", exit_on_error=False)
 
     def show_messages(
         self, messages: list[StoredMessage], versions: Versions | None = None, *, hint: str = ""

@@ -9,20 +9,30 @@ Raw HTML is shown as text: a model's reply is displayed as written, never hidden
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from markdown_it import MarkdownIt
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markdown import Markdown as RichMarkdown
+from rich.measure import Measurement
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.geometry import Size
+from textual.visual import visualize
+from textual.widget import Widget
 from textual.widgets import Static
 
-SETTLE_AT = 2000
+SETTLE_AT = 800
 """Characters of finished blocks gathered before they become a piece of their own."""
 FIRST_PIECES = 2
 """Pieces of a long text drawn at once when it opens (its end, which is on screen); the
-pieces before them are drawn right after the first frame."""
+pieces before them are drawn after the first frame, a few at a time."""
 EARLIER_AFTER_S = 0.1
+EARLIER_BATCH = 8000
+"""Characters of the earlier pieces drawn per frame: a long text (a 20,000-token reply is
+130 KB) would keep the app from answering keys for a second if drawn at once."""
 
 _PARSER = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table")
 
@@ -36,11 +46,112 @@ class LiteralMarkdown(RichMarkdown):
         self.parsed = _PARSER.parse(markup)
 
 
-def render(markup: str) -> LiteralMarkdown:
-    return LiteralMarkdown(markup, code_theme="monokai", hyperlinks=True)
+class Rendered:
+    """A renderable drawn once per width. Textual renders a Static's content twice per
+    update (once to measure its height, once to draw it); Markdown with highlighted code
+    is the costly part of a streamed reply, so its segments are kept and given again."""
+
+    def __init__(self, renderable: LiteralMarkdown) -> None:
+        self.renderable = renderable
+        self._key: tuple[object, ...] | None = None
+        self._segments: list[Segment] = []
+
+    @property
+    def markup(self) -> str:
+        return self.renderable.markup
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        # Markdown ignores the height it is given; everything else it reads is in the key
+        key = (
+            options.max_width,
+            options.min_width,
+            options.justify,
+            options.overflow,
+            options.no_wrap,
+            options.highlight,
+            options.markup,
+        )
+        if key != self._key:
+            self._segments = list(console.render(self.renderable, options))
+            self._key = key
+        return self._segments
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.renderable)
 
 
-class MarkdownText(Vertical):
+WARM_LANGUAGES = ("python", "bash", "json", "javascript")
+"""Code languages whose highlighters are loaded ahead (see ``warm_up``)."""
+
+
+def warm_up() -> None:
+    """Render a code block of each language in ``WARM_LANGUAGES`` and drop the result.
+
+    The first code block of a language loads its highlighter (pygments imports a module
+    per language: 0.1 s for Python on a small machine), which would otherwise stall the
+    first reply, or the first conversation opened, that shows one. Run it in a thread,
+    once the app is idle."""
+    console = Console(width=80, file=io.StringIO(), color_system="truecolor")
+    for language in WARM_LANGUAGES:
+        list(console.render(render(f"```{language}\nx\n```\n"), console.options))
+
+
+def render(markup: str) -> Rendered:
+    return Rendered(LiteralMarkdown(markup, code_theme="monokai", hyperlinks=True))
+
+
+class OneLayout(Widget):
+    """A widget whose new size needs no second layout.
+
+    After each layout, Textual gives every widget whose size changed its new "virtual
+    size", a reactive that asks for another layout of the whole screen. For a turn that
+    grows as its reply streams, that is a second full layout (and paint) per update that
+    changes nothing: the first one has placed every widget, and kept an anchored view at
+    its end. A scrollbar that appears or goes still asks for its own layout."""
+
+    def _size_updated(
+        self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True
+    ) -> bool:
+        cache = self._styles_cache
+        keep = self.is_container and size.width == self._size.width and self._plain_rows()
+        lines, dirty = dict(cache._cache), set(cache._dirty_lines)
+        resized = super()._size_updated(size, virtual_size, container_size, layout=False)
+        if keep:
+            # A container's rows are its background (and left/right edges): one that only
+            # grew or shrank draws the same rows again, so they stay cached
+            cache._cache.update({y: line for y, line in lines.items() if y < size.height})
+            cache._dirty_lines = {y for y in dirty if y < size.height}
+        return resized
+
+    def _plain_rows(self) -> bool:
+        """Every row of this widget is drawn alike: no top or bottom edge, no title."""
+        styles = self.styles
+        return (
+            not styles.padding.top
+            and not styles.padding.bottom
+            and not styles.border_top[0]
+            and not styles.border_bottom[0]
+            and not styles.outline_top[0]
+            and not styles.outline_bottom[0]
+            and self.border_title is None
+            and self.border_subtitle is None
+        )
+
+
+class Block(Static, OneLayout):
+    """A piece of Markdown (or the growing tail)."""
+
+    def height_changes(self, content: Rendered) -> bool:
+        """Whether ``content`` would change this block's height (and so the layout of
+        the screen). A token that lengthens the last line only needs this block drawn
+        again; the rendering is kept for the drawing (see ``Rendered``)."""
+        width = self.size.width
+        if not width or self._layout_required:
+            return True
+        return visualize(self, content).get_height(self.styles, width) != self.size.height
+
+
+class MarkdownText(Vertical, OneLayout):
     """A Markdown text that can grow: ``append`` re-renders only the unsettled tail."""
 
     DEFAULT_CSS = """
@@ -60,7 +171,7 @@ class MarkdownText(Vertical):
         self._in_fence = ""  # the fence marker of an open code block
         self._safe = 0  # the last offset where a cut cannot split a block
         self._initial = text
-        self._tail = Static("", classes="md-tail")
+        self._tail = Block("", classes="md-tail")
 
     def compose(self) -> ComposeResult:
         yield self._tail
@@ -116,11 +227,23 @@ class MarkdownText(Vertical):
                 self.call_after_refresh(
                     lambda: self.set_timer(EARLIER_AFTER_S, lambda: self._draw_earlier(later))
                 )
-        self._tail.update(render(self.text[self._settled :]))
+            self._tail.update(render(self.text[self._settled :]))
+            return
+        tail = render(self.text[self._settled :])
+        self._tail.update(tail, layout=self._tail.height_changes(tail))
 
     def _piece(self, span: tuple[int, int]) -> Static:
-        return Static(render(self.text[span[0] : span[1]]))
+        return Block(render(self.text[span[0] : span[1]]))
 
     def _draw_earlier(self, spans: list[tuple[int, int]]) -> None:
-        if self.is_attached:
-            self.mount_all([self._piece(span) for span in spans], before=0)
+        """Draw the last pieces of ``spans`` (those nearest what is on screen) above the
+        ones drawn, then the rest after the next frame."""
+        if not self.is_attached:
+            return
+        first = len(spans) - 1
+        while first > 0 and spans[-1][1] - spans[first - 1][0] <= EARLIER_BATCH:
+            first -= 1
+        batch, rest = spans[first:], spans[:first]
+        self.mount_all([self._piece(span) for span in batch], before=0)
+        if rest:
+            self.call_after_refresh(self._draw_earlier, rest)
