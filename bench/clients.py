@@ -121,9 +121,7 @@ APP_CLIENT = Client(
 
 def _cli_setup(workdir: Path, url: str, prompt: str) -> Launch:
     cfg = app_config(workdir, url)
-    return Launch(
-        [str(APP), "--config", str(cfg), "chat", prompt], clean_env(PYTHONPATH=str(ROOT))
-    )
+    return Launch([str(APP), "--config", str(cfg), "chat", prompt], clean_env(PYTHONPATH=str(ROOT)))
 
 
 RAW_CLIENT_CODE = """

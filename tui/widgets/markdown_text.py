@@ -148,7 +148,10 @@ class Block(Static, OneLayout):
         width = self.size.width
         if not width or self._layout_required:
             return True
-        return visualize(self, content).get_height(self.styles, width) != self.size.height
+        visual = visualize(self, content)
+        # measured as Textual's own get_content_height does (it passes the styles too)
+        height = visual.get_height(self.styles, width)  # type: ignore[arg-type]
+        return height != self.size.height
 
 
 class MarkdownText(Vertical, OneLayout):
