@@ -12,7 +12,7 @@ from tui_helpers import make_app, screen_text, type_text, wait_for
 
 from tui.screens.chat import ChatScreen
 from tui.widgets.conversation import ConversationView, ReplyTurn
-from tui.widgets.markdown_text import MarkdownText
+from tui.widgets.markdown_text import MarkdownText, render
 
 SIZE = (120, 40)
 
@@ -78,6 +78,8 @@ async def test_a_streamed_reply_is_followed_to_its_last_token_and_reads_as_opene
 
 
 class Growing(App[None]):
+    CSS = "Screen { overflow: hidden; }"  # no scrollbar: the text is 60 cells wide throughout
+
     def compose(self) -> ComposeResult:
         yield MarkdownText()
 
@@ -92,6 +94,11 @@ async def test_markdown_fed_a_few_characters_at_a_time_draws_what_it_would_at_on
             what="drawn",
         )
         expected = rows(whole.query_one(MarkdownText))
+        console = whole.console
+        at_once = console.render_lines(render(REPLY), console.options.update_width(60))
+        assert expected == ["".join(s.text for s in line).rstrip() for line in at_once], (
+            "the pieces together read as the text drawn in one piece"
+        )
     grown = Growing()
     async with grown.run_test(size=(60, 40)) as pilot:
         markdown = grown.query_one(MarkdownText)

@@ -45,14 +45,23 @@ class LiteralMarkdown(RichMarkdown):
         self.markup = markup
         self.parsed = _PARSER.parse(markup)
 
+    @property
+    def spaced_after(self) -> bool:
+        """Whether Rich leaves a blank line between this text's last block and a block
+        after it (it does after every block but a horizontal rule)."""
+        last = next((t for t in reversed(self.parsed) if t.level == 0), None)
+        return last is not None and last.type != "hr"
+
 
 class Rendered:
     """A renderable drawn once per width. Textual renders a Static's content twice per
     update (once to measure its height, once to draw it); Markdown with highlighted code
     is the costly part of a streamed reply, so its segments are kept and given again."""
 
-    def __init__(self, renderable: LiteralMarkdown) -> None:
+    def __init__(self, renderable: LiteralMarkdown, *, spaced: bool = False) -> None:
         self.renderable = renderable
+        self.spaced = spaced
+        """A blank line first, as Rich would put between this piece and the one before."""
         self._key: tuple[object, ...] | None = None
         self._segments: list[Segment] = []
 
@@ -73,6 +82,8 @@ class Rendered:
         )
         if key != self._key:
             self._segments = list(console.render(self.renderable, options))
+            if self.spaced and self._segments:
+                self._segments.insert(0, Segment.line())
             self._key = key
         return self._segments
 
@@ -96,8 +107,8 @@ def warm_up() -> None:
         list(console.render(render(f"```{language}\nx\n```\n"), console.options))
 
 
-def render(markup: str) -> Rendered:
-    return Rendered(LiteralMarkdown(markup, code_theme="monokai", hyperlinks=True))
+def render(markup: str, *, spaced: bool = False) -> Rendered:
+    return Rendered(LiteralMarkdown(markup, code_theme="monokai", hyperlinks=True), spaced=spaced)
 
 
 class OneLayout(Widget):
@@ -173,6 +184,8 @@ class MarkdownText(Vertical, OneLayout):
         self._scanned = 0  # lines are scanned up to here for safe cuts
         self._in_fence = ""  # the fence marker of an open code block
         self._safe = 0  # the last offset where a cut cannot split a block
+        self._starts: dict[int, int] = {}  # by a settled piece's end: its start
+        self._spaced_after: dict[int, bool] = {}  # by a settled piece's end: see LiteralMarkdown
         self._initial = text
         self._tail = Block("", classes="md-tail")
 
@@ -222,6 +235,7 @@ class MarkdownText(Vertical, OneLayout):
             spans = []
             for cut in cuts:
                 spans.append((self._settled, cut))
+                self._starts[cut] = self._settled
                 self._settled = cut
             later = spans[:-FIRST_PIECES] if end_first else []
             now = spans[len(later) :]
@@ -230,13 +244,29 @@ class MarkdownText(Vertical, OneLayout):
                 self.call_after_refresh(
                     lambda: self.set_timer(EARLIER_AFTER_S, lambda: self._draw_earlier(later))
                 )
-            self._tail.update(render(self.text[self._settled :]))
+            self._tail.update(self._render_tail())
             return
-        tail = render(self.text[self._settled :])
+        tail = self._render_tail()
         self._tail.update(tail, layout=self._tail.height_changes(tail))
 
+    def _render_tail(self) -> Rendered:
+        return render(self.text[self._settled :], spaced=self._spaced_before(self._settled))
+
+    def _spaced_before(self, start: int) -> bool:
+        """Whether the piece that starts at ``start`` begins with the blank line that
+        Rich would have put there, had it drawn the text in one piece."""
+        if start == 0:
+            return False
+        if start not in self._spaced_after:  # a piece not drawn yet: parsed, not drawn
+            markup = self.text[self._starts[start] : start]
+            self._spaced_after[start] = LiteralMarkdown(markup).spaced_after
+        return self._spaced_after[start]
+
     def _piece(self, span: tuple[int, int]) -> Static:
-        return Block(render(self.text[span[0] : span[1]]))
+        start, end = span
+        rendered = render(self.text[start:end], spaced=self._spaced_before(start))
+        self._spaced_after[end] = rendered.renderable.spaced_after
+        return Block(rendered)
 
     def _draw_earlier(self, spans: list[tuple[int, int]]) -> None:
         """Draw the last pieces of ``spans`` (those nearest what is on screen) above the
