@@ -27,8 +27,12 @@ class ReplyWriter:
 
     A reply comes a token at a time, far faster than anyone reads; every update of the
     widget costs a parse, a layout and a redraw of the followed view. So tokens are
-    gathered and written together: the first one at once, the rest at most
-    ``interval`` later, and whatever is left as soon as the reply ends."""
+    gathered and written together: the first one at once, the next ones sooner (so
+    that the first words are read at once, not a token of them), then at most every
+    ``interval``, and whatever is left as soon as the reply ends."""
+
+    RAMP = (0.02, 0.05, 0.1)
+    """The waits before the second, third and fourth writes (then ``interval``)."""
 
     def __init__(self, markdown: MarkdownText, interval: float = 0.1) -> None:
         self.markdown = markdown
@@ -37,6 +41,7 @@ class ReplyWriter:
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._last = 0.0
+        self._writes = 0
         self._abandoned = False
         self._task = asyncio.create_task(self._run())
 
@@ -50,6 +55,7 @@ class ReplyWriter:
         self._pending.clear()
         if text and not self._abandoned:
             self.markdown.append(text)
+            self._writes += 1
             await asyncio.sleep(0)  # let the screen draw it
         self._last = time.monotonic()
 
@@ -57,7 +63,8 @@ class ReplyWriter:
         # never cancelled: an append cut in the middle would leave the widget half-updated
         while not self._closing.is_set():
             await self._wake.wait()
-            wait = self._last + self.interval - time.monotonic()
+            ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
+            wait = self._last + min(self.interval, ramp) - time.monotonic()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), wait)

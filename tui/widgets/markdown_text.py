@@ -24,7 +24,7 @@ from textual.visual import visualize
 from textual.widget import Widget
 from textual.widgets import Static
 
-SETTLE_AT = 800
+SETTLE_AT = 2000
 """Characters of finished blocks gathered before they become a piece of their own."""
 FIRST_PIECES = 2
 """Pieces of a long text drawn at once when it opens (its end, which is on screen); the
