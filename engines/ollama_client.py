@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -281,13 +281,20 @@ class ChatEngine:
         return messages
 
     async def stream(
-        self, model: str, history: Sequence[ChatMessage], options: ChatOptions
+        self,
+        model: str,
+        history: Sequence[ChatMessage],
+        options: ChatOptions,
+        *,
+        pause: Callable[[], float] | None = None,
     ) -> AsyncGenerator[ReplyChunk, None]:
         """Stream the reply to ``history``. Closing the iterator (or cancelling the task
         that reads it) closes the HTTP stream, which makes Ollama stop generating.
 
         The reply is read in a thread by the sync client (see :mod:`engines.reply_stream`:
-        half the CPU of the async client, off the event loop)."""
+        half the CPU of the async client, off the event loop). ``pause()``: the seconds
+        the reader waits once it has caught up with the server, so that it then reads
+        several tokens at once (it costs that much latency)."""
         from engines import reply_stream
 
         timer = _Timer()
@@ -320,7 +327,7 @@ class ChatEngine:
 
         feed = reply_stream.Feed(asyncio.get_running_loop())
         reading = reply_stream.Reading()
-        reply_stream.read_in_thread(parts, convert, feed, reading)
+        reply_stream.read_in_thread(parts, convert, feed, reading, pause)
         try:
             while True:
                 for item in await feed.get():

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +28,8 @@ import httpx
 import ollama
 
 BATCH_S = 0.02
+CAUGHT_UP_S = 0.002
+"""A read that waited this long found nothing buffered: the reader has caught up."""
 """The loop is woken at most this often while tokens come (50 times a second)."""
 
 _local = threading.local()  # the reading thread's Reading, for the transport to fill in
@@ -40,6 +43,7 @@ class Reading:
         self._socket: socket.socket | None = None
         self.stopped = False
         self.finished = False
+        self._stopping = threading.Event()
 
     def attach(self, sock: socket.socket | None) -> None:
         with self._lock:
@@ -47,6 +51,11 @@ class Reading:
             stopped = self.stopped
         if stopped:
             self._shutdown(sock)
+
+    def pause(self, seconds: float) -> None:
+        """Wait (in the reading thread) unless stopped."""
+        if seconds > 0:
+            self._stopping.wait(seconds)
 
     def finish(self) -> None:
         """The last item is read: stopping now would only cost the connection."""
@@ -59,6 +68,7 @@ class Reading:
             if self.stopped or self.finished:
                 return
             self.stopped = True
+            self._stopping.set()
             sock = self._socket
         self._shutdown(sock)
 
@@ -150,28 +160,39 @@ def read_in_thread(
     convert: Callable[[Any], Converted],
     feed: Feed,
     reading: Reading,
+    pause: Callable[[], float] | None = None,
 ) -> threading.Thread:
     """Start a thread that reads ``parts()`` and puts ``convert(part)`` into ``feed``,
     then ``END``; an exception is put as it is. ``reading.stop()`` ends it. After the
     last item the thread reads the response to its end, so that its connection is kept
-    for the next request."""
+    for the next request.
+
+    ``pause()``: how long to wait once the reader has caught up with the server (its
+    read waited for the network). The tokens that come meanwhile are then read at once:
+    one read, one wake-up of the thread, for several tokens instead of one each."""
 
     def run() -> None:
         _local.reading = reading
         iterator: Iterator[Any] | None = None
         try:
             iterator = parts()
-            for part in iterator:
+            while True:
+                asked = time.monotonic()
+                part = next(iterator, END)
+                if part is END:
+                    break
                 if reading.stopped:
                     return
+                caught_up = time.monotonic() - asked > CAUGHT_UP_S
                 converted = convert(part)
-                if converted is None:
-                    continue
-                item, urgent, last = converted
-                if last:
-                    reading.finish()
-                if not feed.put(item, urgent=urgent):
-                    return
+                if converted is not None:
+                    item, urgent, last = converted
+                    if last:
+                        reading.finish()
+                    if not feed.put(item, urgent=urgent):
+                        return
+                if caught_up and pause is not None and not reading.finished:  # handed over first
+                    reading.pause(pause())
             feed.put(END, urgent=True)
         except BaseException as exc:  # handed to the reader, which raises it
             if not reading.stopped:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from ollama_server import FakeOllama
+from waiting import wait_for
+
+from engines.chat_types import ChatMessage, ChatOptions
+from engines.ollama_client import ChatEngine
 from engines.reply_stream import Feed
 
 
@@ -47,3 +52,40 @@ async def test_a_closed_loop_tells_the_thread_to_stop() -> None:
     feed = Feed(other)
     other.close()
     assert feed.put("late") is False
+
+
+async def test_a_reader_that_pauses_between_reads_still_gets_every_token_in_order(
+    ollama_server: FakeOllama,
+) -> None:
+    ollama_server.reply = " ".join(f"w{i}" for i in range(300))
+    ollama_server.rate = 400
+    engine = ChatEngine(ollama_server.url)
+    try:
+        chunks = [
+            c
+            async for c in engine.stream(
+                "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), pause=lambda: 0.05
+            )
+        ]
+        assert "".join(c.text for c in chunks) == ollama_server.reply
+        assert chunks[-1].stats is not None and chunks[-1].stats.eval_tokens > 0
+    finally:
+        await engine.aclose()
+
+
+async def test_stopping_a_paused_reader_closes_the_stream_at_once(
+    ollama_server: FakeOllama,
+) -> None:
+    ollama_server.reply = "word " * 400
+    ollama_server.rate = 50
+    engine = ChatEngine(ollama_server.url)
+    try:
+        stream = engine.stream(
+            "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), pause=lambda: 600.0
+        )
+        assert (await anext(stream)).text.strip() == "word"  # then the reader pauses 10 min
+        await stream.aclose()
+        await wait_for(None, lambda: ollama_server.cancelled == 1, what="the server saw the close")
+        assert ollama_server.completed == 0
+    finally:
+        await engine.aclose()
