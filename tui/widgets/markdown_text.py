@@ -26,9 +26,10 @@ from textual.widgets import Static
 
 SETTLE_AT = 2000
 """Characters of finished blocks gathered before they become a piece of their own."""
-FIRST_PIECES = 2
-"""Pieces of a long text drawn at once when it opens (its end, which is on screen); the
-pieces before them are drawn after the first frame, a few at a time."""
+FIRST_PIECES = 1
+"""Pieces of a long text drawn at once when it opens (its end, which is on screen: the
+last piece holds at least ``SETTLE_AT`` characters, some 25-50 rows); the pieces before
+it are drawn after the first frame, a few at a time."""
 EARLIER_AFTER_S = 0.1
 EARLIER_BATCH = 8000
 """Characters of the earlier pieces drawn per frame: a long text (a 20,000-token reply is
