@@ -18,6 +18,7 @@ from pathlib import Path
 from common import (
     APP,
     MODEL,
+    ROOT,
     SERVER_VERSION,
     VENV_BIN,
     Terminal,
@@ -90,7 +91,8 @@ def _dist_version(venv: Path, dist: str) -> Callable[[], str | None]:
 
 def _app_setup(workdir: Path, url: str, prompt: str) -> Launch:
     cfg = app_config(workdir, url)
-    return Launch([str(APP), "--config", str(cfg)], clean_env())
+    # PYTHONPATH: the code of this checkout, not whichever one the shared venv points at
+    return Launch([str(APP), "--config", str(cfg)], clean_env(PYTHONPATH=str(ROOT)))
 
 
 def _app_ready(term: Terminal) -> None:
@@ -119,7 +121,7 @@ APP_CLIENT = Client(
 
 def _cli_setup(workdir: Path, url: str, prompt: str) -> Launch:
     cfg = app_config(workdir, url)
-    return Launch([str(APP), "--config", str(cfg), "chat", prompt], clean_env())
+    return Launch([str(APP), "--config", str(cfg), "chat", prompt], clean_env(PYTHONPATH=str(ROOT)))
 
 
 RAW_CLIENT_CODE = """

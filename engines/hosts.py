@@ -356,6 +356,11 @@ class HostRegistry:
                     self.clock(),
                 )
             self._set(host, new)
+            if new.online:  # the client that streams replies, made before the first one
+                try:
+                    await engine.warm_stream()
+                except Exception as exc:
+                    log.warning("%s: preparing the stream client failed: %s", host.name, exc)
             return new
 
     async def check_all(self) -> tuple[HostState, ...]:

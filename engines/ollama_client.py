@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,8 @@ class ChatEngine:
         self.name = name
         """The server's name in ``[ollama] hosts`` (empty: the one server)."""
         self._client: ollama.AsyncClient | None = None
+        self._sync: ollama.Client | None = None  # streams replies, in threads
+        self._sync_lock = threading.Lock()
 
     @property
     def where(self) -> str:
@@ -79,7 +82,21 @@ class ChatEngine:
             self._client = ollama.AsyncClient(host=self.host, timeout=self.timeout)
         return self._client
 
+    def _sync_client(self) -> ollama.Client:
+        """The client that streams replies (in threads). Making it costs tens of
+        milliseconds (httpx builds an SSL context): it is made in a thread, once the
+        server has answered (see ``status``), not when the first reply starts."""
+        with self._sync_lock:
+            if self._sync is None:
+                from engines.reply_stream import sync_client
+
+                self._sync = sync_client(self.host, self.timeout)
+            return self._sync
+
     async def aclose(self) -> None:
+        if self._sync is not None:
+            self._sync.close()  # type: ignore[no-untyped-call]  # ollama leaves it untyped
+            self._sync = None
         if self._client is not None:
             await self._client.close()  # type: ignore[no-untyped-call]  # ollama leaves it untyped
             self._client = None
@@ -119,11 +136,21 @@ class ChatEngine:
 
     # -- queries ------------------------------------------------------------
 
-    async def status(self) -> ServerStatus:
+    async def warm_stream(self) -> None:
+        """Make the client that streams replies now, in a thread (see ``_sync_client``),
+        so the first reply does not wait for it."""
+        if self._sync is None:
+            await asyncio.to_thread(self._sync_client)
+
+    async def status(self, *, warm_stream: bool = False) -> ServerStatus:
+        """Whether the server answers, and its version. ``warm_stream``: once it does,
+        make the client that streams replies now (see ``_sync_client``)."""
         try:
             version = await self.version()
         except ChatError as exc:
             return ServerStatus(online=False, host=self.host, error=str(exc))
+        if warm_stream:
+            await self.warm_stream()
         return ServerStatus(online=True, host=self.host, version=version)
 
     async def version(self) -> str:
@@ -312,37 +339,67 @@ class ChatEngine:
         return extra
 
     async def stream(
-        self, model: str, history: Sequence[ChatMessage], options: ChatOptions
+        self,
+        model: str,
+        history: Sequence[ChatMessage],
+        options: ChatOptions,
+        *,
+        pause: Callable[[], float] | None = None,
     ) -> AsyncGenerator[ReplyChunk, None]:
         """Stream the reply to ``history``. Closing the iterator (or cancelling the task
-        that reads it) closes the HTTP stream, which makes Ollama stop generating."""
+        that reads it) closes the HTTP stream, which makes Ollama stop generating.
+
+        The reply is read in a thread by the sync client (see :mod:`engines.reply_stream`:
+        half the CPU of the async client, off the event loop). ``pause()``: the seconds
+        the reader waits once it has caught up with the server, so that it then reads
+        several tokens at once (it costs that much latency)."""
+        from engines import reply_stream
+
         timer = _Timer()
-        inner: AsyncIterator[Any] | None = None
         log.info("chat request", extra={"model": model, "messages": len(history)})
-        try:
-            inner = await self.client.chat(
+        client = (
+            self._sync if self._sync is not None else await asyncio.to_thread(self._sync_client)
+        )
+        messages = await self._messages(history, options)
+
+        def parts() -> Iterator[Any]:
+            return client.chat(
                 model=model,
-                messages=await self._messages(history, options),
+                messages=messages,
                 stream=True,
                 **self._request(options),
             )
-            async for part in inner:
-                text = part.message.content or ""
-                if text and timer.first is None:
-                    timer.first = time.perf_counter()
-                if part.done:
-                    yield ReplyChunk(text, self._stats(model, part, timer))
-                    return
-                thinking = getattr(part.message, "thinking", None) or ""
-                if text or thinking:
-                    yield ReplyChunk(text, thinking=thinking)
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as exc:
-            raise self._translate(exc, model) from exc
+
+        def convert(part: Any) -> reply_stream.Converted:
+            text = part.message.content or ""
+            if text and timer.first is None:
+                timer.first = time.perf_counter()
+                return ReplyChunk(text), True, False  # the first token: at once
+            if part.done:
+                return ReplyChunk(text, self._stats(model, part, timer)), True, True
+            thinking = getattr(part.message, "thinking", None) or ""
+            if text or thinking:
+                return ReplyChunk(text, thinking=thinking), False, False
+            return None
+
+        feed = reply_stream.Feed(asyncio.get_running_loop())
+        reading = reply_stream.Reading()
+        reply_stream.read_in_thread(parts, convert, feed, reading, pause)
+        try:
+            while True:
+                for item in await feed.get():
+                    if item is reply_stream.END:
+                        raise StreamBroken(
+                            f"Ollama at {self.where} ended the reply without finishing it"
+                        )
+                    if isinstance(item, BaseException):
+                        raise self._translate(item, model) from item
+                    assert isinstance(item, ReplyChunk)
+                    yield item
+                    if item.stats is not None:
+                        return
         finally:
-            await _close(inner)
-        raise StreamBroken(f"Ollama at {self.host} ended the reply without finishing it")
+            reading.stop()
 
     async def reply(
         self, model: str, history: Sequence[ChatMessage], options: ChatOptions

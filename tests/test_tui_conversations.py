@@ -526,10 +526,14 @@ async def test_a_long_saved_reply_opens_in_pieces_and_shows_its_end(
         assert reply is not None
         await wait_for(pilot, lambda: "The very end." in screen_text(app), what="its end shown")
         assert reply.body.text == long
-        # the pieces before the end follow the first frame; together they are the whole
-        await wait_for(pilot, lambda: len(reply.body.children) > 10, what="every piece")
-        drawn = "".join(piece.content.markup for piece in reply.body.query_children(Static))
-        assert drawn == long, "nothing lost or drawn twice"
+
+        # the pieces before the end follow the first frame, a few per frame, nearest
+        # first; together they are the whole, in order
+        def drawn() -> str:
+            return "".join(piece.content.markup for piece in reply.body.query_children(Static))
+
+        await wait_for(pilot, lambda: drawn() == long, what="every piece, nothing lost or twice")
+        assert len(reply.body.children) > 10
 
 
 async def test_search_and_rename_work_while_a_reply_streams(

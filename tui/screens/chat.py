@@ -459,7 +459,11 @@ class ChatScreen(ChatExtras):
         self.query_one(ConversationList).mark(states, self.lp.unseen)
 
     def _forget_live(self) -> None:
-        """The turns drawn live are leaving the screen: their writers stop."""
+        """The turns drawn live are leaving the screen: their writers stop, and their
+        replies are read in batches (out of sight)."""
+        for reply in self.lp.conversations.busy.values():
+            if reply.reply_id in self._live:
+                reply.in_sight = False
         for live in self._live.values():
             live.writer.abandon()
         self._live.clear()
@@ -500,6 +504,7 @@ class ChatScreen(ChatExtras):
         turn = self.query_one(ConversationView).turn(reply.reply_id)
         if not isinstance(turn, ReplyTurn):
             return
+        reply.in_sight = True
         self._live[reply.reply_id] = LiveReply(turn, turn.writer())
         position = self.lp.conversations.position(reply.conversation_id)
         if position is not None:

@@ -15,10 +15,13 @@ from textual.widgets import Label, Static
 from engines.chat_types import ReplyStats
 from engines.store import Status, StoredMessage
 from tui.text import shorten, visible
+from tui.widgets.one_layout import OneLayout
 
 if TYPE_CHECKING:  # imported with the first reply drawn (Markdown is not needed before)
     from tui.widgets.markdown_text import MarkdownText
 
+WARM_UP_AFTER_S = 1.0
+"""After the conversation is first shown, code highlighting is loaded in a thread."""
 PROMPT_SHOWN = 20_000
 """Characters of a prompt drawn on screen; the whole prompt is stored and sent."""
 
@@ -28,8 +31,12 @@ class ReplyWriter:
 
     A reply comes a token at a time, far faster than anyone reads; every update of the
     widget costs a parse, a layout and a redraw of the followed view. So tokens are
-    gathered and written together: the first one at once, the rest at most
-    ``interval`` later, and whatever is left as soon as the reply ends."""
+    gathered and written together: the first one at once, the next ones sooner (so
+    that the first words are read at once, not a token of them), then at most every
+    ``interval``, and whatever is left as soon as the reply ends."""
+
+    RAMP = (0.02, 0.05, 0.1)
+    """The waits before the second, third and fourth writes (then ``interval``)."""
 
     def __init__(self, markdown: MarkdownText, interval: float = 0.1) -> None:
         self.markdown = markdown
@@ -38,6 +45,7 @@ class ReplyWriter:
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._last = 0.0
+        self._writes = 0
         self._abandoned = False
         self._task = asyncio.create_task(self._run())
 
@@ -51,6 +59,7 @@ class ReplyWriter:
         self._pending.clear()
         if text and not self._abandoned:
             self.markdown.append(text)
+            self._writes += 1
             await asyncio.sleep(0)  # let the screen draw it
         self._last = time.monotonic()
 
@@ -58,7 +67,8 @@ class ReplyWriter:
         # never cancelled: an append cut in the middle would leave the widget half-updated
         while not self._closing.is_set():
             await self._wake.wait()
-            wait = self._last + self.interval - time.monotonic()
+            ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
+            wait = self._last + min(self.interval, ramp) - time.monotonic()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), wait)
@@ -80,7 +90,7 @@ class ReplyWriter:
         self._wake.set()
 
 
-class Turn(Vertical):
+class Turn(Vertical, OneLayout):
     """A turn of the conversation: one message of the current path, and which of its
     versions it is (``version`` of ``versions``, when it was redone)."""
 
@@ -229,7 +239,7 @@ Versions = dict[int, tuple[int, int]]
 """By message id: which version of its turn it is, and how many there are."""
 
 
-class ConversationView(VerticalScroll):
+class ConversationView(VerticalScroll, OneLayout):
     """The turns of one conversation, following the newest text as it arrives. A turn
     can be selected (the turn cursor) to act on it."""
 
@@ -240,6 +250,14 @@ class ConversationView(VerticalScroll):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._turns: list[Turn] = []  # in order; not those still being removed
+
+    def on_mount(self) -> None:
+        self.set_timer(WARM_UP_AFTER_S, self._warm_up)
+
+    def _warm_up(self) -> None:
+        from tui.widgets.markdown_text import warm_up
+
+        self.run_worker(warm_up, thread=True, group="markdown-warm-up", exit_on_error=False)
 
     def show_messages(
         self, messages: list[StoredMessage], versions: Versions | None = None, *, hint: str = ""

@@ -9,20 +9,31 @@ Raw HTML is shown as text: a model's reply is displayed as written, never hidden
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from markdown_it import MarkdownIt
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markdown import Markdown as RichMarkdown
+from rich.measure import Measurement
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.visual import visualize
 from textual.widgets import Static
+
+from tui.widgets.one_layout import OneLayout
 
 SETTLE_AT = 2000
 """Characters of finished blocks gathered before they become a piece of their own."""
-FIRST_PIECES = 2
-"""Pieces of a long text drawn at once when it opens (its end, which is on screen); the
-pieces before them are drawn right after the first frame."""
+FIRST_PIECES = 1
+"""Pieces of a long text drawn at once when it opens (its end, which is on screen: the
+last piece holds at least ``SETTLE_AT`` characters, some 25-50 rows); the pieces before
+it are drawn after the first frame, a few at a time."""
 EARLIER_AFTER_S = 0.1
+EARLIER_BATCH = 8000
+"""Characters of the earlier pieces drawn per frame: a long text (a 20,000-token reply is
+130 KB) would keep the app from answering keys for a second if drawn at once."""
 
 _PARSER = MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table")
 
@@ -35,12 +46,89 @@ class LiteralMarkdown(RichMarkdown):
         self.markup = markup
         self.parsed = _PARSER.parse(markup)
 
+    @property
+    def spaced_after(self) -> bool:
+        """Whether Rich leaves a blank line between this text's last block and a block
+        after it (it does after every block but a horizontal rule)."""
+        last = next((t for t in reversed(self.parsed) if t.level == 0), None)
+        return last is not None and last.type != "hr"
 
-def render(markup: str) -> LiteralMarkdown:
-    return LiteralMarkdown(markup, code_theme="monokai", hyperlinks=True)
+
+class Rendered:
+    """A renderable drawn once per width. Textual renders a Static's content twice per
+    update (once to measure its height, once to draw it); Markdown with highlighted code
+    is the costly part of a streamed reply, so its segments are kept and given again."""
+
+    def __init__(self, renderable: LiteralMarkdown, *, spaced: bool = False) -> None:
+        self.renderable = renderable
+        self.spaced = spaced
+        """A blank line first, as Rich would put between this piece and the one before."""
+        self._key: tuple[object, ...] | None = None
+        self._segments: list[Segment] = []
+
+    @property
+    def markup(self) -> str:
+        return self.renderable.markup
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        # Markdown ignores the height it is given; everything else it reads is in the key
+        key = (
+            options.max_width,
+            options.min_width,
+            options.justify,
+            options.overflow,
+            options.no_wrap,
+            options.highlight,
+            options.markup,
+        )
+        if key != self._key:
+            self._segments = list(console.render(self.renderable, options))
+            if self.spaced and self._segments:
+                self._segments.insert(0, Segment.line())
+            self._key = key
+        return self._segments
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.renderable)
 
 
-class MarkdownText(Vertical):
+WARM_LANGUAGES = ("python", "bash", "json", "javascript")
+"""Code languages whose highlighters are loaded ahead (see ``warm_up``)."""
+
+
+def warm_up() -> None:
+    """Render a code block of each language in ``WARM_LANGUAGES`` and drop the result.
+
+    The first code block of a language loads its highlighter (pygments imports a module
+    per language: 0.1 s for Python on a small machine), which would otherwise stall the
+    first reply, or the first conversation opened, that shows one. Run it in a thread,
+    once the app is idle."""
+    console = Console(width=80, file=io.StringIO(), color_system="truecolor")
+    for language in WARM_LANGUAGES:
+        list(console.render(render(f"```{language}\nx\n```\n"), console.options))
+
+
+def render(markup: str, *, spaced: bool = False) -> Rendered:
+    return Rendered(LiteralMarkdown(markup, code_theme="monokai", hyperlinks=True), spaced=spaced)
+
+
+class Block(Static, OneLayout):
+    """A piece of Markdown (or the growing tail)."""
+
+    def height_changes(self, content: Rendered) -> bool:
+        """Whether ``content`` would change this block's height (and so the layout of
+        the screen). A token that lengthens the last line only needs this block drawn
+        again; the rendering is kept for the drawing (see ``Rendered``)."""
+        width = self.size.width
+        if not width or self._layout_required:
+            return True
+        visual = visualize(self, content)
+        # measured as Textual's own get_content_height does (it passes the styles too)
+        height = visual.get_height(self.styles, width)  # type: ignore[arg-type]
+        return height != self.size.height
+
+
+class MarkdownText(Vertical, OneLayout):
     """A Markdown text that can grow: ``append`` re-renders only the unsettled tail."""
 
     DEFAULT_CSS = """
@@ -59,8 +147,10 @@ class MarkdownText(Vertical):
         self._scanned = 0  # lines are scanned up to here for safe cuts
         self._in_fence = ""  # the fence marker of an open code block
         self._safe = 0  # the last offset where a cut cannot split a block
+        self._starts: dict[int, int] = {}  # by a settled piece's end: its start
+        self._spaced_after: dict[int, bool] = {}  # by a settled piece's end: see LiteralMarkdown
         self._initial = text
-        self._tail = Static("", classes="md-tail")
+        self._tail = Block("", classes="md-tail")
 
     def compose(self) -> ComposeResult:
         yield self._tail
@@ -108,6 +198,7 @@ class MarkdownText(Vertical):
             spans = []
             for cut in cuts:
                 spans.append((self._settled, cut))
+                self._starts[cut] = self._settled
                 self._settled = cut
             later = spans[:-FIRST_PIECES] if end_first else []
             now = spans[len(later) :]
@@ -116,11 +207,39 @@ class MarkdownText(Vertical):
                 self.call_after_refresh(
                     lambda: self.set_timer(EARLIER_AFTER_S, lambda: self._draw_earlier(later))
                 )
-        self._tail.update(render(self.text[self._settled :]))
+            self._tail.update(self._render_tail())
+            return
+        tail = self._render_tail()
+        self._tail.update(tail, layout=self._tail.height_changes(tail))
+
+    def _render_tail(self) -> Rendered:
+        return render(self.text[self._settled :], spaced=self._spaced_before(self._settled))
+
+    def _spaced_before(self, start: int) -> bool:
+        """Whether the piece that starts at ``start`` begins with the blank line that
+        Rich would have put there, had it drawn the text in one piece."""
+        if start == 0:
+            return False
+        if start not in self._spaced_after:  # a piece not drawn yet: parsed, not drawn
+            markup = self.text[self._starts[start] : start]
+            self._spaced_after[start] = LiteralMarkdown(markup).spaced_after
+        return self._spaced_after[start]
 
     def _piece(self, span: tuple[int, int]) -> Static:
-        return Static(render(self.text[span[0] : span[1]]))
+        start, end = span
+        rendered = render(self.text[start:end], spaced=self._spaced_before(start))
+        self._spaced_after[end] = rendered.renderable.spaced_after
+        return Block(rendered)
 
     def _draw_earlier(self, spans: list[tuple[int, int]]) -> None:
-        if self.is_attached:
-            self.mount_all([self._piece(span) for span in spans], before=0)
+        """Draw the last pieces of ``spans`` (those nearest what is on screen) above the
+        ones drawn, then the rest after the next frame."""
+        if not self.is_attached:
+            return
+        first = len(spans) - 1
+        while first > 0 and spans[-1][1] - spans[first - 1][0] <= EARLIER_BATCH:
+            first -= 1
+        batch, rest = spans[first:], spans[:first]
+        self.mount_all([self._piece(span) for span in batch], before=0)
+        if rest:
+            self.call_after_refresh(self._draw_earlier, rest)

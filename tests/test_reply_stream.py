@@ -1,0 +1,91 @@
+"""The hand-over of a streamed reply from its reading thread to the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from ollama_server import FakeOllama
+from waiting import wait_for
+
+from engines.chat_types import ChatMessage, ChatOptions
+from engines.ollama_client import ChatEngine
+from engines.reply_stream import Feed
+
+
+async def test_items_put_together_are_taken_together_and_in_order() -> None:
+    feed = Feed(asyncio.get_running_loop())
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(200):
+            feed.put(i)
+        done.set()
+
+    threading.Thread(target=produce).start()
+    await asyncio.to_thread(done.wait)
+    got: list[object] = []
+    batches = 0
+    while len(got) < 200:
+        got += await asyncio.wait_for(feed.get(), 5)
+        batches += 1
+    assert got == list(range(200))
+    assert batches < 10, "one wake-up of the loop takes what has come, not one per item"
+
+
+async def test_an_urgent_item_comes_at_once_with_those_before_it() -> None:
+    loop = asyncio.get_running_loop()
+    feed = Feed(loop)
+    feed.put("first", urgent=True)
+    assert await asyncio.wait_for(feed.get(), 5) == ["first"]
+    # a batched wake-up is now due only after BATCH_S: an urgent item overtakes it
+    await asyncio.to_thread(feed.put, "middle")
+    await asyncio.to_thread(feed.put, "last", urgent=True)
+    got: list[object] = []
+    while len(got) < 2:
+        got += await asyncio.wait_for(feed.get(), 5)
+    assert got == ["middle", "last"]
+
+
+async def test_a_closed_loop_tells_the_thread_to_stop() -> None:
+    other = asyncio.new_event_loop()
+    feed = Feed(other)
+    other.close()
+    assert feed.put("late") is False
+
+
+async def test_a_reader_that_pauses_between_reads_still_gets_every_token_in_order(
+    ollama_server: FakeOllama,
+) -> None:
+    ollama_server.reply = " ".join(f"w{i}" for i in range(300))
+    ollama_server.rate = 400
+    engine = ChatEngine(ollama_server.url)
+    try:
+        chunks = [
+            c
+            async for c in engine.stream(
+                "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), pause=lambda: 0.05
+            )
+        ]
+        assert "".join(c.text for c in chunks) == ollama_server.reply
+        assert chunks[-1].stats is not None and chunks[-1].stats.eval_tokens > 0
+    finally:
+        await engine.aclose()
+
+
+async def test_stopping_a_paused_reader_closes_the_stream_at_once(
+    ollama_server: FakeOllama,
+) -> None:
+    ollama_server.reply = "word " * 400
+    ollama_server.rate = 50
+    engine = ChatEngine(ollama_server.url)
+    try:
+        stream = engine.stream(
+            "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), pause=lambda: 600.0
+        )
+        assert (await anext(stream)).text.strip() == "word"  # then the reader pauses 10 min
+        await stream.aclose()
+        await wait_for(None, lambda: ollama_server.cancelled == 1, what="the server saw the close")
+        assert ollama_server.completed == 0
+    finally:
+        await engine.aclose()

@@ -1,0 +1,111 @@
+"""How a streamed reply is drawn: the view follows it to its last token, and what was
+drawn piece by piece while it streamed reads the same as the finished reply opened anew."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ollama_server import FakeOllama
+from textual.app import App, ComposeResult
+from textual.geometry import Region
+from tui_helpers import make_app, screen_text, type_text, wait_for
+
+from tui.screens.chat import ChatScreen
+from tui.widgets.conversation import ConversationView, ReplyTurn
+from tui.widgets.markdown_text import MarkdownText, render
+
+SIZE = (120, 40)
+
+REPLY = (
+    "# A long answer\n\n"
+    + "\n\n".join(
+        f"Paragraph {i} says **something** with `code` and more words to wrap the line "
+        f"past the width of the view, {'so it takes two lines' if i % 2 else 'once'}."
+        for i in range(30)
+    )
+    + "\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+    + "```python\ndef f(x):\n    return x * 2\n```\n\n"
+    + "- one\n- two\n\n"
+    + "The last words: qxfinalmark"
+)
+
+
+def rows(markdown: MarkdownText) -> list[str]:
+    """Every row of a Markdown text as drawn, those off screen too, piece after piece."""
+    return [
+        strip.text.rstrip()
+        for piece in markdown.children
+        for strip in piece.render_lines(Region(0, 0, *piece.size))
+    ]
+
+
+def reply_lines(app: App[object]) -> list[str]:
+    return rows(app.screen.query(ReplyTurn).last().body)
+
+
+async def test_a_streamed_reply_is_followed_to_its_last_token_and_reads_as_opened_anew(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    ollama_server.reply = REPLY
+    ollama_server.rate = 300  # a dozen tokens between two drawings: some only lengthen a line
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: bool(app.models), what="online")
+        await type_text(pilot, "write it")
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, ChatScreen)
+        await wait_for(pilot, lambda: screen.streaming, what="streaming")
+        await wait_for(pilot, lambda: not screen.streaming, what="finished", timeout=60)
+        await wait_for(pilot, lambda: "qxfinalmark" in screen_text(app), what="last token")
+        view = screen.query_one(ConversationView)
+        assert view.is_vertical_scroll_end, "the view followed the reply with no key pressed"
+        streamed = reply_lines(app)
+        conversation = screen.conversation
+        assert conversation is not None
+        screen.open_conversation(conversation.id)  # the same reply, drawn from the store
+        await wait_for(
+            pilot,
+            lambda: (
+                len(app.screen.query(ReplyTurn)) == 1
+                and "qxfinalmark" in screen_text(app)
+                and reply_lines(app) == streamed
+            ),
+            what="the reopened reply drawn as it was streamed",
+        )
+        assert any("return x * 2" in line for line in streamed), "the code block is drawn"
+        assert any("Paragraph 29 says something" in line for line in streamed), "bold is styled"
+
+
+class Growing(App[None]):
+    CSS = "Screen { overflow: hidden; }"  # no scrollbar: the text is 60 cells wide throughout
+
+    def compose(self) -> ComposeResult:
+        yield MarkdownText()
+
+
+async def test_markdown_fed_a_few_characters_at_a_time_draws_what_it_would_at_once() -> None:
+    whole = Growing()
+    async with whole.run_test(size=(60, 40)) as pilot:
+        whole.query_one(MarkdownText).append(REPLY)
+        await wait_for(
+            pilot,
+            lambda: any("qxfinalmark" in row for row in rows(whole.query_one(MarkdownText))),
+            what="drawn",
+        )
+        expected = rows(whole.query_one(MarkdownText))
+        console = whole.console
+        at_once = console.render_lines(render(REPLY), console.options.update_width(60))
+        assert expected == ["".join(s.text for s in line).rstrip() for line in at_once], (
+            "the pieces together read as the text drawn in one piece"
+        )
+    grown = Growing()
+    async with grown.run_test(size=(60, 40)) as pilot:
+        markdown = grown.query_one(MarkdownText)
+        for start in range(0, len(REPLY), 7):  # a drawing after each: many keep the height
+            markdown.append(REPLY[start : start + 7])
+            await pilot.pause()
+        await wait_for(
+            pilot, lambda: rows(markdown) == expected, what="the rows of the text drawn at once"
+        )
+        assert markdown.text == REPLY
