@@ -77,9 +77,22 @@ class ChatEngine:
     @property
     def client(self) -> ollama.AsyncClient:
         if self._client is None:
-            import ollama
+            self._client = self._make_client()
+        return self._client
 
-            self._client = ollama.AsyncClient(host=self.host, timeout=self.timeout)
+    def _make_client(self) -> ollama.AsyncClient:
+        import ollama
+
+        return ollama.AsyncClient(host=self.host, timeout=self.timeout)
+
+    async def _aclient(self) -> ollama.AsyncClient:
+        """The client, made in a thread the first time: importing it (httpx, pydantic)
+        and its SSL context take most of a second on a small machine, which the event
+        loop must not wait for (the first frame, or keys, would)."""
+        if self._client is None:
+            client = await asyncio.to_thread(self._make_client)
+            if self._client is None:
+                self._client = client
         return self._client
 
     def _sync_client(self) -> ollama.Client:
@@ -155,7 +168,7 @@ class ChatEngine:
 
     async def version(self) -> str:
         try:
-            response = await self.client._request_raw(  # type: ignore[no-untyped-call]
+            response = await (await self._aclient())._request_raw(  # type: ignore[no-untyped-call]
                 "GET", "/api/version"
             )
             data = response.json()
@@ -165,7 +178,7 @@ class ChatEngine:
 
     async def list_models(self) -> list[ModelInfo]:
         try:
-            response = await self.client.list()
+            response = await (await self._aclient()).list()
         except Exception as exc:
             raise self._translate(exc) from exc
         models = []
@@ -186,7 +199,7 @@ class ChatEngine:
 
     async def show(self, model: str) -> ModelDetails:
         try:
-            r = await self.client.show(model)
+            r = await (await self._aclient()).show(model)
         except Exception as exc:
             raise self._translate(exc, model) from exc
         info: Mapping[str, Any] = r.modelinfo or {}
@@ -220,7 +233,7 @@ class ChatEngine:
         inner: AsyncIterator[Any] | None = None
         log.info("pull", extra={"model": model})
         try:
-            inner = await self.client.pull(model, stream=True)
+            inner = await (await self._aclient()).pull(model, stream=True)
             async for part in inner:
                 progress = tracker.update(
                     str(part.status or ""),
@@ -252,7 +265,7 @@ class ChatEngine:
     async def delete(self, model: str) -> None:
         """Remove ``model`` from the server (its files too, unless another model shares them)."""
         try:
-            await self.client.delete(model)
+            await (await self._aclient()).delete(model)
         except Exception as exc:
             import ollama
 
@@ -265,7 +278,7 @@ class ChatEngine:
 
     async def loaded(self) -> list[LoadedModel]:
         try:
-            r = await self.client.ps()
+            r = await (await self._aclient()).ps()
         except Exception as exc:
             raise self._translate(exc) from exc
         return [
@@ -283,7 +296,7 @@ class ChatEngine:
     async def unload(self, model: str) -> None:
         """Ask Ollama to free a loaded model now (keep_alive=0)."""
         try:
-            await self.client.generate(model=model, keep_alive=0)
+            await (await self._aclient()).generate(model=model, keep_alive=0)
         except Exception as exc:
             raise self._translate(exc, model) from exc
 
@@ -407,7 +420,7 @@ class ChatEngine:
         """The whole reply at once (stream=False)."""
         timer = _Timer()
         try:
-            r = await self.client.chat(
+            r = await (await self._aclient()).chat(
                 model=model,
                 messages=await self._messages(history, options),
                 stream=False,

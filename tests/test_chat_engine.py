@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -392,6 +394,36 @@ async def test_the_status_questions_show_ollamas_error_and_time_out_naming_the_s
         status = await engine.status()
         assert time.monotonic() - start < 2
         assert not status.online and "0.3 s" in status.error and "[ollama] timeout" in status.error
+
+
+def test_the_client_is_imported_off_the_event_loop(ollama_server: FakeOllama) -> None:
+    """The first question (here ``show``, which the context meter asks as the Chat screen
+    opens) imports the ollama client, httpx and pydantic in a thread: the event loop,
+    which draws the first frame and takes the keys, never waits for them."""
+    code = (
+        "import asyncio, importlib.abc, sys, threading\n"
+        "seen = []\n"
+        "class Watch(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name in ('ollama', 'httpx', 'pydantic'):\n"
+        "            seen.append((name, threading.current_thread() is threading.main_thread()))\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "from engines.ollama_client import ChatEngine\n"
+        "async def main():\n"
+        f"    e = ChatEngine({ollama_server.url!r}, timeout=5)\n"
+        "    details = await e.show('llama3.2:latest')\n"
+        "    await e.aclose()\n"
+        "    print(details.family)\n"
+        "asyncio.run(main())\n"
+        "print(sorted(set(seen)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    family, imported = result.stdout.splitlines()
+    assert family  # it answered
+    assert imported == "[('httpx', False), ('ollama', False), ('pydantic', False)]", imported
 
 
 # -- cancelling ------------------------------------------------------------------------
