@@ -125,6 +125,21 @@ def test_the_query_over_a_real_pty(terminal: str) -> None:
     assert answers is not None and answers.da1 is not None
 
 
+def test_keys_typed_while_the_terminal_is_asked_are_kept_for_the_app() -> None:
+    """The user types as the app starts: those keys arrive mixed with the answers, and
+    come back as ``typed`` (the app replays them) instead of being thrown away."""
+    answer = ANSWERS["xterm -ti vt340"]
+    fake = FakeTerminal("hel" + answer + "lo\x1b[A")
+    try:
+        answers = query_terminal(fake.slave, 5.0)
+    finally:
+        fake.close()
+    assert answers is not None and answers.sixel
+    assert answers.typed.startswith("hel")
+    # what came after DA1's answer is left for Textual to read, so only "hel" may be here
+    assert answers.typed in ("hel", "hello\x1b[A")
+
+
 def test_a_silent_terminal_is_waited_for_briefly() -> None:
     fake = FakeTerminal(None)
     try:

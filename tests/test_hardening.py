@@ -162,7 +162,7 @@ async def test_server_restarting_mid_conversation(
             await wait_for(pilot, lambda: app.ollama.online, timeout=10, what="seen up")  # type: ignore[union-attr]
             await send(pilot, app, "after")
             assert (await reply_done(pilot, app)).content == again.reply
-            body = again.requests[-1].body
+            body = again.chat_requests()[-1]
             assert [m["content"] for m in body["messages"] if m["role"] == "user"] == [
                 "before",
                 "after",

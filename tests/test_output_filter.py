@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyte
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ollama_server import FakeOllama
 from textual.drivers import headless_driver
@@ -279,6 +279,27 @@ _STYLES = [
         min_size=1,
         max_size=6,
     )
+)
+@example(  # a row written twice in one frame: the second ends short of the edge (found in CI)
+    frames=[
+        [
+            (0, 0, [("", "a")]),
+            (0, 20, [("", "aa             aaaa                日日 "), ("", "a")]),
+            (0, 20, [("", "aaaaaa                             日日 ")]),
+        ]
+    ]
+)
+@example(
+    frames=[
+        [(0, 0, [("", "a")]), (0, 20, [("", "aa             aaaa                日日 ")])],
+        [
+            (0, 0, [("", "a")]),
+            (0, 0, [("", "a")]),
+            (0, 0, [("", "aaa日")]),
+            (0, 0, [("", "aaaa")]),
+            (0, 20, [("", "beaaaa                             日日 ")]),
+        ],
+    ]
 )
 def test_any_frames_draw_the_same(
     frames: list[list[tuple[int, int, list[tuple[str, str]]]]],

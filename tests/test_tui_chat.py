@@ -92,7 +92,7 @@ async def test_whole_conversation_and_options_are_sent(
             await type_text(pilot, word)
             await pilot.press("enter")
             await wait_for(pilot, lambda: not chat_screen(app).streaming)
-        body = ollama_server.requests[-1].body
+        body = ollama_server.chat_requests()[-1]
         roles = [m["role"] for m in body["messages"]]
         assert roles == ["user", "assistant", "user"]
         assert body["options"]["num_predict"] == app.settings.ollama.max_tokens
@@ -259,7 +259,7 @@ async def test_huge_prompt_is_sent_whole_and_shown_in_part(
         app.screen.query_one(PromptInput).load_text(big)
         await pilot.press("enter")
         await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app), timeout=30)
-        assert ollama_server.requests[-1].body["messages"][-1]["content"] == big
+        assert ollama_server.chat_requests()[-1]["messages"][-1]["content"] == big
         assert "more characters not shown" in screen_text(app) or app.screen.query(PromptTurn)
     assert stored(database(config_file))[0][1] == big
 
@@ -350,7 +350,7 @@ async def test_options_dialog_validates_and_applies(
         await type_text(pilot, "hi")
         await pilot.press("enter")
         await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
-        body = ollama_server.requests[-1].body
+        body = ollama_server.chat_requests()[-1]
         assert body["options"]["temperature"] == 0.2 and body["options"]["seed"] == 42
         assert body["messages"][0] == {"role": "system", "content": "Be brief."}
 
@@ -397,7 +397,7 @@ async def test_model_picker_lists_server_models(
         await type_text(pilot, "hi")
         await pilot.press("enter")
         await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
-        assert ollama_server.requests[-1].body["model"] == "qwen2.5-coder:7b"
+        assert ollama_server.chat_requests()[-1]["model"] == "qwen2.5-coder:7b"
 
 
 async def test_corrupt_database_is_left_alone_and_app_runs(

@@ -309,7 +309,7 @@ async def test_regenerate_keeps_versions_to_flip_through_and_sends_the_shown_one
         await wait_for(pilot, lambda: len(app.store.all_messages(a)) == 3, what="regenerated")
         assert prompt(app).text == ""
         await idle(pilot, app)
-        regenerated = ollama_server.requests[-1].body["messages"]
+        regenerated = ollama_server.chat_requests()[-1]["messages"]
         assert regenerated == [{"role": "user", "content": "question"}]
         reply = view(app).last_reply()
         assert reply is not None and reply.content == "second answer"
@@ -324,7 +324,7 @@ async def test_regenerate_keeps_versions_to_flip_through_and_sends_the_shown_one
         # the history sent next follows the version shown
         await send(pilot, app, "more")
         await idle(pilot, app)
-        sent = ollama_server.requests[-1].body["messages"]
+        sent = ollama_server.chat_requests()[-1]["messages"]
         assert [m["content"] for m in sent] == ["question", "first answer", "more"]
 
 
@@ -364,7 +364,7 @@ async def test_editing_a_prompt_branches_and_an_empty_edit_is_refused(
             ("user", "one, edited", "done"),
             ("assistant", "r1 edited", "done"),
         ]
-        assert [m["content"] for m in ollama_server.requests[-1].body["messages"]] == [
+        assert [m["content"] for m in ollama_server.chat_requests()[-1]["messages"]] == [
             "one, edited"
         ]
         # the old branch is kept: flip the prompt's versions back to it
@@ -452,7 +452,7 @@ async def test_continue_a_reply_cut_at_the_length_limit(
         await pilot.press("alt+g")
         await wait_for(pilot, lambda: chats(ollama_server) == 2, what="continued")
         await idle(pilot, app)
-        sent = ollama_server.requests[-1].body["messages"]
+        sent = ollama_server.chat_requests()[-1]["messages"]
         assert sent[-1] == {"role": "assistant", "content": cut}
         _, content, status = stored_path(config, a)[-1]
         assert status == "done" and content.startswith(cut) and len(content) > len(cut)

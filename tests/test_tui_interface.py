@@ -272,7 +272,7 @@ async def test_a_new_conversation_uses_the_default_model_and_says_so(
         await type_text(pilot, "hi")
         await pilot.press("enter")
         await wait_for(pilot, lambda: not chat(app).streaming and chat(app).query(ReplyTurn))
-        assert ollama_server.requests[-1].body["model"] == "llama3.2:latest"
+        assert ollama_server.chat_requests()[-1]["model"] == "llama3.2:latest"
 
 
 # -- signals that say what is true ------------------------------------------------------------

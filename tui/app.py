@@ -152,8 +152,11 @@ class LlmPessoalApp(App[int]):
         start_screen: str | None = None,
         warnings: Iterable[str] = (),
         image_renderer: Renderer = "halfblock",
+        typed_at_start: str = "",
     ) -> None:
         super().__init__()
+        self.typed_at_start = typed_at_start
+        """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
         self.settings = settings
@@ -210,6 +213,24 @@ class LlmPessoalApp(App[int]):
         super().notify(
             notice.message, title=notice.title, severity=severity, timeout=timeout, markup=False
         )
+
+    def on_load(self) -> None:
+        """Keys typed while the terminal was asked what it draws, before the driver read
+        any: queued first, as the terminal would have sent them, so none is lost."""
+        if not self.typed_at_start:
+            return
+        from textual._xterm_parser import XTermParser
+
+        parser = XTermParser()
+        try:
+            events_typed = [*parser.feed(self.typed_at_start), *parser.feed("")]
+        except Exception as exc:  # noqa: BLE001 - a key lost is better than no app
+            log.warning("keys typed at start not replayed: %s", exc)
+            events_typed = []
+        for event in events_typed:
+            event.set_sender(self)
+            self.post_message(event)
+        self.typed_at_start = ""
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._remember_theme)

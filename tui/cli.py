@@ -216,7 +216,7 @@ def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> 
             err(problem)
             return EXIT_USAGE
 
-    renderer = renderer_for(settings.diffusion.preview)
+    renderer, typed = renderer_for(settings.diffusion.preview)
     store, warnings = open_store(settings)
     if log_warning:
         warnings.append(log_warning)
@@ -226,7 +226,12 @@ def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> 
         warnings.append(ignored)
     try:
         app = LlmPessoalApp(
-            settings, store, start_screen=screen, warnings=warnings, image_renderer=renderer
+            settings,
+            store,
+            start_screen=screen,
+            warnings=warnings,
+            image_renderer=renderer,
+            typed_at_start=typed,
         )
         result = app.run()
     finally:

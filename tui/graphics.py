@@ -38,7 +38,7 @@ import select
 import termios
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Renderer = Literal["halfblock", "kitty", "sixel", "off"]
@@ -65,6 +65,9 @@ class Answers:
     kitty_graphics: bool
     version: str
     """XTVERSION's answer, e.g. ``kitty(0.26.5)``, ``XTerm(379)``; "" when none."""
+    typed: str = ""
+    """What else was read while waiting for the answers: keys the user typed as the app
+    started, which the app replays once it runs (a key typed at start is never lost)."""
 
     @property
     def sixel(self) -> bool:
@@ -75,10 +78,14 @@ def parse_answers(data: str) -> Answers:
     da1 = _DA1.search(data)
     kitty = _KITTY.search(data)
     version = _VERSION.search(data)
+    typed = data
+    for answer in (_DA1, _KITTY, _VERSION):
+        typed = answer.sub("", typed, count=1)
     return Answers(
         da1=tuple(da1.group(1).split(";")) if da1 else None,
         kitty_graphics=bool(kitty and kitty.group(1).rsplit(";", 1)[-1] == "OK"),
         version=version.group(1).strip() if version else "",
+        typed=typed,
     )
 
 
@@ -124,6 +131,8 @@ def _version(text: str, name: str) -> tuple[int, ...] | None:
 class Choice:
     renderer: Renderer
     reason: str
+    typed: str = ""
+    """Keys read with the terminal's answers (:attr:`Answers.typed`), for the app."""
 
 
 def in_multiplexer(env: Mapping[str, str]) -> str | None:
@@ -191,4 +200,7 @@ def pick_renderer(
                 answers = ask(fd, wait)
             finally:
                 os.close(fd)
-    return decide(setting, env, answers)
+    choice = decide(setting, env, answers)
+    if answers is not None and answers.typed:
+        choice = replace(choice, typed=answers.typed)
+    return choice

@@ -344,7 +344,8 @@ class OutputFilter:
             chars[col - 1] = None
         if end < self.width and chars[end] == "":
             chars[end] = None
-        self._emit(row, col + first, cells[first : last + 1], style, to_edge)
+        # erasing to the edge is right only when what is written reaches it
+        self._emit(row, col + first, cells[first : last + 1], style, to_edge and last == n - 1)
         chars[col:end] = cells
         styles[col:end] = [style] * n
 

@@ -57,14 +57,15 @@ def prepare_renderer(renderer: Renderer) -> Renderer:
     return renderer
 
 
-def renderer_for(setting: str) -> Renderer:
+def renderer_for(setting: str) -> tuple[Renderer, str]:
     """The renderer for the ``preview`` setting, asking the terminal for ``auto``
-    (``tui/graphics.py``), ready to use; the log says what was chosen and why."""
+    (``tui/graphics.py``), ready to use, and the keys typed while the terminal was asked
+    (for the app to replay); the log says what was chosen and why."""
     from tui.graphics import pick_renderer
 
     choice = pick_renderer(setting)
     log.info("pictures: %s (%s)", choice.renderer, choice.reason)
-    return prepare_renderer(choice.renderer)
+    return prepare_renderer(choice.renderer), choice.typed
 
 
 def cell_aspect() -> float:
