@@ -36,6 +36,7 @@ from engines.hosts import HostRegistry, HostState
 from engines.state import State
 from engines.store import Store, StoreError
 from tui import keys
+from tui.no_color import use_greys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
 from tui.text import visible
@@ -154,6 +155,7 @@ class LlmPessoalApp(App[int]):
         image_renderer: Renderer = "halfblock",
     ) -> None:
         super().__init__()
+        use_greys(self._filters)  # NO_COLOR: greys as light as the colours (tui/no_color.py)
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
         self.settings = settings
