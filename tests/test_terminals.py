@@ -300,6 +300,9 @@ def test_the_picture_is_drawn(
         with Image.open(png) as im:
             picture = im.convert("RGB")
         background = Image.new("RGB", picture.size, (18, 18, 18))
+        # 16 colours dither the tiny pipeline's noise to mostly greys: about 0.4 of the way
+        # from the background (0.38-0.42 measured); nothing drawn, or boxes, stay near 1
+        limit = 0.6 if terminal == "xterm" else 0.4
         best = None
         pressed = 0.0
         while time.monotonic() < deadline:
@@ -324,7 +327,7 @@ def test_the_picture_is_drawn(
                 distance = colour_distance(crop, picture)
                 aspect = (box[2] - box[0]) / (box[3] - box[1])
                 best = (distance, aspect, box)
-                if distance < 0.4 * colour_distance(background, picture) and 0.8 < aspect < 1.25:
+                if distance < limit * colour_distance(background, picture) and 0.8 < aspect < 1.25:
                     break
             time.sleep(1.0)
         else:
