@@ -36,6 +36,7 @@ from engines.hosts import HostRegistry, HostState
 from engines.state import State
 from engines.store import Store, StoreError
 from tui import keys
+from tui.no_color import use_greys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
 from tui.text import visible
@@ -155,6 +156,7 @@ class LlmPessoalApp(App[int]):
         typed_at_start: str = "",
     ) -> None:
         super().__init__()
+        use_greys(self._filters)  # NO_COLOR: greys as light as the colours (tui/no_color.py)
         self.typed_at_start = typed_at_start
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
@@ -224,7 +226,7 @@ class LlmPessoalApp(App[int]):
         parser = XTermParser()
         try:
             events_typed = [*parser.feed(self.typed_at_start), *parser.feed("")]
-        except Exception as exc:  # noqa: BLE001 - a key lost is better than no app
+        except Exception as exc:  # a key lost is better than no app
             log.warning("keys typed at start not replayed: %s", exc)
             events_typed = []
         for event in events_typed:
