@@ -191,7 +191,11 @@ async def open_gallery(pilot: object, app: object) -> GalleryScreen:
     await wait_for(pilot, lambda: isinstance(app.screen, GalleryScreen), what="the gallery")  # type: ignore[arg-type, attr-defined]
     screen = app.screen  # type: ignore[attr-defined]
     grid = screen.query_one(ThumbnailGrid)
-    await wait_for(pilot, lambda: grid.total > 0 and grid.current() is not None, what="a page")  # type: ignore[arg-type]
+    await wait_for(
+        pilot,
+        lambda: grid.total > 0 and grid.current() is not None and not grid.counting,
+        what="a page, counted",
+    )  # type: ignore[arg-type]
     return screen  # type: ignore[no-any-return]
 
 
