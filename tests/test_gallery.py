@@ -377,8 +377,8 @@ async def test_pages_turned_back_and_forth_show_their_own_captions_and_pictures(
         await wait_for(pilot, lambda: page_drawn(0), what="the first page's pictures")
         for first in (size, 2 * size, size, 0, size):
             await pilot.press("pagedown" if first > grid.first else "pageup")
-            await wait_for(pilot, lambda: page_drawn(first), what=f"the page at {first}")
-            await wait_for(pilot, lambda: captions_right(first), what=f"captions at {first}")
+            await wait_for(pilot, lambda f=first: page_drawn(f), what=f"the page at {first}")
+            await wait_for(pilot, lambda f=first: captions_right(f), what=f"captions at {first}")
         assert grid.cursor == size, "the cursor moved with the pages"
 
 
