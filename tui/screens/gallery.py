@@ -382,10 +382,11 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             if image.id in self.thumbs:
                 self.thumbs.move_to_end(image.id)
         size = grid.page_size
+        typing = isinstance(self.focused, Input)  # no read-ahead while a filter is typed
         ahead = [
             o
             for o in (offset + size, offset - size)
-            if o >= 0 and (grid.counting or o < grid.total) and o not in self.pages
+            if not typing and o >= 0 and (grid.counting or o < grid.total) and o not in self.pages
         ]
         missing = [i for i in images if i.id not in self.thumbs]
         if missing or ahead or grid.counting:
@@ -503,6 +504,8 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
         self._start_filter()
 
     def _start_filter(self) -> None:
+        # the last filter's count and read-ahead would hold the index while this one waits
+        self.workers.cancel_group(self, "gallery-thumbnails")
         self._new_generation()
         grid = self.query_one(ThumbnailGrid)
         grid.reset(0)
