@@ -215,6 +215,15 @@ def wait_quiet(term: Terminal, quiet: float = 0.5, limit: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def settle(term: Terminal, keys: str) -> None:
+    """Send ``keys`` and wait for the app's answer to end: for its first output, then for
+    quiet (an app quiet already would let the next keys race this answer)."""
+    sent = time.time()
+    term.write(keys)
+    first_output(term, sent, limit=5.0)
+    wait_quiet(term)
+
+
 def launch(checkout: Path, data: Path, url: str, images: int, conversations: int) -> dict[str, Any]:
     cfg = app_config(data, url)
     env = clean_env(PYTHONPATH=str(checkout))
@@ -270,10 +279,8 @@ def launch(checkout: Path, data: Path, url: str, images: int, conversations: int
         out["filter_found"] = None
         if "Filter" in term.text():  # the gallery has a filter: "/" goes to it
             needle = f"img {images // 2:05d}"[:-1]  # ten images and one more match
-            term.write("/")
-            wait_quiet(term)
-            term.write(needle[:-1])
-            wait_quiet(term)
+            settle(term, "/")
+            settle(term, needle[:-1])
             pressed = time.time()
             term.write(needle[-1])
             out["filter_s"] = burst_end(term, pressed)
@@ -282,10 +289,8 @@ def launch(checkout: Path, data: Path, url: str, images: int, conversations: int
             out["filter_found"] = f"img {images // 2:05d}" in term.text()
         out["gallery_reopen_s"] = None
         if out["gallery_keys"] == "F3, Ctrl+B":  # closed and opened again (it is kept)
-            term.write("\x1b")
-            wait_quiet(term)
-            term.write("\x1b")
-            wait_quiet(term)
+            settle(term, "\x1b")
+            settle(term, "\x1b")
             term.pump()
             pressed = time.time()
             term.write("\x02")

@@ -26,6 +26,7 @@ from tui.screens.gallery import GalleryScreen
 from tui.screens.image import ImageScreen
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.gallery import ThumbnailGrid
+from tui.widgets.picture import Picture
 
 MODELS = ("alpha-model", "beta-model")
 DAY = 86400.0
@@ -191,7 +192,11 @@ async def open_gallery(pilot: object, app: object) -> GalleryScreen:
     await wait_for(pilot, lambda: isinstance(app.screen, GalleryScreen), what="the gallery")  # type: ignore[arg-type, attr-defined]
     screen = app.screen  # type: ignore[attr-defined]
     grid = screen.query_one(ThumbnailGrid)
-    await wait_for(pilot, lambda: grid.total > 0 and grid.current() is not None, what="a page")  # type: ignore[arg-type]
+    await wait_for(
+        pilot,
+        lambda: grid.total > 0 and grid.current() is not None and not grid.counting,
+        what="a page, counted",
+    )  # type: ignore[arg-type]
     return screen  # type: ignore[no-any-return]
 
 
@@ -339,3 +344,65 @@ def test_cli_clean_trash_empties_the_trash(cli: object, config_file: Path) -> No
     assert "1 image(s) left the gallery" in done.stdout  # type: ignore[attr-defined]
     assert list((settings.paths.outputs / ".trash").iterdir()) == []
     assert paths[0].is_file() and paths[1].is_file(), "the gallery's images stay"
+
+
+async def test_pages_turned_back_and_forth_show_their_own_captions_and_pictures(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Pages read ahead (rows and thumbnails) are drawn at once on a turn, and each tile
+    shows its own image: a stale read-ahead never lands on the wrong page."""
+    config = gallery_config(make_config, tmp_path)
+    app = make_app(config, start_screen="image")
+    add_images(app.store, app.settings.paths.outputs, 40)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_gallery(pilot, app)
+        grid = screen.query_one(ThumbnailGrid)
+        size = grid.page_size
+
+        def page_drawn(first: int) -> bool:
+            tiles = [t for t in grid.tiles() if t.stored is not None]
+            return (
+                grid.first == first
+                and len(tiles) == min(size, 40 - first)
+                and all(isinstance(t, Picture) and t.image is not None for t in tiles)
+            )
+
+        def captions_right(first: int) -> bool:
+            text = screen_text(app)
+            shown = [t.stored for t in grid.tiles() if t.stored is not None]
+            return [s.parameters.seed for s in shown] == [
+                1039 - first - i for i in range(len(shown))
+            ] and all(f"picture {39 - first - i:03d}" in text for i in range(len(shown)))
+
+        await wait_for(pilot, lambda: page_drawn(0), what="the first page's pictures")
+        for first in (size, 2 * size, size, 0, size):
+            await pilot.press("pagedown" if first > grid.first else "pageup")
+            await wait_for(pilot, lambda f=first: page_drawn(f), what=f"the page at {first}")
+            await wait_for(pilot, lambda f=first: captions_right(f), what=f"captions at {first}")
+        assert grid.cursor == size, "the cursor moved with the pages"
+
+
+async def test_a_filter_typed_fast_finds_the_image(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Keystrokes that come while a filter is being read are not each read: the last text
+    typed is, and it finds its one image."""
+    config = gallery_config(make_config, tmp_path)
+    app = make_app(config, start_screen="image")
+    add_images(app.store, app.settings.paths.outputs, 40)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_gallery(pilot, app)
+        grid = screen.query_one(ThumbnailGrid)
+        await pilot.press("slash", *"picture 017")
+        await wait_for(
+            pilot,
+            lambda: grid.total == 1 and not grid.counting and "picture 017" in screen_text(app),
+            what="the one image the filter finds",
+        )
+        current = grid.current()
+        assert current is not None and current.parameters.seed == 1017
+        assert "Images: 1 · 1 · page 1 of 1 · filtered" in screen_text(app)
+        await pilot.press("backspace", "backspace", "backspace")
+        await wait_for(
+            pilot, lambda: grid.total == 40 and not grid.counting, what="all the images again"
+        )

@@ -9,6 +9,8 @@ from, variations) close the gallery with the action as its result.
 from __future__ import annotations
 
 import itertools
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input, Select
+from textual.worker import Worker
 
 from engines import gallery
 from engines.gallery import FileState, Filter, GalleryError, Thumbnails
@@ -40,20 +43,45 @@ FOR_THE_FORM = ("reuse", "init", "variations")
 """Actions the Image screen does: the gallery closes with them."""
 
 
+Thumb = tuple[int, "Image.Image | None", FileState, str]
+"""A thumbnail read: the image's id, its picture (None when missing), its state and why."""
+
+PAGES_KEPT = 16
+"""Pages of rows the screen keeps (for a page turned back or forth, drawn at once)."""
+THUMBS_KEPT = 8
+"""Pages of thumbnails it keeps in memory, in pages."""
+BATCH_S = 0.05
+"""Thumbnails read are sent to the screen at most this often (one redraw each batch)."""
+
+
 @dataclass
 class PageLoaded(Message):
     generation: int
     offset: int
     images: list[StoredImage]
+    total: int | None
+    """None while the filter's images are being counted (a full page came)."""
+
+
+@dataclass
+class TotalCounted(Message):
+    generation: int
     total: int
 
 
 @dataclass
-class ThumbnailLoaded(Message):
-    image_id: int
-    picture: Image.Image | None
-    state: FileState
-    why: str
+class ThumbnailsLoaded(Message):
+    thumbs: list[Thumb]
+
+
+@dataclass
+class PagePrefetched(Message):
+    """A page beside the one shown, read ahead with its thumbnails."""
+
+    generation: int
+    offset: int
+    images: list[StoredImage]
+    thumbs: list[Thumb]
 
 
 @dataclass
@@ -183,6 +211,12 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
         self.filter = Filter()
         self._generation = itertools.count(1)
         self.generation = 0
+        self.pages: OrderedDict[int, list[StoredImage]] = OrderedDict()
+        """Rows read (the page shown, the ones beside it), by offset, for this generation."""
+        self.thumbs: OrderedDict[int, Thumb] = OrderedDict()
+        """Thumbnails read, by image id (the latest pages')."""
+        self._query: Worker[None] | None = None
+        self._pending = False
         self.thumbnails: Thumbnails | None = None
         self.problem: str = ""
         self._opened = False
@@ -217,37 +251,95 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
 
     @on(ThumbnailGrid.PageWanted)
     def _page_wanted(self, event: ThumbnailGrid.PageWanted) -> None:
-        self.load_page(self.generation, self.filter, event.offset, event.limit)
+        self.request_page(event.offset)
+
+    def request_page(self, offset: int) -> None:
+        """Show the page at ``offset``: at once (with the thumbnails at hand) where it was
+        read ahead, else from a worker."""
+        grid = self.query_one(ThumbnailGrid)
+        images = self.pages.get(offset)
+        if images is not None and not grid.counting:
+            self.pages.move_to_end(offset)
+            self._show_page(offset, images, grid.total)
+            return
+        self._pending = False
+        self._query = self.load_page(self.generation, self.filter, offset, grid.page_size)
 
     @work(thread=True, exclusive=True, group="gallery-page", exit_on_error=False)
     def load_page(self, generation: int, f: Filter, offset: int, limit: int) -> None:
+        """The rows of a page; counted here only where the page tells the total (fewer
+        rows than asked for): else the thumbnails' worker counts them after."""
         try:
-            total = gallery.count(self.lp.store, f)
             images = gallery.page(self.lp.store, f, offset, limit)
         except StoreError as exc:
             self.app.call_from_thread(self.notify, str(exc), title="Gallery", severity="error")
             return
-        self.post_message(PageLoaded(generation, offset, images, total))
+        exact = offset + len(images) if len(images) < limit and (images or not offset) else None
+        self.post_message(PageLoaded(generation, offset, images, exact))
 
     @work(thread=True, exclusive=True, group="gallery-thumbnails", exit_on_error=False)
-    def load_thumbnails(self, images: list[StoredImage]) -> None:
+    def load_thumbnails(
+        self,
+        generation: int,
+        f: Filter,
+        images: list[StoredImage],
+        have: frozenset[int],
+        count: bool,
+        ahead: list[int],
+        limit: int,
+    ) -> None:
+        """The page's thumbnails not in ``have`` (sent in batches), the filter's total
+        where ``count``, then the pages at the offsets ``ahead``, rows and thumbnails."""
         from textual.worker import get_current_worker
 
         worker = get_current_worker()
-        thumbnails = self.thumbnails
-        assert thumbnails is not None
+        batch: list[Thumb] = []
+        sent = time.monotonic()
         for image in images:
             if worker.is_cancelled:
                 return
-            state, why = gallery.check_file(image)
-            picture = None
-            if state != "missing":
-                try:
-                    picture = thumbnails.get(image.path)
-                except OSError as exc:
-                    state, why = "changed", f"this PNG cannot be read now: {exc}"
-            self.post_message(ThumbnailLoaded(image.id, picture, state, why))
-        if thumbnails.problem and not self.problem.startswith("cache"):
+            if image.id in have:
+                continue
+            batch.append(self._thumb(image))
+            if time.monotonic() - sent >= BATCH_S:
+                self.post_message(ThumbnailsLoaded(batch))
+                batch, sent = [], time.monotonic()
+        if batch:
+            self.post_message(ThumbnailsLoaded(batch))
+        self._warn_cache()
+        try:
+            if count:
+                self.post_message(TotalCounted(generation, gallery.count(self.lp.store, f)))
+            for offset in ahead:
+                if worker.is_cancelled:
+                    return
+                rows = gallery.page(self.lp.store, f, offset, limit)
+                thumbs = []
+                for image in rows:
+                    if worker.is_cancelled:
+                        return
+                    if image.id not in have:
+                        thumbs.append(self._thumb(image))
+                self.post_message(PagePrefetched(generation, offset, rows, thumbs))
+        except StoreError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Gallery", severity="error")
+
+    def _thumb(self, image: StoredImage) -> Thumb:
+        """The thumbnail of ``image`` and the state of its file (in a worker)."""
+        thumbnails = self.thumbnails
+        assert thumbnails is not None
+        state, why = gallery.check_file(image)
+        picture = None
+        if state != "missing":
+            try:
+                picture = thumbnails.get(image.path)
+            except OSError as exc:
+                state, why = "changed", f"this PNG cannot be read now: {exc}"
+        return image.id, picture, state, why
+
+    def _warn_cache(self) -> None:
+        thumbnails = self.thumbnails
+        if thumbnails is not None and thumbnails.problem and not self.problem.startswith("cache"):
             self.app.call_from_thread(
                 self.notify, thumbnails.problem, title="Thumbnails", severity="warning"
             )
@@ -270,18 +362,86 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
     def _page_loaded(self, event: PageLoaded) -> None:
         if event.generation != self.generation:
             return
-        grid = self.query_one(ThumbnailGrid)
-        grid.show_page(event.offset, event.images, event.total)
-        self._show_status()
-        self.load_thumbnails(event.images)
+        self.pages[event.offset] = event.images
+        while len(self.pages) > PAGES_KEPT:
+            self.pages.popitem(last=False)
+        self._show_page(event.offset, event.images, event.total)
 
-    @on(ThumbnailLoaded)
-    def _thumbnail_loaded(self, event: ThumbnailLoaded) -> None:
+    def _show_page(self, offset: int, images: list[StoredImage], total: int | None) -> None:
+        """The page on the grid with the thumbnails at hand, in one redraw; a worker reads
+        the others, counts the images if needed, and reads the next pages ahead."""
         grid = self.query_one(ThumbnailGrid)
-        grid.show_thumbnail(event.image_id, event.picture, event.state)
+        if offset != grid.first:
+            return  # an older request: the cursor has moved on
+        grid.show_page(offset, images, total, self.thumbs)
+        self._show_status()
         current = grid.current()
-        if current is not None and current.id == event.image_id:
-            self._show_detail(current, event.why)
+        if current is not None and current.id in self.thumbs:
+            self._show_detail(current, self.thumbs[current.id][3])
+        for image in images:
+            if image.id in self.thumbs:
+                self.thumbs.move_to_end(image.id)
+        size = grid.page_size
+        typing = isinstance(self.focused, Input)  # no read-ahead while a filter is typed
+        ahead = [
+            o
+            for o in (offset + size, offset - size)
+            if not typing and o >= 0 and (grid.counting or o < grid.total) and o not in self.pages
+        ]
+        missing = [i for i in images if i.id not in self.thumbs]
+        if missing or ahead or grid.counting:
+            self.load_thumbnails(
+                self.generation,
+                self.filter,
+                images,
+                frozenset(self.thumbs),
+                grid.counting,
+                ahead,
+                size,
+            )
+
+    def _keep_thumbs(self, thumbs: list[Thumb]) -> None:
+        for thumb in thumbs:
+            self.thumbs[thumb[0]] = thumb
+            self.thumbs.move_to_end(thumb[0])
+        grid = self.query_one(ThumbnailGrid)
+        while len(self.thumbs) > THUMBS_KEPT * max(1, grid.page_size):
+            self.thumbs.popitem(last=False)
+
+    @on(ThumbnailsLoaded)
+    def _thumbnails_loaded(self, event: ThumbnailsLoaded) -> None:
+        self._keep_thumbs(event.thumbs)
+        grid = self.query_one(ThumbnailGrid)
+        current = grid.current()
+        for image_id, picture, state, why in event.thumbs:
+            grid.show_thumbnail(image_id, picture, state)
+            if current is not None and current.id == image_id:
+                self._show_detail(current, why)
+
+    @on(TotalCounted)
+    def _total_counted(self, event: TotalCounted) -> None:
+        if event.generation != self.generation:
+            return
+        self.query_one(ThumbnailGrid).set_total(event.total)
+        self._show_status()
+
+    @on(PagePrefetched)
+    def _page_prefetched(self, event: PagePrefetched) -> None:
+        if event.generation != self.generation:
+            return
+        self.pages[event.offset] = event.images
+        while len(self.pages) > PAGES_KEPT:
+            self.pages.popitem(last=False)
+        self._keep_thumbs(event.thumbs)
+
+    @on(Worker.StateChanged)
+    def _query_done(self, event: Worker.StateChanged) -> None:
+        """A filter typed while the last one was read is read when that is done, with
+        what the filters say then (keystrokes in between are not read at all)."""
+        if event.worker is self._query and event.worker.is_finished:
+            self._query = None
+            if self._pending:
+                self._start_filter()
 
     def _show_status(self) -> None:
         grid = self.query_one(ThumbnailGrid)
@@ -292,6 +452,8 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             page = grid.first // max(1, grid.page_size) + 1
             pages = (grid.total - 1) // max(1, grid.page_size) + 1
             text = f"{where}: {grid.total:,} · {grid.cursor + 1:,} · page {page:,} of {pages:,}"
+            if grid.counting:
+                text = f"{where}: {grid.total:,}+ · {grid.cursor + 1:,} · page {page:,}"
             if grid.marked:
                 text += f" · {len(grid.marked)} selected"
             if self.filter.active:
@@ -333,11 +495,27 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
     # -- filters --------------------------------------------------------------------
 
     def apply_filter(self, f: Filter) -> None:
+        """Show the images ``f`` lets through, from the first. While the last filter is
+        still being read, only the newest one waits (typing does not pile up queries)."""
         self.filter = f
-        self.generation = next(self._generation)
+        if self._query is not None and not self._query.is_finished:
+            self._pending = True
+            return
+        self._start_filter()
+
+    def _start_filter(self) -> None:
+        # the last filter's count and read-ahead would hold the index while this one waits
+        self.workers.cancel_group(self, "gallery-thumbnails")
+        self._new_generation()
         grid = self.query_one(ThumbnailGrid)
         grid.reset(0)
-        self.load_page(self.generation, f, 0, grid.page_size)
+        self.request_page(0)
+
+    def _new_generation(self) -> None:
+        """What was read before is no longer what the index or the filters give."""
+        self.generation = next(self._generation)
+        self.pages.clear()
+        self._pending = False
 
     @on(Input.Changed, "#gallery-text")
     def _text_changed(self, event: Input.Changed) -> None:
@@ -415,8 +593,12 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             handler(image)
 
     def _reload(self) -> None:
+        """The page again, as the index and the files are now."""
+        self._new_generation()
+        self.thumbs.clear()
         grid = self.query_one(ThumbnailGrid)
-        self.load_page(self.generation, self.filter, grid.first, grid.page_size)
+        grid.counting = True
+        self.request_page(grid.first)
 
     def do_open(self, image: StoredImage) -> None:
         self.app.push_screen(ImageViewer(image, self.lp.image_renderer))

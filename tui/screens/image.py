@@ -121,7 +121,9 @@ class _JobCancel(threading.Event):
 class ImageScreen(AppScreen[None]):
     """Describe an image, generate it, watch it form, keep it."""
 
-    CSS_PATH = styles("image.tcss")
+    CSS_PATH = styles("image.tcss", "gallery.tcss")
+    """The gallery's too: it opens only from here, and a style file read when a screen is
+    first shown re-parses every rule and restyles every widget of the app."""
 
     BINDINGS = [
         Binding(

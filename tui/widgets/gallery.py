@@ -2,12 +2,13 @@
 
 The grid knows the total and a cursor over it; it holds only the tiles on screen. When
 the cursor leaves the page it asks for another (``PageWanted``); the screen reads it in
-a worker and gives it back (``show_page``), then the thumbnails one by one
-(``show_thumbnail``). Pictures are drawn by :class:`~tui.widgets.picture.Picture`
+a worker and gives it back (``show_page``, with the thumbnails it has at hand), then the
+others as they are read (``show_thumbnail``). Pictures are drawn by :class:`~tui.widgets.picture.Picture`
 (Kitty, Sixel or half-blocks, as the terminal allows)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -167,6 +168,8 @@ class ThumbnailGrid(Widget, can_focus=True):
         self.chrome_rows = chrome_rows
         """Rows of the screen that are not the grid's (for the first page's size)."""
         self.total = 0
+        self.counting = True
+        """The total is a lower bound: the filter's images are still being counted."""
         self.first = 0
         """The index of the first tile's image among all the filter's images."""
         self.cursor = 0
@@ -221,9 +224,16 @@ class ThumbnailGrid(Widget, can_focus=True):
     def reset(self, total: int) -> None:
         """A new filter: ``total`` images, the cursor on the first."""
         self.total = total
+        self.counting = True
         self.cursor = 0
         self.first = 0
         self.images = []
+
+    def set_total(self, total: int) -> None:
+        """The filter's images, counted."""
+        self.total = total
+        self.counting = False
+        self.cursor = min(self.cursor, max(0, total - 1))
 
     def current(self) -> StoredImage | None:
         i = self.cursor - self.first
@@ -232,15 +242,33 @@ class ThumbnailGrid(Widget, can_focus=True):
     def tiles(self) -> list[Tile | ListRow]:
         return [c for c in self.children if isinstance(c, Tile | ListRow)]
 
-    def show_page(self, offset: int, images: list[StoredImage], total: int) -> None:
+    def show_page(
+        self,
+        offset: int,
+        images: list[StoredImage],
+        total: int | None,
+        thumbs: Mapping[int, tuple[int, Image.Image | None, FileState, str]] | None = None,
+    ) -> None:
+        """The page at ``offset``; ``total`` None while it is counted (the page is then
+        full: at least ``offset`` and its images); the pictures of ``thumbs`` at once."""
         if offset != self.first:
             return  # an older request: the cursor has moved on
-        self.total = total
+        if total is None:
+            self.total = max(self.total, offset + len(images)) if self.counting else self.total
+        else:
+            self.total, self.counting = total, False
         self.images = images
-        self.cursor = min(self.cursor, max(0, total - 1))
+        self.cursor = min(self.cursor, max(0, self.total - 1))
+        thumbs = thumbs or {}
         for i, tile in enumerate(self.tiles()):
             image = images[i] if i < len(images) else None
             tile.set_image(image, marked=image is not None and image.id in self.marked)
+            thumb = thumbs.get(image.id) if image is not None else None
+            if thumb is not None:
+                tile.state = thumb[2]
+                if thumb[1] is not None:
+                    tile.show(thumb[1])
+                tile.update_caption()
         self._highlight()
 
     def show_thumbnail(self, image_id: int, picture: Image.Image | None, state: FileState) -> None:

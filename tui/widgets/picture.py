@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
@@ -111,11 +112,20 @@ def dithered(image: Image.Image, color_system: str | None) -> Image.Image:
     return quantized.convert("RGB")
 
 
+STRIPS_KEPT = 256
+"""Small pictures (thumbnails) whose strips are kept across widgets, by picture and size:
+a gallery page turned back is drawn without making them again."""
+STRIPS_KEPT_PIXELS = 160 * 160
+"""Only pictures this small are kept (a step preview is never shown twice)."""
+_kept_strips: OrderedDict[tuple[object, ...], tuple[Image.Image, list[Strip]]] = OrderedDict()
+
+
 class HalfBlocks(Widget):
     """A picture in half-block characters (two pixels a cell), fitted and centred.
 
-    Drawn line by line from strips made once per image and size; styles are cached
-    across frames, so a stream of step previews costs a few milliseconds each."""
+    Drawn line by line from strips made once per image and size (and, for small pictures,
+    kept across widgets); styles are cached across frames, so a stream of step previews
+    costs a few milliseconds each."""
 
     DEFAULT_CSS = """
     HalfBlocks {
@@ -130,6 +140,7 @@ class HalfBlocks(Widget):
         self._image: Image.Image | None = None
         self._strips: list[Strip] = []
         self._made_for: tuple[int, int, Style] | None = None
+        self._blank = Strip.blank(0)
         self._styles: dict[tuple[int, int], Style] = {}
 
     def show(self, image: Image.Image | None) -> None:
@@ -151,13 +162,37 @@ class HalfBlocks(Widget):
         return style
 
     def _make(self, width: int, height: int, base: Style) -> None:
-        from PIL import Image as PILImage
-
         self._made_for = (width, height, base)
         self._strips = []
+        self._blank = Strip.blank(width, base)
         image = self._image
         if image is None or width < 1 or height < 1:
             return
+        small = image.width * image.height <= STRIPS_KEPT_PIXELS
+        key = (
+            id(image),
+            width,
+            height,
+            base,
+            self.app.is_headless,
+            self.app.console.color_system,
+            cell_aspect(),
+        )
+        kept = _kept_strips.get(key) if small else None
+        if kept is not None and kept[0] is image:
+            _kept_strips.move_to_end(key)
+            self._strips = kept[1]
+            return
+        self._make_strips(image, width, height, base)
+        if small:
+            _kept_strips[key] = (image, self._strips)
+            while len(_kept_strips) > STRIPS_KEPT:
+                _kept_strips.popitem(last=False)
+
+    def _make_strips(self, image: Image.Image, width: int, height: int, base: Style) -> None:
+        """The picture's lines, each the widget's width (drawn as they are, no copy)."""
+        from PIL import Image as PILImage
+
         # a half cell is square only where cells are twice as tall as wide: stretch the
         # rows by the real shape of the cells, where the terminal tells it
         squash = 2.0 / cell_aspect()
@@ -185,7 +220,9 @@ class HalfBlocks(Widget):
                 top = (upper[x] << 16) | (upper[x + 1] << 8) | upper[x + 2]
                 bottom = (lower[x] << 16) | (lower[x + 1] << 8) | lower[x + 2]
                 segments.append(Segment("▀", self._style(top, bottom)))
-            self._strips.append(Strip(segments, left + w).simplify())
+            self._strips.append(
+                Strip(segments, left + w).simplify().extend_cell_length(width, base)
+            )
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
@@ -196,10 +233,10 @@ class HalfBlocks(Widget):
             if y == height // 2 and self.placeholder:
                 text = self.placeholder[:width].center(width)
                 return Strip([Segment(text, base + Style(dim=True))], width)
-            return Strip.blank(width, base)
+            return self._blank
         if 0 <= y < len(self._strips):
-            return self._strips[y].extend_cell_length(width, base)
-        return Strip.blank(width, base)
+            return self._strips[y]
+        return self._blank
 
 
 class Picture(Container):
