@@ -349,6 +349,9 @@ class ChatScreen(ChatExtras):
             label.update(Text.assemble(("● ", "red"), ("Ollama unreachable · retrying", "")))
             label.tooltip = shown(status.error)
         self.set_class(status is not None and not status.online, "-offline")
+        if status is not None and status.online and self._window_wanted:
+            self._window_wanted = False
+            self.refresh_context(read_window=True)
 
     def _hosts_changed(self, states: tuple[HostState, ...]) -> None:
         """Several servers: the status line shows each."""
@@ -544,6 +547,7 @@ class ChatScreen(ChatExtras):
         """An empty new conversation with the defaults (a preset changes them after)."""
         self.new_model = self.lp.settings.ollama.default_model
         self.new_options = defaults_from_settings(self.lp.settings)
+        self.new_host = ""  # several servers: the rule chooses, until the picker does
         self._stop_editing()
         self._forget_live()
         self.conversation = None
@@ -557,14 +561,7 @@ class ChatScreen(ChatExtras):
 
     def action_new_conversation(self) -> None:
         # a new conversation starts with [ollama] default_model, as the README says
-        self.new_model = self.lp.settings.ollama.default_model
-        self.new_options = defaults_from_settings(self.lp.settings)
-        self._stop_editing()
-        self._forget_live()
-        self.conversation = None
-        self._show_new()
-        self._show_models()
-        self._refresh_list()
+        self.start_new()
         self.query_one(PromptInput).focus()
         if self.new_model:
             self.notify(

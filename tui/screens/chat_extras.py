@@ -84,6 +84,7 @@ class ChatExtras(AppScreen[None]):
         self._windows: dict[str, tuple[int, str]] = {}  # by model: its window, and whence
         self._warned: set[int] = set()  # conversations warned of a full context
         self._stale: set[str] = set()  # models whose window to read again (a reply loaded it)
+        self._window_wanted = False  # the window to read once Ollama has first answered
 
     def current_model(self) -> str:
         raise NotImplementedError
@@ -284,7 +285,9 @@ class ChatExtras(AppScreen[None]):
         meter = self.query_one(ContextMeter)
         meter.warn_at = self.lp.settings.chat.context_warn
         model = self.current_model()
-        if read_window and model:
+        if read_window and model and self.lp.ollama is None:
+            self._window_wanted = True  # asked once Ollama has answered, after the first frame
+        elif read_window and model:
             self.read_context_window(model, loaded=model in self._stale)
             self._stale.discard(model)
         reply = self.query_one(ConversationView).last_reply()
