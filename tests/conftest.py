@@ -243,3 +243,28 @@ def steady_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(TextArea, "_toggle_cursor_blink_visible", lambda self: None)
     monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
+
+
+# -- several Ollama servers (the CLI's and the TUI's tests of [ollama] hosts) -------------
+
+
+@pytest.fixture
+def laptop() -> Iterator[FakeOllama]:
+    """A second server with llama3.2 and gemma3, whose replies say where they come from."""
+    from ollama_server import FakeModel
+
+    server = FakeOllama(models=[FakeModel("llama3.2:latest"), FakeModel("gemma3:1b")]).start()
+    server.reply = "from the laptop"
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def frozen() -> Iterator[FakeOllama]:
+    """A server that accepts connections and never answers."""
+    from ollama_server import FakeModel
+
+    server = FakeOllama(models=[FakeModel("llama3.2:latest")]).start()
+    server.unresponsive = True
+    yield server
+    server.stop()

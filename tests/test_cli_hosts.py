@@ -5,32 +5,15 @@ model's server, ``models pull|rm --host``, and ``status --json`` with a ``hosts`
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Cli, MakeConfig
-from ollama_server import FakeModel, FakeOllama
+from ollama_server import FakeOllama
 
 LLAMA = "llama3.2:latest"
 GEMMA = "gemma3:1b"
 QWEN = "qwen2.5-coder:7b"
-
-
-@pytest.fixture
-def laptop() -> Iterator[FakeOllama]:
-    server = FakeOllama(models=[FakeModel(LLAMA), FakeModel(GEMMA)]).start()
-    server.reply = "from the laptop"
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def frozen() -> Iterator[FakeOllama]:
-    server = FakeOllama(models=[FakeModel(LLAMA)]).start()
-    server.unresponsive = True
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ killed in the middle of a reply (kept, resent to another), and a pull that asks 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import MakeConfig
-from ollama_server import FakeModel, FakeOllama
+from ollama_server import FakeOllama
 from textual.pilot import Pilot
 from textual.widgets import Select, Static
 from tui_helpers import make_app, screen_text, type_text, wait_for
@@ -26,22 +25,6 @@ SIZE = (120, 40)
 LLAMA = "llama3.2:latest"
 GEMMA = "gemma3:1b"
 QWEN = "qwen2.5-coder:7b"
-
-
-@pytest.fixture
-def laptop() -> Iterator[FakeOllama]:
-    server = FakeOllama(models=[FakeModel(LLAMA), FakeModel(GEMMA)]).start()
-    server.reply = "from the laptop"
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def frozen() -> Iterator[FakeOllama]:
-    server = FakeOllama(models=[FakeModel(LLAMA)]).start()
-    server.unresponsive = True
-    yield server
-    server.stop()
 
 
 def write_hosts(path: Path, *hosts: tuple[str, FakeOllama, float]) -> Path:
