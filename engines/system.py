@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -106,20 +107,54 @@ def _writable(path: Path) -> bool:
     return os.access(probe, os.W_OK)
 
 
-async def health_report(settings: Settings, engine: ChatEngine) -> dict[str, Any]:
-    """What the original web app's ``/api/health`` returned (referencia-tecnica.md), with the checks behind it."""
+async def health_report(
+    settings: Settings,
+    engine: ChatEngine,
+    servers: Sequence[tuple[str, ChatEngine, float]] = (),
+) -> dict[str, Any]:
+    """What the original web app's ``/api/health`` returned (referencia-tecnica.md), with the checks behind it.
+
+    With several servers (``[ollama] hosts``, given as ``servers``) each is asked at once and
+    named under ``"servers"``; ``"ollama"`` is "ok" only when all of them answer."""
     started = time.perf_counter()
-    server = await engine.status()
+    named = list(servers) or [("", engine, 0.0)]
+
+    async def ask(engine: ChatEngine, timeout: float) -> str:
+        if not timeout:
+            answer = await engine.status()
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    answer = await engine.status()
+            except TimeoutError:
+                return f"Ollama at {engine.where} did not answer within {timeout:g} s"
+        return "ok" if answer.online else answer.error
+
+    answers = await asyncio.gather(*(ask(e, t) for _, e, t in named))
+    results = {name: answer for (name, _, _), answer in zip(named, answers, strict=True)}
+    down = [name for name, result in results.items() if result != "ok"]
+    if len(named) == 1:
+        ollama = next(iter(results.values()))
+    elif down:
+        ollama = f"{len(down)} of {len(named)} servers do not answer: " + "; ".join(
+            f"{name}: {results[name]}" for name in down
+        )
+    else:
+        ollama = "ok"
     checks = {
-        "ollama": "ok" if server.online else server.error,
+        "ollama": ollama,
         "database": "ok" if _writable(settings.paths.database) else "not writable",
         "outputs": "ok" if _writable(settings.paths.outputs) else "not writable",
     }
     healthy = all(v == "ok" for v in checks.values())
-    return {
+    report: dict[str, Any] = {
         "status": "healthy" if healthy else "degraded",
         "timestamp": datetime.now(UTC).isoformat(),
         "version": app_version(),
         "checks": checks,
+    }
+    if len(named) > 1:
+        report["servers"] = results
+    return report | {
         "elapsed_s": round(time.perf_counter() - started, 3),
     }

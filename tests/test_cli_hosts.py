@@ -156,3 +156,16 @@ def test_one_server_works_as_before_and_status_lists_it(
     assert cli.run("models", "pull", "tinyllama").returncode == 0
     rows = json.loads(cli.run("models", "--json").stdout)["models"]
     assert {r["host"] for r in rows} == {"127.0.0.1"}
+
+
+def test_health_asks_every_server_and_names_the_one_that_is_down(
+    cli: Cli, hosts_config: Path, laptop: FakeOllama
+) -> None:
+    down = cli.run("health")
+    assert down.returncode == 3, down.stderr
+    report = json.loads(down.stdout)
+    assert report["status"] == "degraded"
+    assert report["servers"]["gpu-box"] == report["servers"]["laptop"] == "ok"
+    assert "did not answer within 1 s" in report["servers"]["frozen"]
+    assert report["checks"]["ollama"].startswith("1 of 3 servers do not answer: frozen: ")
+    assert {r.path for r in laptop.requests} >= {"/api/version"}

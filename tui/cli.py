@@ -259,7 +259,9 @@ async def run_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.command == "status":
             return await cmd_status(settings, hosts, args.json)
         if args.command == "health":
-            return await cmd_health(settings, engine)
+            return await cmd_health(
+                settings, engine, [(h.name, h.engine, h.spec.timeout) for h in hosts.hosts]
+            )
         raise AssertionError(args.command)  # pragma: no cover
     finally:
         await hosts.aclose()
@@ -396,10 +398,10 @@ async def cmd_status(settings: Settings, hosts: Any, as_json: bool) -> int:
     return EXIT_OK if online else EXIT_UNAVAILABLE
 
 
-async def cmd_health(settings: Settings, engine: Any) -> int:
+async def cmd_health(settings: Settings, engine: Any, servers: list[tuple[str, Any, float]]) -> int:
     from engines.system import health_report
 
-    report = await health_report(settings, engine)
+    report = await health_report(settings, engine, servers if len(servers) > 1 else ())
     say(dumps(report))
     if report["status"] == "healthy":
         return EXIT_OK
