@@ -56,7 +56,10 @@ def parse_duration(text: str) -> float:
     return int(match[1]) * _UNIT_SECONDS[match[2].lower()]
 
 
-Kind = Literal["image", "log", "cache", "trash"]
+Kind = Literal["image", "log", "cache", "trash", "attachment"]
+
+ATTACHMENT_GRACE_S = 3600.0
+"""A copy younger than this may belong to a prompt being written in a running app: kept."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ def plan_clean(
     logs_older_than: float | None = None,
     cache: bool = False,
     trash: bool = False,
+    attachments: bool = False,
     now: float | None = None,
 ) -> CleanPlan:
     """What :func:`clean` would remove. CleanError when the cache is unsafe to empty."""
@@ -173,6 +177,11 @@ def plan_clean(
         for path, _rel in files_under(p.outputs / TRASH_FOLDER):
             with contextlib.suppress(OSError):
                 plan.removals.append(Removal("trash", path, path.lstat().st_size))
+    if attachments:  # copies of attached images that no message uses any more
+        used = _used_attachments(settings)
+        for path, size in _old_files(p.attachments, ATTACHMENT_GRACE_S, now, lambda rel: True):
+            if str(path) not in used and str(path.resolve()) not in used:
+                plan.removals.append(Removal("attachment", path, size))
     if logs_older_than is not None:
         for path, size in _old_files(
             p.logs, logs_older_than, now, lambda rel: bool(_ROTATED_LOG.fullmatch(rel))
@@ -188,8 +197,33 @@ def plan_clean(
     return plan
 
 
+def _used_attachments(settings: Settings) -> set[str]:
+    """The attachment copies the messages refer to. CleanError when the database cannot tell."""
+    from engines.store import Store, StoreError
+
+    database = settings.paths.database
+    if not database.is_file():
+        return set()
+    try:
+        store = Store.open(database, recover=False)
+    except StoreError as exc:
+        raise CleanError(
+            f"refusing to remove attachments: {exc}, so which ones are used is unknown"
+        ) from exc
+    try:
+        return store.attachment_paths()
+    finally:
+        store.close()
+
+
 def _root(removal: Removal, settings: Settings) -> tuple[Path, str]:
-    key = {"image": "outputs", "log": "logs", "cache": "cache", "trash": "outputs"}[removal.kind]
+    key = {
+        "image": "outputs",
+        "log": "logs",
+        "cache": "cache",
+        "trash": "outputs",
+        "attachment": "attachments",
+    }[removal.kind]
     return getattr(settings.paths, key), f"[paths] {key}"
 
 

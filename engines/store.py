@@ -780,6 +780,10 @@ class Store:
                 found.setdefault(int(r["message_id"]), []).append(str(r["path"]))
         return {k: tuple(v) for k, v in found.items()}
 
+    def attachment_paths(self) -> set[str]:
+        """Every attachment copy some message refers to (``clean --attachments`` keeps them)."""
+        return {str(r["path"]) for r in self._query("SELECT DISTINCT path FROM attachments", ())}
+
     def image_names(self, message_id: int) -> dict[str, str]:
         """The names the user gave the images of a message, by their copy's path."""
         rows = self._query(

@@ -119,15 +119,15 @@ async def health_report(
     started = time.perf_counter()
     named = list(servers) or [("", engine, 0.0)]
 
-    async def ask(engine: ChatEngine, timeout: float) -> str:
-        if not timeout:
+    async def ask(engine: ChatEngine, within_s: float) -> str:
+        if not within_s:
             answer = await engine.status()
         else:
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(within_s):
                     answer = await engine.status()
             except TimeoutError:
-                return f"Ollama at {engine.where} did not answer within {timeout:g} s"
+                return f"Ollama at {engine.where} did not answer within {within_s:g} s"
         return "ok" if answer.online else answer.error
 
     answers = await asyncio.gather(*(ask(e, t) for _, e, t in named))

@@ -581,6 +581,42 @@ def test_clean_cache_refuses_a_cache_that_holds_the_data(
     assert tree(tmp_path) == before
 
 
+def test_clean_attachments_removes_only_copies_no_message_uses(
+    cli: Cli, config_file: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from engines.attachments import load_image
+
+    folder = tmp_path / "data" / "attachments"
+    copies = []
+    for i, colour in enumerate(("red", "green", "blue")):
+        source = tmp_path / f"photo{i}.png"
+        Image.new("RGB", (8, 8), colour).save(source)
+        copies.append(load_image(str(source), folder, 1 << 20))
+    used, orphan, fresh = copies
+    store = Store.open(tmp_path / "data" / "llm-pessoal.db")
+    try:
+        conv = store.create_conversation("llava:7b", ChatOptions(), "What is this?")
+        store.add_message(conv.id, "user", "what is it?", images=[(used.name, used.path, 1)])
+        gone = store.create_conversation("llava:7b", ChatOptions(), "Deleted later")
+        store.add_message(gone.id, "user", "and this?", images=[(orphan.name, orphan.path, 1)])
+        store.delete(gone.id)
+    finally:
+        store.close()
+    for copy in (used, orphan):
+        os.utime(copy.path, (OLD, OLD))  # ``fresh`` may be a prompt being written: kept
+
+    dry = cli.run("clean", "--attachments", "--dry-run")
+    assert (dry.returncode, dry.stderr) == (EXIT_OK, "")
+    assert dry.stdout.splitlines()[0] == (
+        f"would remove attachment {orphan.path} ({human_bytes(orphan.path.stat().st_size)})"
+    )
+    real = cli.run("clean", "--attachments")
+    assert (real.returncode, real.stderr) == (EXIT_OK, ""), real.stderr
+    assert sorted(folder.iterdir()) == sorted([used.path, fresh.path])
+
+
 @pytest.mark.parametrize("value", ["7", "7x", "d", "-1d", "0d", "1.5d", "7 days"])
 def test_a_bad_duration_names_the_option_and_the_forms(
     cli: Cli, config_file: Path, value: str

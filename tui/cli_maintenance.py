@@ -90,7 +90,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     clean = _subparser(
         sub,
         "clean",
-        help="remove old images, old logs or the model cache",
+        help="remove old images, old logs, the model cache, the trash or unused attachments",
         description="Remove old images (and their gallery entries), old rotated logs, or "
         "what the app and the Hugging Face hub put in the model cache. Nothing is removed "
         "without one of the options below: there is no default age.",
@@ -116,6 +116,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--trash",
         action="store_true",
         help="empty the gallery's trash (deleted images wait there until this)",
+    )
+    clean.add_argument(
+        "--attachments",
+        action="store_true",
+        help="copies of attached images that no message uses any more (older than an hour)",
     )
     clean.add_argument(
         "--dry-run", "-n", action="store_true", help="list what would go, remove nothing"
@@ -219,12 +224,14 @@ def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
         and ages["--logs-older-than"] is None
         and not args.cache
         and not args.trash
+        and not args.attachments
     ):
         err(
             "clean: say what to remove: --images-older-than AGE (PNGs in "
             f"{p.outputs} and their gallery entries), --logs-older-than AGE (rotated logs "
             f"in {p.logs}), --cache (what the app and the hub put in {p.cache}), --trash "
-            "(the gallery's deleted images); "
+            "(the gallery's deleted images), --attachments (attached images no message "
+            "uses); "
             "--dry-run lists them first"
         )
         return EXIT_USAGE
@@ -235,6 +242,7 @@ def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
         logs_older_than=ages["--logs-older-than"],
         cache=args.cache,
         trash=args.trash,
+        attachments=args.attachments,
     )
     hf_home = os.environ.get("HF_HOME")
     if args.cache and hf_home and Path(hf_home).expanduser().resolve() != p.cache:
