@@ -51,6 +51,24 @@ async def test_shift_enter_from_kitty_and_ctrl_j_break_the_line(config_file: Pat
         assert prompt.text == "a\nb\nc"
 
 
+async def test_pasted_controls_are_shown_never_sent_to_the_terminal(config_file: Path) -> None:
+    """Text copied from a web page can hide controls: a bell, backspaces that redraw what the
+    user sees, an 8-bit CSI (U+009B) or a bidi override. Pasted into the prompt they are
+    drawn as text, and the paste's line ends are kept as new lines."""
+    pasted = "rm -rf /\x08\x08\x08\x08\x08\x08\x08\x08ls\x07 \x9b2J\r\nnext \u202eevil"
+    events = list(XTermParser().feed(f"\x1b[200~{pasted}\x1b[201~"))
+    assert [type(e).__name__ for e in events] == ["Paste"], "a terminal's bracketed paste"
+    app = make_app(config_file)
+    async with app.run_test(size=(100, 30)) as pilot:
+        prompt = app.screen.query_one(PromptInput)
+        for event in events:
+            event.set_sender(app)
+            app.post_message(event)
+        await pilot.pause()
+        assert prompt.text == "rm -rf /" + "\u2408" * 8 + "ls\u2407 \\x9b2J\nnext \\u202eevil"
+        assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0 for c in prompt.text)
+
+
 def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
     data = b""
     deadline = time.monotonic() + timeout

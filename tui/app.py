@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
@@ -233,6 +233,19 @@ class LlmPessoalApp(App[int]):
             event.set_sender(self)
             self.post_message(event)
         self.typed_at_start = ""
+
+    async def on_event(self, event: events.Event) -> None:
+        """A paste is outside text too: its escapes and controls are made visible before any
+        widget holds it, so a pasted OSC 52 or cursor move never reaches the terminal
+        (DESIGN decision 9). Line ends are kept as new lines."""
+        if isinstance(event, events.Paste) and not event.is_forwarded:
+            text = event.text.replace("\r\n", "\n").replace("\r", "\n")
+            if visible(text) != event.text:
+                event.stop()
+                clean = events.Paste(visible(text))
+                clean.set_sender(self)
+                event = clean
+        await super().on_event(event)
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._remember_theme)
