@@ -284,7 +284,7 @@ def _messages(store: Store, query: str, ids: list[int], scores: dict[int, float]
     hits = []
     for r in rows:
         role = str(r["role"])
-        who = "You" if role == "user" else (r["model"] or role) if role == "assistant" else role
+        who = {"user": "You", "assistant": r["model"] or "Assistant"}.get(role, role.title())
         hits.append(
             Hit(
                 "message",
