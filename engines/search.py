@@ -34,14 +34,17 @@ KINDS: tuple[Kind, ...] = get_args(Kind)
 
 RANK_WINDOW = 2000
 """A kind's matches are ranked among its newest this many."""
-COUNT_CAP = 1000
-"""Matches of a kind are counted up to this many (then shown as "1000+")."""
+COUNT_CAP = RANK_WINDOW
+"""Matches of a kind are counted up to this many (then shown as "2000+")."""
 MAX_QUERY = 1000
 """The longest search text, in characters."""
 SNIPPET_TOKENS = 14
 """Words of context a snippet holds around the match."""
 MAX_LIMIT = 500
 """The most results one page may ask for."""
+
+TOKENIZER = "unicode61 remove_diacritics 2"
+"""How the indexes cut text into words (the migration's, and the snippets')."""
 
 _OPEN = "\ue000"
 _CLOSE = "\ue001"
@@ -238,19 +241,16 @@ def _search(
             return Results(text, [])
         table = _FTS[kind]
         visible = _VISIBLE.get(kind, "")
+        # one pass over the index: the newest matches, each with its score (the window's
+        # size is the count shown); ranked here (a prefix query read twice costs twice)
         rows = store._query(
-            f"SELECT id, score FROM (SELECT rowid AS id, bm25({table}{_WEIGHTS[kind]}) AS score"
-            f" FROM {table} WHERE {table} MATCH ?1{visible} ORDER BY rowid DESC LIMIT ?2)"
-            " ORDER BY score, id DESC LIMIT ?3",
-            (query, RANK_WINDOW, offset + limit + 1),
+            f"SELECT rowid AS id, bm25({table}{_WEIGHTS[kind]}) AS score FROM {table}"
+            f" WHERE {table} MATCH ?1{visible} ORDER BY rowid DESC LIMIT ?2",
+            (query, RANK_WINDOW),
         )
-        ranked += [(float(r["score"]), order, -int(r["id"]), kind) for r in rows]
-        counted = store._query(
-            f"SELECT count(*) AS n FROM (SELECT 1 FROM {table} WHERE {table} MATCH ?1{visible}"
-            " LIMIT ?2)",
-            (query, COUNT_CAP),
-        )
-        counts[kind] = int(counted[0]["n"])
+        counts[kind] = len(rows)
+        best = sorted((float(r["score"]), order, -int(r["id"]), kind) for r in rows)
+        ranked += best[: offset + limit + 1]
     ranked.sort()
     page = ranked[offset : offset + limit]
     found: dict[tuple[Kind, int], Hit] = {}
@@ -268,18 +268,49 @@ def _in(ids: list[int]) -> str:
     return ",".join(str(int(i)) for i in ids)
 
 
-_SNIPPET = f"'{_OPEN}', '{_CLOSE}', '…', {SNIPPET_TOKENS}"
+def _snippets(
+    store: Store, query: str, texts: dict[int, tuple[str, ...]], *, whole: bool = False
+) -> dict[int, Snippet]:
+    """The snippets of a page's texts, each with its matches: SQLite's own, from a small
+    index of those texts alone (asking the big index for 20 rows would evaluate a prefix
+    query once for each of them)."""
+    if not texts:
+        return {}
+    what = (
+        f"highlight(search_snippets, 0, '{_OPEN}', '{_CLOSE}')"
+        if whole
+        else f"snippet(search_snippets, -1, '{_OPEN}', '{_CLOSE}', '…', {SNIPPET_TOKENS})"
+    )
+    with store._lock:  # one page's texts at a time in the connection's table
+        store._query(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_snippets USING fts5("
+            f"c0, c1, c2, c3, c4, tokenize='{TOKENIZER}')"
+        )
+        store._query("DELETE FROM temp.search_snippets")
+        for row_id, columns in texts.items():
+            padded = (list(columns) + [None] * 5)[:5]
+            store._query(
+                "INSERT INTO temp.search_snippets (rowid, c0, c1, c2, c3, c4)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (row_id, *padded),
+            )
+        rows = store._query(
+            f"SELECT rowid, {what} AS snip FROM temp.search_snippets WHERE search_snippets MATCH ?",
+            (query,),
+        )
+        store._query("DELETE FROM temp.search_snippets")
+    found = {int(r["rowid"]): snippet_of(r["snip"]) for r in rows}
+    # a text the small index does not match (changed since it was ranked): its start
+    return {i: found.get(i) or Snippet(" ".join(t[0].split())[:120]) for i, t in texts.items()}
 
 
 def _messages(store: Store, query: str, ids: list[int], scores: dict[int, float]) -> list[Hit]:
     rows = store._query(
-        f"SELECT m.id, m.conversation_id, m.role, m.model, m.created_at, c.title, c.current_id,"
-        f" snippet(messages_fts, 0, {_SNIPPET}) AS snip FROM messages_fts"
-        " JOIN messages m ON m.id = messages_fts.rowid"
-        " JOIN conversations c ON c.id = m.conversation_id"
-        f" WHERE messages_fts MATCH ? AND messages_fts.rowid IN ({_in(ids)})",
-        (query,),
+        "SELECT m.id, m.conversation_id, m.role, m.model, m.created_at, m.content, c.title"
+        " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+        f" WHERE m.id IN ({_in(ids)})"
     )
+    snippets = _snippets(store, query, {int(r["id"]): (str(r["content"]),) for r in rows})
     paths = _current_paths(store, {int(r["conversation_id"]) for r in rows})
     hits = []
     for r in rows:
@@ -291,7 +322,7 @@ def _messages(store: Store, query: str, ids: list[int], scores: dict[int, float]
                 int(r["id"]),
                 scores[int(r["id"])],
                 str(r["title"]),
-                snippet_of(r["snip"]),
+                snippets[int(r["id"])],
                 detail=str(who),
                 conversation_id=int(r["conversation_id"]),
                 current=int(r["id"]) in paths.get(int(r["conversation_id"]), set()),
@@ -322,19 +353,17 @@ def _current_paths(store: Store, conversations: set[int]) -> dict[int, set[int]]
 def _conversations(store: Store, query: str, ids: list[int], scores: dict[int, float]) -> list[Hit]:
     rows = store._query(
         "SELECT c.id, c.title, c.model, c.updated_at,"
-        f" highlight(conversations_fts, 0, '{_OPEN}', '{_CLOSE}') AS snip,"
         " (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS n"
-        " FROM conversations_fts JOIN conversations c ON c.id = conversations_fts.rowid"
-        f" WHERE conversations_fts MATCH ? AND conversations_fts.rowid IN ({_in(ids)})",
-        (query,),
+        f" FROM conversations c WHERE c.id IN ({_in(ids)})"
     )
+    snippets = _snippets(store, query, {int(r["id"]): (str(r["title"]),) for r in rows}, whole=True)
     return [
         Hit(
             "conversation",
             int(r["id"]),
             scores[int(r["id"])],
             str(r["title"]),
-            snippet_of(r["snip"]),
+            snippets[int(r["id"])],
             detail=f"{r['n']} message{'' if r['n'] == 1 else 's'} · {r['model']}",
             conversation_id=int(r["id"]),
             created_at=float(r["updated_at"]),
@@ -345,11 +374,18 @@ def _conversations(store: Store, query: str, ids: list[int], scores: dict[int, f
 
 def _images(store: Store, query: str, ids: list[int], scores: dict[int, float]) -> list[Hit]:
     rows = store._query(
-        "SELECT i.id, i.path, i.model, i.seed, i.scheduler, i.created_at,"
-        f" snippet(images_fts, -1, {_SNIPPET}) AS snip"
-        " FROM images_fts JOIN images i ON i.id = images_fts.rowid"
-        f" WHERE images_fts MATCH ? AND images_fts.rowid IN ({_in(ids)})",
-        (query,),
+        "SELECT id, path, prompt, negative_prompt, model, seed, scheduler, created_at"
+        f" FROM images WHERE id IN ({_in(ids)})"
+    )
+    snippets = _snippets(
+        store,
+        query,
+        {
+            int(r["id"]): tuple(
+                str(r[k]) for k in ("prompt", "negative_prompt", "model", "seed", "scheduler")
+            )
+            for r in rows
+        },
     )
     return [
         Hit(
@@ -357,7 +393,7 @@ def _images(store: Store, query: str, ids: list[int], scores: dict[int, float]) 
             int(r["id"]),
             scores[int(r["id"])],
             Path(str(r["path"])).name,
-            snippet_of(r["snip"]),
+            snippets[int(r["id"])],
             detail=f"{r['model']} · seed {r['seed']} · {r['scheduler']}",
             path=Path(str(r["path"])),
             created_at=float(r["created_at"]),
@@ -368,11 +404,13 @@ def _images(store: Store, query: str, ids: list[int], scores: dict[int, float]) 
 
 def _presets(store: Store, query: str, ids: list[int], scores: dict[int, float]) -> list[Hit]:
     rows = store._query(
-        "SELECT p.id, p.name, p.model, p.updated_at,"
-        f" snippet(presets_fts, -1, {_SNIPPET}) AS snip"
-        " FROM presets_fts JOIN presets p ON p.id = presets_fts.rowid"
-        f" WHERE presets_fts MATCH ? AND presets_fts.rowid IN ({_in(ids)})",
-        (query,),
+        "SELECT p.id, p.name, p.model, p.updated_at, f.system FROM presets p"
+        f" JOIN presets_fts f ON f.rowid = p.id WHERE p.id IN ({_in(ids)})"
+    )
+    snippets = _snippets(
+        store,
+        query,
+        {int(r["id"]): (str(r["name"]), str(r["model"]), str(r["system"])) for r in rows},
     )
     return [
         Hit(
@@ -380,7 +418,7 @@ def _presets(store: Store, query: str, ids: list[int], scores: dict[int, float])
             int(r["id"]),
             scores[int(r["id"])],
             str(r["name"]),
-            snippet_of(r["snip"]),
+            snippets[int(r["id"])],
             detail=f"model {r['model']}" if r["model"] else "any model",
             created_at=float(r["updated_at"]),
         )

@@ -30,16 +30,16 @@ together, and the last word also matches as the start of a longer one.
 "detail", "conversation_id", "current", "path", "score", "created_at"}], "counts",
 "more"}: "marks" are [start, end) character offsets of the matches in "snippet";
 "current" is false for a message that is an older version or on another branch; "counts"
-are the matches of each kind, counted up to 1000."""
+are the matches of each kind, counted up to COUNT_CAP."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from engines.search import KINDS
+    from engines.search import COUNT_CAP, KINDS
 
     search = sub.add_parser(
         "search",
         help="search conversations, messages, images and presets",
-        description=DESCRIPTION,
+        description=DESCRIPTION.replace("COUNT_CAP", f"{COUNT_CAP:,}"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     search.add_argument("text", metavar="TEXT", help="the words to look for")
