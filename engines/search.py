@@ -269,39 +269,68 @@ def _in(ids: list[int]) -> str:
 
 
 def _snippets(
-    store: Store, query: str, texts: dict[int, tuple[str, ...]], *, whole: bool = False
+    store: Store,
+    query: str,
+    texts: dict[int, tuple[str, ...]],
+    *,
+    whole: bool = False,
+    names: tuple[str, ...] = (),
 ) -> dict[int, Snippet]:
     """The snippets of a page's texts, each with its matches: SQLite's own, from a small
     index of those texts alone (asking the big index for 20 rows would evaluate a prefix
-    query once for each of them)."""
+    query once for each of them). ``whole``: the whole first column, marked. ``names``
+    (of the columns after the first): the first column's snippet, and where the match is
+    in another column only, that column's after it with its name."""
     if not texts:
         return {}
-    what = (
-        f"highlight(search_snippets, 0, '{_OPEN}', '{_CLOSE}')"
-        if whole
-        else f"snippet(search_snippets, -1, '{_OPEN}', '{_CLOSE}', '…', {SNIPPET_TOKENS})"
-    )
+    if whole:
+        what = [f"highlight(search_snippets, 0, '{_OPEN}', '{_CLOSE}')"]
+    else:
+        columns = range(len(names) + 1) if names else [-1]
+        what = [
+            f"snippet(search_snippets, {c}, '{_OPEN}', '{_CLOSE}', '…', {SNIPPET_TOKENS})"
+            for c in columns
+        ]
     with store._lock:  # one page's texts at a time in the connection's table
         store._query(
             "CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_snippets USING fts5("
             f"c0, c1, c2, c3, c4, tokenize='{TOKENIZER}')"
         )
         store._query("DELETE FROM temp.search_snippets")
-        for row_id, columns in texts.items():
-            padded = (list(columns) + [None] * 5)[:5]
+        for row_id, values in texts.items():
+            padded = (list(values) + [None] * 5)[:5]
             store._query(
                 "INSERT INTO temp.search_snippets (rowid, c0, c1, c2, c3, c4)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (row_id, *padded),
             )
         rows = store._query(
-            f"SELECT rowid, {what} AS snip FROM temp.search_snippets WHERE search_snippets MATCH ?",
+            f"SELECT rowid, {', '.join(what)} FROM temp.search_snippets"
+            " WHERE search_snippets MATCH ?",
             (query,),
         )
         store._query("DELETE FROM temp.search_snippets")
-    found = {int(r["rowid"]): snippet_of(r["snip"]) for r in rows}
+    found: dict[int, Snippet] = {}
+    for r in rows:
+        parts = [snippet_of(r[i]) for i in range(1, len(what) + 1)]
+        first = parts[0]
+        other = next(((n, p) for n, p in zip(names, parts[1:], strict=False) if p.marks), None)
+        if names and not first.marks and other is not None:
+            first = _joined(Snippet(_start(first.text)), f" · {other[0]}: ", other[1])
+        found[int(r["rowid"])] = first
     # a text the small index does not match (changed since it was ranked): its start
-    return {i: found.get(i) or Snippet(" ".join(t[0].split())[:120]) for i, t in texts.items()}
+    return {i: found.get(i) or Snippet(_start(t[0], 120)) for i, t in texts.items()}
+
+
+def _start(text: str, width: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _joined(a: Snippet, between: str, b: Snippet) -> Snippet:
+    shift = len(a.text) + len(between)
+    marks = a.marks + tuple((s + shift, e + shift) for s, e in b.marks)
+    return Snippet(a.text + between + b.text, marks)
 
 
 def _messages(store: Store, query: str, ids: list[int], scores: dict[int, float]) -> list[Hit]:
@@ -386,6 +415,7 @@ def _images(store: Store, query: str, ids: list[int], scores: dict[int, float]) 
             )
             for r in rows
         },
+        names=("negative prompt", "model", "seed", "sampler"),
     )
     return [
         Hit(

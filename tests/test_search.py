@@ -156,6 +156,12 @@ def test_images_are_found_by_prompt_negative_prompt_model_seed_and_sampler(
     assert hit.title == "fox.png" and hit.path == out / "fox.png"
     assert hit.detail == "sd15-base · seed 424242 · Euler a"
     assert marked(hit) == ["fox"]
+    # a match outside the prompt: the prompt, then where the match is
+    [by_seed] = search(store, "424242").hits
+    assert by_seed.snippet.text == "a red fox in snow · seed: 424242"
+    assert marked(by_seed) == ["424242"]
+    [by_negative] = search(store, "watermark").hits
+    assert by_negative.snippet.text == "a red fox in snow · negative prompt: watermark, text"
 
 
 def test_presets_are_found_by_name_and_system_prompt(store: Store) -> None:
