@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import MakeConfig
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+from textual.pilot import Pilot
 from textual.widgets import Input, OptionList
 from tui_helpers import make_app, screen_text, wait_for
 
@@ -201,3 +203,29 @@ async def test_the_palette_and_the_help_list_the_search(make_config: MakeConfig)
         assert "Everywhere: Search all" in commands
         rows = dict(next(rows for name, rows in app.help_groups() if name == "Everywhere"))
         assert rows["f6"] == "Search every conversation, message, image and preset"
+
+
+@pytest.mark.usefixtures("steady_cursor")
+def test_the_search_at_80x24(snap_compare: Any, make_config: MakeConfig) -> None:
+    """Results of every kind, the match marked, an older version said, escapes shown."""
+    config = make_config(diffusion={"device": "cpu"})
+    fill(config)
+
+    async def search_albatross(pilot: Pilot[object]) -> None:
+        app = pilot.app
+        assert isinstance(app, LlmPessoalApp)
+        await search_for(pilot, app, "albatross")
+
+    assert snap_compare(make_app(config), terminal_size=SIZE, run_before=search_albatross)
+
+
+async def test_keys_can_move_the_search_to_another_key(make_config: MakeConfig) -> None:
+    app = make_app(make_config(keys={"app.search": "ctrl+k"}))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+k")  # over the prompt's own Ctrl+K (delete to the line's end)
+        await wait_for(pilot, lambda: isinstance(app.screen, SearchDialog), what="the search")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen))
+        await pilot.press("f6")  # the prompt's own F6 again (select the line)
+        await pilot.pause()
+        assert isinstance(app.screen, ChatScreen)

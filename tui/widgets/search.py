@@ -117,7 +117,7 @@ class SearchDialog(AppModal[Hit | None]):
             yield Label("Search everything", classes="dialog-title")
             yield Input(
                 self.text,
-                placeholder="words to find (F6 from any screen)",
+                placeholder="words to find: in titles, messages, prompts, presets",
                 id="search-text",
             )
             yield OptionList(id="search-results")
