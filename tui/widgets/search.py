@@ -23,7 +23,7 @@ from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from engines.search import COUNT_CAP, KINDS, Hit, Results, SearchError, Snippet, search
-from engines.store import StoreError
+from engines.store import Store, StoreError
 from tui.screens.base import AppModal
 from tui.text import visible
 from tui.widgets.footer import AppFooter
@@ -111,6 +111,8 @@ class SearchDialog(AppModal[Hit | None]):
         self._reading_more = False
         self.answered: str | None = None
         """The text whose results are shown (None until the first answer)."""
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box search-box"):
@@ -128,6 +130,26 @@ class SearchDialog(AppModal[Hit | None]):
         self.query_one("#search-text", Input).focus()
         if self.text:
             self._ask(self.text)
+
+    def on_unmount(self) -> None:
+        self._cancel.set()
+        with self._store_lock:
+            own, self._store = self._store, self.lp.store  # a late worker uses the app's
+        if own is not None and own is not self.lp.store:
+            own.close()  # (waits for a query still running in a worker)
+
+    def reader(self) -> Store:
+        """The dialog's own connection to the database, opened on first use (in a worker):
+        in WAL mode it reads while the app writes, and the app never waits on a search.
+        The app's own store when that has no file (a throw-away database)."""
+        with self._store_lock:
+            if self._store is None:
+                path = self.lp.store.path
+                try:
+                    self._store = Store.open(path, recover=False) if path else self.lp.store
+                except StoreError:
+                    self._store = self.lp.store
+            return self._store
 
     # -- the query ------------------------------------------------------------------------
 
@@ -153,7 +175,7 @@ class SearchDialog(AppModal[Hit | None]):
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
     def run_query(self, generation: int, text: str, offset: int, cancel: threading.Event) -> None:
         try:
-            results = search(self.lp.store, text, limit=PAGE, offset=offset, cancel=cancel)
+            results = search(self.reader(), text, limit=PAGE, offset=offset, cancel=cancel)
         except (SearchError, StoreError) as exc:
             self.post_message(SearchAnswered(generation, offset, Results(text, []), str(exc)))
             return
