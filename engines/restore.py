@@ -241,6 +241,7 @@ def _check_database(archive: Path, path: Path, old_outputs: str | None, outputs:
     notes: list[str] = []
     try:
         conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA recursive_triggers = ON")  # REPLACE's deletes reach the search index
         try:
             extra = _schema(conn) ^ _app_schema()
             if extra:

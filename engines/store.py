@@ -163,6 +163,90 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX images_by_model ON images(model, created_at DESC);
     CREATE INDEX images_trashed ON images(trashed_at) WHERE trashed_at IS NOT NULL;
     """,
+    # 8: one search (engines/search.py): SQLite FTS5 indexes over conversation titles,
+    # every message (every version and branch), the images' settings and the presets,
+    # kept in step by triggers, and built here for the data already there. Messages,
+    # titles and images index their own tables' text (external content: no copy); a
+    # preset's system prompt is inside its JSON options, so the presets' index keeps its
+    # own copy of what it searches.
+    """
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, content='messages', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2', prefix='2 3'
+    );
+    INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content)
+        VALUES ('delete', old.id, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content)
+        VALUES ('delete', old.id, old.content);
+        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    END;
+    CREATE VIRTUAL TABLE conversations_fts USING fts5(
+        title, content='conversations', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2', prefix='2 3'
+    );
+    INSERT INTO conversations_fts(conversations_fts) VALUES ('rebuild');
+    CREATE TRIGGER conversations_fts_insert AFTER INSERT ON conversations BEGIN
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
+    END;
+    CREATE TRIGGER conversations_fts_delete AFTER DELETE ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title)
+        VALUES ('delete', old.id, old.title);
+    END;
+    CREATE TRIGGER conversations_fts_update AFTER UPDATE OF title ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title)
+        VALUES ('delete', old.id, old.title);
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
+    END;
+    CREATE VIRTUAL TABLE images_fts USING fts5(
+        prompt, negative_prompt, model, seed, scheduler, content='images', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2', prefix='2 3'
+    );
+    INSERT INTO images_fts(images_fts) VALUES ('rebuild');
+    CREATE TRIGGER images_fts_insert AFTER INSERT ON images BEGIN
+        INSERT INTO images_fts(rowid, prompt, negative_prompt, model, seed, scheduler)
+        VALUES (new.id, new.prompt, new.negative_prompt, new.model, new.seed, new.scheduler);
+    END;
+    CREATE TRIGGER images_fts_delete AFTER DELETE ON images BEGIN
+        INSERT INTO images_fts(images_fts, rowid, prompt, negative_prompt, model, seed, scheduler)
+        VALUES ('delete', old.id, old.prompt, old.negative_prompt, old.model, old.seed,
+            old.scheduler);
+    END;
+    CREATE TRIGGER images_fts_update
+    AFTER UPDATE OF prompt, negative_prompt, model, seed, scheduler ON images BEGIN
+        INSERT INTO images_fts(images_fts, rowid, prompt, negative_prompt, model, seed, scheduler)
+        VALUES ('delete', old.id, old.prompt, old.negative_prompt, old.model, old.seed,
+            old.scheduler);
+        INSERT INTO images_fts(rowid, prompt, negative_prompt, model, seed, scheduler)
+        VALUES (new.id, new.prompt, new.negative_prompt, new.model, new.seed, new.scheduler);
+    END;
+    CREATE VIRTUAL TABLE presets_fts USING fts5(
+        name, model, system, tokenize='unicode61 remove_diacritics 2', prefix='2 3'
+    );
+    INSERT INTO presets_fts(rowid, name, model, system)
+    SELECT id, name, model, CASE WHEN json_valid(options)
+        THEN coalesce(json_extract(options, '$.system_prompt'), '') ELSE '' END FROM presets;
+    CREATE TRIGGER presets_fts_insert AFTER INSERT ON presets BEGIN
+        INSERT INTO presets_fts(rowid, name, model, system)
+        VALUES (new.id, new.name, new.model, CASE WHEN json_valid(new.options)
+            THEN coalesce(json_extract(new.options, '$.system_prompt'), '') ELSE '' END);
+    END;
+    CREATE TRIGGER presets_fts_delete AFTER DELETE ON presets BEGIN
+        DELETE FROM presets_fts WHERE rowid = old.id;
+    END;
+    CREATE TRIGGER presets_fts_update AFTER UPDATE ON presets BEGIN
+        DELETE FROM presets_fts WHERE rowid = old.id;
+        INSERT INTO presets_fts(rowid, name, model, system)
+        VALUES (new.id, new.name, new.model, CASE WHEN json_valid(new.options)
+            THEN coalesce(json_extract(new.options, '$.system_prompt'), '') ELSE '' END);
+    END;
+    """,
 )
 
 try:
@@ -171,6 +255,20 @@ except ImportError:  # pragma: no cover - not on Windows: a streaming reply has 
     fcntl = None  # type: ignore[assignment]
 
 _TOKEN = re.compile(r"[0-9]+-[0-9a-f]{16}")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of a migration, one by one: split at each ``;`` that ends a
+    whole statement (a trigger's body holds statements of its own)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending
 
 
 def owners_folder(database: Path) -> Path:
@@ -353,6 +451,9 @@ class Store:
         with self._lock:
             c = self._conn
             c.execute("PRAGMA foreign_keys = ON")
+            # a row that INSERT OR REPLACE (or UPDATE OR REPLACE) deletes fires its delete
+            # triggers, so the search index forgets it too (engines/search.py)
+            c.execute("PRAGMA recursive_triggers = ON")
             if wal:
                 c.execute("PRAGMA journal_mode = WAL")
                 c.execute("PRAGMA synchronous = NORMAL")
@@ -365,9 +466,8 @@ class Store:
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 c.execute("BEGIN IMMEDIATE")
                 try:
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            c.execute(statement)
+                    for statement in _statements(script):
+                        c.execute(statement)
                     c.execute(f"PRAGMA user_version = {number}")
                     c.execute("COMMIT")
                 except BaseException:

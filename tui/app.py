@@ -127,6 +127,15 @@ class LlmPessoalApp(App[int]):
             tooltip="Go to the Monitor screen",
             id="app.monitor",
         ),
+        Binding(
+            "f6",
+            "search_all",
+            "Search all",
+            priority=True,  # before the text areas' own F6 (select the line)
+            show=False,
+            tooltip="Search every conversation, message, image and preset",
+            id="app.search",
+        ),
         Binding("ctrl+q", "quit", "Quit", priority=True, show=False, tooltip="Quit", id="app.quit"),
         Binding(
             "ctrl+p",
@@ -484,6 +493,22 @@ class LlmPessoalApp(App[int]):
             ),
             answered,
         )
+
+    def action_search_all(self) -> None:
+        """One search over everything (tui/widgets/search.py); a result opens where it lives."""
+        from tui.widgets.search import SearchDialog, open_hit
+
+        if isinstance(self.screen, SearchDialog):
+            self.screen.query_one("#search-text").focus()
+            return
+
+        def chosen(hit: Any) -> None:
+            if hit is not None:
+                self.run_worker(
+                    open_hit(self, hit), name="open a search result", exit_on_error=False
+                )
+
+        self.push_screen(SearchDialog(), chosen)
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tui.cli_gallery import add_parser as add_gallery_parser
 
     add_gallery_parser(sub)  # sets args.run
+    from tui.cli_search import add_parser as add_search_parser
+
+    add_search_parser(sub)  # sets args.run
     add_completion_parser(sub)
     return parser
 

@@ -53,6 +53,7 @@ SOURCES: tuple[Source, ...] = (
     Source("tui.widgets.dialogs", "TextDialog", "Text dialog", "text"),
     Source("tui.widgets.dialogs", "PickDialog", "Pick dialog", "pick"),
     Source("tui.widgets.image_viewer", "ImageViewer", "Image viewer", "viewer"),
+    Source("tui.widgets.search", "SearchDialog", "Search", "search"),
     Source("tui.screens.help", "HelpScreen", "Help", "help"),
 )
 """Every class of the app that declares bindings (a test checks none is missing)."""

@@ -502,6 +502,31 @@ class ChatScreen(ChatExtras):
         self.refresh_context(read_window=True)
         return True
 
+    def open_at_message(self, conversation_id: int, message_id: int | None) -> bool:
+        """Show a conversation with one of its messages selected and scrolled to (a search
+        result). A message on an older version or another branch makes that branch the
+        current one first, as flipping to it would (not while a reply is written there)."""
+        if message_id is not None and self.lp.conversations.reply_in(conversation_id) is None:
+            try:
+                path = self.lp.store.messages(conversation_id)
+                if all(m.id != message_id for m in path):
+                    self.lp.store.switch_to(message_id)
+            except StoreError as exc:
+                self.notify(str(exc), title="Database", severity="error")
+        if not self.open_conversation(conversation_id):
+            return False
+        view = self.query_one(ConversationView)
+        turn = view.turn(message_id) if message_id is not None else None
+        if turn is not None:  # once it is laid out, so that it can be scrolled to
+            view.call_after_refresh(view.select, turn)
+        elif message_id is not None:
+            self.notify(
+                "A reply is being written in this conversation: the message found is on "
+                "another version, shown once the reply ends.",
+                severity="warning",
+            )
+        return True
+
     def _draw_live(self, reply: Reply) -> None:
         """Draw ``reply`` as it streams, in its turn on screen."""
         turn = self.query_one(ConversationView).turn(reply.reply_id)
