@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 import threading
@@ -242,6 +243,7 @@ class LlmPessoalApp(App[int]):
             self.notify(warning, severity="error", timeout=30)
         # once the first frame is drawn: its thread would take turns with the drawing
         self.call_after_refresh(self.watch_ollama_status)
+        self.call_after_refresh(gc.enable)  # held by the start (tui/cli.py run_tui)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 
