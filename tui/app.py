@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
@@ -41,6 +41,7 @@ from tui.no_color import use_greys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
 from tui.text import visible
+from tui.widgets.conversation import warm_up_markdown
 
 if TYPE_CHECKING:
     from textual.driver import Driver
@@ -160,6 +161,8 @@ class LlmPessoalApp(App[int]):
         use_greys(self._filters)  # NO_COLOR: greys as light as the colours (tui/no_color.py)
         self.typed_at_start = typed_at_start
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
+        self._warmed_up = False
+        """Whether the Markdown warm-up has started (on the first key or click)."""
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
         self.settings = settings
@@ -234,6 +237,15 @@ class LlmPessoalApp(App[int]):
             event.set_sender(self)
             self.post_message(event)
         self.typed_at_start = ""
+
+    async def on_event(self, event: events.Event) -> None:
+        if not self._warmed_up and isinstance(event, events.Key | events.MouseDown | events.Paste):
+            # the user is here: what the first reply draws with is loaded while they type
+            self._warmed_up = True
+            self.run_worker(
+                warm_up_markdown, thread=True, group="markdown-warm-up", exit_on_error=False
+            )
+        await super().on_event(event)
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._remember_theme)

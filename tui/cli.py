@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engines.config import SCREENS, ConfigError, Settings, ignored_host_variable, load_settings
+from engines.ollama_client import lean_client_imports
 from tui.cli_base import (
     EXIT_FAIL,
     EXIT_INTERRUPTED,
@@ -147,6 +148,7 @@ def tui_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    lean_client_imports()
     args = tui_arguments(sys.argv[1:] if argv is None else argv)
     if args is None:
         args = build_parser().parse_args(argv)
