@@ -36,6 +36,7 @@ from engines.chat_types import (
 )
 from engines.config import normalize_host
 from engines.progress import PullProgress, PullTracker
+from engines.tls import client_tls
 
 if TYPE_CHECKING:
     import ollama
@@ -103,7 +104,10 @@ class ChatEngine:
     def _make_client(self) -> ollama.AsyncClient:
         import ollama
 
-        return ollama.AsyncClient(host=self.host, timeout=self.timeout)
+        tls = client_tls()
+        if self.host.startswith("https:"):
+            tls.load_authorities()  # here (in a thread), not at the first request
+        return ollama.AsyncClient(host=self.host, timeout=self.timeout, verify=tls)
 
     async def _aclient(self) -> ollama.AsyncClient:
         """The client, made in a thread the first time: importing it (httpx, pydantic)
