@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import ollama
 
+from engines.tls import client_tls
+
 BATCH_S = 0.02
 CAUGHT_UP_S = 0.002
 """A read that waited this long found nothing buffered: the reader has caught up."""
@@ -93,7 +95,7 @@ class _Transport(httpx.HTTPTransport):
 
 
 def sync_client(host: str, timeout: float) -> ollama.Client:
-    return ollama.Client(host=host, timeout=timeout, transport=_Transport())
+    return ollama.Client(host=host, timeout=timeout, transport=_Transport(verify=client_tls()))
 
 
 class Feed:

@@ -31,6 +31,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -297,9 +298,12 @@ class FakeOllama:
         first_token_delay: float = 0.0,
         version: str = DEFAULT_VERSION,
         verbose: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
+        """A server-side context: the server speaks HTTPS (``url`` says https://)."""
         self.verbose = verbose
         self.version = version
         self.models: dict[str, FakeModel] = {
@@ -453,7 +457,7 @@ class FakeOllama:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def start(self) -> FakeOllama:
         if self._server is not None:
@@ -461,6 +465,8 @@ class FakeOllama:
         self._stopping.clear()
         server = _Server((self.host, self.port), _Handler)
         server.fake = self
+        if self.tls is not None:  # each connection's handshake happens as it is accepted
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self._server = server
         self.port = int(server.server_address[1])
         self._thread = threading.Thread(

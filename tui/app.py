@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 import threading
@@ -40,6 +41,7 @@ from tui.no_color import use_greys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
 from tui.text import visible
+from tui.widgets.conversation import warm_up_markdown
 
 if TYPE_CHECKING:
     from textual.driver import Driver
@@ -168,6 +170,8 @@ class LlmPessoalApp(App[int]):
         use_greys(self._filters)  # NO_COLOR: greys as light as the colours (tui/no_color.py)
         self.typed_at_start = typed_at_start
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
+        self._warmed_up = False
+        """Whether the Markdown warm-up has started (on the first key or click)."""
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
         self.settings = settings
@@ -246,7 +250,8 @@ class LlmPessoalApp(App[int]):
     async def on_event(self, event: events.Event) -> None:
         """A paste is outside text too: its escapes and controls are made visible before any
         widget holds it, so a pasted OSC 52 or cursor move never reaches the terminal
-        (DESIGN decision 9). Line ends are kept as new lines."""
+        (DESIGN decision 9). Line ends are kept as new lines. The first key, click or paste
+        also starts loading what the first reply draws with."""
         if isinstance(event, events.Paste) and not event.is_forwarded:
             text = event.text.replace("\r\n", "\n").replace("\r", "\n")
             if visible(text) != event.text:
@@ -254,6 +259,12 @@ class LlmPessoalApp(App[int]):
                 clean = events.Paste(visible(text))
                 clean.set_sender(self)
                 event = clean
+        if not self._warmed_up and isinstance(event, events.Key | events.MouseDown | events.Paste):
+            # the user is here: what the first reply draws with is loaded while they type
+            self._warmed_up = True
+            self.run_worker(
+                warm_up_markdown, thread=True, group="markdown-warm-up", exit_on_error=False
+            )
         await super().on_event(event)
 
     def on_mount(self) -> None:
@@ -264,6 +275,7 @@ class LlmPessoalApp(App[int]):
             self.notify(warning, severity="error", timeout=30)
         # once the first frame is drawn: its thread would take turns with the drawing
         self.call_after_refresh(self.watch_ollama_status)
+        self.call_after_refresh(gc.enable)  # held by the start (tui/cli.py run_tui)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 

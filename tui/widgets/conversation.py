@@ -20,10 +20,18 @@ from tui.widgets.one_layout import OneLayout
 if TYPE_CHECKING:  # imported with the first reply drawn (Markdown is not needed before)
     from tui.widgets.markdown_text import MarkdownText
 
-WARM_UP_AFTER_S = 1.0
-"""After the conversation is first shown, code highlighting is loaded in a thread."""
 PROMPT_SHOWN = 20_000
 """Characters of a prompt drawn on screen; the whole prompt is stored and sent."""
+
+
+def warm_up_markdown() -> None:
+    """Load Markdown and the highlighters of common code languages (in a thread), so the
+    first reply or conversation drawn does not wait for them (see ``markdown_text``).
+    The app starts it on the user's first key or click, not at start: an app left open
+    and untouched does not hold them (about 3 MiB)."""
+    from tui.widgets.markdown_text import warm_up
+
+    warm_up()
 
 
 class ReplyWriter:
@@ -250,14 +258,6 @@ class ConversationView(VerticalScroll, OneLayout):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._turns: list[Turn] = []  # in order; not those still being removed
-
-    def on_mount(self) -> None:
-        self.set_timer(WARM_UP_AFTER_S, self._warm_up)
-
-    def _warm_up(self) -> None:
-        from tui.widgets.markdown_text import warm_up
-
-        self.run_worker(warm_up, thread=True, group="markdown-warm-up", exit_on_error=False)
 
     def show_messages(
         self, messages: list[StoredMessage], versions: Versions | None = None, *, hint: str = ""

@@ -1,0 +1,129 @@
+"""An Ollama server behind https:// is still verified, though the app reads the certificate
+authorities only at the first TLS handshake (engines/tls.py): a certificate nobody vouches
+for is refused before anything is sent, on the client that asks for models and on the one
+that streams replies; one the configured authorities sign (``SSL_CERT_FILE``, as httpx
+reads it) is accepted."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from engines import tls
+from engines.chat_types import ChatError, ChatMessage, ChatOptions
+from engines.ollama_client import ChatEngine
+
+if TYPE_CHECKING:
+    from ollama_server import DEFAULT_REPLY, FakeOllama
+else:
+    try:
+        from ollama_server import DEFAULT_REPLY, FakeOllama
+    except ImportError:
+        from tests.ollama_server import DEFAULT_REPLY, FakeOllama
+
+CERTS = Path(__file__).resolve().parent / "data" / "tls"
+"""A self-signed certificate for 127.0.0.1 (valid until 2126) and its key."""
+MODEL = "llama3.2:latest"
+
+
+@pytest.fixture
+def https_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOllama]:
+    """The fake Ollama over HTTPS, and a fresh shared context (the process's is read once)."""
+    monkeypatch.setattr(tls, "_shared", None)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(CERTS / "cert.pem", CERTS / "key.pem")
+    fake = FakeOllama(tls=context).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def redirect_to(https_server: FakeOllama) -> Iterator[str]:
+    """An http:// server that sends every request on to the HTTPS one (as a proxy in front
+    of Ollama may); its URL. The CAs are read only when the redirect is followed."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(301)
+            self.send_header("Location", https_server.url + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def reply_text(engine: ChatEngine) -> str:
+    chunks = [c async for c in engine.stream(MODEL, [ChatMessage("user", "hi")], ChatOptions())]
+    return "".join(c.text for c in chunks)
+
+
+async def test_an_unknown_certificate_is_refused_before_anything_is_sent(
+    https_server: FakeOllama,
+) -> None:
+    assert https_server.url.startswith("https://")
+    engine = ChatEngine(https_server.url, timeout=5)
+    try:
+        status = await engine.status()
+        assert not status.online
+        with pytest.raises(ChatError):
+            await engine.list_models()
+        with pytest.raises(ChatError):  # the client that streams replies verifies too
+            await reply_text(engine)
+    finally:
+        await engine.aclose()
+    assert https_server.requests == []
+
+
+async def test_a_certificate_the_configured_authorities_sign_is_accepted(
+    https_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(CERTS / "cert.pem"))
+    engine = ChatEngine(https_server.url, timeout=5)
+    try:
+        status = await engine.status(warm_stream=True)
+        assert status.online, status.error
+        assert status.version == https_server.version
+        assert MODEL in [m.name for m in await engine.list_models()]
+        assert await reply_text(engine) == DEFAULT_REPLY
+    finally:
+        await engine.aclose()
+    assert [r.path for r in https_server.requests][:2] == ["/api/version", "/api/tags"]
+
+
+async def test_a_redirect_from_http_to_https_is_verified(
+    redirect_to: str, https_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = ChatEngine(redirect_to, timeout=5)
+    try:
+        assert not (await engine.status()).online  # nobody vouches for it
+    finally:
+        await engine.aclose()
+    assert https_server.requests == []
+    monkeypatch.setattr(tls, "_shared", None)
+    monkeypatch.setenv("SSL_CERT_FILE", str(CERTS / "cert.pem"))
+    engine = ChatEngine(redirect_to, timeout=5)
+    try:
+        assert (await engine.status()).online
+    finally:
+        await engine.aclose()
+    assert [r.path for r in https_server.requests] == ["/api/version"]
