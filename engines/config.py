@@ -262,7 +262,7 @@ class ChatSettings:
     vision_model: str = field(
         default="",
         metadata=_spec(
-            "Model for \"Ask about this image\" and \"Improve this prompt\" (empty: the first "
+            'Model for "Ask about this image" and "Improve this prompt" (empty: the first '
             "installed model that can see images)."
         ),
     )

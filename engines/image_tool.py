@@ -124,9 +124,11 @@ class ImageTool:
                 ended.set_result(event)
 
         def listener(event: QueueEvent) -> None:  # from the queue's worker thread
-            if isinstance(event, JobEnded) and ours and event.job.id == ours[0]:
-                if event.job.state not in ("paused",):  # paused: the app is quitting
-                    loop.call_soon_threadsafe(settle, event)
+            # a job paused as it ran is the app quitting: the reply is stopped with it
+            if not isinstance(event, JobEnded) or not ours or event.job.id != ours[0]:
+                return
+            if event.job.state != "paused":
+                loop.call_soon_threadsafe(settle, event)
 
         queue.subscribe(listener)
         try:

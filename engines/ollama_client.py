@@ -390,8 +390,8 @@ class ChatEngine:
                 model=model,
                 messages=messages,
                 stream=True,
+                tools=[dict(t) for t in tools] or None,
                 **self._request(options),
-                **({"tools": [dict(t) for t in tools]} if tools else {}),
             )
 
         def convert(part: Any) -> reply_stream.Converted:
@@ -399,8 +399,7 @@ class ChatEngine:
             calls = getattr(part.message, "tool_calls", None)
             if calls:
                 found = tuple(
-                    ToolCall(str(c.function.name), dict(c.function.arguments or {}))
-                    for c in calls
+                    ToolCall(str(c.function.name), dict(c.function.arguments or {})) for c in calls
                 )
                 if part.done:
                     stats = self._stats(model, part, timer)

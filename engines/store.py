@@ -860,7 +860,7 @@ class Store:
                     r["created_at"],
                     r["parent_id"],
                     images.get(int(r["id"]), ()),
-                    tool_uses_from_json(r["tools"]) if "tools" in r.keys() else (),
+                    tool_uses_from_json(r["tools"]) if "tools" in r.keys() else (),  # noqa: SIM118
                 )
             )
         return out
@@ -939,9 +939,11 @@ class Store:
 def tool_summary(use: ToolUse) -> str:
     """One line on a tool call: its prompt (for the image tool) and what came of it."""
     prompt = use.arguments.get("prompt")
-    what = f"“{prompt}”" if isinstance(prompt, str) and prompt else json.dumps(
-        dict(use.arguments), ensure_ascii=False
-    )[:200]
+    what = (
+        f"“{prompt}”"
+        if isinstance(prompt, str) and prompt
+        else json.dumps(dict(use.arguments), ensure_ascii=False)[:200]
+    )
     if use.state == "running":
         return f"{what} (working…)"
     outcome = use.image or use.result

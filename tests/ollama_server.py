@@ -69,6 +69,7 @@ def tool_messages(request: JSONObj) -> list[JSONObj]:
     """The tools' answers a chat request carries (``role: tool`` messages)."""
     return [m for m in request.get("messages") or [] if m.get("role") == "tool"]
 
+
 DEFAULT_VERSION = "0.12.6"
 DEFAULT_REPLY = (
     "Sure! Here is a **short** answer.\n"
