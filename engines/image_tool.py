@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from engines.conversations import ToolAnswer, ToolRequest
-from engines.image_requests import TOOL_NAME, ToolArgumentError, request_from_arguments, tool_schema
 from engines.store import StoreError
 
 if TYPE_CHECKING:
@@ -84,6 +83,8 @@ class ImageTool:
         """The tool, for a model whose capabilities include ``tools`` (asked once)."""
         if not self.enabled:
             return []
+        from engines.image_requests import tool_schema
+
         key = (engine.host, model)
         if key not in self._capable:
             details = await engine.show(model)
@@ -91,6 +92,8 @@ class ImageTool:
         return [tool_schema()] if self._capable[key] else []
 
     async def call(self, request: ToolRequest) -> ToolAnswer:
+        from engines.image_requests import TOOL_NAME, ToolArgumentError, request_from_arguments
+
         name = request.call.name
         if name != TOOL_NAME:
             return ToolAnswer(
