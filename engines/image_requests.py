@@ -267,3 +267,16 @@ def request_from_prompt(
         scheduler=defaults.scheduler,
     )
     return validate(request, limits or SizeLimits())
+
+
+async def improver(engine: ChatEngine, vision_model: str, default_model: str) -> tuple[str, bool]:
+    """The model that improves a prompt (``[chat] vision_model``, else the default one),
+    and whether it can see images (then the image goes along)."""
+    from engines.chat_types import ChatError
+
+    model = vision_model or default_model
+    try:
+        capabilities = (await engine.show(model)).capabilities
+    except ChatError:
+        capabilities = ()
+    return model, "vision" in capabilities

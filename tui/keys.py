@@ -39,6 +39,7 @@ SOURCES: tuple[Source, ...] = (
     Source("tui.widgets.sidebar", "Sidebar", "Conversation search", "chat"),
     Source("tui.widgets.sidebar", "ConversationList", "Conversation list", "chat"),
     Source("tui.screens.image", "ImageScreen", "Image", "image"),
+    Source("tui.screens.image_prompts", "ImagePromptActions", "Image", "image"),
     Source("tui.widgets.queue", "QueueList", "Queue", "queue"),
     Source("tui.screens.gallery", "GalleryScreen", "Gallery", "gallery"),
     Source("tui.widgets.gallery", "ThumbnailGrid", "Gallery pages", "gallery"),

@@ -357,3 +357,24 @@ async def ask_to_queue(app: App[Any], request: GenerationRequest, tool: ToolRequ
         if dialog.is_attached and not answer.done():
             dialog.dismiss(False)
         raise
+
+
+def open_in_chat(app: App[Any], conversation_id: int, message_id: int | None) -> None:
+    """To the Chat screen, the conversation open at the turn ``message_id`` (the gallery's
+    "its chat")."""
+
+    def show() -> None:
+        screen = app.screen
+        if not isinstance(screen, ChatImages):
+            return
+        open_conversation = getattr(screen, "open_conversation", None)
+        if open_conversation is None or not open_conversation(conversation_id):
+            app.notify("That conversation is not there any more.", severity="warning")
+            return
+        view = screen.query_one(ConversationView)
+        turn = view.turn(message_id) if message_id is not None else None
+        if turn is not None:
+            view.call_after_refresh(view.select, turn)
+
+    app.switch_mode("chat")
+    app.call_after_refresh(show)
