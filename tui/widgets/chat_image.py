@@ -75,8 +75,8 @@ class ChatImage(ReportsWorkerFailures, Vertical, can_focus=True):
         yield Picture(self.renderer, "loading the image…")
         p = self.image.parameters
         caption = (
-            f"🖼 {self.image.path.name} · {p.width}×{p.height} · seed {p.seed}"
-            " · Enter views it, a asks about it"
+            f"🖼 {p.width}×{p.height} · seed {p.seed} · Enter views it, a asks about it · "
+            f"{self.image.path.name}"
         )
         yield Label(Text(visible(caption)), classes="chat-image-caption")
 
