@@ -267,3 +267,30 @@ async def test_improve_this_prompt_from_the_gallery_with_the_vision_model(
     assert sent["model"] == "llava:7b" and "a green square" in sent["messages"][-1]["content"]
     image = base64.b64decode(sent["messages"][-1]["images"][0])
     assert image == (outputs / "green.png").read_bytes()
+
+
+async def test_improve_this_prompt_on_the_image_screen_fills_the_form(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    app = make_app(config_file, start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await pilot.press("alt+i")
+        await wait_for(pilot, lambda: "The prompt is empty" in notices(app), what="refused")
+        assert not ollama_server.chat_requests()
+        await type_text(pilot, "a cat")
+        ollama_server.reply = "Prompt: a fluffy cat on a windowsill, soft morning light"
+        await pilot.press("alt+i")
+        await wait_for(pilot, lambda: isinstance(app.screen, ImagePromptDialog), what="dialog")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ImageScreen")
+        assert app.screen.query_one("#image-prompt", TextArea).text == "a cat", "kept"
+        await pilot.press("alt+i")
+        await wait_for(pilot, lambda: isinstance(app.screen, ImagePromptDialog), what="again")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ImageScreen")
+        form = app.screen.query_one("#image-prompt", TextArea)
+        assert form.text == "a fluffy cat on a windowsill, soft morning light"
+    [body, _] = ollama_server.chat_requests()
+    assert body["model"] == "llama3.2:latest", "no vision model: the default model"
+    assert "a cat" in body["messages"][-1]["content"] and not body["messages"][-1].get("images")

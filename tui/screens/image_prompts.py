@@ -22,7 +22,7 @@ class ImagePromptActions(AppScreen[None]):
 
     BINDINGS = [
         Binding(
-            "f6",
+            "alt+i",
             "improve_prompt",
             "Improve",
             show=False,
@@ -48,6 +48,13 @@ class ImagePromptActions(AppScreen[None]):
 
         settings = self.lp.settings
         engine = self.lp.chat
+        if not prompt.strip():
+            self.notify(
+                "The prompt is empty: write one first, then improve it (Alt+I).",
+                title="Improve",
+                severity="warning",
+            )
+            return
         try:
             model, sees = await improver(
                 engine, settings.chat.vision_model, settings.ollama.default_model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -131,10 +132,10 @@ def tool_text(uses: tuple[ToolUse, ...]) -> Text:
             text.append(visible(" · " + ", ".join(others)), style="dim")
         text.append("\n  ")
         if use.state == "running":
-            text.append("… working (queued as an image job)", style="dim italic")
+            text.append("… working: asked for, queued or being made", style="dim italic")
         elif use.state == "done":
             seed = _seed_of(use.result)
-            made = f"{use.image}" + (f" (seed {seed})" if seed is not None else "")
+            made = Path(use.image).name + (f" (seed {seed})" if seed is not None else "")
             text.append("→ made ", style="green")
             text.append(visible(made), style="green")
         else:
