@@ -72,8 +72,8 @@ class ChatImages(ChatExtras):
             "image_from_chat",
             "Image",
             show=False,
-            tooltip="An image of the selected turn, the typed text or the last reply: the "
-            "model writes its prompt, you edit it, it is queued (also: /image at the start)",
+            tooltip="An image of the selected turn, the typed text or the last reply; the "
+            "model writes its prompt (also: /image)",
             id="chat.image",
         ),
     ]

@@ -103,6 +103,12 @@ class ChatImage(ReportsWorkerFailures, Vertical, can_focus=True):
             Text(visible(f"🖼 {self.image.path}: cannot be read ({why})"), style="red")
         )
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # one image's keys at a time: the focused one's (the palette lists those only)
+        if action in ("open", "ask"):
+            return self.screen.focused is self
+        return True
+
     def action_open(self) -> None:
         self.post_message(self.Opened(self.image))
 
