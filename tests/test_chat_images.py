@@ -298,3 +298,39 @@ def test_stored_tool_uses_survive_damage(store: Store) -> None:
         conn.execute("UPDATE messages SET tools = ? WHERE id = ?", (broken, message))
     [use] = store.message(message).tools  # type: ignore[union-attr]
     assert (use.name, use.at, use.state) == ("generate_image", 0, "failed")
+
+
+def test_the_migration_from_the_schema_before_it_keeps_jobs_images_and_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engines.store
+
+    mine = next(i for i, m in enumerate(MIGRATIONS) if "images_by_message" in m)
+    db = tmp_path / "before.db"
+    monkeypatch.setattr(engines.store, "MIGRATIONS", MIGRATIONS[:mine])
+    before = Store.open(db)
+    conversation = before.create_conversation(MODEL, ChatOptions(), "Kept")
+    before.add_message(conversation.id, "user", "hello")
+    before.add_message(conversation.id, "assistant", "hi there")
+    path = tmp_path / "kept.png"
+    params = ImageParameters("kept", "", 64, 64, 2, 7.5, 1, "Euler a", "m")
+    image_id = before.add_image(path, params, 1.0)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO jobs (position, request, model, created_at) VALUES (1, '{}', 'm', 0)"
+        )
+    before.close()
+    monkeypatch.setattr(engines.store, "MIGRATIONS", MIGRATIONS)
+    after = Store.open(db)
+    try:
+        assert [(m.role, m.content, m.tools) for m in after.messages(conversation.id)] == [
+            ("user", "hello", ()),
+            ("assistant", "hi there", ()),
+        ]
+        assert [i.id for i in after.images()] == [image_id] and origin_of(after, image_id) is None
+        assert job_origin(after, 1) is None
+    finally:
+        after.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
