@@ -294,3 +294,33 @@ async def test_improve_this_prompt_on_the_image_screen_fills_the_form(
     [body, _] = ollama_server.chat_requests()
     assert body["model"] == "llama3.2:latest", "no vision model: the default model"
     assert "a cat" in body["messages"][-1]["content"] and not body["messages"][-1].get("images")
+
+
+async def test_queue_at_once_skips_the_dialog_and_links_the_typed_text_to_the_conversation(
+    ollama_server: FakeOllama, make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    ollama_server.replies = ["Owls hunt at night.", "an owl in flight, moonlight"]
+    config = make_config(
+        diffusion={"model": str(tmp_path / "gone-model"), "width": 64, "height": 64},
+        chat={"image_queue_at_once": True},
+    )
+    app = make_app(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await type_text(pilot, "Tell me about owls")
+        await pilot.press("enter")
+        await replied(pilot, app, 1)
+        await type_text(pilot, "/image an owl at night")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.image_queue.jobs(), what="queued at once")
+        assert not isinstance(app.screen, ImagePromptDialog)
+        [job] = app.image_queue.jobs()
+        assert job.request.prompt == "an owl in flight, moonlight"
+        assert "an owl at night" in ollama_server.chat_requests()[-1]["messages"][-1]["content"]
+        assert chat(app).query_one(PromptInput).text == "", "the typed text was used"
+        from engines.image_links import job_origin
+
+        origin = job_origin(app.store, job.id)
+        reply = chat(app).query_one(ReplyTurn)
+        assert origin is not None and origin.message_id == reply.message_id
+        await wait_for(pilot, lambda: "was not made" in notices(app), what="failed job told")

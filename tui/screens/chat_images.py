@@ -78,15 +78,30 @@ class ChatImages(ChatExtras):
         ),
     ]
 
+    _watching = False
+
     def on_mount(self) -> None:
-        self.lp.image_queue.subscribe(self._chat_queue_event)
         self._unsubscribe_tools: Callable[[], None] = self.lp.conversations.subscribe(
             self._tool_event
         )
+        self._watch_queue(made_only=True)
+
+    def on_screen_resume(self) -> None:
+        self._watch_queue(made_only=True)  # the Image screen may have made the queue
 
     def on_unmount(self) -> None:
-        self.lp.image_queue.unsubscribe(self._chat_queue_event)
+        if self._watching:
+            self.lp.image_queue.unsubscribe(self._chat_queue_event)
         self._unsubscribe_tools()
+
+    def _watch_queue(self, *, made_only: bool = False) -> None:
+        """Hear the image queue (its images of this chat are shown here). The queue (and
+        torch's side of the app) is not made for this at start: it is watched once it
+        exists, or once the chat queues a job."""
+        if self._watching or (made_only and self.lp._image_queue is None):
+            return
+        self._watching = True
+        self.lp.image_queue.subscribe(self._chat_queue_event)
 
     # -- from the chat to an image ---------------------------------------------------
 
@@ -200,6 +215,7 @@ class ChatImages(ChatExtras):
         from engines.image_requests import request_from_prompt
 
         diffusion = self.lp.diffusion
+        self._watch_queue()
         try:
             request = request_from_prompt(
                 prompt, negative, self.lp.settings.diffusion, diffusion.limits
@@ -324,6 +340,7 @@ class ChatImages(ChatExtras):
         """On the event loop: a reply's tool calls, drawn in its turn."""
         if not isinstance(event, ReplyToolUsed):
             return
+        self._watch_queue()  # the tool queues its job through the app's queue
         if self.conversation is None or self.conversation.id != event.conversation_id:
             return
         turn = self.query_one(ConversationView).turn(event.reply_id)
