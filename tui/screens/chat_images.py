@@ -7,11 +7,13 @@ goes to the image queue), the finished images inline in the conversation, and th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import on, work
+from textual.app import ScreenStackError
 from textual.binding import Binding
 from textual.message import Message
 
@@ -72,7 +74,7 @@ class ChatImages(ChatExtras):
             "image_from_chat",
             "Image",
             show=False,
-            tooltip="An image of the selected turn, the typed text or the last reply; the "
+            tooltip="An image of the typed text, the selected turn or the last reply; the "
             "model writes its prompt (also: /image)",
             id="chat.image",
         ),
@@ -372,7 +374,8 @@ async def ask_to_queue(app: App[Any], request: GenerationRequest, tool: ToolRequ
         return await answer
     except asyncio.CancelledError:  # the reply was stopped while the question was open
         if dialog.is_attached and not answer.done():
-            dialog.dismiss(False)
+            with contextlib.suppress(ScreenStackError):  # another dialog is above it
+                dialog.dismiss(False)
         raise
 
 
