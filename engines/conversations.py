@@ -14,6 +14,12 @@ A reply is prepared (its rows written) by :meth:`ConversationService.send`,
 ``asyncio.run`` in the CLI): cancelling that task stops the reply, which is kept, marked
 interrupted. At most ``max_parallel`` replies stream at once; the others wait in order,
 and say so.
+
+A model that can call tools is offered the service's :class:`Tools` (the image engine's
+``generate_image``, ``engines/image_tool.py``). A call is kept with the reply (its text up
+to the call, the call, the tool's answer), published (:class:`ReplyToolUsed`), run, and
+its answer sent back as a ``tool`` message; the model then goes on in the same reply. The
+history sent later replays the calls and answers (``StoredMessage.as_chats``).
 """
 
 from __future__ import annotations

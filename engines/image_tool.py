@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+OFFER_TIMEOUT_S = 5.0
+"""How long a reply waits to learn whether its model can call tools (``/api/show``)."""
+
 Approve = Callable[["GenerationRequest", ToolRequest], Awaitable[bool]]
 """Asks the user whether to queue a job a model asked for: True to queue it."""
 
@@ -87,7 +90,11 @@ class ImageTool:
 
         key = (engine.host, model)
         if key not in self._capable:
-            details = await engine.show(model)
+            try:  # a server slow to answer gets the reply without the tool, not later
+                details = await asyncio.wait_for(engine.show(model), OFFER_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("no tools offered: %s did not say what %s can do", engine.host, model)
+                return []
             self._capable[key] = "tools" in details.capabilities
         return [tool_schema()] if self._capable[key] else []
 
