@@ -130,6 +130,14 @@ SPECS: tuple[OptionSpec, ...] = (
         "format", "format", "Format", "format", "json, or a JSON schema file the reply follows."
     ),
     OptionSpec("system", "system_prompt", "System prompt", "text", "The system prompt."),
+    OptionSpec(
+        "image_instruction",
+        "image_instruction",
+        "Image instruction",
+        "text",
+        "What the model is told when it writes an image prompt from the chat; "
+        "empty: [chat] image_instruction.",
+    ),
 )
 BY_KEY: dict[str, OptionSpec] = {s.key: s for s in SPECS}
 

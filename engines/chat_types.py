@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from engines.units import human_bytes
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 class ChatError(Exception):
@@ -54,6 +54,70 @@ class ChatMessage:
     content: str
     images: tuple[str, ...] = ()
     """Files of the images attached to a prompt (copies in the data folder)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """An assistant turn's calls of tools (issue 14)."""
+    tool_name: str = ""
+    """A ``tool`` turn: the tool whose answer it is."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A model's call of a tool: its name and its arguments, as the model wrote them."""
+
+    name: str
+    arguments: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """A tool call in a reply, and what came of it, as stored with the reply."""
+
+    name: str
+    arguments: Mapping[str, Any]
+    result: str = ""
+    """The tool's answer, as the model got it (empty while the tool works)."""
+    state: Literal["running", "done", "refused", "failed"] = "running"
+    at: int = 0
+    """Where in the reply's text the call came (the characters written before it)."""
+    image: str = ""
+    """The image the call made, if any."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "arguments": dict(self.arguments)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToolUse | None:
+        """A stored use; None when it is not one (another version's, or damaged)."""
+        name, arguments = data.get("name"), data.get("arguments")
+        if not isinstance(name, str) or not isinstance(arguments, Mapping):
+            return None
+        state = data.get("state")
+        at = data.get("at")
+        return cls(
+            name,
+            dict(arguments),
+            str(data.get("result") or ""),
+            state if state in ("running", "done", "refused", "failed") else "failed",
+            at if isinstance(at, int) and not isinstance(at, bool) and at >= 0 else 0,
+            str(data.get("image") or ""),
+        )
+
+
+def tool_uses_to_json(uses: tuple[ToolUse, ...] | list[ToolUse]) -> str:
+    return json.dumps([u.to_dict() for u in uses], ensure_ascii=False)
+
+
+def tool_uses_from_json(text: str | None) -> tuple[ToolUse, ...]:
+    if not text:
+        return ()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(data, list):
+        return ()
+    uses = (ToolUse.from_dict(d) for d in data if isinstance(d, Mapping))
+    return tuple(u for u in uses if u is not None)
 
 
 Think = Literal["", "on", "off", "low", "medium", "high"]
@@ -84,6 +148,9 @@ class ChatOptions:
     """Empty (free text), ``json``, or a JSON schema (its text) the reply must follow."""
     format_file: str = ""
     """The file the schema was read from, to name it (the schema itself is kept here)."""
+    image_instruction: str = ""
+    """What the model is told when it writes an image prompt from the chat (empty:
+    ``[chat] image_instruction``); a preset can set its own."""
 
     def to_ollama(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"temperature": self.temperature, "num_predict": self.max_tokens}
@@ -199,6 +266,8 @@ class ReplyChunk:
     text: str
     stats: ReplyStats | None = None
     thinking: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The tools the model calls (it then waits for their answers)."""
 
 
 @dataclass(frozen=True)

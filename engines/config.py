@@ -40,6 +40,11 @@ from engines.limits import (
 )
 
 ENV_CONFIG = "LLM_PESSOAL_CONFIG"
+DEFAULT_IMAGE_INSTRUCTION = (
+    "Write one prompt for a Stable Diffusion image of what the text below shows or means: "
+    "a comma-separated list of the subject, its setting, style, lighting and composition, "
+    "at most 60 words. Answer with the prompt alone: no quotes, no explanation."
+)
 DEFAULT_OLLAMA_PORT = 11434
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SCREENS = ("chat", "image", "monitor")
@@ -227,6 +232,38 @@ class ChatSettings:
             "Percent of the context window at which the Chat screen warns that Ollama will "
             "drop the oldest messages.",
             limit=CHAT_CONTEXT_WARN,
+        ),
+    )
+    # -- chat and images (issue 14) -------------------------------------------------------
+    image_instruction: str = field(
+        default=DEFAULT_IMAGE_INSTRUCTION,
+        metadata=_spec(
+            "What the chat model is told when it writes an image prompt from the chat "
+            "(Alt+I, /image); a preset may set its own.",
+            required=True,
+        ),
+    )
+    image_queue_at_once: bool = field(
+        default=False,
+        metadata=_spec(
+            "Queue an image asked for from the chat at once, without showing its prompt first."
+        ),
+    )
+    image_tool: bool = field(
+        default=True,
+        metadata=_spec(
+            "Offer models with the tools capability a generate_image tool (the image engine)."
+        ),
+    )
+    image_tool_ask: bool = field(
+        default=True,
+        metadata=_spec("Ask before queuing an image a model asks for through its tool."),
+    )
+    vision_model: str = field(
+        default="",
+        metadata=_spec(
+            'Model for "Ask about this image" and "Improve this prompt" (empty: the first '
+            "installed model that can see images)."
         ),
     )
 

@@ -14,6 +14,12 @@ A reply is prepared (its rows written) by :meth:`ConversationService.send`,
 ``asyncio.run`` in the CLI): cancelling that task stops the reply, which is kept, marked
 interrupted. At most ``max_parallel`` replies stream at once; the others wait in order,
 and say so.
+
+A model that can call tools is offered the service's :class:`Tools` (the image engine's
+``generate_image``, ``engines/image_tool.py``). A call is kept with the reply (its text up
+to the call, the call, the tool's answer), published (:class:`ReplyToolUsed`), run, and
+its answer sent back as a ``tool`` message; the model then goes on in the same reply. The
+history sent later replays the calls and answers (``StoredMessage.as_chats``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from engines.attachments import Attachment
 from engines.chat_types import (
@@ -36,9 +42,11 @@ from engines.chat_types import (
     OllamaUnavailable,
     ReplyStats,
     StreamBroken,
+    ToolCall,
+    ToolUse,
 )
 from engines.ollama_client import ChatEngine
-from engines.store import Conversation, Status, Store, StoreError, title_from
+from engines.store import Conversation, Status, Store, StoredMessage, StoreError, title_from
 
 if TYPE_CHECKING:
     from engines.hosts import HostRegistry
@@ -123,7 +131,58 @@ class ReplyFinished(ReplyEvent):
     """The Ollama server it came from (``[ollama] hosts``), when there are several."""
 
 
+@dataclass(frozen=True)
+class ReplyToolUsed(ReplyEvent):
+    """The model called a tool, or a tool answered: ``uses`` is every call of the reply so
+    far, with what came of each."""
+
+    uses: tuple[ToolUse, ...]
+
+
 Listener = Callable[[ReplyEvent], None]
+
+MAX_TOOL_ROUNDS = 4
+"""Times one reply may call tools; past that, a call is refused (a model that calls a tool
+over and over would otherwise never finish)."""
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """A model's call of a tool, in a reply."""
+
+    conversation_id: int
+    reply_id: int
+    model: str
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ToolAnswer:
+    """What a tool answers: ``result`` goes back to the model as the tool's message."""
+
+    result: str
+    state: Literal["done", "refused", "failed"] = "done"
+    image: str = ""
+
+
+class Tools(Protocol):
+    """The tools offered to the models (engines/image_tool.py): which ones a model gets,
+    and running a call."""
+
+    async def offer(self, engine: ChatEngine, model: str) -> list[dict[str, Any]]: ...
+
+    async def call(self, request: ToolRequest) -> ToolAnswer: ...
+
+
+def chat_history(messages: Sequence[StoredMessage]) -> list[ChatMessage]:
+    """What the model is sent of these turns: prompts and finished replies, each reply
+    with the tools it called and their answers."""
+    return [
+        chat for m in messages if m.role == "user" or m.status == "done" for chat in m.as_chats()
+    ]
 
 
 # -- replies --------------------------------------------------------------------------------
@@ -147,6 +206,8 @@ class Reply:
     """Someone watches it come (the CLI, the Chat screen showing its conversation): its
     tokens are read as they come. One out of sight is read in batches (see
     ``ConversationService.pause``), which costs a fraction of the CPU."""
+    tools: list[ToolUse] = field(default_factory=list)
+    """The tools it called, with their answers (kept with the reply)."""
 
     @property
     def conversation_id(self) -> int:
@@ -169,6 +230,7 @@ class ConversationService:
         max_parallel: int = 2,
         clock: Callable[[], float] = time.monotonic,
         hosts: HostRegistry | None = None,
+        tools: Tools | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -176,6 +238,8 @@ class ConversationService:
         self.engine = engine
         self.hosts = hosts
         """Several Ollama servers: each reply goes to its conversation's (see :meth:`route`)."""
+        self.tools = tools
+        """The tools offered to models that can call them (None: none)."""
         self.save_interval = save_interval
         self.max_parallel = max_parallel
         self.clock = clock
@@ -296,10 +360,11 @@ class ConversationService:
             )
         if target.id != path[-1].id:
             raise ConversationError("only the last reply of the conversation can be continued")
-        history = [m.as_chat() for m in path[:-1] if m.role == "user" or m.status == "done"]
-        history.append(ChatMessage("assistant", target.content))
+        history = chat_history(path[:-1])
+        history += target.as_chats() if target.tools else [ChatMessage("assistant", target.content)]
         self.store.update_message(target.id, target.content, status="streaming")
         reply = Reply(conversation, target.id, history, "continue", prefix=target.content)
+        reply.tools = list(target.tools)
         self._replies[conversation.id] = reply
         return reply
 
@@ -316,7 +381,7 @@ class ConversationService:
             ids = [m.id for m in history_path]
             end = ids.index(parent_id) + 1 if parent_id in ids else len(history_path)
             history_path = history_path[:end]
-        history = [m.as_chat() for m in history_path if m.role == "user" or m.status == "done"]
+        history = chat_history(history_path)
         reply_id = self.store.add_message(
             conversation.id,
             "assistant",
@@ -412,39 +477,61 @@ class ConversationService:
         save_failed = False
         thought = 0
         first_at: float | None = None
+        history = list(reply.history)
+        rounds = 0
         try:
-            stream = engine.stream(
-                conversation.model, reply.history, conversation.options, pause=self._pause(reply)
-            )
-            async with contextlib.aclosing(stream):
-                async for chunk in stream:
-                    if chunk.thinking and not reply.parts:
-                        thought += len(chunk.thinking)
-                        self._publish(ReplyThinking(cid, rid, thought))
-                    if chunk.text:
-                        if not reply.parts and thought:
-                            self._publish(ReplyThinking(cid, rid, thought, done=True))
-                        reply.parts.append(chunk.text)
-                        self._publish(ReplyText(cid, rid, chunk.text))
+            offered = await self._offer(engine, conversation.model)
+            while True:
+                calls: list[ToolCall] = []
+                round_start = len(reply.text)
+                extra: dict[str, Any] = {"tools": offered} if offered else {}
+                stream = engine.stream(
+                    conversation.model,
+                    history,
+                    conversation.options,
+                    pause=self._pause(reply),
+                    **extra,
+                )
+                async with contextlib.aclosing(stream):
+                    async for chunk in stream:
+                        if chunk.thinking and not reply.parts:
+                            thought += len(chunk.thinking)
+                            self._publish(ReplyThinking(cid, rid, thought))
+                        if chunk.text:
+                            if not reply.parts and thought:
+                                self._publish(ReplyThinking(cid, rid, thought, done=True))
+                            reply.parts.append(chunk.text)
+                            self._publish(ReplyText(cid, rid, chunk.text))
+                            now = self.clock()
+                            if first_at is None:
+                                first_at = now
+                            elif now > first_at:
+                                rate = (len(reply.parts) - 1) / (now - first_at)
+                                self._publish(ReplyFigures(cid, rid, rate))
+                        calls.extend(chunk.tool_calls)
+                        if chunk.stats is not None:
+                            stats = chunk.stats
                         now = self.clock()
-                        if first_at is None:
-                            first_at = now
-                        elif now > first_at:
-                            rate = (len(reply.parts) - 1) / (now - first_at)
-                            self._publish(ReplyFigures(cid, rid, rate))
-                    if chunk.stats is not None:
-                        stats = chunk.stats
-                    now = self.clock()
-                    if now - saved_at >= self.save_interval and not save_failed:
-                        saved_at = now
-                        try:
-                            self.store.update_message(rid, reply.text, status="streaming")
-                        except StoreError as exc:
-                            save_failed = True
-                            self._publish(ReplySaveFailed(cid, rid, str(exc)))
+                        if now - saved_at >= self.save_interval and not save_failed:
+                            saved_at = now
+                            try:
+                                self.store.update_message(rid, reply.text, status="streaming")
+                            except StoreError as exc:
+                                save_failed = True
+                                self._publish(ReplySaveFailed(cid, rid, str(exc)))
+                if not calls or self.tools is None:
+                    break
+                rounds += 1
+                history.append(
+                    ChatMessage("assistant", reply.text[round_start:], tool_calls=tuple(calls))
+                )
+                for call in calls:
+                    history.append(await self._use_tool(reply, call, rounds <= MAX_TOOL_ROUNDS))
+                if rounds > MAX_TOOL_ROUNDS:
+                    offered = []  # the model answers in words now
             status = "done"
         except ChatError as exc:
-            status = "interrupted" if reply.parts or reply.prefix else "error"
+            status = "interrupted" if reply.parts or reply.prefix or reply.tools else "error"
             error = self._host_failed(reply, exc)
             failure = (
                 "unreachable"
@@ -459,6 +546,59 @@ class ConversationService:
             self._finish(reply, "interrupted", stats, None)
             raise
         return self._finish(reply, status, stats, error, failure)
+
+    async def _offer(self, engine: ChatEngine, model: str) -> list[dict[str, Any]]:
+        """The tools ``model`` is offered (none when it cannot call tools)."""
+        if self.tools is None:
+            return []
+        try:
+            return await self.tools.offer(engine, model)
+        except ChatError as exc:  # the reply itself will say what is wrong, if anything
+            log.warning("no tools offered: %s", exc)
+            return []
+
+    def _tools_changed(self, reply: Reply) -> None:
+        uses = tuple(reply.tools)
+        try:
+            self.store.update_message(reply.reply_id, reply.text, status="streaming", tools=uses)
+        except StoreError as exc:
+            self._publish(ReplySaveFailed(reply.conversation_id, reply.reply_id, str(exc)))
+        self._publish(ReplyToolUsed(reply.conversation_id, reply.reply_id, uses))
+
+    async def _use_tool(self, reply: Reply, call: ToolCall, allowed: bool) -> ChatMessage:
+        """Run one tool call of ``reply`` (kept and published before and after); its
+        answer, as the model gets it. A tool that fails answers with why: the model (and
+        the user) read it, and the reply goes on."""
+        use = ToolUse(call.name, dict(call.arguments), at=len(reply.text))
+        reply.tools.append(use)
+        index = len(reply.tools) - 1
+        self._tools_changed(reply)
+        tools = self.tools
+        try:
+            if not allowed or tools is None:
+                answer = ToolAnswer(
+                    f"refused: a reply may call tools {MAX_TOOL_ROUNDS} times at most; "
+                    "answer the user with what you have",
+                    "refused",
+                )
+            else:
+                request = ToolRequest(
+                    reply.conversation_id, reply.reply_id, reply.conversation.model, call
+                )
+                answer = await tools.call(request)
+        except asyncio.CancelledError:
+            reply.tools[index] = replace(
+                use, result="stopped before the tool answered", state="failed"
+            )
+            raise
+        except Exception as exc:  # a tool's bug must not end the reply: the model is told
+            log.exception("tool %s failed", call.name)
+            answer = ToolAnswer(f"error: the tool failed: {type(exc).__name__}: {exc}", "failed")
+        reply.tools[index] = replace(
+            use, result=answer.result, state=answer.state, image=answer.image
+        )
+        self._tools_changed(reply)
+        return ChatMessage("tool", answer.result, tool_name=call.name)
 
     @staticmethod
     def _pause(reply: Reply) -> Callable[[], float]:
@@ -476,7 +616,12 @@ class ConversationService:
         content = reply.text
         try:
             self.store.update_message(
-                reply.reply_id, content, status=status, stats=stats, error=error
+                reply.reply_id,
+                content,
+                status=status,
+                stats=stats,
+                error=error,
+                tools=tuple(reply.tools) or None,
             )
         except StoreError as exc:
             self._publish(ReplySaveFailed(reply.conversation_id, reply.reply_id, str(exc)))

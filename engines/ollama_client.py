@@ -33,6 +33,7 @@ from engines.chat_types import (
     ReplyStats,
     ServerStatus,
     StreamBroken,
+    ToolCall,
 )
 from engines.config import normalize_host
 from engines.progress import PullProgress, PullTracker
@@ -340,6 +341,13 @@ class ChatEngine:
             if m.role == "system":
                 continue
             message: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.tool_calls:
+                message["tool_calls"] = [
+                    {"function": {"name": c.name, "arguments": dict(c.arguments)}}
+                    for c in m.tool_calls
+                ]
+            if m.tool_name:
+                message["tool_name"] = m.tool_name
             if m.images:
                 try:
                     message["images"] = [
@@ -382,6 +390,7 @@ class ChatEngine:
         options: ChatOptions,
         *,
         pause: Callable[[], float] | None = None,
+        tools: Sequence[Mapping[str, Any]] = (),
     ) -> AsyncGenerator[ReplyChunk, None]:
         """Stream the reply to ``history``. Closing the iterator (or cancelling the task
         that reads it) closes the HTTP stream, which makes Ollama stop generating.
@@ -389,7 +398,8 @@ class ChatEngine:
         The reply is read in a thread by the sync client (see :mod:`engines.reply_stream`:
         half the CPU of the async client, off the event loop). ``pause()``: the seconds
         the reader waits once it has caught up with the server, so that it then reads
-        several tokens at once (it costs that much latency)."""
+        several tokens at once (it costs that much latency). ``tools``: the tools offered
+        (JSON schemas, as Ollama takes them); a call comes as a chunk's ``tool_calls``."""
         from engines import reply_stream
 
         timer = _Timer()
@@ -404,11 +414,21 @@ class ChatEngine:
                 model=model,
                 messages=messages,
                 stream=True,
+                tools=[dict(t) for t in tools] or None,
                 **self._request(options),
             )
 
         def convert(part: Any) -> reply_stream.Converted:
             text = part.message.content or ""
+            calls = getattr(part.message, "tool_calls", None)
+            if calls:
+                found = tuple(
+                    ToolCall(str(c.function.name), dict(c.function.arguments or {})) for c in calls
+                )
+                if part.done:
+                    stats = self._stats(model, part, timer)
+                    return ReplyChunk(text, stats, tool_calls=found), True, True
+                return ReplyChunk(text, tool_calls=found), True, False
             if text and timer.first is None:
                 timer.first = time.perf_counter()
                 return ReplyChunk(text), True, False  # the first token: at once

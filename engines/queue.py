@@ -257,18 +257,26 @@ class ImageQueue:
 
     # -- changing -----------------------------------------------------------------
 
-    def add(self, request: GenerationRequest, model: str) -> Job:
+    def add(
+        self,
+        request: GenerationRequest,
+        model: str,
+        *,
+        origin: tuple[int | None, int | None] = (None, None),
+    ) -> Job:
         """Queue ``request`` (already validated) for ``model``, last in the queue. A
-        request with no seed gets one now, so its images can be made again."""
+        request with no seed gets one now, so its images can be made again. ``origin``:
+        the conversation and the message it came from (the chat asked for it); its
+        images are linked to them."""
         if request.seed is None:
             request = dataclasses.replace(request, seed=secrets.randbelow(2**32 - MAX_COUNT))
         now = time.time()
         with self.store._tx() as c:
             row = c.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM jobs").fetchone()
             cur = c.execute(
-                "INSERT INTO jobs (position, request, model, state, created_at)"
-                " VALUES (?, ?, ?, 'queued', ?)",
-                (row[0], request_to_json(request), model, now),
+                "INSERT INTO jobs (position, request, model, state, created_at,"
+                " conversation_id, message_id) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                (row[0], request_to_json(request), model, now, *origin),
             )
         job = self.job(int(cur.lastrowid or 0))
         assert job is not None
@@ -512,7 +520,12 @@ class ImageQueue:
     def _image_saved(self, job_id: int, image: GeneratedImage) -> None:
         with self.store._tx() as c:
             c.execute("UPDATE jobs SET done = done + 1 WHERE id = ?", (job_id,))
-            c.execute("UPDATE images SET job_id = ? WHERE path = ?", (job_id, str(image.path)))
+            c.execute(
+                "UPDATE images SET job_id = ?1, conversation_id = (SELECT conversation_id"
+                " FROM jobs WHERE id = ?1), message_id = (SELECT message_id FROM jobs"
+                " WHERE id = ?1) WHERE path = ?2",
+                (job_id, str(image.path)),
+            )
         self._emit(JobImageSaved(job_id, image))
 
     def _finish(

@@ -28,7 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.chat_types import ChatMessage, ChatOptions, ReplyStats
+from engines.chat_types import (
+    ChatMessage,
+    ChatOptions,
+    ReplyStats,
+    ToolCall,
+    ToolUse,
+    tool_uses_from_json,
+    tool_uses_to_json,
+)
 from engines.images import ImageParameters
 
 log = logging.getLogger(__name__)
@@ -247,6 +255,22 @@ MIGRATIONS: tuple[str, ...] = (
             THEN coalesce(json_extract(new.options, '$.system_prompt'), '') ELSE '' END);
     END;
     """,
+    # 9: chat and images (issue 14): the tool calls of a reply with their answers (JSON), and
+    # the conversation and message an image job (and so its images) came from; deleting
+    # either leaves the image, unlinked
+    """
+    ALTER TABLE messages ADD COLUMN tools TEXT;
+    ALTER TABLE jobs ADD COLUMN conversation_id INTEGER
+        REFERENCES conversations(id) ON DELETE SET NULL;
+    ALTER TABLE jobs ADD COLUMN message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL;
+    ALTER TABLE images ADD COLUMN conversation_id INTEGER
+        REFERENCES conversations(id) ON DELETE SET NULL;
+    ALTER TABLE images ADD COLUMN message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL;
+    CREATE INDEX images_by_message ON images(message_id);
+    CREATE INDEX images_by_conversation ON images(conversation_id);
+    CREATE INDEX jobs_by_message ON jobs(message_id);
+    CREATE INDEX jobs_by_conversation ON jobs(conversation_id);
+    """,
 )
 
 try:
@@ -326,9 +350,32 @@ class StoredMessage:
     parent_id: int | None = None
     images: tuple[str, ...] = ()
     """The images attached to a prompt: copies in the data folder."""
+    tools: tuple[ToolUse, ...] = ()
+    """A reply's tool calls and their answers, in order."""
 
     def as_chat(self) -> ChatMessage:
         return ChatMessage(self.role, self.content, self.images)
+
+    def as_chats(self) -> list[ChatMessage]:
+        """The message as the model saw it: a reply that called tools is its text up to
+        each call, the call, and the tools' answers, then the rest of its text."""
+        if not self.tools:
+            return [self.as_chat()]
+        out: list[ChatMessage] = []
+        start = 0
+        uses = sorted(self.tools, key=lambda u: u.at)
+        i = 0
+        while i < len(uses):
+            at = min(max(uses[i].at, start), len(self.content))
+            group = [u for u in uses[i:] if u.at == uses[i].at]
+            i += len(group)
+            calls = tuple(ToolCall(u.name, u.arguments) for u in group)
+            out.append(ChatMessage("assistant", self.content[start:at], tool_calls=calls))
+            out += [ChatMessage("tool", u.result, tool_name=u.name) for u in group]
+            start = at
+        if self.content[start:] or not out:
+            out.append(ChatMessage("assistant", self.content[start:]))
+        return out
 
 
 @dataclass(frozen=True)
@@ -759,7 +806,9 @@ class Store:
         status: Status,
         stats: ReplyStats | None = None,
         error: str | None = None,
+        tools: tuple[ToolUse, ...] | None = None,
     ) -> None:
+        """Save a message's text and state; ``tools`` (a reply's tool calls) when given."""
         owner = None
         if status == "streaming":  # a reply taken up again (continued) is this process's now
             with self._lock:
@@ -767,13 +816,14 @@ class Store:
         with self._tx() as c:
             c.execute(
                 "UPDATE messages SET content = ?, status = ?, stats = ?, error = ?,"
-                " owner = COALESCE(?, owner) WHERE id = ?",
+                " owner = COALESCE(?, owner), tools = COALESCE(?, tools) WHERE id = ?",
                 (
                     storable(content),
                     status,
                     json.dumps(stats.to_dict()) if stats else None,
                     error,
                     owner,
+                    storable(tool_uses_to_json(tools)) if tools else None,
                     message_id,
                 ),
             )
@@ -914,6 +964,7 @@ class Store:
                     r["created_at"],
                     r["parent_id"],
                     images.get(int(r["id"]), ()),
+                    tool_uses_from_json(r["tools"]) if "tools" in r.keys() else (),  # noqa: SIM118
                 )
             )
         return out
@@ -989,6 +1040,20 @@ class Store:
         return bool(rows) and rows[0][0] == "ok"
 
 
+def tool_summary(use: ToolUse) -> str:
+    """One line on a tool call: its prompt (for the image tool) and what came of it."""
+    prompt = use.arguments.get("prompt")
+    what = (
+        f"“{prompt}”"
+        if isinstance(prompt, str) and prompt
+        else json.dumps(dict(use.arguments), ensure_ascii=False)[:200]
+    )
+    if use.state == "running":
+        return f"{what} (working…)"
+    outcome = use.image or use.result
+    return f"{what} → {use.state}: {outcome}"[:1000]
+
+
 def export_markdown(
     conversation: Conversation, messages: list[StoredMessage], folder: Path | None = None
 ) -> str:
@@ -1001,7 +1066,10 @@ def export_markdown(
         heading = {"user": "You", "assistant": "Assistant", "system": "System"}[m.role]
         if m.status in ("interrupted", "error"):
             heading += f" ({m.status})"
-        lines += [f"## {heading}", "", m.content, ""]
+        lines += [f"## {heading}", ""]
+        for use in m.tools:  # the tools it called, before its text
+            lines += [f"> Tool `{use.name}`: {tool_summary(use)}", ""]
+        lines += [m.content, ""]
         for image in m.images:
             link = os.path.relpath(image, folder or Path.cwd()).replace(os.sep, "/")
             lines += [f"![{Path(image).name}](<{link}>)", ""]

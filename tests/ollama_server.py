@@ -45,7 +45,31 @@ from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import urlsplit
 
 JSONObj = dict[str, Any]
-RepliesFn = Callable[[list[JSONObj], str], str]
+
+
+@dataclass(frozen=True)
+class ToolCallReply:
+    """A scripted reply that calls tools, as a model with the ``tools`` capability does:
+    ``text`` streams first (often empty), then one chunk carries ``message.tool_calls``
+    (each a tool's name and its arguments), then the final chunk. Put it in ``replies``
+    (or return it from a ``replies`` callable); the tool's answer comes back in the next
+    request as a ``{"role": "tool", ...}`` message (see :func:`tool_messages`)."""
+
+    calls: tuple[tuple[str, JSONObj], ...]
+    text: str = ""
+
+    def tool_calls(self) -> list[JSONObj]:
+        return [{"function": {"name": n, "arguments": a}} for n, a in self.calls]
+
+
+Reply = str | ToolCallReply
+RepliesFn = Callable[[list[JSONObj], str], Reply]
+
+
+def tool_messages(request: JSONObj) -> list[JSONObj]:
+    """The tools' answers a chat request carries (``role: tool`` messages)."""
+    return [m for m in request.get("messages") or [] if m.get("role") == "tool"]
+
 
 DEFAULT_VERSION = "0.12.6"
 DEFAULT_REPLY = (
@@ -328,7 +352,7 @@ class FakeOllama:
         """Text a reasoning model streams in ``message.thinking`` before its reply (chat)."""
         # A callable (messages, model) -> text, or a list of texts consumed one per reply
         # (falling back to ``reply`` when empty). Takes precedence over ``reply``.
-        self.replies: RepliesFn | list[str] | None = None
+        self.replies: RepliesFn | list[Reply] | None = None
         self.rate: float | None = rate
         self.first_token_delay: float = first_token_delay
         self.drop_after: int | None = None
@@ -550,7 +574,7 @@ class FakeOllama:
         with self._lock:
             return self.models.get(_normalize(name))
 
-    def _next_reply(self, messages: list[JSONObj], model: str) -> str:
+    def _next_reply(self, messages: list[JSONObj], model: str) -> Reply:
         with self._lock:
             replies = self.replies
             if isinstance(replies, list):
@@ -652,6 +676,17 @@ class FakeOllama:
                     self.status_override = None if value is None else (int(value[0]), value[1])
                 elif key == "loaded":
                     self.set_loaded(value)
+                elif key == "replies" and isinstance(value, list):
+                    # {"tool_calls": [[name, {arguments}], ...], "text": "..."} calls tools
+                    self.replies = [
+                        ToolCallReply(
+                            tuple((str(n), dict(a)) for n, a in v["tool_calls"]),
+                            str(v.get("text", "")),
+                        )
+                        if isinstance(v, dict)
+                        else str(v)
+                        for v in value
+                    ]
                 elif key in allowed:
                     setattr(self, key, value)
                 else:
@@ -1014,7 +1049,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         behaviour = fake._behaviour()
-        text = fake._next_reply(messages, name)
+        scripted = fake._next_reply(messages, name)
+        calls = scripted.tool_calls() if isinstance(scripted, ToolCallReply) else []
+        text = scripted.text if isinstance(scripted, ToolCallReply) else scripted
         tokens, done_reason = _limit(tokenize(text), options)
         prompt_tokens = sum(len(tokenize(str(m.get("content") or ""))) for m in messages)
         prompt_eval_count = prompt_tokens + 4 * len(messages) + 1
@@ -1059,6 +1096,10 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _Cancelled
                 if not tokens:
                     self._start_stream()
+                if calls and kind == "chat":  # as Ollama: the calls in a chunk of their own
+                    called = frame("", False)
+                    called["message"]["tool_calls"] = calls
+                    self._write_line(called)
                 fake._count("completed")  # before the write, so clients never see it lag
                 try:
                     self._write_line({**frame("", True), **final_stats(t_first, t_last)})
@@ -1076,6 +1117,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 t_last = time.monotonic_ns()
                 reply = {**frame("".join(tokens), True), **final_stats(t_first, t_last)}
+                if calls and kind == "chat":
+                    reply["message"]["tool_calls"] = calls
                 for i in range(len(tokens)):  # counted first, so clients never see it lag
                     fake._token_written(first=i == 0)
                 fake._count("completed")

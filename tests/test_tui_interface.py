@@ -40,6 +40,7 @@ from tui.screens.models import ModelsDialog, PullView
 from tui.screens.monitor import MonitorScreen
 from tui.widgets.conversation import ReplyTurn
 from tui.widgets.dialogs import ConfirmDialog, OptionsDialog, PickDialog, TextDialog
+from tui.widgets.image_prompt import ImagePromptDialog
 from tui.widgets.image_viewer import ImageViewer
 from tui.widgets.picture import Picture
 from tui.widgets.sidebar import ConversationList
@@ -148,6 +149,7 @@ async def test_the_palette_and_the_help_hold_every_binding_of_every_screen_and_d
             ModelsDialog(),
             ImageViewer(image, "halfblock"),  # type: ignore[arg-type]
             GalleryScreen(),
+            ImagePromptDialog("a red fox in the snow"),
         ):
             await app.push_screen(dialog)
             await pilot.pause()

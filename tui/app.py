@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from textual.driver import Driver
 
     from engines.diffusion import DiffusionEngine, GeneratedImage
+    from engines.image_tool import ImageTool
     from engines.queue import ImageQueue
     from tui.widgets.picture import Renderer
 
@@ -187,6 +188,7 @@ class LlmPessoalApp(App[int]):
             save_interval=settings.chat.save_interval,
             max_parallel=settings.chat.max_parallel,
             hosts=self.hosts if self.hosts.multi else None,
+            tools=self._image_tool(settings),
         )
         self.conversations.subscribe(self._reply_event)
         self.unseen: set[int] = set()
@@ -204,6 +206,23 @@ class LlmPessoalApp(App[int]):
         theme = self.state.get("theme") or settings.ui.theme
         if theme in self.available_themes:
             self.theme = theme
+
+    def _image_tool(self, settings: Settings) -> ImageTool:
+        """The image engine as the models' ``generate_image`` tool (issue 14)."""
+        from engines.image_tool import ImageTool
+        from tui.screens.chat_images import ask_to_queue
+
+        return ImageTool(
+            lambda: self.image_queue,
+            settings.diffusion,
+            lambda: self.diffusion.model,
+            self.run_image_queue,
+            limits=lambda: self.diffusion.limits,
+            approve=(lambda r, t: ask_to_queue(self, r, t))
+            if settings.chat.image_tool_ask
+            else None,
+            enabled=settings.chat.image_tool,
+        )
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver, writing only what changed on screen (``tui/output.py``)."""

@@ -41,7 +41,7 @@ from engines.store import (
     export_markdown,
 )
 from tui.screens.base import styles
-from tui.screens.chat_extras import ChatExtras
+from tui.screens.chat_images import ChatImages
 from tui.text import shown, visible
 from tui.widgets.attachments import PendingAttachments
 from tui.widgets.context_meter import ContextMeter
@@ -100,7 +100,7 @@ def code_blocks(markdown: str) -> list[tuple[str, str]]:
     return [(t.info.strip(), t.content) for t in tokens if t.type in ("fence", "code_block")]
 
 
-class ChatScreen(ChatExtras):
+class ChatScreen(ChatImages):
     """Talk to a model; every conversation is saved as it happens."""
 
     CSS_PATH = styles("chat.tcss")
@@ -493,6 +493,7 @@ class ChatScreen(ChatExtras):
                 for m in messages
             ]
         self.query_one(ConversationView).show_messages(messages, versions)
+        self.show_inline_images(messages)
         if reply is not None:
             self._draw_live(reply)
         self.lp.unseen.discard(conversation_id)
@@ -696,6 +697,8 @@ class ChatScreen(ChatExtras):
     def _submitted(self, event: PromptInput.Submitted) -> None:
         if self.editing is not None:
             self._send_edit(event.text)
+            return
+        if self.image_command(event.text):  # /image: an image of it (chat_images.py)
             return
         self._when_ready(event.text, self._send_prompt, "your message is kept")
 

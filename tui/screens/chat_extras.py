@@ -185,6 +185,11 @@ class ChatExtras(AppScreen[None]):
     async def choose_vision_model(self) -> None:
         """A new conversation about an image: a model that can see it, if one is installed
         and the default cannot."""
+        configured = self.lp.settings.chat.vision_model
+        if configured and self.conversation is None:  # [chat] vision_model
+            self.new_model = configured
+            self.model_changed()
+            return
         model = self.current_model()
         try:
             if "vision" in (await self.model_engine(model).show(model)).capabilities:

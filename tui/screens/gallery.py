@@ -8,6 +8,7 @@ from, variations) close the gallery with the action as its result.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from textual.worker import Worker
 
 from engines import gallery
 from engines.gallery import FileState, Filter, GalleryError, Thumbnails
+from engines.image_links import origin_of
 from engines.store import StoredImage, StoreError
 from tui.screens.base import AppScreen, styles
 from tui.text import visible
@@ -39,7 +41,7 @@ from tui.widgets.image_viewer import ImageViewer
 if TYPE_CHECKING:
     from PIL import Image
 
-FOR_THE_FORM = ("reuse", "init", "variations")
+FOR_THE_FORM = ("reuse", "init", "variations", "improve")
 """Actions the Image screen does: the gallery closes with them."""
 
 
@@ -151,6 +153,23 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             show=False,
             tooltip="Ask about this image: a new chat with it attached (for a vision model)",
             id="gallery.ask",
+        ),
+        Binding(
+            "p",
+            "act('improve')",
+            "Improve prompt",
+            show=False,
+            tooltip="Improve this prompt: a chat model rewrites it (seeing the image, if it is "
+            "a vision model); you edit it, it goes into the form",
+            id="gallery.improve",
+        ),
+        Binding(
+            "o",
+            "act('conversation')",
+            "Its chat",
+            show=False,
+            tooltip="Open the conversation the image was asked for in",
+            id="gallery.conversation",
         ),
         Binding(
             "space",
@@ -489,6 +508,10 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
         where = image.path.relative_to(outputs) if image.path.is_relative_to(outputs) else None
         shown_path = f"{outputs.name}/{where}" if where is not None else str(image.path)
         text.append("\n" + visible(shown_path), style="dim")
+        with contextlib.suppress(StoreError):  # the chat it came from (issue 14)
+            origin = origin_of(self.lp.store, image.id)
+            if origin is not None:
+                text.append(f" · from the chat “{visible(origin.title)}” (o opens it)")
         self.query_one("#gallery-detail", Line).update(text)
         self.problem = why
 
@@ -613,6 +636,21 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
         self.dismiss(None)
         ask_about(self.app, image.path)
 
+    def do_conversation(self, image: StoredImage) -> None:
+        """The conversation the image was asked for in, at the turn it came from."""
+        from tui.screens.chat_images import open_in_chat
+
+        try:
+            origin = origin_of(self.lp.store, image.id)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if origin is None:
+            self.notify("This image was not asked for in a chat.", title="Gallery")
+            return
+        self.dismiss(None)
+        open_in_chat(self.app, origin.conversation_id, origin.message_id)
+
     def do_copy(self, image: StoredImage) -> None:
         self.app.copy_to_clipboard(str(image.path))
         self.notify(f"Copied {image.path}")
@@ -709,6 +747,6 @@ class GalleryScreen(AppScreen[tuple[str, StoredImage] | None]):
             name = parameters[0]
             if name == "restore":
                 return self.filter.trash
-            if name in ("reuse", "init", "variations", "delete"):
+            if name in ("reuse", "init", "variations", "delete", "improve"):
                 return not self.filter.trash
         return True

@@ -40,7 +40,8 @@ from engines.queue import (
     QueueEvent,
 )
 from engines.store import StoredImage, StoreError
-from tui.screens.base import AppScreen, styles
+from tui.screens.base import styles
+from tui.screens.image_prompts import ImagePromptActions
 from tui.text import shown, visible
 from tui.widgets.dialogs import PickDialog, TextDialog
 from tui.widgets.footer import AppFooter
@@ -118,7 +119,7 @@ class _JobCancel(threading.Event):
         self.queue.stop(self.job_id)
 
 
-class ImageScreen(AppScreen[None]):
+class ImageScreen(ImagePromptActions):
     """Describe an image, generate it, watch it form, keep it."""
 
     CSS_PATH = styles("image.tcss", "gallery.tcss")
@@ -601,6 +602,9 @@ class ImageScreen(AppScreen[None]):
             self.notify(f"The next image starts from {visible(image.path.name)}.", markup=False)
         elif action == "variations":
             self.variations(image)
+        elif action == "improve":  # issue 14: a chat model rewrites its prompt
+            self.query_one(ImageForm).fill(image.parameters)
+            self.improve(image.parameters.prompt, image.path)
 
     def action_form(self) -> None:
         self.query_one("#image-prompt").focus()

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
-from engines.chat_types import ReplyStats
+from engines.chat_types import ReplyStats, ToolUse
 from engines.store import Status, StoredMessage
 from tui.text import shorten, visible
 from tui.widgets.one_layout import OneLayout
@@ -157,9 +157,12 @@ class ReplyTurn(Turn):
         stats: ReplyStats | None = None,
         error: str | None = None,
         message_id: int | None = None,
+        tools: tuple[ToolUse, ...] = (),
     ) -> None:
         super().__init__(content, classes="reply-turn", message_id=message_id)
         self.model = model
+        self.tools = tools
+        """The tools it called, with what came of each (issue 14)."""
         self.status: Status = status
         self._stats = stats
         self._error = error
@@ -183,8 +186,23 @@ class ReplyTurn(Turn):
 
     def compose(self) -> ComposeResult:
         yield Label(self.header(), classes="who")
+        tools = Static(self._tool_text() if self.tools else "", classes="tools")
+        tools.display = bool(self.tools)
+        yield tools
         yield self.body
         yield Static(self._meta(), classes="meta")
+
+    def _tool_text(self) -> Text:
+        from tui.widgets.chat_image import tool_text
+
+        return tool_text(self.tools)
+
+    def show_tools(self, tools: tuple[ToolUse, ...]) -> None:
+        """The tools called so far, as they are now."""
+        self.tools = tools
+        for block in self.query(".tools").results(Static):
+            block.update(self._tool_text())
+            block.display = bool(tools)
 
     def on_mount(self) -> None:
         self.set_class(self.status in ("interrupted", "error"), "-failed")
@@ -280,6 +298,7 @@ class ConversationView(VerticalScroll, OneLayout):
                     stats=m.stats,
                     error=m.error,
                     message_id=m.id,
+                    tools=m.tools,
                 )
             else:
                 continue

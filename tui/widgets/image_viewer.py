@@ -34,7 +34,16 @@ def open_image(path: Path) -> Image.Image:
 class ImageViewer(AppModal[None]):
     """One image, as large as the terminal allows, with its parameters."""
 
-    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close", tooltip="Close the image")]
+    BINDINGS = [
+        Binding("escape,enter,q", "dismiss", "Close", tooltip="Close the image"),
+        Binding(
+            "a",
+            "ask",
+            "Ask about it",
+            tooltip="Ask about this image: a new chat with it attached (for a vision model)",
+            id="viewer.ask",
+        ),
+    ]
 
     def __init__(self, image: StoredImage, renderer: Renderer) -> None:
         super().__init__(classes="dialog")
@@ -52,6 +61,13 @@ class ImageViewer(AppModal[None]):
 
     def on_mount(self) -> None:
         self.load_picture()
+
+    def action_ask(self) -> None:
+        """A new chat about the image, with the vision model (issue 14)."""
+        from tui.screens.chat_extras import ask_about
+
+        self.dismiss()
+        ask_about(self.app, self.image.path)
 
     @work(thread=True, exit_on_error=False)
     def load_picture(self) -> None:
