@@ -18,7 +18,10 @@ through in order; those that change the screen make it forget what it knew, so t
 frame is written whole. It never drops a byte that could change what is shown.
 
 :class:`FilteredDriver` is Textual's Linux driver with the filter on its ``write``. The
-filter is off where ``LLM_PESSOAL_OUTPUT_FILTER=0`` (to measure or rule it out).
+filter is off where ``LLM_PESSOAL_OUTPUT_FILTER=0`` (to measure or rule it out). It also
+keeps :class:`OutputBacklog`, what it has handed to Textual's writer thread that is not yet
+written to the terminal: on a thin link, where the terminal takes bytes slower than the
+app makes them, step previews wait for it (``output_backlog``; ``Picture.show_preview``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -448,6 +452,56 @@ class OutputFilter:
             self._move(self._row, self._col)
 
 
+class OutputBacklog:
+    """Characters handed to the terminal's writer thread and not yet written to the
+    terminal (into the kernel's pty or socket buffer): near 0 where the terminal keeps
+    up, growing while a thin link holds the writes back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pending = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.pending += n
+
+    def done(self, n: int) -> None:
+        with self._lock:
+            self.pending = max(0, self.pending - n)
+
+
+class _CountingFile:
+    """The terminal's file as Textual's writer thread sees it: what it writes is counted
+    done in ``backlog`` once flushed (a write into Python's buffer is not on the wire)."""
+
+    def __init__(self, file: Any, backlog: OutputBacklog) -> None:
+        self._file = file
+        self._backlog = backlog
+        self._unflushed = 0
+
+    def write(self, text: str) -> int:
+        written: int = self._file.write(text)
+        self._unflushed += len(text)
+        return written
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        finally:
+            done, self._unflushed = self._unflushed, 0
+            self._backlog.done(done)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def output_backlog(app: object) -> int:
+    """Characters ``app`` has written that its terminal has not taken yet (0 where its
+    driver does not count them: tests, the web)."""
+    backlog = getattr(getattr(app, "_driver", None), "backlog", None)
+    return backlog.pending if isinstance(backlog, OutputBacklog) else 0
+
+
 def filter_enabled(env: dict[str, str] | None = None) -> bool:
     env = dict(os.environ) if env is None else env
     return env.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
@@ -476,6 +530,13 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
             self._output_filter = OutputFilter(self._get_terminal_size)
             self._held: str | None = None
             self._failed = not filter_enabled()
+            self.backlog = OutputBacklog()
+            terminal: Any = self._file  # type: ignore[has-type]
+            self._file = _CountingFile(terminal, self.backlog)
+
+        def _send(self, data: str) -> None:
+            self.backlog.add(len(data))
+            super().write(data)
 
         def start_application_mode(self) -> None:
             super().start_application_mode()
@@ -488,7 +549,7 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
 
         def write(self, data: str) -> None:
             if self._failed:
-                super().write(data)
+                self._send(data)
                 return
             # Textual brackets each frame in synchronized-output marks: a frame with
             # nothing left to send goes without them.
@@ -499,7 +560,7 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
                 self._held = None
                 return
             if data == SYNC_END:
-                super().write(data)
+                self._send(data)
                 return
             try:
                 out = self._output_filter.feed(data)
@@ -511,6 +572,6 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
                 out = self._held + out
                 self._held = None
             if out:
-                super().write(out)
+                self._send(out)
 
     return FilteredDriver

@@ -474,7 +474,7 @@ class ImageScreen(AppScreen[None]):
             f"ETA {info.eta_s:.0f} s"
         )
         if info.preview is not None:
-            self.query_one("#preview", Picture).show(info.preview)
+            self.query_one("#preview", Picture).show_preview(info.preview)
 
     @on(JobImage)
     def _job_image(self, event: JobImage) -> None:
