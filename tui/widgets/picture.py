@@ -274,6 +274,8 @@ class Picture(Container):
         self.image: Image.Image | None = None
         self.held: Image.Image | None = None
         """The newest step preview, waiting for the terminal to take the frames before it."""
+        self.previews_drawn = 0
+        """Step previews drawn (``show_preview``)."""
         self.previews_held = 0
         """Step previews never drawn: a newer one came while the terminal was behind."""
         self._drain_timer: Timer | None = None
@@ -302,6 +304,7 @@ class Picture(Container):
 
         if output_backlog(self.app) <= PREVIEW_BACKLOG and self.held is None:
             self.show(image)
+            self.previews_drawn += 1
             return
         if self.held is not None:
             self.previews_held += 1
@@ -318,6 +321,7 @@ class Picture(Container):
         self._stop_holding()
         if held is not None:
             self.show(held)
+            self.previews_drawn += 1
 
     def _stop_holding(self) -> None:
         self.held = None
