@@ -303,15 +303,29 @@ class OutputFilter:
         self._at_col = end if end < self.width else None  # pending wrap: unknown
 
     def _write_cells(self, cells: list[str], blank_safe: bool) -> None:
-        text = "".join(cells)
-        if blank_safe and " " * MIN_ERASE_INSIDE in text:
-            for part in re.split(f"( {{{MIN_ERASE_INSIDE},}})", text):
-                if len(part) >= MIN_ERASE_INSIDE and not part.strip(" "):
-                    self._out.append(f"\x1b[{len(part)}X\x1b[{len(part)}C")
-                elif part:
-                    self._out.append(part)
-        else:
-            self._out.append(text)
+        if not blank_safe or len(cells) < MIN_ERASE_INSIDE:
+            self._out.append("".join(cells))
+            return
+        # long runs of blank cells (a space carrying a combining mark is not blank) are
+        # erased and stepped over
+        out = self._out
+        start = i = 0
+        n = len(cells)
+        while i < n:
+            if cells[i] != " ":
+                i += 1
+                continue
+            j = i
+            while j < n and cells[j] == " ":
+                j += 1
+            if j - i >= MIN_ERASE_INSIDE:
+                if start < i:
+                    out.append("".join(cells[start:i]))
+                out.append(f"\x1b[{j - i}X\x1b[{j - i}C")
+                start = j
+            i = j
+        if start < n:
+            out.append("".join(cells[start:]))
 
     def _text(self, text: str) -> None:
         row, col = self._row, self._col
@@ -323,6 +337,10 @@ class OutputFilter:
             self._raw_text(text)
             return
         n = len(cells)
+        if col + n == self.width and len(cells[-1] or cells[-2 if n > 1 else -1]) > 1:
+            # a combining mark in the last column: some terminals (pyte) wrap before it
+            self._raw_text(text)
+            return
         style = self._style
         chars = self._chars[row]
         styles = self._styles[row]
