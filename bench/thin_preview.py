@@ -31,6 +31,7 @@ from common import ROOT, VENV_BIN, Terminal, clean_env, log, machine, rmtree, te
 from sd_fixtures import build_tiny_pipeline_folder  # noqa: E402
 
 THIN_ARGS = ["--rate", "1000000", "--delay", "0.05"]
+PREVIEWS = re.compile(r"previews: (\d+) drawn, (\d+) dropped")
 STEP = re.compile(r"step (\d+)/(\d+)")
 
 
@@ -117,14 +118,20 @@ def run_link(link: str, model: Path, steps: int) -> dict[str, Any]:
             time.sleep(0.5)
         done = generated_at(work / "logs" / "app.jsonl")
         engine_seconds = None
+        drawn = dropped = None
         for line in (work / "logs" / "app.jsonl").read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             if record.get("message") == "image generated":
                 engine_seconds = record.get("seconds")
+            match = PREVIEWS.match(str(record.get("message", "")))
+            if match:
+                drawn, dropped = int(match.group(1)), int(match.group(2))
         return {
             "steps": steps,
             "engine_seconds": round(engine_seconds, 2) if engine_seconds else None,
             "steps_drawn": len(seen),
+            "previews_drawn": drawn,
+            "previews_dropped": dropped,
             "bytes": size,
             "lag_after_generated_ms": round((shown - done[-1]) * 1000) if done else None,
         }
@@ -136,14 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--links", default="direct,thin")
+    parser.add_argument("--rate", type=int, default=1_000_000, help="the thin link's bits/s")
     args = parser.parse_args(argv)
+    THIN_ARGS[1] = str(args.rate)
     work = tempdir("thin-preview-model")
     try:
         model = build_tiny_pipeline_folder(work / "tiny")
         result: dict[str, Any] = {
             "benchmark": "thin_preview",
             "terminal": "120x40, TERM=xterm-256color, COLORTERM=truecolor, half-blocks",
-            "thin_link": "1 Mbit/s, 50 ms each way (bench/thin_link.py)",
+            "thin_link": f"{args.rate / 1e6:g} Mbit/s, 50 ms each way (bench/thin_link.py)",
             "machine": machine(),
         }
         for link in args.links.split(","):

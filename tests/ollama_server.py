@@ -379,6 +379,9 @@ class FakeOllama:
         # the connection after that many lines.
         self.pull_error: str | None = None
         self.pull_delay: float = 0.0
+        # The durations a reply's final chunk reports (ns): None for the real ones; fixed
+        # ones (prompt_eval, eval) keep figures on screen the same in every run (snapshots).
+        self.reported_durations: tuple[int, int] | None = None
         self.pull_layers: list[int] | None = None
         self.pull_steps: int = 4
         self.pull_cached: int = 0
@@ -1063,13 +1066,18 @@ class _Handler(BaseHTTPRequestHandler):
             stats: JSONObj = {"done_reason": done_reason}
             if kind == "generate":
                 stats["context"] = list(range(1, prompt_eval_count + len(tokens) + 1))
+            prompt_ns, eval_ns = fake.reported_durations or (
+                max(t_first - t0, 1),
+                max(t_last - t_first, 1),
+            )
+            total = prompt_ns + eval_ns if fake.reported_durations else time.monotonic_ns() - t0
             stats.update(
-                total_duration=max(time.monotonic_ns() - t0, 1) + load,
+                total_duration=max(total, 1) + load,
                 load_duration=load,
                 prompt_eval_count=prompt_eval_count,
-                prompt_eval_duration=max(t_first - t0, 1),
+                prompt_eval_duration=prompt_ns,
                 eval_count=len(tokens),
-                eval_duration=max(t_last - t_first, 1),
+                eval_duration=eval_ns,
             )
             return stats
 

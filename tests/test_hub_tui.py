@@ -68,7 +68,7 @@ async def test_the_image_screen_shows_the_download_and_esc_stops_it(
         )
         line = str(status.render())
         assert "● tests/tiny-sd · downloading " in line and "MB / 9.4 MB" in line
-        assert screen.query_one("#image-progress").display
+        assert screen.query_one("#image-progress").visible
         await pilot.press("escape")
         await wait_for(pilot, lambda: not screen.generating, timeout=30, what="the stop")
         assert label(screen, "#image-error") == ""  # asked for: no error

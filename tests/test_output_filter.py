@@ -301,6 +301,20 @@ _STYLES = [
         ],
     ]
 )
+@example(
+    frames=[
+        [(0, 0, [("", "a")]), (0, 17, [("", "aaaaaaaaaa                                 \u0301")])]
+    ]
+)
+@example(
+    frames=[
+        [
+            (0, 0, [("", "a")]),
+            (5, 17, [("", "aaaaaaaaaa                                 \u0301")]),
+            (0, 0, [("", "a")]),
+        ]
+    ]
+)
 def test_any_frames_draw_the_same(
     frames: list[list[tuple[int, int, list[tuple[str, str]]]]],
 ) -> None:

@@ -18,7 +18,10 @@ through in order; those that change the screen make it forget what it knew, so t
 frame is written whole. It never drops a byte that could change what is shown.
 
 :class:`FilteredDriver` is Textual's Linux driver with the filter on its ``write``. The
-filter is off where ``LLM_PESSOAL_OUTPUT_FILTER=0`` (to measure or rule it out).
+filter is off where ``LLM_PESSOAL_OUTPUT_FILTER=0`` (to measure or rule it out). It also
+keeps :class:`OutputBacklog`, what it has handed to Textual's writer thread that is not yet
+written to the terminal: on a thin link, where the terminal takes bytes slower than the
+app makes them, step previews wait for it (``output_backlog``; ``Picture.show_preview``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -299,15 +303,29 @@ class OutputFilter:
         self._at_col = end if end < self.width else None  # pending wrap: unknown
 
     def _write_cells(self, cells: list[str], blank_safe: bool) -> None:
-        text = "".join(cells)
-        if blank_safe and " " * MIN_ERASE_INSIDE in text:
-            for part in re.split(f"( {{{MIN_ERASE_INSIDE},}})", text):
-                if len(part) >= MIN_ERASE_INSIDE and not part.strip(" "):
-                    self._out.append(f"\x1b[{len(part)}X\x1b[{len(part)}C")
-                elif part:
-                    self._out.append(part)
-        else:
-            self._out.append(text)
+        if not blank_safe or len(cells) < MIN_ERASE_INSIDE:
+            self._out.append("".join(cells))
+            return
+        # long runs of blank cells (a space carrying a combining mark is not blank) are
+        # erased and stepped over
+        out = self._out
+        start = i = 0
+        n = len(cells)
+        while i < n:
+            if cells[i] != " ":
+                i += 1
+                continue
+            j = i
+            while j < n and cells[j] == " ":
+                j += 1
+            if j - i >= MIN_ERASE_INSIDE:
+                if start < i:
+                    out.append("".join(cells[start:i]))
+                out.append(f"\x1b[{j - i}X\x1b[{j - i}C")
+                start = j
+            i = j
+        if start < n:
+            out.append("".join(cells[start:]))
 
     def _text(self, text: str) -> None:
         row, col = self._row, self._col
@@ -319,6 +337,10 @@ class OutputFilter:
             self._raw_text(text)
             return
         n = len(cells)
+        if col + n == self.width and len(cells[-1] or cells[-2 if n > 1 else -1]) > 1:
+            # a combining mark in the last column: some terminals (pyte) wrap before it
+            self._raw_text(text)
+            return
         style = self._style
         chars = self._chars[row]
         styles = self._styles[row]
@@ -448,6 +470,56 @@ class OutputFilter:
             self._move(self._row, self._col)
 
 
+class OutputBacklog:
+    """Characters handed to the terminal's writer thread and not yet written to the
+    terminal (into the kernel's pty or socket buffer): near 0 where the terminal keeps
+    up, growing while a thin link holds the writes back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pending = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.pending += n
+
+    def done(self, n: int) -> None:
+        with self._lock:
+            self.pending = max(0, self.pending - n)
+
+
+class _CountingFile:
+    """The terminal's file as Textual's writer thread sees it: what it writes is counted
+    done in ``backlog`` once flushed (a write into Python's buffer is not on the wire)."""
+
+    def __init__(self, file: Any, backlog: OutputBacklog) -> None:
+        self._file = file
+        self._backlog = backlog
+        self._unflushed = 0
+
+    def write(self, text: str) -> int:
+        written: int = self._file.write(text)
+        self._unflushed += len(text)
+        return written
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        finally:
+            done, self._unflushed = self._unflushed, 0
+            self._backlog.done(done)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def output_backlog(app: object) -> int:
+    """Characters ``app`` has written that its terminal has not taken yet (0 where its
+    driver does not count them: tests, the web)."""
+    backlog = getattr(getattr(app, "_driver", None), "backlog", None)
+    return backlog.pending if isinstance(backlog, OutputBacklog) else 0
+
+
 def filter_enabled(env: dict[str, str] | None = None) -> bool:
     env = dict(os.environ) if env is None else env
     return env.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
@@ -476,6 +548,13 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
             self._output_filter = OutputFilter(self._get_terminal_size)
             self._held: str | None = None
             self._failed = not filter_enabled()
+            self.backlog = OutputBacklog()
+            terminal: Any = self._file  # type: ignore[has-type]
+            self._file = _CountingFile(terminal, self.backlog)
+
+        def _send(self, data: str) -> None:
+            self.backlog.add(len(data))
+            super().write(data)
 
         def start_application_mode(self) -> None:
             super().start_application_mode()
@@ -488,7 +567,7 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
 
         def write(self, data: str) -> None:
             if self._failed:
-                super().write(data)
+                self._send(data)
                 return
             # Textual brackets each frame in synchronized-output marks: a frame with
             # nothing left to send goes without them.
@@ -499,7 +578,7 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
                 self._held = None
                 return
             if data == SYNC_END:
-                super().write(data)
+                self._send(data)
                 return
             try:
                 out = self._output_filter.feed(data)
@@ -511,6 +590,6 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
                 out = self._held + out
                 self._held = None
             if out:
-                super().write(out)
+                self._send(out)
 
     return FilteredDriver

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from tui.widgets.queue import QueueList
 SCHEDULER_NAMES = frozenset(SCHEDULERS)
 GALLERY = "gallery"
 """The name the gallery screen is installed under."""
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -241,7 +243,9 @@ class ImageScreen(ImagePromptActions):
     def on_mount(self) -> None:
         self.query_one("#image-prompt").focus()
         self._show_status(self.lp.diffusion.status)
-        self.query_one("#image-progress", ProgressBar).display = False
+        # hidden, its rows kept: the picture keeps its size when a generation starts (a
+        # picture drawn again at another size is a whole new frame, 90 KB at 120x40)
+        self.query_one("#image-progress", ProgressBar).visible = False
         queue = self.lp.image_queue
         queue.subscribe(self._queue_event)
         _recovered_paused, stopped = queue.recovered
@@ -337,7 +341,7 @@ class ImageScreen(ImagePromptActions):
         d = status.download
         if d is not None:
             self._downloading = True
-            bar.display = True
+            bar.visible = True
             bar.update(total=max(d.overall.overall_total, 1), progress=d.overall.overall_completed)
             figures.update(Text(visible("  ".join(d.file_lines(1))), style="dim"))
             return
@@ -347,7 +351,7 @@ class ImageScreen(ImagePromptActions):
         if self.generating:
             bar.update(total=self._steps_total)
         elif not self.loading:
-            bar.display = False
+            bar.visible = False
 
     def _progress(self, status: EngineStatus) -> None:
         """From the loading thread."""
@@ -441,7 +445,7 @@ class ImageScreen(ImagePromptActions):
             self.lp.live.image_steps_per_s = None
             self.lp.live.image_cancel = None
             if not self.loading and not self._downloading:
-                self.query_one("#image-progress", ProgressBar).display = False
+                self.query_one("#image-progress", ProgressBar).visible = False
 
     def _job_started(self, job_id: int) -> None:
         self._job_shown = job_id
@@ -453,7 +457,7 @@ class ImageScreen(ImagePromptActions):
         progress = self.query_one("#image-progress", ProgressBar)
         self._steps_total = job.request.steps * job.remaining if job else 1
         progress.update(total=self._steps_total, progress=0)
-        progress.display = True
+        progress.visible = True
         self.query_one("#image-figures", Label).update(f"job #{job_id} starting…")
 
     @on(StepCompleted)
@@ -475,7 +479,7 @@ class ImageScreen(ImagePromptActions):
             f"ETA {info.eta_s:.0f} s"
         )
         if info.preview is not None:
-            self.query_one("#preview", Picture).show(info.preview)
+            self.query_one("#preview", Picture).show_preview(info.preview)
 
     @on(JobImage)
     def _job_image(self, event: JobImage) -> None:
@@ -486,6 +490,13 @@ class ImageScreen(ImagePromptActions):
     @on(GenerationEnded)
     def _generation_ended(self, event: GenerationEnded) -> None:
         figures = self.query_one("#image-figures", Label)
+        preview = self.query_one("#preview", Picture)
+        log.info(
+            "previews: %d drawn, %d dropped (the terminal was behind)",
+            preview.previews_drawn,
+            preview.previews_held,
+        )
+        preview.previews_drawn = preview.previews_held = 0
         job = event.job
         if event.error:
             self._error(f"Job #{job.id} failed: {event.error}")

@@ -19,6 +19,7 @@ from textual.widget import Widget
 
 if TYPE_CHECKING:
     from PIL import Image
+    from textual.timer import Timer
 
 Renderer = Literal["halfblock", "kitty", "sixel", "off"]
 
@@ -239,6 +240,13 @@ class HalfBlocks(Widget):
         return self._blank
 
 
+PREVIEW_BACKLOG = 4096
+"""Step previews wait while more than this many characters of the app's output wait for
+the terminal (about a quarter of a half-block preview frame at 120x40)."""
+DRAIN_CHECK_S = 0.02
+"""How often a held preview looks whether the output has drained."""
+
+
 class Picture(Container):
     """Shows a PIL image with the renderer chosen at start-up."""
 
@@ -264,6 +272,13 @@ class Picture(Container):
         self.renderer = renderer
         self.placeholder = placeholder
         self.image: Image.Image | None = None
+        self.held: Image.Image | None = None
+        """The newest step preview, waiting for the terminal to take the frames before it."""
+        self.previews_drawn = 0
+        """Step previews drawn (``show_preview``)."""
+        self.previews_held = 0
+        """Step previews never drawn: a newer one came while the terminal was behind."""
+        self._drain_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         if self.renderer == "kitty":
@@ -279,7 +294,46 @@ class Picture(Container):
             blocks._image = self.image
             yield blocks
 
+    def show_preview(self, image: Image.Image) -> None:
+        """A step preview: drawn now where the terminal keeps up; while it is still taking
+        earlier frames (a thin link: more than ``PREVIEW_BACKLOG`` characters not written
+        yet), only the newest is held, and drawn once the output has drained. Frames are
+        dropped, never queued: the picture on screen is never more than one frame behind
+        the link."""
+        from tui.output import output_backlog
+
+        if output_backlog(self.app) <= PREVIEW_BACKLOG and self.held is None:
+            self.show(image)
+            self.previews_drawn += 1
+            return
+        if self.held is not None:
+            self.previews_held += 1
+        self.held = image
+        if self._drain_timer is None:
+            self._drain_timer = self.set_interval(DRAIN_CHECK_S, self._drain)
+
+    def _drain(self) -> None:
+        from tui.output import output_backlog
+
+        if self.held is not None and output_backlog(self.app) > PREVIEW_BACKLOG:
+            return
+        held = self.held
+        self._stop_holding()
+        if held is not None:
+            self.show(held)
+            self.previews_drawn += 1
+
+    def _stop_holding(self) -> None:
+        self.held = None
+        if self._drain_timer is not None:
+            self._drain_timer.stop()
+            self._drain_timer = None
+
     def show(self, image: Image.Image | None) -> None:
+        """Draw ``image`` now (a final picture, a gallery's): a preview held is dropped."""
+        if self.held is not None:
+            self.previews_held += 1
+        self._stop_holding()
         self.image = image
         if self.renderer == "off":
             return
