@@ -412,6 +412,24 @@ COLOURS = {
 }
 
 
+def faint_letters(rows: list[list[tuple[str, str]]]) -> list[str]:
+    """Letters on a 16-colour screen whose colour and background are under 1.5:1 in xterm's
+    palette (light grey on white, say); the terminal's default colours are its own affair."""
+    from tui.sixteen import POOR, contrast
+
+    faint = []
+    for y, row in enumerate(rows):
+        for x, (char, style) in enumerate(row):
+            fg, _, rest = style.partition("/")
+            bg = rest.split("+")[0]
+            if "r" in rest.partition("+")[2]:
+                fg, bg = bg, fg
+            palette = fg.isdigit() and bg.isdigit() and int(fg) < 16 and int(bg) < 16
+            if char.isalnum() and palette and contrast(int(fg), int(bg)) < POOR:
+                faint.append(f"{char!r} at {x},{y} ({fg} on {bg})")
+    return faint[:10]
+
+
 @pytest.mark.parametrize("colours", ["256", "16"])
 @pytest.mark.parametrize("theme", ["textual-dark", "textual-light"])
 def test_screens_in_256_and_16_colours_match_their_goldens(
@@ -440,6 +458,9 @@ def test_screens_in_256_and_16_colours_match_their_goldens(
         path = GOLDEN / f"{stem}.txt"
         truecolour = [s for row in rows for _, s in row if "#" in s]
         assert not truecolour, f"{stem}: true colour sent to a {colours}-colour terminal"
+        if colours == "16":
+            faint = faint_letters(rows)
+            assert not faint, f"{stem}: letters that all but vanish in xterm's palette: {faint}"
         if update:
             path.write_text(got, encoding="utf-8")
             (GOLDEN / f"{stem}.svg").write_text(render_svg(rows, title), encoding="utf-8")

@@ -40,6 +40,7 @@ from tui import keys
 from tui.no_color import use_greys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
+from tui.sixteen import use_sixteen
 from tui.text import visible
 from tui.widgets.conversation import warm_up_markdown
 
@@ -169,6 +170,7 @@ class LlmPessoalApp(App[int]):
     ) -> None:
         super().__init__()
         use_greys(self._filters)  # NO_COLOR: greys as light as the colours (tui/no_color.py)
+        use_sixteen(self._filters, self.console.color_system)  # 16 colours: contrast kept
         self.typed_at_start = typed_at_start
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
         self._warmed_up = False
