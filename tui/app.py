@@ -36,6 +36,7 @@ from engines.hosts import HostRegistry, HostState
 from engines.state import State
 from engines.store import Store, StoreError
 from tui import keys
+from tui.heap import freeze_start_up
 from tui.no_color import use_greys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
@@ -242,6 +243,7 @@ class LlmPessoalApp(App[int]):
             self.notify(warning, severity="error", timeout=30)
         # once the first frame is drawn: its thread would take turns with the drawing
         self.call_after_refresh(self.watch_ollama_status)
+        freeze_start_up(self)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 
