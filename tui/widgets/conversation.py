@@ -33,10 +33,19 @@ class ReplyWriter:
     widget costs a parse, a layout and a redraw of the followed view. So tokens are
     gathered and written together: the first one at once, the next ones sooner (so
     that the first words are read at once, not a token of them), then at most every
-    ``interval``, and whatever is left as soon as the reply ends."""
+    ``interval``, and whatever is left as soon as the reply ends.
+
+    Where a drawing costs more (a slow or busy machine, a large terminal), they are
+    spaced further, so that drawing the reply keeps within ``BUDGET`` of a CPU: each
+    write is timed, from the append to the frame that shows it (the event loop's CPU),
+    and the next one waits that long divided by ``BUDGET``."""
 
     RAMP = (0.02, 0.05, 0.1)
     """The waits before the second, third and fourth writes (then ``interval``)."""
+    BUDGET = 0.06
+    """The share of a CPU that drawing a streaming reply may take (see above)."""
+    SLOWEST = 1.0
+    """The longest wait between two writes, however costly a drawing."""
 
     def __init__(self, markdown: MarkdownText, interval: float = 0.1) -> None:
         self.markdown = markdown
@@ -46,6 +55,7 @@ class ReplyWriter:
         self._closing = asyncio.Event()
         self._last = 0.0
         self._writes = 0
+        self._cost = 0.0  # the CPU seconds of a drawing (smoothed)
         self._abandoned = False
         self._task = asyncio.create_task(self._run())
 
@@ -58,17 +68,27 @@ class ReplyWriter:
         text = "".join(self._pending)
         self._pending.clear()
         if text and not self._abandoned:
+            started = time.thread_time()
             self.markdown.append(text)
+            self.markdown.call_after_refresh(self._drawn, started)
             self._writes += 1
             await asyncio.sleep(0)  # let the screen draw it
         self._last = time.monotonic()
+
+    def _drawn(self, started: float) -> None:
+        cost = time.thread_time() - started
+        self._cost = cost if not self._cost else (self._cost + cost) / 2
+
+    def spacing(self) -> float:
+        """The wait between two writes once the first ones are done (see the class)."""
+        return max(self.interval, min(self.SLOWEST, self._cost / self.BUDGET))
 
     async def _run(self) -> None:
         # never cancelled: an append cut in the middle would leave the widget half-updated
         while not self._closing.is_set():
             await self._wake.wait()
             ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
-            wait = self._last + min(self.interval, ramp) - time.monotonic()
+            wait = self._last + min(self.spacing(), ramp) - time.monotonic()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), wait)
