@@ -35,7 +35,7 @@ from engines.conversations import (
 from engines.hosts import HostRegistry, HostState
 from engines.state import State
 from engines.store import Store, StoreError
-from tui import keys
+from tui import compositor, keys
 from tui.heap import freeze_start_up
 from tui.no_color import use_greys
 from tui.screens.base import WorkerFailed
@@ -158,6 +158,7 @@ class LlmPessoalApp(App[int]):
     ) -> None:
         super().__init__()
         use_greys(self._filters)  # NO_COLOR: greys as light as the colours (tui/no_color.py)
+        compositor.install()  # a frame renders only the widgets it changes (tui/compositor.py)
         self.typed_at_start = typed_at_start
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
