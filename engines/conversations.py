@@ -52,6 +52,8 @@ IN_SIGHT_PAUSE_S = 0.02
 it reads again (and then reads what came meanwhile at once): at 200 tokens/s that is a
 read for four tokens instead of one each, and the app draws a reply every 0.2 s anyway."""
 OUT_OF_SIGHT_PAUSE_S = 0.2
+FIGURES_EVERY_S = 0.5
+"""A reply's rate (``ReplyFigures``) is published at most this often, not with every token."""
 
 
 class ConversationError(Exception):
@@ -412,6 +414,7 @@ class ConversationService:
         save_failed = False
         thought = 0
         first_at: float | None = None
+        figures_at = 0.0
         try:
             stream = engine.stream(
                 conversation.model, reply.history, conversation.options, pause=self._pause(reply)
@@ -428,8 +431,9 @@ class ConversationService:
                         self._publish(ReplyText(cid, rid, chunk.text))
                         now = self.clock()
                         if first_at is None:
-                            first_at = now
-                        elif now > first_at:
+                            first_at = figures_at = now
+                        elif now - figures_at >= FIGURES_EVERY_S:
+                            figures_at = now
                             rate = (len(reply.parts) - 1) / (now - first_at)
                             self._publish(ReplyFigures(cid, rid, rate))
                     if chunk.stats is not None:
