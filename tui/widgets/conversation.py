@@ -95,6 +95,14 @@ class ReplyWriter:
             self._wake.clear()
             await self._flush()
 
+    def flush(self) -> None:
+        """Write what is pending now, not at the next turn (the reply has ended: its last
+        words wait for nothing)."""
+        text = "".join(self._pending)
+        self._pending.clear()
+        if text and not self._abandoned:
+            self.markdown.append(text)
+
     async def close(self) -> None:
         """Write what is left now, and stop."""
         self._closing.set()
