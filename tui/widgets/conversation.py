@@ -46,11 +46,16 @@ class ReplyWriter:
     """The share of a CPU that drawing a streaming reply may take (see above)."""
     SLOWEST = 1.0
     """The longest wait between two writes, however costly a drawing."""
+    BURST = 2000
+    """Characters pending at once (a screenful, or more) that end the quicker first
+    writes: a reply that comes this fast is not read as it comes, and drawing it every
+    few milliseconds would only slow the reading of the rest."""
 
     def __init__(self, markdown: MarkdownText, interval: float = 0.1) -> None:
         self.markdown = markdown
         self.interval = interval
         self._pending: list[str] = []
+        self._pending_chars = 0
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._last = 0.0
@@ -62,11 +67,13 @@ class ReplyWriter:
     def write(self, text: str) -> None:
         if text:
             self._pending.append(text)
+            self._pending_chars += len(text)
             self._wake.set()
 
     async def _flush(self) -> None:
         text = "".join(self._pending)
         self._pending.clear()
+        self._pending_chars = 0
         if text and not self._abandoned:
             started = time.thread_time()
             self.markdown.append(text)
@@ -83,13 +90,19 @@ class ReplyWriter:
         """The wait between two writes once the first ones are done (see the class)."""
         return max(self.interval, min(self.SLOWEST, self._cost / self.BUDGET))
 
+    def _wait(self) -> float:
+        """How long the next write waits yet (asked again once waited: a burst that
+        came meanwhile ends the quicker first writes)."""
+        ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
+        if self._pending_chars >= self.BURST:
+            ramp = 1e9
+        return self._last + min(self.spacing(), ramp) - time.monotonic()
+
     async def _run(self) -> None:
         # never cancelled: an append cut in the middle would leave the widget half-updated
         while not self._closing.is_set():
             await self._wake.wait()
-            ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
-            wait = self._last + min(self.spacing(), ramp) - time.monotonic()
-            if wait > 0:
+            while (wait := self._wait()) > 0 and not self._closing.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), wait)
             self._wake.clear()
@@ -100,6 +113,7 @@ class ReplyWriter:
         words wait for nothing)."""
         text = "".join(self._pending)
         self._pending.clear()
+        self._pending_chars = 0
         if text and not self._abandoned:
             self.markdown.append(text)
 
@@ -114,6 +128,7 @@ class ReplyWriter:
         """Stop writing at once (the turn is leaving the screen): what is pending is dropped."""
         self._abandoned = True
         self._pending.clear()
+        self._pending_chars = 0
         self._closing.set()
         self._wake.set()
 
