@@ -140,6 +140,10 @@ class LlmPessoalApp(App[int]):
         ),
     ]
 
+    freeze_heap = False
+    """Freeze what start-up made out of the cycle collector's sight (tui/heap.py): set by
+    ``main()`` for the one app of a process; not in tests, which run many apps in one."""
+
     ollama: reactive[ServerStatus | None] = reactive(None, init=False)
     models: reactive[list[ModelInfo]] = reactive(list, init=False, always_update=True)
     """Every reachable server's models, each with its server's name (``ModelInfo.host``)."""
@@ -244,7 +248,8 @@ class LlmPessoalApp(App[int]):
             self.notify(warning, severity="error", timeout=30)
         # once the first frame is drawn: its thread would take turns with the drawing
         self.call_after_refresh(self.watch_ollama_status)
-        freeze_start_up(self)
+        if self.freeze_heap:
+            freeze_start_up(self)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 

@@ -11,7 +11,9 @@ collector's sight (``gc.freeze``) once the first frame is drawn, and again once 
 start-up work that follows it (the first answer from Ollama, the code highlighters
 loaded ahead) is done. Frozen objects are still freed when nothing refers to them; only
 a reference cycle among them would stay, so nothing made later (a conversation's
-widgets, which come and go) is frozen.
+widgets, which come and go) is frozen. For the same reason only the one app of a
+process does it (``LlmPessoalApp.freeze_heap``, set by ``main()``): tests run many apps
+in one process, and one would freeze what the ones before it left.
 """
 
 from __future__ import annotations
