@@ -60,6 +60,8 @@ IN_SIGHT_PAUSE_S = 0.02
 it reads again (and then reads what came meanwhile at once): at 200 tokens/s that is a
 read for four tokens instead of one each, and the app draws a reply every 0.2 s anyway."""
 OUT_OF_SIGHT_PAUSE_S = 0.2
+FIGURES_EVERY_S = 0.5
+"""A reply's rate (``ReplyFigures``) is published at most this often, not with every token."""
 
 
 class ConversationError(Exception):
@@ -479,6 +481,7 @@ class ConversationService:
         first_at: float | None = None
         history = list(reply.history)
         rounds = 0
+        figures_at = 0.0
         try:
             offered = await self._offer(engine, conversation.model)
             while True:
@@ -504,8 +507,9 @@ class ConversationService:
                             self._publish(ReplyText(cid, rid, chunk.text))
                             now = self.clock()
                             if first_at is None:
-                                first_at = now
-                            elif now > first_at:
+                                first_at = figures_at = now
+                            elif now - figures_at >= FIGURES_EVERY_S:
+                                figures_at = now
                                 rate = (len(reply.parts) - 1) / (now - first_at)
                                 self._publish(ReplyFigures(cid, rid, rate))
                         calls.extend(chunk.tool_calls)

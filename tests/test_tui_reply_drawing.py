@@ -77,6 +77,13 @@ async def test_a_streamed_reply_is_followed_to_its_last_token_and_reads_as_opene
         assert any("Paragraph 29 says something" in line for line in streamed), "bold is styled"
 
 
+def drawn_whole(app: App[None], text: str, width: int = 60) -> list[str]:
+    """The rows of ``text`` drawn by Rich in one piece."""
+    console = app.console
+    lines = console.render_lines(render(text), console.options.update_width(width))
+    return ["".join(s.text for s in line).rstrip() for line in lines]
+
+
 class Growing(App[None]):
     CSS = "Screen { overflow: hidden; }"  # no scrollbar: the text is 60 cells wide throughout
 
@@ -87,17 +94,12 @@ class Growing(App[None]):
 async def test_markdown_fed_a_few_characters_at_a_time_draws_what_it_would_at_once() -> None:
     whole = Growing()
     async with whole.run_test(size=(60, 40)) as pilot:
+        expected = drawn_whole(whole, REPLY)
         whole.query_one(MarkdownText).append(REPLY)
         await wait_for(
             pilot,
-            lambda: any("qxfinalmark" in row for row in rows(whole.query_one(MarkdownText))),
-            what="drawn",
-        )
-        expected = rows(whole.query_one(MarkdownText))
-        console = whole.console
-        at_once = console.render_lines(render(REPLY), console.options.update_width(60))
-        assert expected == ["".join(s.text for s in line).rstrip() for line in at_once], (
-            "the pieces together read as the text drawn in one piece"
+            lambda: rows(whole.query_one(MarkdownText)) == expected,
+            what="the pieces together read as the text drawn in one piece",
         )
     grown = Growing()
     async with grown.run_test(size=(60, 40)) as pilot:
@@ -109,3 +111,24 @@ async def test_markdown_fed_a_few_characters_at_a_time_draws_what_it_would_at_on
             pilot, lambda: rows(markdown) == expected, what="the rows of the text drawn at once"
         )
         assert markdown.text == REPLY
+
+
+async def test_text_that_comes_faster_than_it_is_drawn_shows_its_end_first_then_reads_whole() -> (
+    None
+):
+    # each part makes several pieces at once (a reply read faster than it was drawn)
+    parts = [REPLY.replace("qxfinalmark", f"qxpart{n}") for n in range(3)]
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        markdown.append(parts[0] + "\n\n")
+        await wait_for(pilot, lambda: any("qxpart0" in r for r in rows(markdown)), what="part 0")
+        markdown.append(parts[1] + "\n\n" + parts[2])
+        # its end is drawn before the pieces above it
+        await wait_for(pilot, lambda: any("qxpart2" in r for r in rows(markdown)), what="part 2")
+        expected = drawn_whole(app, markdown.text)
+        await wait_for(
+            pilot,
+            lambda: rows(markdown) == expected,
+            what="the pieces drawn later in their place: it reads as the text drawn at once",
+        )

@@ -36,7 +36,8 @@ from engines.conversations import (
 from engines.hosts import HostRegistry, HostState
 from engines.state import State
 from engines.store import Store, StoreError
-from tui import keys
+from tui import compositor, keys
+from tui.heap import freeze_start_up
 from tui.no_color import use_greys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
@@ -152,6 +153,10 @@ class LlmPessoalApp(App[int]):
         ),
     ]
 
+    freeze_heap = False
+    """Freeze what start-up made out of the cycle collector's sight (tui/heap.py): set by
+    ``main()`` for the one app of a process; not in tests, which run many apps in one."""
+
     ollama: reactive[ServerStatus | None] = reactive(None, init=False)
     models: reactive[list[ModelInfo]] = reactive(list, init=False, always_update=True)
     """Every reachable server's models, each with its server's name (``ModelInfo.host``)."""
@@ -171,6 +176,7 @@ class LlmPessoalApp(App[int]):
         super().__init__()
         use_greys(self._filters)  # NO_COLOR: greys as light as the colours (tui/no_color.py)
         use_sixteen(self._filters, self.console.color_system)  # 16 colours: contrast kept
+        compositor.install()  # a frame renders only the widgets it changes (tui/compositor.py)
         self.typed_at_start = typed_at_start
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
         self._warmed_up = False
@@ -297,6 +303,8 @@ class LlmPessoalApp(App[int]):
         # once the first frame is drawn: its thread would take turns with the drawing
         self.call_after_refresh(self.watch_ollama_status)
         self.call_after_refresh(gc.enable)  # held by the start (tui/cli.py run_tui)
+        if self.freeze_heap:
+            freeze_start_up(self)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 

@@ -250,6 +250,7 @@ def _run_tui(settings: Settings, screen: str | None, log_warning: str | None) ->
             image_renderer=renderer,
             typed_at_start=typed,
         )
+        app.freeze_heap = True  # the one app of this process (tui/heap.py)
         result = app.run()
     finally:
         store.close()

@@ -885,6 +885,8 @@ class ChatScreen(ChatImages):
             if live is not None:
                 live.turn.thinking(event.chars, done=event.done)
         elif isinstance(event, (ReplyWaiting, ReplyStarted, ReplyFinished, ReplySaveFailed)):
+            if isinstance(event, ReplyFinished) and live is not None:
+                live.writer.flush()  # the last words now, before the message queue's turn
             self.post_message(ReplyEventPosted(event))
 
     @on(ReplyEventPosted)

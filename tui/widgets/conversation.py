@@ -41,47 +41,90 @@ class ReplyWriter:
     widget costs a parse, a layout and a redraw of the followed view. So tokens are
     gathered and written together: the first one at once, the next ones sooner (so
     that the first words are read at once, not a token of them), then at most every
-    ``interval``, and whatever is left as soon as the reply ends."""
+    ``interval``, and whatever is left as soon as the reply ends.
+
+    Where a drawing costs more (a slow or busy machine, a large terminal), they are
+    spaced further, so that drawing the reply keeps within ``BUDGET`` of a CPU: each
+    write is timed, from the append to the frame that shows it (the event loop's CPU),
+    and the next one waits that long divided by ``BUDGET``."""
 
     RAMP = (0.02, 0.05, 0.1)
     """The waits before the second, third and fourth writes (then ``interval``)."""
+    BUDGET = 0.06
+    """The share of a CPU that drawing a streaming reply may take (see above)."""
+    SLOWEST = 0.25
+    """The longest wait between two writes, however costly a drawing: a reply that moves
+    four times a second still reads as streaming."""
+    BURST = 2000
+    """Characters pending at once (a screenful, or more) that end the quicker first
+    writes: a reply that comes this fast is not read as it comes, and drawing it every
+    few milliseconds would only slow the reading of the rest."""
 
     def __init__(self, markdown: MarkdownText, interval: float = 0.1) -> None:
         self.markdown = markdown
         self.interval = interval
         self._pending: list[str] = []
+        self._pending_chars = 0
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._last = 0.0
         self._writes = 0
+        self._cost = 0.0  # the CPU seconds of a drawing (smoothed)
         self._abandoned = False
         self._task = asyncio.create_task(self._run())
 
     def write(self, text: str) -> None:
         if text:
             self._pending.append(text)
+            self._pending_chars += len(text)
             self._wake.set()
 
     async def _flush(self) -> None:
         text = "".join(self._pending)
         self._pending.clear()
+        self._pending_chars = 0
         if text and not self._abandoned:
+            started = time.thread_time()
             self.markdown.append(text)
+            self.markdown.call_after_refresh(self._drawn, started)
             self._writes += 1
             await asyncio.sleep(0)  # let the screen draw it
         self._last = time.monotonic()
+
+    def _drawn(self, started: float) -> None:
+        cost = time.thread_time() - started
+        self._cost = cost if not self._cost else (self._cost + cost) / 2
+
+    def spacing(self) -> float:
+        """The wait between two writes once the first ones are done (see the class)."""
+        return max(self.interval, min(self.SLOWEST, self._cost / self.BUDGET))
+
+    def _wait(self) -> float:
+        """How long the next write waits yet (asked again once waited: a burst that
+        came meanwhile ends the quicker first writes)."""
+        ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
+        if self._pending_chars >= self.BURST:
+            ramp = 1e9
+        return self._last + min(self.spacing(), ramp) - time.monotonic()
 
     async def _run(self) -> None:
         # never cancelled: an append cut in the middle would leave the widget half-updated
         while not self._closing.is_set():
             await self._wake.wait()
-            ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
-            wait = self._last + min(self.interval, ramp) - time.monotonic()
-            if wait > 0:
+            while (wait := self._wait()) > 0 and not self._closing.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), wait)
             self._wake.clear()
             await self._flush()
+
+    def flush(self) -> None:
+        """Write what is pending now, not at the next turn (the reply has ended: its last
+        words wait for nothing)."""
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._pending_chars = 0
+        if text and not self._abandoned:
+            self.markdown.append(text)
 
     async def close(self) -> None:
         """Write what is left now, and stop."""
@@ -94,6 +137,7 @@ class ReplyWriter:
         """Stop writing at once (the turn is leaving the screen): what is pending is dropped."""
         self._abandoned = True
         self._pending.clear()
+        self._pending_chars = 0
         self._closing.set()
         self._wake.set()
 

@@ -27,9 +27,10 @@ from tui.widgets.one_layout import OneLayout
 SETTLE_AT = 2000
 """Characters of finished blocks gathered before they become a piece of their own."""
 FIRST_PIECES = 1
-"""Pieces of a long text drawn at once when it opens (its end, which is on screen: the
-last piece holds at least ``SETTLE_AT`` characters, some 25-50 rows); the pieces before
-it are drawn after the first frame, a few at a time."""
+"""Pieces drawn at once of a text that makes several at once (a long text opened, or a
+reply read faster than it was drawn): its end, which is on screen (the last piece holds
+at least ``SETTLE_AT`` characters, some 25-50 rows); the pieces before it are drawn after
+the first frame, a few at a time."""
 EARLIER_AFTER_S = 0.1
 EARLIER_BATCH = 8000
 """Characters of the earlier pieces drawn per frame: a long text (a 20,000-token reply is
@@ -158,7 +159,7 @@ class MarkdownText(Vertical, OneLayout):
     def on_mount(self) -> None:
         if self._initial:
             text, self._initial = self._initial, ""
-            self._grow(text, end_first=True)
+            self._grow(text)
 
     def _scan(self) -> list[int]:
         """Find safe cuts in the complete lines added since the last scan; return those
@@ -188,9 +189,10 @@ class MarkdownText(Vertical, OneLayout):
             return
         self._grow(text)
 
-    def _grow(self, text: str, *, end_first: bool = False) -> None:
-        """Add ``text``; with ``end_first``, a long text shows its end (what a followed
-        view has on screen) first, and the pieces before it once that is drawn."""
+    def _grow(self, text: str) -> None:
+        """Add ``text``. Text that makes several pieces at once (a long text opened, or
+        a reply that came faster than it was drawn) shows its end first (what a
+        followed view has on screen), and the pieces before it once that is drawn."""
         self.text += text
         cuts = self._scan()
         if cuts:
@@ -200,12 +202,14 @@ class MarkdownText(Vertical, OneLayout):
                 spans.append((self._settled, cut))
                 self._starts[cut] = self._settled
                 self._settled = cut
-            later = spans[:-FIRST_PIECES] if end_first else []
-            now = spans[len(later) :]
-            self.mount_all([self._piece(span) for span in now], before=self._tail)
+            later, now = spans[:-FIRST_PIECES], spans[-FIRST_PIECES:]
+            pieces = [self._piece(span) for span in now]
+            self.mount_all(pieces, before=self._tail)
             if later:  # once the end is laid out and painted
                 self.call_after_refresh(
-                    lambda: self.set_timer(EARLIER_AFTER_S, lambda: self._draw_earlier(later))
+                    lambda: self.set_timer(
+                        EARLIER_AFTER_S, lambda: self._draw_earlier(later, pieces[0])
+                    )
                 )
             self._tail.update(self._render_tail())
             return
@@ -231,15 +235,16 @@ class MarkdownText(Vertical, OneLayout):
         self._spaced_after[end] = rendered.renderable.spaced_after
         return Block(rendered)
 
-    def _draw_earlier(self, spans: list[tuple[int, int]]) -> None:
-        """Draw the last pieces of ``spans`` (those nearest what is on screen) above the
-        ones drawn, then the rest after the next frame."""
+    def _draw_earlier(self, spans: list[tuple[int, int]], before: Static) -> None:
+        """Draw the last pieces of ``spans`` (those nearest what is on screen) just
+        above ``before``, then the rest after the next frame."""
         if not self.is_attached:
             return
         first = len(spans) - 1
         while first > 0 and spans[-1][1] - spans[first - 1][0] <= EARLIER_BATCH:
             first -= 1
         batch, rest = spans[first:], spans[:first]
-        self.mount_all([self._piece(span) for span in batch], before=0)
+        pieces = [self._piece(span) for span in batch]
+        self.mount_all(pieces, before=before)
         if rest:
-            self.call_after_refresh(self._draw_earlier, rest)
+            self.call_after_refresh(self._draw_earlier, rest, pieces[0])

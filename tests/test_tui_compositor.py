@@ -1,0 +1,101 @@
+"""A frame that changes part of the screen (tui/compositor.py): what it writes, laid over
+what the terminal showed, is the screen drawn anew; and the widgets beside the change
+are not rendered for it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from textual._compositor import ChopsUpdate, LayoutUpdate
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.geometry import Region
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.widgets import Footer, Static
+from waiting import wait_for
+
+from tui import compositor
+
+SIZE = (80, 24)
+
+
+class Side(Static):
+    """A sidebar that counts the rows it is asked to render."""
+
+    rendered: Counter[str] = Counter()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        Side.rendered["rows"] += crop.height
+        return super().render_lines(crop)
+
+
+class Growing(App[None]):
+    CSS = "Side { width: 20; } #view { width: 1fr; }"
+    BINDINGS = [("ctrl+q", "quit", "Quit")]
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield Side("\n".join(f"conversation {i}" for i in range(30)))
+            with VerticalScroll(id="view"):
+                yield Static("", id="text")
+        yield Footer()
+
+
+def written_over(before: list[str], update: object) -> list[str]:
+    """The terminal's rows once ``update`` (a frame the app rendered) is written over
+    ``before``."""
+    if isinstance(update, LayoutUpdate):  # the whole screen
+        return ["".join(strip.text for strip in line) for line in update.strips]
+    assert isinstance(update, ChopsUpdate)
+    rows = [list(row) for row in before]
+    for y, x1, x2 in update.spans:
+        for (x, strip), end in zip(update.chops[y].items(), update.chop_ends[y], strict=False):
+            if strip is None or x >= x2 or end <= x1:
+                continue
+            for i, char in enumerate(strip.text):
+                if x1 <= x + i < x2:
+                    rows[y][x + i] = char
+    return ["".join(row) for row in rows]
+
+
+def whole(app: App[None]) -> list[str]:
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+async def test_a_partial_frame_over_the_last_one_is_the_screen_drawn_anew() -> None:
+    assert compositor.install()
+    app = Growing()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        frames: list[object] = []
+        painter = app.screen._compositor
+        render_update = painter.render_update
+
+        def recorded(*args: Any, **kwargs: Any) -> object:
+            frames.append(update := render_update(*args, **kwargs))
+            return update
+
+        painter.render_update = recorded  # type: ignore[method-assign,assignment]
+        screen = whole(app)
+        text = app.query_one("#text", Static)
+        app.query_one("#view", Widget).anchor()
+        lines: list[str] = []
+        partial = 0
+        for n in range(40):  # grows past the view's height: it scrolls to follow
+            lines.append(f"line {n} of the reply " + "word " * (n % 9))
+            text.update("\n".join(lines))
+            Side.rendered.clear()
+            await wait_for(pilot, lambda: bool(frames), what="a frame")
+            for frame in frames:
+                partial += isinstance(frame, ChopsUpdate)
+                screen = written_over(screen, frame) if frame is not None else screen
+            frames.clear()
+            assert Side.rendered["rows"] == 0, "the sidebar beside the change is not rendered"
+            await pilot.pause()
+        for frame in frames:
+            screen = written_over(screen, frame) if frame is not None else screen
+        assert partial >= 20
+        assert any("line 39" in row for row in screen), "the view followed the text"
+        assert screen == whole(app), "the frames written one over another read as a redraw"

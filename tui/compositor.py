@@ -1,0 +1,70 @@
+"""Textual's compositor, drawing only the widgets and rows that a frame changes.
+
+For a frame that changes part of the screen (a reply growing, the prompt's cursor
+blinking), Textual 8's compositor takes every widget whose clip (for most, the whole
+screen) touches the changed area and renders all of its visible rows, then keeps the
+rows that changed. A blink of the cursor renders the sidebar, the conversation and the
+footer; each drawing of a streamed reply renders the sidebar too. Here a widget is
+rendered only where it meets the changed area: its rows inside it, and not at all when
+it lies beside it. Frames that redraw the whole screen render the same as before.
+
+``install()`` replaces ``Compositor._render_chops`` (private, so it checks the version
+it was written for, 8.x, and otherwise leaves Textual as it is).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import version
+
+from textual._compositor import Compositor
+from textual.geometry import Region
+from textual.strip import Strip
+
+log = logging.getLogger(__name__)
+
+WRITTEN_FOR = "8."
+"""The Textual versions whose compositor this matches."""
+
+
+def _render_chops(
+    self: Compositor, crop: Region, is_rendered_line: Callable[[int], bool]
+) -> Sequence[Mapping[int, Strip]]:
+    """Textual's ``Compositor._render_chops``, each widget rendered only where it meets
+    ``crop``: the rows of its visible part inside ``crop`` (at their whole width, as
+    Textual divides them), and nothing when the two do not meet."""
+    cuts = self.cuts
+    chops: list[dict[int, Strip | None]] = [dict.fromkeys(cut_set[:-1]) for cut_set in cuts]
+    crop_x, crop_y, crop_width, crop_height = crop
+    crop_right, crop_bottom = crop_x + crop_width, crop_y + crop_height
+    # front to back: the first strip for a cut wins
+    for widget, (region, clip) in self.visible_widgets.items():
+        x, y, width, height = region.intersection(clip)
+        top, bottom = max(y, crop_y), min(y + height, crop_bottom)
+        if top >= bottom or x >= crop_right or x + width <= crop_x:
+            continue
+        strips = widget.render_lines(Region(x - region.x, top - region.y, width, bottom - top))
+        right = x + width
+        for line_y, strip in zip(range(top, bottom), strips, strict=False):
+            if not is_rendered_line(line_y):
+                continue
+            line = chops[line_y]
+            final_cuts = [cut for cut in cuts[line_y] if right >= cut >= x]
+            for cut, piece in zip(
+                final_cuts, strip.divide([cut - x for cut in final_cuts[1:]]), strict=False
+            ):
+                if line.get(cut) is None:
+                    line[cut] = piece
+    return chops  # type: ignore[return-value]  # every cut is filled on a rendered line
+
+
+def install() -> bool:
+    """Use ``_render_chops`` above; False (Textual unchanged) for a version it was not
+    written for."""
+    textual_version = version("textual")
+    if not textual_version.startswith(WRITTEN_FOR):
+        log.info("compositor left as it is for textual %s", textual_version)
+        return False
+    Compositor._render_chops = _render_chops  # type: ignore[method-assign]
+    return True
