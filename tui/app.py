@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 import threading
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
     from tui.widgets.picture import Renderer
 
 log = logging.getLogger(__name__)
+
+FREEZE_AFTER_S = 1.0
+"""The heap is frozen this long after the first frame (:meth:`LlmPessoalApp._freeze_heap`)."""
 
 
 def _import_client() -> None:
@@ -244,6 +248,16 @@ class LlmPessoalApp(App[int]):
         self.call_after_refresh(self.watch_ollama_status)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
+        self.set_timer(FREEZE_AFTER_S, self._freeze_heap)
+
+    def _freeze_heap(self) -> None:
+        """Keep what start-up made (Textual, the screens, the modules: some 200,000
+        objects) out of the collector's full passes: each walked them all and stalled the
+        interface for a fifth of a second in the middle of opening the gallery or turning
+        its pages (issue 13). One full pass first, while the app is idle, so no garbage
+        is frozen with them."""
+        gc.collect()
+        gc.freeze()
 
     # -- the diffusion pipeline ------------------------------------------------------
 
