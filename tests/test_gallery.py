@@ -26,7 +26,6 @@ from tui.screens.gallery import GalleryScreen
 from tui.screens.image import ImageScreen
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.gallery import ThumbnailGrid
-from tui.widgets.picture import Picture
 
 MODELS = ("alpha-model", "beta-model")
 DAY = 86400.0
@@ -364,7 +363,7 @@ async def test_pages_turned_back_and_forth_show_their_own_captions_and_pictures(
             return (
                 grid.first == first
                 and len(tiles) == min(size, 40 - first)
-                and all(isinstance(t, Picture) and t.image is not None for t in tiles)
+                and all(t.image is not None for t in tiles)
             )
 
         def captions_right(first: int) -> bool:

@@ -25,6 +25,7 @@ class AppFooter(Footer):
                 (node, cb) for node, cb in bound if not (node._closing or node._closed)
             ]
         for widget in super().compose():
-            if isinstance(widget, FooterKey):
+            # (the palette's key is not bound to the footer: it stays compact)
+            if isinstance(widget, FooterKey) and not widget.has_class("-command-palette"):
                 widget.set_reactive(FooterKey.compact, self.compact)
             yield widget
