@@ -8,9 +8,10 @@ others as they are read (``show_thumbnail``). Pictures are drawn by :class:`~tui
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from rich.segment import Segment
@@ -27,7 +28,7 @@ from textual.widgets import Static
 from engines.gallery import FileState
 from engines.store import StoredImage
 from tui.text import visible
-from tui.widgets.picture import Picture, Renderer, halfblock_strips, palette_of
+from tui.widgets.picture import Picture, Renderer, halfblock_rows, palette_of
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -184,7 +185,7 @@ class TilePage(Widget):
         self.renderer = renderer
         self.per_row = per_row
         self.tiles = [PaintedTile(self, i) for i in range(count)]
-        self._lines: dict[int, tuple[tuple[object, ...], list[Strip]]] = {}
+        self._lines: dict[int, tuple[tuple[object, ...], list[list[Segment]]]] = {}
         self._look: tuple[Style, Style, Style, Style, Style, bool] | None = None
 
     def repaint(self, index: int) -> None:
@@ -215,20 +216,23 @@ class TilePage(Widget):
         assert look is not None
         base = look[0]
         row, line = divmod(y, TILE_HEIGHT)
-        strips = []
+        segments: list[Segment] = []
+        used = 0
         for column in range(self.per_row):
             index = row * self.per_row + column
             tile = self.tiles[index] if index < len(self.tiles) else None
             if tile is None or tile.stored is None:
-                continue
-            strips.append(self._tile_lines(tile, look)[line])
-        if not strips:
-            return Strip.blank(width, base)
-        return Strip.join(strips).extend_cell_length(width, base)
+                continue  # only the last page's end has no images
+            segments += self._tile_lines(tile, look)[line]
+            used += TILE_WIDTH
+        if width > used:
+            segments.append(Segment(" " * (width - used), base))
+        return Strip(segments, max(width, used))
 
     def _tile_lines(
         self, tile: PaintedTile, look: tuple[Style, Style, Style, Style, Style, bool]
-    ) -> list[Strip]:
+    ) -> list[list[Segment]]:
+        """The tile's lines, as segments (a line of the page is one strip of them)."""
         base, border, cursor, marked, caption_style, focused = look
         on = tile.has_class("-cursor")
         key = (id(tile.image), tile.caption, on, tile.marked, look)
@@ -247,10 +251,10 @@ class TilePage(Widget):
         inner = TILE_WIDTH - 2
         height = TILE_HEIGHT - 2
         if tile.image is not None and self.renderer != "off":
-            picture = halfblock_strips(tile.image, inner, height, base, palette_of(self.app))
+            picture = halfblock_rows(tile.image, inner, height, base, palette_of(self.app))
         else:
-            blank = Strip.blank(inner, base)
-            dots = Strip([Segment("…".center(inner), base + Style(dim=True))], inner)
+            blank = [Segment(" " * inner, base)]
+            dots = [Segment("…".center(inner), base + Style(dim=True))]
             picture = [dots if y == height // 2 else blank for y in range(height)]
         side = Segment(box[3], style)
         # the caption in the bottom edge, as a border subtitle is drawn: "╰─ text ──╯"
@@ -264,17 +268,18 @@ class TilePage(Widget):
         bottom = [Segment(box[4] + (box[1] if space else ""), style)]
         bottom += label.render(self.app.console)
         bottom.append(Segment(box[1] * max(0, space - 1) + box[5], style))
-        edge = Strip.blank(inner, base)
         lines = [
-            Strip([Segment(box[0] + box[1] * inner + box[2], style)], TILE_WIDTH),
-            *(
-                Strip([side, *(picture[y] if y < len(picture) else edge), side], TILE_WIDTH)
-                for y in range(height)
-            ),
-            Strip(bottom, TILE_WIDTH),
+            [Segment(box[0] + box[1] * inner + box[2], style)],
+            *([side, *picture[y], side] for y in range(height)),
+            bottom,
         ]
         self._lines[tile.index] = (key, lines)
         return lines
+
+    @property
+    def base(self) -> Style | None:
+        """The background the tiles were last drawn on (None before the first frame)."""
+        return self._look[0] if self._look is not None else None
 
 
 class ThumbnailGrid(Widget, can_focus=True):
@@ -429,6 +434,22 @@ class ThumbnailGrid(Widget, can_focus=True):
     def current(self) -> StoredImage | None:
         i = self.cursor - self.first
         return self.images[i] if 0 <= i < len(self.images) else None
+
+    def preparer(self) -> Callable[[Image.Image], object] | None:
+        """What draws a thumbnail's half blocks ahead of the page that shows it, for a
+        worker to call (the page turn then only joins lines); None where tiles are
+        widgets or nothing is drawn yet."""
+        children = self.children
+        page = children[0] if len(children) == 1 else None
+        if not isinstance(page, TilePage) or page.renderer != "halfblock" or page.base is None:
+            return None
+        return partial(
+            halfblock_rows,
+            width=TILE_WIDTH - 2,
+            height=TILE_HEIGHT - 2,
+            base=page.base,
+            color_system=palette_of(self.app),
+        )
 
     def tiles(self) -> list[Tile | ListRow | PaintedTile]:
         children = self.children

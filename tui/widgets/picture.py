@@ -3,6 +3,7 @@ textual-image where the terminal speaks Kitty's graphics protocol or Sixel."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import OrderedDict
@@ -118,7 +119,7 @@ STRIPS_KEPT = 256
 a gallery page turned back is drawn without making them again."""
 STRIPS_KEPT_PIXELS = 160 * 160
 """Only pictures this small are kept (a step preview is never shown twice)."""
-_kept_strips: OrderedDict[tuple[object, ...], tuple[Image.Image, list[Strip]]] = OrderedDict()
+_kept_rows: OrderedDict[tuple[object, ...], tuple[Image.Image, list[list[Segment]]]] = OrderedDict()
 _styles: dict[tuple[int, int], Style] = {}
 """Half-block styles by (top, bottom) colour, shared by every picture."""
 
@@ -137,30 +138,33 @@ def _style(top: int, bottom: int) -> Style:
     return style
 
 
-def halfblock_strips(
+def halfblock_rows(
     image: Image.Image, width: int, height: int, base: Style, color_system: str | None
-) -> list[Strip]:
+) -> list[list[Segment]]:
     """``image`` fitted and centred in ``width`` x ``height`` cells of half blocks (two
-    pixels a cell), a strip a line, each ``width`` wide (``base`` around the picture);
-    ``color_system`` None where no terminal's palette is to be fitted (headless). Strips
-    of small pictures (thumbnails) are kept, by picture and size, across widgets."""
+    pixels a cell): ``height`` rows of segments, each ``width`` cells (``base`` around
+    the picture); ``color_system`` None where no terminal's palette is to be fitted
+    (headless). Rows of small pictures (thumbnails) are kept, by picture and size,
+    across widgets. Pure: a worker may make them ahead of the drawing."""
     small = image.width * image.height <= STRIPS_KEPT_PIXELS
     key = (id(image), width, height, base, color_system, cell_aspect())
-    kept = _kept_strips.get(key) if small else None
+    kept = _kept_rows.get(key) if small else None
     if kept is not None and kept[0] is image:
-        _kept_strips.move_to_end(key)
+        with contextlib.suppress(KeyError):  # another thread may have dropped it
+            _kept_rows.move_to_end(key)
         return kept[1]
-    strips = _make_strips(image, width, height, base, color_system)
+    rows = _make_rows(image, width, height, base, color_system)
     if small:
-        _kept_strips[key] = (image, strips)
-        while len(_kept_strips) > STRIPS_KEPT:
-            _kept_strips.popitem(last=False)
-    return strips
+        _kept_rows[key] = (image, rows)
+        while len(_kept_rows) > STRIPS_KEPT:
+            with contextlib.suppress(KeyError):
+                _kept_rows.popitem(last=False)
+    return rows
 
 
-def _make_strips(
+def _make_rows(
     image: Image.Image, width: int, height: int, base: Style, color_system: str | None
-) -> list[Strip]:
+) -> list[list[Segment]]:
     from PIL import Image as PILImage
 
     # a half cell is square only where cells are twice as tall as wide: stretch the
@@ -176,11 +180,13 @@ def _make_strips(
         small = dithered(small, color_system)
     data = small.tobytes()
     left = (width - w) // 2
+    right = width - w - left
     # the space around the picture is the theme's background, not the terminal's
-    pad = Segment(" " * left, base) if left else None
+    pad = Segment(" " * left, base) if left > 0 else None
+    pad_right = Segment(" " * right, base) if right > 0 else None
+    blank = [Segment(" " * width, base)]
     top_pad = (height - h // 2) // 2
-    blank = Strip.blank(width, base)
-    strips = [blank] * top_pad
+    rows = [blank] * top_pad
     row_bytes = w * 3
     for y in range(0, h, 2):
         upper = data[y * row_bytes : (y + 1) * row_bytes]
@@ -190,8 +196,11 @@ def _make_strips(
             top = (upper[x] << 16) | (upper[x + 1] << 8) | upper[x + 2]
             bottom = (lower[x] << 16) | (lower[x + 1] << 8) | lower[x + 2]
             segments.append(Segment("▀", _style(top, bottom)))
-        strips.append(Strip(segments, left + w).simplify().extend_cell_length(width, base))
-    return strips
+        if pad_right:
+            segments.append(pad_right)
+        rows.append(list(Segment.simplify(segments)))
+    rows += [blank] * (height - len(rows))
+    return rows[:height]
 
 
 class HalfBlocks(Widget):
@@ -229,7 +238,8 @@ class HalfBlocks(Widget):
         image = self._image
         if image is None or width < 1 or height < 1:
             return
-        self._strips = halfblock_strips(image, width, height, base, palette_of(self.app))
+        rows = halfblock_rows(image, width, height, base, palette_of(self.app))
+        self._strips = [Strip(row, width) for row in rows]
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # the background once a frame, not once a line (it walks the ancestors' styles)
