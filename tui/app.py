@@ -250,12 +250,17 @@ class LlmPessoalApp(App[int]):
             self.preload_pipeline()
         self.set_timer(FREEZE_AFTER_S, self._freeze_heap)
 
-    def _freeze_heap(self) -> None:
+    async def _freeze_heap(self) -> None:
         """Keep what start-up made (Textual, the screens, the modules: some 200,000
         objects) out of the collector's full passes: each walked them all and stalled the
         interface for a fifth of a second in the middle of opening the gallery or turning
         its pages (issue 13). One full pass first, while the app is idle, so no garbage
-        is frozen with them."""
+        is frozen with them. The gallery's code is imported first, in a thread: its first
+        opening waited a twentieth of a second on it."""
+        try:
+            await asyncio.to_thread(importlib.import_module, "tui.screens.gallery")
+        except Exception as exc:  # it fails again, and says so, when the gallery opens
+            log.warning("the gallery's code not imported ahead: %s", exc)
         gc.collect()
         gc.freeze()
 

@@ -13,11 +13,28 @@ a fifth of the time a screen with a dozen keys took to open)."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.screen import Screen
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
 
 class AppFooter(Footer):
+    _recompose_queued = False
+
+    def bindings_changed(self, screen: Screen[object]) -> None:
+        """Compose the keys again once for the changes made before the next frame (a
+        screen opening changes them two or three times: its focus, its stack)."""
+        self._bindings_ready = True
+        if not screen.app.app_focus or not self.is_attached or screen is not self.screen:
+            return
+        if not self._recompose_queued:
+            self._recompose_queued = True
+            self.call_after_refresh(self._recompose_once)
+
+    async def _recompose_once(self) -> None:
+        self._recompose_queued = False
+        await self.recompose()
+
     def compose(self) -> ComposeResult:
         watchers = getattr(self, "__watchers", {})
         for name, bound in watchers.items():
