@@ -42,7 +42,10 @@ class AppFooter(Footer):
                 (node, cb) for node, cb in bound if not (node._closing or node._closed)
             ]
         for widget in super().compose():
-            # (the palette's key is not bound to the footer: it stays compact)
-            if isinstance(widget, FooterKey) and not widget.has_class("-command-palette"):
-                widget.set_reactive(FooterKey.compact, self.compact)
+            if isinstance(widget, FooterKey):
+                # (the palette's key is not bound to the footer: it stays compact)
+                palette = widget.has_class("-command-palette")
+                compact = True if palette else self.compact
+                widget.set_reactive(FooterKey.compact, compact)
+                widget.set_class(compact, "-compact", update=False)
             yield widget
