@@ -88,6 +88,28 @@ def test_pages_come_newest_first_and_filters_narrow_them(
     assert until is None and gallery.count(store, Filter(since=since)) == 7
 
 
+def test_a_text_filter_pages_its_matches_newest_first_from_the_text_index(
+    indexed: tuple[Store, Path, list[Path]],
+) -> None:
+    """At 50,000 images a filter read every row whole; the text's columns have an index
+    of their own now, and its pages are still the matches, newest first."""
+    store, _outputs, paths = indexed
+    foxes = [path for i, path in enumerate(paths) if i % 2][::-1]
+    seen = [i.path for o in range(0, 15, 4) for i in gallery.page(store, Filter(text="fOx"), o, 4)]
+    assert seen == foxes
+    assert [i.path for i in gallery.page(store, Filter(text="1007"), 0, 5)] == [paths[7]]
+    assert gallery.page(store, Filter(text="picture 0071"), 0, 5) == []
+    where, args = gallery._where(Filter(text="heron"))
+    assert store.path is not None
+    with sqlite3.connect(store.path) as conn:
+        plan = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT id FROM images WHERE {where}"
+            " ORDER BY created_at DESC, id DESC LIMIT 4",
+            args,
+        ).fetchall()
+    assert any("USING INDEX images_text" in row[-1] for row in plan), plan
+
+
 def test_date_filters_name_what_they_accept() -> None:
     now = datetime(2026, 11, 30, 12, 0)
     since, until = gallery.parse_date("2026-11", now)

@@ -221,9 +221,10 @@ class TilePage(Widget):
         for column in range(self.per_row):
             index = row * self.per_row + column
             tile = self.tiles[index] if index < len(self.tiles) else None
-            if tile is None or tile.stored is None:
-                continue  # only the last page's end has no images
-            segments += self._tile_lines(tile, look)[line]
+            if tile is None or tile.stored is None:  # past the last image
+                segments.append(Segment(" " * TILE_WIDTH, base))
+            else:
+                segments += self._tile_lines(tile, look)[line]
             used += TILE_WIDTH
         if width > used:
             segments.append(Segment(" " * (width - used), base))
