@@ -256,7 +256,10 @@ class LlmPessoalApp(App[int]):
         interface for a fifth of a second in the middle of opening the gallery or turning
         its pages (issue 13). One full pass first, while the app is idle, so no garbage
         is frozen with them. The gallery's code is imported first, in a thread: its first
-        opening waited a twentieth of a second on it."""
+        opening waited a twentieth of a second on it. Not in a headless app (tests): a
+        frozen app's reference cycles are never collected, and a test run makes many."""
+        if self.is_headless:
+            return
         try:
             await asyncio.to_thread(importlib.import_module, "tui.screens.gallery")
         except Exception as exc:  # it fails again, and says so, when the gallery opens
