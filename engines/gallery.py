@@ -109,11 +109,13 @@ def _where(f: Filter) -> tuple[str, list[Any]]:
         # LIKE folds ASCII case in C (fast on 50,000 rows); fold() any other script
         if text.isascii():
             pattern = f"%{_escape_like(text)}%"
+            # a seed is digits: a text with anything else is not looked for in it
+            seed = " OR CAST(seed AS TEXT) LIKE ? ESCAPE '\\'" if text.isdigit() else ""
             clauses.append(
                 "(prompt LIKE ? ESCAPE '\\' OR negative_prompt LIKE ? ESCAPE '\\'"
-                " OR model LIKE ? ESCAPE '\\' OR CAST(seed AS TEXT) LIKE ? ESCAPE '\\')"
+                f" OR model LIKE ? ESCAPE '\\'{seed})"
             )
-            args += [pattern] * 4
+            args += [pattern] * (4 if seed else 3)
         else:
             clauses.append(
                 "(instr(fold(prompt), ?) > 0 OR instr(fold(negative_prompt), ?) > 0"
@@ -136,10 +138,15 @@ def page(store: Store, f: Filter, offset: int, limit: int) -> list[StoredImage]:
     """Images newest first under ``f``, ``limit`` of them from ``offset``."""
     where, args = _where(f)
     order = "trashed_at DESC, id DESC" if f.trash else "created_at DESC, id DESC"
-    rows = store._query(
-        f"SELECT * FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-        (*args, limit, max(0, offset)),
-    )
+    query = f"SELECT * FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+    if f.text.strip() and not f.trash:
+        # the text is looked for in the index of the columns it reads (images_text),
+        # in time order; only the page's rows are then read whole
+        query = (
+            f"SELECT * FROM images WHERE id IN (SELECT id FROM images WHERE {where}"
+            f" ORDER BY {order} LIMIT ? OFFSET ?) ORDER BY {order}"
+        )
+    rows = store._query(query, (*args, limit, max(0, offset)))
     return [store.stored_image(r) for r in rows]
 
 

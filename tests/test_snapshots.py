@@ -251,7 +251,6 @@ def test_image_screen_with_its_gallery_at_80x24(snap_compare, config_file: Path)
     from PIL import Image
 
     from engines.images import ImageParameters, save_png
-    from tui.widgets.picture import Picture
 
     settings = load_settings(config_file, env={})
     image = Image.new("RGB", (64, 64))
@@ -274,7 +273,7 @@ def test_image_screen_with_its_gallery_at_80x24(snap_compare, config_file: Path)
         tile = pilot.app.screen.query_one(ThumbnailGrid).tiles()[0]
         await wait_for(
             pilot,
-            lambda: isinstance(tile, Picture) and tile.image is not None,
+            lambda: tile.image is not None,
             what="the thumbnail",
         )  # type: ignore[arg-type]
 

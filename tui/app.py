@@ -303,10 +303,18 @@ class LlmPessoalApp(App[int]):
         # once the first frame is drawn: its thread would take turns with the drawing
         self.call_after_refresh(self.watch_ollama_status)
         self.call_after_refresh(gc.enable)  # held by the start (tui/cli.py run_tui)
-        if self.freeze_heap:
-            freeze_start_up(self)
+        if self.freeze_heap and not self.is_headless:  # tui/heap.py
+            freeze_start_up(self, self._import_gallery)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
+
+    async def _import_gallery(self) -> None:
+        """The gallery's code, imported in a thread while the app is idle: its first
+        opening waited a twentieth of a second on it."""
+        try:
+            await asyncio.to_thread(importlib.import_module, "tui.screens.gallery")
+        except Exception as exc:  # it fails again, and says so, when the gallery opens
+            log.warning("the gallery's code not imported ahead: %s", exc)
 
     # -- the diffusion pipeline ------------------------------------------------------
 

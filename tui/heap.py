@@ -7,9 +7,11 @@ the middle of a streamed reply, or of opening a long conversation. Three of them
 in each 2,000-token reply (about an eighth of the app's CPU for it).
 
 What the app builds as it starts lives as long as the app, so it is moved out of the
-collector's sight (``gc.freeze``) once the first frame is drawn, and again once the
-start-up work that follows it (the first answer from Ollama, the code highlighters
-loaded ahead) is done. Frozen objects are still freed when nothing refers to them; only
+collector's sight (``gc.freeze``) a second after the first frame, while the app is idle,
+and again once the start-up work that follows it (the first answer from Ollama, code
+loaded ahead) is done; each time after one full pass, so that no garbage is frozen. It
+also kept the gallery's first opening and page turns from stalling a fifth of a second
+on a full pass (issue 13). Frozen objects are still freed when nothing refers to them; only
 a reference cycle among them would stay, so nothing made later (a conversation's
 widgets, which come and go) is frozen. For the same reason only the one app of a
 process does it (``LlmPessoalApp.freeze_heap``, set by ``main()``): tests run many apps
@@ -19,15 +21,26 @@ in one process, and one would freeze what the ones before it left.
 from __future__ import annotations
 
 import gc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual.app import App
 
-FREEZE_AGAIN_S = 3.0
+FREEZE_AFTER_S = 1.0
+"""After the first frame: the app is idle by then."""
+FREEZE_AGAIN_S = 4.0
 """After the first frame: the start-up work that follows it is done by then."""
 
 
-def freeze_start_up(app: App[Any]) -> None:
-    """Freeze what the app holds once its first frame is drawn, and again a little later."""
-    app.call_after_refresh(gc.freeze)
-    app.set_timer(FREEZE_AGAIN_S, gc.freeze)
+def freeze_start_up(app: App[Any], first: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Freeze what the app holds a second after it starts, and again a little later;
+    ``first``: work to finish before the first freeze (code to load ahead)."""
+
+    async def freeze(ahead: Callable[[], Awaitable[None]] | None) -> None:
+        if ahead is not None:
+            await ahead()
+        gc.collect()
+        gc.freeze()
+
+    app.set_timer(FREEZE_AFTER_S, lambda: freeze(first))
+    app.set_timer(FREEZE_AGAIN_S, lambda: freeze(None))

@@ -3,6 +3,7 @@ textual-image where the terminal speaks Kitty's graphics protocol or Sixel."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import OrderedDict
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING, Literal
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.containers import Container
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -118,7 +120,88 @@ STRIPS_KEPT = 256
 a gallery page turned back is drawn without making them again."""
 STRIPS_KEPT_PIXELS = 160 * 160
 """Only pictures this small are kept (a step preview is never shown twice)."""
-_kept_strips: OrderedDict[tuple[object, ...], tuple[Image.Image, list[Strip]]] = OrderedDict()
+_kept_rows: OrderedDict[tuple[object, ...], tuple[Image.Image, list[list[Segment]]]] = OrderedDict()
+_styles: dict[tuple[int, int], Style] = {}
+"""Half-block styles by (top, bottom) colour, shared by every picture."""
+
+
+def _style(top: int, bottom: int) -> Style:
+    key = (top, bottom)
+    style = _styles.get(key)
+    if style is None:
+        if len(_styles) > 50_000:
+            _styles.clear()
+        style = Style(
+            color=Color.from_rgb(top >> 16, (top >> 8) & 255, top & 255),
+            bgcolor=Color.from_rgb(bottom >> 16, (bottom >> 8) & 255, bottom & 255),
+        )
+        _styles[key] = style
+    return style
+
+
+def halfblock_rows(
+    image: Image.Image, width: int, height: int, base: Style, color_system: str | None
+) -> list[list[Segment]]:
+    """``image`` fitted and centred in ``width`` x ``height`` cells of half blocks (two
+    pixels a cell): ``height`` rows of segments, each ``width`` cells (``base`` around
+    the picture); ``color_system`` None where no terminal's palette is to be fitted
+    (headless). Rows of small pictures (thumbnails) are kept, by picture and size,
+    across widgets. Pure: a worker may make them ahead of the drawing."""
+    small = image.width * image.height <= STRIPS_KEPT_PIXELS
+    key = (id(image), width, height, base, color_system, cell_aspect())
+    kept = _kept_rows.get(key) if small else None
+    if kept is not None and kept[0] is image:
+        with contextlib.suppress(KeyError):  # another thread may have dropped it
+            _kept_rows.move_to_end(key)
+        return kept[1]
+    rows = _make_rows(image, width, height, base, color_system)
+    if small:
+        _kept_rows[key] = (image, rows)
+        while len(_kept_rows) > STRIPS_KEPT:
+            with contextlib.suppress(KeyError):
+                _kept_rows.popitem(last=False)
+    return rows
+
+
+def _make_rows(
+    image: Image.Image, width: int, height: int, base: Style, color_system: str | None
+) -> list[list[Segment]]:
+    from PIL import Image as PILImage
+
+    # a half cell is square only where cells are twice as tall as wide: stretch the
+    # rows by the real shape of the cells, where the terminal tells it
+    squash = 2.0 / cell_aspect()
+    scale = min(width / image.width, (height * 2) / (image.height * squash))
+    w = max(1, int(image.width * scale))
+    h = max(2, int(image.height * scale * squash) // 2 * 2)
+    resample = PILImage.Resampling.NEAREST if scale > 2 else PILImage.Resampling.BILINEAR
+    # 5 bits a channel: invisible in half blocks, and far fewer distinct styles
+    small = image.convert("RGB").resize((w, h), resample).point(lambda v: v & 0xF8)
+    if color_system is not None:  # no terminal, no palette to fit (tests, exports)
+        small = dithered(small, color_system)
+    data = small.tobytes()
+    left = (width - w) // 2
+    right = width - w - left
+    # the space around the picture is the theme's background, not the terminal's
+    pad = Segment(" " * left, base) if left > 0 else None
+    pad_right = Segment(" " * right, base) if right > 0 else None
+    blank = [Segment(" " * width, base)]
+    top_pad = (height - h // 2) // 2
+    rows = [blank] * top_pad
+    row_bytes = w * 3
+    for y in range(0, h, 2):
+        upper = data[y * row_bytes : (y + 1) * row_bytes]
+        lower = data[(y + 1) * row_bytes : (y + 2) * row_bytes]
+        segments = [pad] if pad else []
+        for x in range(0, row_bytes, 3):
+            top = (upper[x] << 16) | (upper[x + 1] << 8) | upper[x + 2]
+            bottom = (lower[x] << 16) | (lower[x + 1] << 8) | lower[x + 2]
+            segments.append(Segment("▀", _style(top, bottom)))
+        if pad_right:
+            segments.append(pad_right)
+        rows.append(list(Segment.simplify(segments)))
+    rows += [blank] * (height - len(rows))
+    return rows[:height]
 
 
 class HalfBlocks(Widget):
@@ -142,25 +225,12 @@ class HalfBlocks(Widget):
         self._strips: list[Strip] = []
         self._made_for: tuple[int, int, Style] | None = None
         self._blank = Strip.blank(0)
-        self._styles: dict[tuple[int, int], Style] = {}
+        self._base = Style()
 
     def show(self, image: Image.Image | None) -> None:
         self._image = image
         self._made_for = None
         self.refresh()
-
-    def _style(self, top: int, bottom: int) -> Style:
-        key = (top, bottom)
-        style = self._styles.get(key)
-        if style is None:
-            if len(self._styles) > 50_000:
-                self._styles.clear()
-            style = Style(
-                color=Color.from_rgb(top >> 16, (top >> 8) & 255, top & 255),
-                bgcolor=Color.from_rgb(bottom >> 16, (bottom >> 8) & 255, bottom & 255),
-            )
-            self._styles[key] = style
-        return style
 
     def _make(self, width: int, height: int, base: Style) -> None:
         self._made_for = (width, height, base)
@@ -169,65 +239,17 @@ class HalfBlocks(Widget):
         image = self._image
         if image is None or width < 1 or height < 1:
             return
-        small = image.width * image.height <= STRIPS_KEPT_PIXELS
-        key = (
-            id(image),
-            width,
-            height,
-            base,
-            self.app.is_headless,
-            self.app.console.color_system,
-            cell_aspect(),
-        )
-        kept = _kept_strips.get(key) if small else None
-        if kept is not None and kept[0] is image:
-            _kept_strips.move_to_end(key)
-            self._strips = kept[1]
-            return
-        self._make_strips(image, width, height, base)
-        if small:
-            _kept_strips[key] = (image, self._strips)
-            while len(_kept_strips) > STRIPS_KEPT:
-                _kept_strips.popitem(last=False)
+        rows = halfblock_rows(image, width, height, base, palette_of(self.app))
+        self._strips = [Strip(row, width) for row in rows]
 
-    def _make_strips(self, image: Image.Image, width: int, height: int, base: Style) -> None:
-        """The picture's lines, each the widget's width (drawn as they are, no copy)."""
-        from PIL import Image as PILImage
-
-        # a half cell is square only where cells are twice as tall as wide: stretch the
-        # rows by the real shape of the cells, where the terminal tells it
-        squash = 2.0 / cell_aspect()
-        scale = min(width / image.width, (height * 2) / (image.height * squash))
-        w = max(1, int(image.width * scale))
-        h = max(2, int(image.height * scale * squash) // 2 * 2)
-        resample = PILImage.Resampling.NEAREST if scale > 2 else PILImage.Resampling.BILINEAR
-        # 5 bits a channel: invisible in half blocks, and far fewer distinct styles
-        small = image.convert("RGB").resize((w, h), resample).point(lambda v: v & 0xF8)
-        if not self.app.is_headless:  # no terminal, no palette to fit (tests, exports)
-            small = dithered(small, self.app.console.color_system)
-        data = small.tobytes()
-        left = (width - w) // 2
-        # the space around the picture is the theme's background, not the terminal's
-        pad = Segment(" " * left, base) if left else None
-        top_pad = (height - h // 2) // 2
-        blank = Strip.blank(width, base)
-        self._strips = [blank] * top_pad
-        row_bytes = w * 3
-        for y in range(0, h, 2):
-            upper = data[y * row_bytes : (y + 1) * row_bytes]
-            lower = data[(y + 1) * row_bytes : (y + 2) * row_bytes]
-            segments = [pad] if pad else []
-            for x in range(0, row_bytes, 3):
-                top = (upper[x] << 16) | (upper[x + 1] << 8) | upper[x + 2]
-                bottom = (lower[x] << 16) | (lower[x + 1] << 8) | lower[x + 2]
-                segments.append(Segment("▀", self._style(top, bottom)))
-            self._strips.append(
-                Strip(segments, left + w).simplify().extend_cell_length(width, base)
-            )
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # the background once a frame, not once a line (it walks the ancestors' styles)
+        self._base = Style(bgcolor=self.rich_style.bgcolor)
+        return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
-        base = Style(bgcolor=self.rich_style.bgcolor)
+        base = self._base
         if self._made_for != (width, height, base):
             self._make(width, height, base)
         if self._image is None:
@@ -245,6 +267,11 @@ PREVIEW_BACKLOG = 4096
 the terminal (about a quarter of a half-block preview frame at 120x40)."""
 DRAIN_CHECK_S = 0.02
 """How often a held preview looks whether the output has drained."""
+
+
+def palette_of(app: App[object]) -> str | None:
+    """The colour system pictures are fitted to: None in a headless app (tests)."""
+    return None if app.is_headless else app.console.color_system
 
 
 class Picture(Container):
