@@ -175,7 +175,7 @@ class LlmPessoalApp(App[int]):
     ) -> None:
         super().__init__()
         use_greys(self._filters)  # NO_COLOR: greys as light as the colours (tui/no_color.py)
-        use_sixteen(self._filters, self.console.color_system)  # 16 colours: contrast kept
+        self._sixteen = use_sixteen(self._filters, self.console.color_system)  # tui/sixteen.py
         compositor.install()  # a frame renders only the widgets it changes (tui/compositor.py)
         self.typed_at_start = typed_at_start
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
@@ -295,6 +295,8 @@ class LlmPessoalApp(App[int]):
         await super().on_event(event)
 
     def on_mount(self) -> None:
+        if self._sixteen is not None and self.is_headless:
+            self._sixteen.enabled = False  # a headless app's screenshots are true colour
         self.theme_changed_signal.subscribe(self, self._remember_theme)
         if self.start_screen != self.current_mode:
             self.switch_mode(self.start_screen)

@@ -119,7 +119,12 @@ class Sixteen(LineFilter):
         ]
 
 
-def use_sixteen(filters: list[LineFilter], color_system: str | None) -> None:
-    """Add :class:`Sixteen` to an app's filters when its terminal has 16 colours."""
-    if color_system == "standard":
-        filters.append(Sixteen())
+def use_sixteen(filters: list[LineFilter], color_system: str | None) -> Sixteen | None:
+    """Add :class:`Sixteen` to an app's filters when its terminal has 16 colours; it is
+    returned so that a headless app (tests, whose screenshots are true colour) can turn it
+    off."""
+    if color_system != "standard":
+        return None
+    sixteen = Sixteen()
+    filters.append(sixteen)
+    return sixteen
