@@ -427,3 +427,17 @@ async def test_a_filter_typed_fast_finds_the_image(
         await wait_for(
             pilot, lambda: grid.total == 40 and not grid.counting, what="all the images again"
         )
+
+
+def test_a_long_prompt_is_cut_in_its_caption_with_an_ellipsis() -> None:
+    from engines.store import StoredImage
+    from tui.widgets.gallery import caption
+
+    def of(prompt: str) -> str:
+        p = ImageParameters(prompt, "", 64, 64, 4, 7.0, 1, "Euler", "m")
+        return caption(StoredImage(1, Path("x.png"), p, 1.0, 0.0), 16).plain
+
+    assert of("a heron") == "a heron"
+    assert of("a heron at dawn, oil painting") == "a heron at dawn…"
+    assert of("sixteen letters!") == "sixteen letters!"
+    assert of("a heron\x1b]52;c;aGk=\x07 at dawn") == "a heron␛]52;c;a…"

@@ -256,7 +256,7 @@ def test_the_app_writes_no_injected_sequence_to_its_terminal(
     tmux.keys("F3")
     tmux.wait_for("Queue (F8")
     tmux.keys("C-b")  # to the gallery, then Reuse the hostile image's settings
-    tmux.wait_for("square␛…")  # the gallery's caption of it
+    tmux.wait_for("a red square␛")  # the gallery's caption of it
     tmux.wait_for("m␛]52;c;")  # its model, in the details
     tmux.wait_for("u Reuse")
     tmux.keys("u")

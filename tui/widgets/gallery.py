@@ -44,7 +44,9 @@ line; Kitty and Sixel pictures are widgets of their own (:class:`Tile`)."""
 def caption(image: StoredImage, width: int) -> Text:
     p = image.parameters
     prompt = visible(p.prompt.splitlines()[0] if p.prompt else "")
-    return Text(prompt[:width], no_wrap=True, overflow="ellipsis")
+    text = Text(prompt[: width + 1], no_wrap=True, overflow="ellipsis")
+    text.truncate(width, overflow="ellipsis")  # a cut prompt ends in "…"
+    return text
 
 
 def list_row(image: StoredImage) -> Text:
