@@ -28,6 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# The suite starts Python hundreds of times (the CLI, the app in tmux, the pytest-xdist
+# workers): where the environment forbids bytecode files (PYTHONDONTWRITEBYTECODE, as in some
+# containers), each of them compiled the app's modules again and pytest re-rewrote every test
+# module. Let them be cached (in the git-ignored __pycache__ folders), here and in children.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 if TYPE_CHECKING:
     from ollama_server import FakeOllama
 else:
