@@ -134,7 +134,7 @@ class Cli:
         *args: str,
         input: str | None = None,
         env: Mapping[str, str] | None = None,
-        timeout: float = 30,
+        timeout: float = 120,  # a generous deadline: starting torch on two busy cores is slow
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.command(*args),
