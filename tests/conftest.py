@@ -34,6 +34,11 @@ import pytest
 # module. Let them be cached (in the git-ignored __pycache__ folders), here and in children.
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# A pytest-xdist worker's environment says COLUMNS=80 and LINES=24: the app started in a real
+# terminal (tmux, kitty, xterm) would believe them over the terminal's own size.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 
 if TYPE_CHECKING:
     from ollama_server import FakeOllama
