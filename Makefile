@@ -17,8 +17,14 @@ install: $(STAMP)
 run: install
 	$(BIN)/llm-pessoal $(ARGS)
 
+# The suite on every core (at most 4 workers; pytest-xdist), tests that share a module
+# fixture (an Xvfb display, a loaded pipeline) on one worker (xdist_group). One process for
+# debugging: make test PYTEST_ARGS='-n 0 tests/test_foo.py'. Bytecode files are written even
+# where the environment says not to (tests/conftest.py says why; the plugins need it here).
+PYTEST_XDIST := -n auto --maxprocesses=4 --dist loadgroup
+
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # The suite three times in a row while two busy loops keep both cores loaded, as on a shared
 # CI machine: a test that waits for a passing frame instead of a state fails here.

@@ -28,6 +28,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# The suite starts Python hundreds of times (the CLI, the app in tmux, the pytest-xdist
+# workers): where the environment forbids bytecode files (PYTHONDONTWRITEBYTECODE, as in some
+# containers), each of them compiled the app's modules again and pytest re-rewrote every test
+# module. Let them be cached (in the git-ignored __pycache__ folders), here and in children.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# A pytest-xdist worker's environment says COLUMNS=80 and LINES=24: the app started in a real
+# terminal (tmux, kitty, xterm) would believe them over the terminal's own size.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
+
 if TYPE_CHECKING:
     from ollama_server import FakeOllama
 else:
@@ -127,7 +139,7 @@ class Cli:
         *args: str,
         input: str | None = None,
         env: Mapping[str, str] | None = None,
-        timeout: float = 30,
+        timeout: float = 120,  # a generous deadline: starting torch on two busy cores is slow
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.command(*args),

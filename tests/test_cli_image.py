@@ -1,4 +1,5 @@
-"""``llm-pessoal image`` as real subprocesses on the tiny random-weight pipeline.
+"""``llm-pessoal image`` on the tiny random-weight pipeline: real subprocesses, and the same
+``main`` in this process where a subprocess would only add a Python start (``in_process``).
 
 The config's ``[diffusion] model`` is the tiny diffusers folder and its ``[paths]`` are under
 ``tmp_path`` (the ``make_config`` fixture), so each run loads the model through the app's real
@@ -7,10 +8,14 @@ path, writes real PNGs and indexes them in a real store.
 
 from __future__ import annotations
 
+import io
+import logging
+import os
 import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -46,8 +51,49 @@ def sd_config(make_config: MakeConfig, tiny_sd_folder: Path) -> Path:
     )
 
 
+def in_process(cli: Cli, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:
+    """``llm-pessoal ARGS`` through the CLI's own ``main`` in this process, in the ``cli``
+    fixture's folder: the code a subprocess runs, less a Python start and a torch import
+    (seconds each on two busy cores). Its standard streams are byte-backed text streams that
+    are no terminals, as pipes are; the logging it sets up is undone afterwards. A few tests
+    here (the first, Ctrl+C, --show on a terminal) still run the real subprocess."""
+    from tui.cli import main
+
+    def stream(data: bytes = b"") -> io.TextIOWrapper:
+        return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
+
+    out, err = stream(), stream()
+    root = logging.getLogger()
+    handlers, level, cwd = list(root.handlers), root.level, os.getcwd()
+    saved_streams, saved_columns = (sys.stdin, sys.stdout, sys.stderr), os.environ.get("COLUMNS")
+    os.chdir(cli.cwd)
+    os.environ["COLUMNS"] = cli.env.get("COLUMNS", "120")
+    sys.stdin, sys.stdout, sys.stderr = stream(input.encode()), out, err
+    try:
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else EXIT_FAIL
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        os.chdir(cwd)
+        if saved_columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved_columns
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+    texts = []
+    for written in (out, err):
+        written.flush()
+        texts.append(written.buffer.getvalue().decode())  # type: ignore[attr-defined]
+    return subprocess.CompletedProcess(["llm-pessoal", *args], code, *texts)
+
+
 def image(cli: Cli, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return cli.run("--config", str(config), "image", *args, timeout=RUN_TIMEOUT)
+    return in_process(cli, "--config", str(config), "image", *args)
 
 
 def gallery(database: Path) -> list[Any]:
@@ -61,7 +107,11 @@ def gallery(database: Path) -> list[Any]:
 def test_prints_each_saved_path_and_indexes_it_in_the_gallery(
     cli: Cli, sd_config: Path, tmp_path: Path
 ) -> None:
-    result = image(cli, sd_config, "a lighthouse at dusk", "--count", "2", "--seed", "5")
+    # the real subprocess, end to end (the tests below call the same main in this process)
+    result = cli.run(
+        "--config", str(sd_config), "image", "a lighthouse at dusk", "--count", "2", "--seed", "5",
+        timeout=RUN_TIMEOUT,
+    )  # fmt: skip
     assert result.returncode == EXIT_OK, result.stderr
     paths = [Path(line) for line in result.stdout.splitlines()]
     assert len(paths) == 2 and all(p.is_file() for p in paths)
@@ -92,7 +142,8 @@ def test_out_chooses_the_folder_and_options_reach_the_image(
     cli: Cli, sd_config: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "elsewhere" / "pngs"
-    result = cli.run(
+    result = in_process(
+        cli,
         "--config",
         str(sd_config),
         "image",
@@ -112,7 +163,6 @@ def test_out_chooses_the_folder_and_options_reach_the_image(
         "--width",
         "72",
         input="a harbour, piped\n",
-        timeout=RUN_TIMEOUT,
     )
     assert result.returncode == EXIT_OK, result.stderr
     (path,) = (Path(line) for line in result.stdout.splitlines())
@@ -222,7 +272,6 @@ def test_sigint_while_generating_exits_130_and_leaves_no_file(
 def test_show_draws_the_image_on_a_terminal_and_progress_is_sparse_off_one(
     cli: Cli, sd_config: Path, tmp_path: Path
 ) -> None:
-    import os
     import pty
 
     leader, follower = pty.openpty()

@@ -48,6 +48,10 @@ from engines.images import ImageParameters, read_parameters
 if TYPE_CHECKING:
     from sd_fixtures import TinySingleFile
 
+# Its module fixtures load pipelines: under pytest-xdist (``--dist loadgroup``) the module runs
+# on one worker, so each is loaded once.
+pytestmark = pytest.mark.xdist_group("diffusion_engine")
+
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "a red fox in the snow"
 NAME = re.compile(r"^(\d{8})-(\d{6})-(\d+)-([a-z0-9-]+)\.png$")

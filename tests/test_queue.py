@@ -21,6 +21,9 @@ from engines.images import read_parameters
 from engines.queue import ImageQueue, JobEnded, JobStepped, QueueError, QueueEvent
 from engines.store import MIGRATIONS, Store
 
+# Its module fixture loads a pipeline: one worker runs the module under pytest-xdist.
+pytestmark = pytest.mark.xdist_group("queue")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -452,11 +452,10 @@ async def test_help_and_screen_keys(ollama_server: FakeOllama, config_file: Path
             assert expected in text
         await pilot.press("escape")
         await pilot.press("f3")
-        await pilot.pause()
-        assert "Image" in screen_text(app)
+        # the Image screen's first drawing is a state to wait for, not the next frame
+        await wait_for(pilot, lambda: "Image" in screen_text(app), what="the Image screen")
         await pilot.press("f2")
-        await pilot.pause()
-        assert isinstance(app.screen, ChatScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="the Chat screen")
 
 
 async def test_thinking_is_shown_before_the_reply(
