@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SHOW_FRESH_S = 120.0
+"""How long a model's details from ``show`` are used again (they change only when the
+model is pulled or deleted, which forget them)."""
+
 
 def lean_client_imports() -> None:
     """Make the official client's import bring only what the client uses (about 2.6 MiB
@@ -90,6 +94,8 @@ class ChatEngine:
         self._client: ollama.AsyncClient | None = None
         self._sync: ollama.Client | None = None  # streams replies, in threads
         self._sync_lock = threading.Lock()
+        self._shown: dict[str, tuple[float, ModelDetails]] = {}
+        """What ``show`` last said of each model, and when (see :data:`SHOW_FRESH_S`)."""
 
     @property
     def where(self) -> str:
@@ -222,7 +228,20 @@ class ChatEngine:
             )
         return sorted(models, key=lambda m: m.name)
 
-    async def show(self, model: str) -> ModelDetails:
+    async def show(self, model: str, *, fresh: bool = False) -> ModelDetails:
+        """A model's details and capabilities. The header, the context meter, the tools
+        offered and the vision check all ask this of the same model within a moment: an
+        answer younger than :data:`SHOW_FRESH_S` is used again (unless ``fresh``), so the
+        first reply does not wait on a question already answered. Pulling or deleting
+        the model forgets it."""
+        known = self._shown.get(model)
+        if known is not None and not fresh and time.monotonic() - known[0] < SHOW_FRESH_S:
+            return known[1]
+        details = await self._show(model)
+        self._shown[model] = (time.monotonic(), details)
+        return details
+
+    async def _show(self, model: str) -> ModelDetails:
         try:
             r = await (await self._aclient()).show(model)
         except Exception as exc:
@@ -256,6 +275,7 @@ class ChatEngine:
         it has, so pulling again resumes it."""
         tracker = PullTracker(model)
         inner: AsyncIterator[Any] | None = None
+        self._shown.pop(model, None)
         log.info("pull", extra={"model": model})
         try:
             inner = await (await self._aclient()).pull(model, stream=True)
@@ -289,6 +309,7 @@ class ChatEngine:
 
     async def delete(self, model: str) -> None:
         """Remove ``model`` from the server (its files too, unless another model shares them)."""
+        self._shown.pop(model, None)
         try:
             await (await self._aclient()).delete(model)
         except Exception as exc:

@@ -96,6 +96,26 @@ async def test_show_gives_context_length_and_details(engine: ChatEngine) -> None
         await engine.show("mistral")
 
 
+async def test_a_model_is_shown_once_for_all_who_ask_until_it_is_deleted(
+    engine: ChatEngine, ollama_server: FakeOllama
+) -> None:
+    """The header, the context meter and the tools offered to the first reply all ask
+    for the same model's details: the server is asked once, unless the model changes."""
+
+    def shows() -> int:
+        return sum(r.path == "/api/show" for r in ollama_server.requests)
+
+    first = await engine.show("qwen2.5-coder:7b")
+    assert await engine.show("qwen2.5-coder:7b") == first
+    assert shows() == 1
+    assert (await engine.show("qwen2.5-coder:7b", fresh=True)).context_length == 32768
+    assert shows() == 2
+    await engine.delete("qwen2.5-coder:7b")
+    with pytest.raises(ModelNotFound):
+        await engine.show("qwen2.5-coder:7b")  # asked again: it is gone
+    assert shows() == 3
+
+
 async def test_loaded_after_a_chat_and_unload(
     engine: ChatEngine, ollama_server: FakeOllama
 ) -> None:
