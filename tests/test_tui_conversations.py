@@ -567,3 +567,33 @@ async def test_search_and_rename_work_while_a_reply_streams(
         assert writing(app, a), "the reply goes on"
         await app.stop_reply(a)
         assert stored_path(config_file, a)[-1][2] == "interrupted"
+
+
+async def test_a_long_conversation_opens_at_its_end_and_then_holds_every_turn_in_order(
+    config_file: Path,
+) -> None:
+    """The last turns are drawn first (a conversation of years opens as fast as a short
+    one); the turns above them follow, in order, and the view stays at the end."""
+    store = Store.open(load_settings(config_file, env={}).paths.database)
+    try:
+        conv = store.create_conversation("llama3.2:latest", ChatOptions(), "Long")
+        for i in range(30):
+            store.add_message(conv.id, "user", f"question {i}")
+            store.add_message(conv.id, "assistant", f"answer {i}", model="llama3.2:latest")
+        ids = [m.id for m in store.messages(conv.id)]
+    finally:
+        store.close()
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(view(app).children) == 60, what="every turn")
+        shown = [t.message_id for t in view(app).children if isinstance(t, PromptTurn | ReplyTurn)]
+        assert shown == ids
+        await wait_for(pilot, lambda: "answer 29" in screen_text(app), what="the end in view")
+        assert "question 0" not in screen_text(app)
+        view(app).scroll_home(animate=False)
+        await wait_for(pilot, lambda: "question 0" in screen_text(app), what="the first turn")
+        # a search result opens the conversation anew, scrolled to its first turn
+        chat(app).open_at_message(conv.id, ids[2])
+        await wait_for(pilot, lambda: "question 1" in screen_text(app), what="turn 2 in view")
+        selected = view(app).selected
+        assert selected is not None and selected.message_id == ids[2]

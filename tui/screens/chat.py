@@ -471,9 +471,10 @@ class ChatScreen(ChatImages):
             live.writer.abandon()
         self._live.clear()
 
-    def open_conversation(self, conversation_id: int) -> bool:
+    def open_conversation(self, conversation_id: int, *, at_once: bool = False) -> bool:
         """Show a conversation as it reads now; its reply live where it stands, if one is
-        being written."""
+        being written. ``at_once``: every turn in the first frame (one is to be scrolled
+        to), not the last ones first."""
         try:
             conversation = self.lp.store.conversation(conversation_id)
             if conversation is None:
@@ -492,7 +493,7 @@ class ChatScreen(ChatImages):
                 replaced(m, content=reply.text, status="streaming") if m.id == reply.reply_id else m
                 for m in messages
             ]
-        self.query_one(ConversationView).show_messages(messages, versions)
+        self.query_one(ConversationView).show_messages(messages, versions, at_once=at_once)
         self.show_inline_images(messages)
         if reply is not None:
             self._draw_live(reply)
@@ -514,7 +515,7 @@ class ChatScreen(ChatImages):
                     self.lp.store.switch_to(message_id)
             except StoreError as exc:
                 self.notify(str(exc), title="Database", severity="error")
-        if not self.open_conversation(conversation_id):
+        if not self.open_conversation(conversation_id, at_once=message_id is not None):
             return False
         view = self.query_one(ConversationView)
         turn = view.turn(message_id) if message_id is not None else None
