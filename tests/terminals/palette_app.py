@@ -100,11 +100,12 @@ async def walk(pilot: object) -> None:
         lambda: (
             isinstance(app.screen, MonitorScreen)
             and "37.5" in screen_text(app)
+            and "unloads in" in screen_text(app)  # the loaded model (after the streamed reply)
             and all(t.image is not None for t in app.screen.query(Thumbnail))
             and len(app.screen.query(Thumbnail)) == 1
         ),
         timeout,
-        "the Monitor's sample and recent image",
+        "the Monitor's sample, loaded model and recent image",
     )
     await mark("monitor")
 
