@@ -95,6 +95,7 @@ class ChatEngine:
         self._sync: ollama.Client | None = None  # streams replies, in threads
         self._sync_lock = threading.Lock()
         self._shown: dict[str, tuple[float, ModelDetails]] = {}
+        self._showing: dict[str, asyncio.Future[ModelDetails]] = {}
         """What ``show`` last said of each model, and when (see :data:`SHOW_FRESH_S`)."""
 
     @property
@@ -237,7 +238,12 @@ class ChatEngine:
         known = self._shown.get(model)
         if known is not None and not fresh and time.monotonic() - known[0] < SHOW_FRESH_S:
             return known[1]
-        details = await self._show(model)
+        asking = self._showing.get(model)
+        if asking is None or fresh:  # one question at a time for all who wait on it
+            asking = asyncio.ensure_future(self._show(model))
+            self._showing[model] = asking
+            asking.add_done_callback(lambda _: self._showing.pop(model, None))
+        details = await asyncio.shield(asking)
         self._shown[model] = (time.monotonic(), details)
         return details
 

@@ -105,7 +105,10 @@ async def test_a_model_is_shown_once_for_all_who_ask_until_it_is_deleted(
     def shows() -> int:
         return sum(r.path == "/api/show" for r in ollama_server.requests)
 
-    first = await engine.show("qwen2.5-coder:7b")
+    first, same = await asyncio.gather(  # asked at once: one question for both
+        engine.show("qwen2.5-coder:7b"), engine.show("qwen2.5-coder:7b")
+    )
+    assert first == same
     assert await engine.show("qwen2.5-coder:7b") == first
     assert shows() == 1
     assert (await engine.show("qwen2.5-coder:7b", fresh=True)).context_length == 32768
