@@ -90,8 +90,10 @@ class ImageTool:
 
         key = (engine.host, model)
         if key not in self._capable:
+            details = engine.known(model)  # asked already (the header, the context meter)
             try:  # a server slow to answer gets the reply without the tool, not later
-                details = await asyncio.wait_for(engine.show(model), OFFER_TIMEOUT_S)
+                if details is None:
+                    details = await asyncio.wait_for(engine.show(model), OFFER_TIMEOUT_S)
             except TimeoutError:
                 log.warning("no tools offered: %s did not say what %s can do", engine.host, model)
                 return []

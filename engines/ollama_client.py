@@ -229,6 +229,14 @@ class ChatEngine:
             )
         return sorted(models, key=lambda m: m.name)
 
+    def known(self, model: str) -> ModelDetails | None:
+        """What ``show`` said of ``model`` less than :data:`SHOW_FRESH_S` ago, or None:
+        without a turn of the event loop (the first reply's request waits on none)."""
+        known = self._shown.get(model)
+        if known is not None and time.monotonic() - known[0] < SHOW_FRESH_S:
+            return known[1]
+        return None
+
     async def show(self, model: str, *, fresh: bool = False) -> ModelDetails:
         """A model's details and capabilities. The header, the context meter, the tools
         offered and the vision check all ask this of the same model within a moment: an
