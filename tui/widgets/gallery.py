@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from rich.segment import Segment
 from rich.style import Style
@@ -46,6 +46,20 @@ def caption(image: StoredImage, width: int) -> Text:
     prompt = visible(p.prompt.splitlines()[0] if p.prompt else "")
     text = Text(prompt[: width + 1], no_wrap=True, overflow="ellipsis")
     text.truncate(width, overflow="ellipsis")  # a cut prompt ends in "…"
+    return text
+
+
+class Flags(Protocol):
+    state: FileState
+    marked: bool
+
+
+def flagged(text: Text, item: Flags) -> Text:
+    """A tile's or row's text after its marks: ✓ selected, ⚠ missing or changed."""
+    if item.state != "ok":
+        text = Text.assemble((f"⚠ {item.state} ", "bold red"), text)
+    if item.marked:
+        text = Text.assemble(("✓ ", "bold green"), text)
     return text
 
 
@@ -84,12 +98,7 @@ class Tile(Picture):
     def update_caption(self) -> None:
         if self.stored is None:
             return
-        text = caption(self.stored, TILE_WIDTH - 4)
-        if self.state != "ok":
-            text = Text.assemble((f"⚠ {self.state} ", "bold red"), text)
-        if self.marked:
-            text = Text.assemble(("✓ ", "bold green"), text)
-        self.border_subtitle = text
+        self.border_subtitle = flagged(caption(self.stored, TILE_WIDTH - 4), self)
 
 
 class ListRow(Static):
@@ -116,12 +125,7 @@ class ListRow(Static):
     def update_caption(self) -> None:
         if self.stored is None:
             return
-        text = list_row(self.stored)
-        if self.state != "ok":
-            text = Text.assemble((f"⚠ {self.state} ", "bold red"), text)
-        if self.marked:
-            text = Text.assemble(("✓ ", "bold green"), text)
-        self.update(text)
+        self.update(flagged(list_row(self.stored), self))
 
 
 class PaintedTile:
@@ -158,14 +162,8 @@ class PaintedTile:
             self.page.repaint(self.index)
 
     def update_caption(self) -> None:
-        text = Text()
-        if self.stored is not None:
-            text = caption(self.stored, TILE_WIDTH - 4)
-            if self.state != "ok":
-                text = Text.assemble((f"⚠ {self.state} ", "bold red"), text)
-            if self.marked:
-                text = Text.assemble(("✓ ", "bold green"), text)
-        self.caption = text
+        stored = self.stored
+        self.caption = Text() if stored is None else flagged(caption(stored, TILE_WIDTH - 4), self)
         self.page.repaint(self.index)
 
 
