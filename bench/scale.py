@@ -123,6 +123,35 @@ def build_images(folder: Path, count: int) -> list[tuple[Any, ...]]:
     return rows
 
 
+def add_conversations(conn: sqlite3.Connection, conversations: int, messages: int) -> None:
+    """``conversations`` of ``messages`` turns each (user and assistant in turn, newest
+    last), inserted through ``conn`` inside the caller's transaction (search.py too)."""
+    now = time.time()
+    message_id = 0
+    text = "A reply with **bold**, `code` and a list:\n\n- one\n- two\n" * 3
+    for c in range(conversations):
+        updated = now - (conversations - c) * 30.0
+        conn.execute(
+            "INSERT INTO conversations (id, title, model, options, created_at, updated_at)"
+            " VALUES (?, ?, 'llama3.2:latest', '{}', ?, ?)",
+            (c + 1, f"Conversation {c:05d} about {WORDS[c % len(WORDS)]}", updated, updated),
+        )
+        batch = []
+        parent = None
+        for m in range(messages):
+            message_id += 1
+            role = "user" if m % 2 == 0 else "assistant"
+            content = f"question {m} of conversation {c}" if role == "user" else text
+            batch.append((message_id, c + 1, role, content, updated, parent))
+            parent = message_id
+        conn.executemany(
+            "INSERT INTO messages (id, conversation_id, role, content, status, created_at,"
+            " parent_id) VALUES (?, ?, ?, ?, 'done', ?, ?)",
+            batch,
+        )
+        conn.execute("UPDATE conversations SET current_id = ? WHERE id = ?", (parent, c + 1))
+
+
 def build(data: Path, checkout: Path, images: int, conversations: int, messages: int) -> None:
     marker = data / MARKER
     wanted = {"images": images, "conversations": conversations, "messages": messages}
@@ -148,30 +177,7 @@ def build(data: Path, checkout: Path, images: int, conversations: int, messages:
         " seed, scheduler, model, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
-    now = time.time()
-    message_id = 0
-    text = "A reply with **bold**, `code` and a list:\n\n- one\n- two\n" * 3
-    for c in range(conversations):
-        updated = now - (conversations - c) * 30.0
-        conn.execute(
-            "INSERT INTO conversations (id, title, model, options, created_at, updated_at)"
-            " VALUES (?, ?, 'llama3.2:latest', '{}', ?, ?)",
-            (c + 1, f"Conversation {c:05d} about {WORDS[c % len(WORDS)]}", updated, updated),
-        )
-        batch = []
-        parent = None
-        for m in range(messages):
-            message_id += 1
-            role = "user" if m % 2 == 0 else "assistant"
-            content = f"question {m} of conversation {c}" if role == "user" else text
-            batch.append((message_id, c + 1, role, content, updated, parent))
-            parent = message_id
-        conn.executemany(
-            "INSERT INTO messages (id, conversation_id, role, content, status, created_at,"
-            " parent_id) VALUES (?, ?, ?, ?, 'done', ?, ?)",
-            batch,
-        )
-        conn.execute("UPDATE conversations SET current_id = ? WHERE id = ?", (parent, c + 1))
+    add_conversations(conn, conversations, messages)
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import log, machine
-from scale import MODELS, WORDS, prompt_of
+from scale import MODELS, add_conversations, prompt_of
 
 from engines.chat_types import ChatOptions
 from engines.search import search
@@ -108,30 +108,7 @@ def build(data: Path, images: int, conversations: int, messages: int) -> Path:
             for i in range(images)
         ),
     )
-    text = "A reply with **bold**, `code` and a list:\n\n- one\n- two\n" * 3
-    now = time.time()
-    message_id = 0
-    for c in range(conversations):
-        updated = now - (conversations - c) * 30.0
-        conn.execute(
-            "INSERT INTO conversations (id, title, model, options, created_at, updated_at)"
-            " VALUES (?, ?, 'llama3.2:latest', '{}', ?, ?)",
-            (c + 1, f"Conversation {c:05d} about {WORDS[c % len(WORDS)]}", updated, updated),
-        )
-        batch: list[tuple[int, int, str, str, float, int | None]] = []
-        parent: int | None = None
-        for m in range(messages):
-            message_id += 1
-            role = "user" if m % 2 == 0 else "assistant"
-            content = f"question {m} of conversation {c}" if role == "user" else text
-            batch.append((message_id, c + 1, role, content, updated, parent))
-            parent = message_id
-        conn.executemany(
-            "INSERT INTO messages (id, conversation_id, role, content, status, created_at,"
-            " parent_id) VALUES (?, ?, ?, ?, 'done', ?, ?)",
-            batch,
-        )
-        conn.execute("UPDATE conversations SET current_id = ? WHERE id = ?", (parent, c + 1))
+    add_conversations(conn, conversations, messages)
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
