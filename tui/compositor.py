@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from importlib.metadata import version
+from pathlib import Path
 
+import textual
 from textual._compositor import Compositor
 from textual.geometry import Region
 from textual.strip import Strip
@@ -59,12 +60,24 @@ def _render_chops(
     return chops  # type: ignore[return-value]  # every cut is filled on a rendered line
 
 
+def textual_version() -> str:
+    """The installed Textual's version, from its ``dist-info`` folder beside the package:
+    ``importlib.metadata`` would take a hundredth of a second of the start to import
+    (email, zipfile, csv...). Where there is not exactly one, it is asked after all."""
+    found = list(Path(textual.__file__).parent.parent.glob("textual-*.dist-info"))
+    if len(found) == 1:
+        return found[0].name.removeprefix("textual-").removesuffix(".dist-info")
+    from importlib.metadata import version
+
+    return version("textual")
+
+
 def install() -> bool:
     """Use ``_render_chops`` above; False (Textual unchanged) for a version it was not
     written for."""
-    textual_version = version("textual")
-    if not textual_version.startswith(WRITTEN_FOR):
-        log.info("compositor left as it is for textual %s", textual_version)
+    installed = textual_version()
+    if not installed.startswith(WRITTEN_FOR):
+        log.info("compositor left as it is for textual %s", installed)
         return False
     Compositor._render_chops = _render_chops  # type: ignore[method-assign]
     return True
