@@ -5,12 +5,14 @@ seen under Xvfb (kitty 0.26.5 and 0.41.1, xterm -ti vt340, plain xterm, tmux).""
 from __future__ import annotations
 
 import os
+import select
 import termios
 import threading
 
 import pytest
+from waiting import wait_until
 
-from tui.graphics import QUERY, Answers, decide, parse_answers, pick_renderer, query_terminal
+from tui.graphics import QUERY, Answers, Asking, Picking, decide, parse_answers, query_terminal
 
 KITTY_OK = "\x1b_Gi=31;OK\x1b\\"
 DA1_VT340 = "\x1b[?63;1;2;4;6;9;15;22c"
@@ -83,9 +85,9 @@ def test_the_setting_overrides_the_terminal() -> None:
     assert choose("xterm", "sixel").renderer == "sixel"
     assert choose("kitty 0.41.1", "halfblock").renderer == "halfblock"
     assert choose("kitty 0.41.1", "off").renderer == "off"
-    asked: list[int] = []
-    choice = pick_renderer("kitty", {}, ask=lambda fd, wait: asked.append(fd))  # type: ignore[func-returns-value]
-    assert choice.renderer == "kitty" and not asked, "an explicit setting asks nothing"
+    picking = Picking("kitty", {})
+    assert picking.asking is None, "an explicit setting asks nothing"
+    assert picking.choice().renderer == "kitty"
 
 
 class FakeTerminal:
@@ -156,3 +158,36 @@ def test_not_a_terminal(tmp_path: object) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_the_questions_go_out_first_and_the_answers_are_read_later() -> None:
+    """The app asks as its start begins and reads the answers once its code is loaded:
+    the terminal answers meanwhile, with echo off; reading restores its settings."""
+    fake = FakeTerminal(ANSWERS["kitty 0.41.1"])
+    try:
+        before = termios.tcgetattr(fake.slave)
+        asking = Asking(fake.slave, 5.0)
+        wait_until(lambda: QUERY.encode() in fake.asked, what="the questions reach the terminal")
+        assert not termios.tcgetattr(fake.slave)[3] & termios.ECHO, "keys typed meanwhile"
+        answers = asking.answers()
+        assert termios.tcgetattr(fake.slave) == before
+    finally:
+        fake.close()
+    assert answers == parse_answers(ANSWERS["kitty 0.41.1"])
+
+
+def test_a_start_that_stops_early_reads_the_answers_and_gives_the_terminal_back() -> None:
+    """A bad keymap ends the start before the choice is made: the answers are read all
+    the same (left unread, they would be typed into the user's shell) and the
+    terminal's settings restored (echo on for the message and the shell)."""
+    fake = FakeTerminal(ANSWERS["xterm -ti vt340"])
+    try:
+        before = termios.tcgetattr(fake.slave)
+        picking = Picking("halfblock", {})  # asks nothing of the test's own terminal
+        picking.asking = Asking(fake.slave, 5.0)  # as "auto" would ask, of this pty
+        picking.close()
+        picking.close()
+        assert termios.tcgetattr(fake.slave) == before
+        assert not select.select([fake.slave], [], [], 0.1)[0], "an answer was left unread"
+    finally:
+        fake.close()

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engines.config import SCREENS, ConfigError, Settings, ignored_host_variable, load_settings
 from engines.ollama_client import lean_client_imports
@@ -34,6 +34,9 @@ from tui.cli_base import (
     say,
 )
 from tui.cli_completion import FILE
+
+if TYPE_CHECKING:
+    from tui.graphics import Picking
 
 
 def _version() -> str:
@@ -222,6 +225,19 @@ def run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> 
 
 
 def _run_tui(settings: Settings, screen: str | None, log_warning: str | None) -> int:
+    from tui.graphics import Picking
+
+    # the terminal is asked what it draws now, and answers while the app's code loads
+    picking = Picking(settings.diffusion.preview)
+    try:
+        return _start_app(settings, screen, log_warning, picking)
+    finally:
+        picking.close()
+
+
+def _start_app(
+    settings: Settings, screen: str | None, log_warning: str | None, picking: Picking
+) -> int:
     from tui.app import LlmPessoalApp, open_store
     from tui.widgets.picture import renderer_for
 
@@ -230,10 +246,11 @@ def _run_tui(settings: Settings, screen: str | None, log_warning: str | None) ->
 
         problem = check_keymap(settings.keys, str(settings.source or "config"))
         if problem:
+            picking.close()  # the terminal as it was, for the message
             err(problem)
             return EXIT_USAGE
 
-    renderer, typed = renderer_for(settings.diffusion.preview)
+    renderer, typed = renderer_for(picking.choice())
     store, warnings = open_store(settings)
     if log_warning:
         warnings.append(log_warning)

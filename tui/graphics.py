@@ -37,7 +37,7 @@ import re
 import select
 import termios
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -89,35 +89,74 @@ def parse_answers(data: str) -> Answers:
     )
 
 
-def query_terminal(fd: int, timeout: float) -> Answers | None:
-    """Ask the terminal on ``fd`` (read and write); None when it is not a terminal.
+class Asking:
+    """The questions on their way: sent now, the answers read later by :meth:`answers`.
 
-    Echo and line editing are off while it waits; the terminal's settings are restored."""
+    The app sends them as its start begins and reads the answers once its code is
+    loaded, so the terminal's round trip (tens of milliseconds over SSH) passes during
+    the imports instead of after them. Echo and line editing are off meanwhile (a key
+    typed then is kept, not echoed); the terminal's settings are restored when the
+    answers are read, or by :meth:`close`."""
+
+    def __init__(self, fd: int, timeout: float, *, close_fd: bool = False) -> None:
+        self.fd = fd
+        self._close_fd = close_fd
+        self._saved = termios.tcgetattr(fd)
+        self._done = False
+        raw = termios.tcgetattr(fd)
+        raw[3] &= ~(termios.ECHO | termios.ICANON)
+        raw[6][termios.VMIN] = 0
+        raw[6][termios.VTIME] = 0
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, raw)
+            os.write(fd, QUERY.encode())
+        except BaseException:
+            self.close()
+            raise
+        self.timeout = timeout
+
+    def answers(self) -> Answers:
+        """Read until DA1's answer, then restore the terminal. A terminal that answers
+        has done so by now, most often; one that does not is waited for ``timeout``
+        from here (not from the questions: a slow start must not cut a slow link's
+        wait short)."""
+        if self._done:
+            return Answers(None, False, "")
+        data = b""
+        deadline = time.monotonic() + self.timeout
+        try:
+            while not _DA1.search(data.decode("utf-8", "replace")):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                ready, _, _ = select.select([self.fd], [], [], left)
+                if ready:
+                    chunk = os.read(self.fd, 1024)
+                    if not chunk:
+                        break
+                    data += chunk
+        finally:
+            self.close()
+        return parse_answers(data.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        """Restore the terminal's settings (once; the answers are no longer read)."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            termios.tcsetattr(self.fd, termios.TCSANOW, self._saved)
+        finally:
+            if self._close_fd:
+                os.close(self.fd)
+
+
+def query_terminal(fd: int, timeout: float) -> Answers | None:
+    """Ask the terminal on ``fd`` (read and write) and wait for the answers; None when
+    it is not a terminal."""
     if not os.isatty(fd):
         return None
-    saved = termios.tcgetattr(fd)
-    raw = termios.tcgetattr(fd)
-    raw[3] &= ~(termios.ECHO | termios.ICANON)
-    raw[6][termios.VMIN] = 0
-    raw[6][termios.VTIME] = 0
-    data = b""
-    try:
-        termios.tcsetattr(fd, termios.TCSANOW, raw)
-        os.write(fd, QUERY.encode())
-        deadline = time.monotonic() + timeout
-        while not _DA1.search(data.decode("utf-8", "replace")):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 1024)
-                if not chunk:
-                    break
-                data += chunk
-    finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
-    return parse_answers(data.decode("utf-8", "replace"))
+    return Asking(fd, timeout).answers()
 
 
 def _version(text: str, name: str) -> tuple[int, ...] | None:
@@ -184,23 +223,44 @@ def decide(setting: str, env: Mapping[str, str], answers: Answers | None) -> Cho
     return Choice("halfblock", f"{who} speaks neither Kitty graphics nor Sixel: half-blocks")
 
 
-def pick_renderer(
-    setting: str,
-    env: Mapping[str, str] | None = None,
-    ask: Callable[[int, float], Answers | None] = query_terminal,
-) -> Choice:
-    """:func:`decide`, asking the controlling terminal when ``setting`` is ``auto``."""
-    env = os.environ if env is None else env
-    answers: Answers | None = None
-    if setting == "auto":
-        wait = WAIT_SSH_S if env.get("SSH_CONNECTION") or env.get("SSH_TTY") else WAIT_S
+class Picking:
+    """The renderer for ``setting``, picked in two steps: made, it asks the controlling
+    terminal (for ``auto``); :meth:`choice` reads the answers and decides. Between the
+    two, the app loads its code (see :class:`Asking`)."""
+
+    def __init__(self, setting: str, env: Mapping[str, str] | None = None) -> None:
+        self.setting = setting
+        self.env = os.environ if env is None else env
+        self.asking: Asking | None = None
+        if setting != "auto":
+            return
+        ssh = self.env.get("SSH_CONNECTION") or self.env.get("SSH_TTY")
         with contextlib.suppress(OSError, termios.error):
             fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
             try:
-                answers = ask(fd, wait)
-            finally:
+                self.asking = Asking(fd, WAIT_SSH_S if ssh else WAIT_S, close_fd=True)
+            except BaseException:
                 os.close(fd)
-    choice = decide(setting, env, answers)
-    if answers is not None and answers.typed:
-        choice = replace(choice, typed=answers.typed)
-    return choice
+                raise
+
+    def choice(self) -> Choice:
+        answers: Answers | None = None
+        if self.asking is not None:
+            with contextlib.suppress(OSError, termios.error):
+                answers = self.asking.answers()
+        choice = decide(self.setting, self.env, answers)
+        if answers is not None and answers.typed:
+            choice = replace(choice, typed=answers.typed)
+        return choice
+
+    def close(self) -> None:
+        """Read the answers still on their way (they would land in the shell's input)
+        and give the terminal back as it was, if :meth:`choice` did not."""
+        if self.asking is not None:
+            with contextlib.suppress(OSError, termios.error):
+                self.asking.answers()
+
+
+def pick_renderer(setting: str, env: Mapping[str, str] | None = None) -> Choice:
+    """:func:`decide`, asking the controlling terminal when ``setting`` is ``auto``."""
+    return Picking(setting, env).choice()

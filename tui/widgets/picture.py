@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from PIL import Image
     from textual.timer import Timer
 
+    from tui.graphics import Choice
+
 Renderer = Literal["halfblock", "kitty", "sixel", "off"]
 
 log = logging.getLogger(__name__)
@@ -61,13 +63,10 @@ def prepare_renderer(renderer: Renderer) -> Renderer:
     return renderer
 
 
-def renderer_for(setting: str) -> tuple[Renderer, str]:
-    """The renderer for the ``preview`` setting, asking the terminal for ``auto``
-    (``tui/graphics.py``), ready to use, and the keys typed while the terminal was asked
-    (for the app to replay); the log says what was chosen and why."""
-    from tui.graphics import pick_renderer
-
-    choice = pick_renderer(setting)
+def renderer_for(choice: Choice) -> tuple[Renderer, str]:
+    """The renderer ``choice`` picked (``tui/graphics.py``), ready to use, and the keys
+    typed while the terminal was asked (for the app to replay); the log says what was
+    chosen and why."""
     log.info("pictures: %s (%s)", choice.renderer, choice.reason)
     return prepare_renderer(choice.renderer), choice.typed
 
