@@ -345,6 +345,9 @@ class Terminal:
     cols: int = COLS
     rows: int = ROWS
     answer_queries: bool = True
+    answer_delay_s: float = 0.0
+    """How long the terminal's answers take to reach the client: a link's round trip
+    (over SSH, the questions and their answers each cross it once)."""
     chunks: list[Chunk] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -392,9 +395,16 @@ class Terminal:
     # -- input
 
     def _answer(self, data: str) -> None:
-        if self.answer_queries:
-            with contextlib.suppress(OSError):
-                os.write(self.master, data.encode())
+        if not self.answer_queries:
+            return
+        if self.answer_delay_s > 0:
+            threading.Timer(self.answer_delay_s, self._send_answer, (data,)).start()
+        else:
+            self._send_answer(data)
+
+    def _send_answer(self, data: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.master, data.encode())
 
     def write(self, data: str | bytes) -> None:
         os.write(self.master, data.encode() if isinstance(data, str) else data)

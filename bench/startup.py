@@ -21,7 +21,9 @@ Each start also records the CPU time the process had used when the needle showed
 machine others share, wall time grows with their load, CPU time far less. ``--base DIR``
 adds the app as another checkout has it (``git archive HEAD~3 | tar -x -C DIR``, with a
 ``.venv`` link), started alternately with this one in the same run, the scenarios too:
-before and after a change under the same load.
+before and after a change under the same load. ``--rtt MS`` has the terminal answer the
+clients' questions after that round trip, as a terminal at the far end of an SSH link does
+(the app asks what pictures it can draw as it starts).
 
 ``--profile`` says where the start-up time goes: ``-X importtime`` of ``tui.cli`` and
 ``tui.app`` (cumulative and self time), cProfile of the app from the first line of
@@ -31,7 +33,7 @@ time (``TEXTUAL_LOG``), and the resident memory each layer of imports adds.
 Prints one JSON object. Usage:
 
     .venv/bin/python bench/startup.py [-n 5] [--peers elia,parllama,oterm]
-    .venv/bin/python bench/startup.py --floor [-n 7] [--scenarios none] [--base DIR]
+    .venv/bin/python bench/startup.py --floor [-n 7] [--scenarios none] [--base DIR] [--rtt MS]
     .venv/bin/python bench/startup.py --profile [--top 25]
 """
 
@@ -210,8 +212,10 @@ class Start:
     """The checkout whose code runs (``PYTHONPATH``): this one, or ``--base``."""
 
 
-def start_once(start: Start, cwd: Path) -> dict[str, Any]:
-    term = Terminal(start.argv, clean_env(PYTHONPATH=str(start.code)), str(cwd))
+def start_once(start: Start, cwd: Path, rtt_s: float = 0.0) -> dict[str, Any]:
+    term = Terminal(
+        start.argv, clean_env(PYTHONPATH=str(start.code)), str(cwd), answer_delay_s=rtt_s
+    )
     load = OtherLoad(term.pid)
     out: dict[str, Any] = {}
     try:
@@ -331,7 +335,9 @@ def scenario(name: str, workdir: Path, url: str) -> Iterator[tuple[Path, str | N
             locker.wait()
 
 
-def floor(n: int, scenarios: list[str], base: Path | None = None) -> dict[str, Any]:
+def floor(
+    n: int, scenarios: list[str], base: Path | None = None, rtt_s: float = 0.0
+) -> dict[str, Any]:
     python = str(VENV_BIN / "python")
     workdir = tempdir("startup-floor")
     reply = workdir / "reply.md"
@@ -342,6 +348,7 @@ def floor(n: int, scenarios: list[str], base: Path | None = None) -> dict[str, A
         "runs_per_client": n,
         "machine": machine(),
         "measured": "from just before the spawn to the pty read that put the needle on screen",
+        "terminal_round_trip_s": rtt_s,
         "aims": dict(FLOOR_AIMS),
     }
     try:
@@ -362,7 +369,7 @@ def floor(n: int, scenarios: list[str], base: Path | None = None) -> dict[str, A
             runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in starts}
             for i in range(n):  # alternately, so a busy moment falls on all alike
                 for start in starts if i % 2 == 0 else starts[::-1]:
-                    run = start_once(start, app_dir)
+                    run = start_once(start, app_dir, rtt_s)
                     runs[start.name].append(run)
                     log(
                         f"{start.name} {i + 1}/{n}: first frame {run['first_frame_s']:.3f} s, "
@@ -418,7 +425,7 @@ def floor(n: int, scenarios: list[str], base: Path | None = None) -> dict[str, A
                         got: dict[str, list[dict[str, Any]]] = {s.name: [] for s in pair}
                         for i in range(n):
                             for s in pair if i % 2 == 0 else pair[::-1]:
-                                got[s.name].append(start_once(s, where))
+                                got[s.name].append(start_once(s, where, rtt_s))
                                 log(
                                     f"{s.name} {i + 1}/{n}: first frame "
                                     f"{got[s.name][-1]['first_frame_s']:.3f} s"
@@ -803,6 +810,14 @@ def main(argv: list[str] | None = None) -> int:
         help="with --floor: also start the app from this checkout (the code before a change), "
         "alternately with this one, in the same run",
     )
+    parser.add_argument(
+        "--rtt",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="with --floor: the terminal answers the clients' questions after this round "
+        "trip, as a terminal at the far end of an SSH link does",
+    )
     parser.add_argument("--profile", action="store_true", help="where the start-up time goes")
     parser.add_argument("--top", type=int, default=25, help="with --profile: rows per table")
     args = parser.parse_args(argv)
@@ -812,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown scenarios {sorted(unknown)}: use {', '.join(SCENARIOS)}")
         base = args.base.resolve() if args.base else None
-        print(json.dumps(floor(args.n, chosen, base), indent=2))
+        print(json.dumps(floor(args.n, chosen, base, args.rtt / 1000), indent=2))
         return 0
     if args.profile:
         print(json.dumps(profile(args.top), indent=2))
