@@ -317,6 +317,9 @@ def mapped_libraries(pid: int, needles: Iterable[str]) -> list[str]:
 # ---------------------------------------------------------------------------- the terminal
 
 
+_APC = re.compile(rb"\x1b_[^\x1b]*\x1b\\")
+
+
 class _Screen(pyte.Screen):
     """pyte's screen, answering the terminal's queries (device attributes, cursor position)."""
 
@@ -360,6 +363,7 @@ class Terminal:
         self.screen = _Screen(self.cols, self.rows, self._answer)
         self.stream = pyte.ByteStream(self.screen)
         self._fed = 0
+        self._apc_tail = b""
         self._lock = threading.Lock()
         self.t_start = time.time()
         self.proc = subprocess.Popen(
@@ -430,10 +434,19 @@ class Terminal:
             todo = self.chunks[self._fed : until]
         last = None
         for chunk in todo:
-            self.stream.feed(chunk.data)
+            self.stream.feed(self._without_apc(chunk.data))
             self._fed += 1
             last = chunk
         return last
+
+    def _without_apc(self, data: bytes) -> bytes:
+        """``data`` without its APC strings (``ESC _ ... ESC \\``, e.g. Kitty's graphics
+        query), which a terminal does not show but pyte would print; one not yet ended
+        waits for the next chunk."""
+        data = _APC.sub(b"", self._apc_tail + data)
+        start = data.rfind(b"\x1b_")
+        self._apc_tail = data[start:] if start != -1 else b""
+        return data[:start] if start != -1 else data
 
     def text(self) -> str:
         return "\n".join(self.screen.display)
