@@ -326,7 +326,9 @@ class ChatScreen(ChatImages):
             self._unsubscribe()
 
     def on_resize(self) -> None:
-        self.set_class(self.size.width < NARROW, "-narrow")
+        # the sidebar's classes are its own: a class set on the screen restyles every
+        # widget of every turn (Ctrl+B took 0.2 s beside a long conversation; issue 13)
+        self.query_one(Sidebar).set_class(self.size.width < NARROW, "-narrow")
 
     def on_screen_resume(self) -> None:
         if self.conversation is not None and self.conversation.id in self.lp.unseen:
@@ -1164,15 +1166,13 @@ class ChatScreen(ChatImages):
         self.app.push_screen(ModelsDialog())
 
     def action_search(self) -> None:
-        self.remove_class("-sidebar-hidden")
-        self.add_class("-sidebar-shown")
+        self.query_one(Sidebar).remove_class("-hidden").add_class("-shown")
         self.query_one("#search", Input).focus()
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one(Sidebar)
         visible_now = sidebar.display
-        self.set_class(visible_now, "-sidebar-hidden")
-        self.set_class(not visible_now, "-sidebar-shown")
+        sidebar.set_class(visible_now, "-hidden").set_class(not visible_now, "-shown")
         if not visible_now:
             self.query_one(ConversationList).focus()
         else:
