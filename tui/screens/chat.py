@@ -304,7 +304,7 @@ class ChatScreen(ChatImages):
             self.notify(str(exc), title="Database", severity="error")
             newest = None
         # the model list, the conversation and the list's first page, each drawn once
-        if newest is None or not self.open_conversation(newest):
+        if newest is None or not self.open_conversation(newest, after_frame=True):
             self._show_new()
             self._show_models()
             self._refresh_list()
@@ -473,10 +473,14 @@ class ChatScreen(ChatImages):
             live.writer.abandon()
         self._live.clear()
 
-    def open_conversation(self, conversation_id: int, *, at_once: bool = False) -> bool:
+    def open_conversation(
+        self, conversation_id: int, *, at_once: bool = False, after_frame: bool = False
+    ) -> bool:
         """Show a conversation as it reads now; its reply live where it stands, if one is
         being written. ``at_once``: every turn in the first frame (one is to be scrolled
-        to), not the last ones first."""
+        to), not the last ones first. ``after_frame``: its turns are drawn once the app's
+        next frame is (at start: the first frame, with the prompt and the list, does not
+        wait for their Markdown; issue 13)."""
         try:
             conversation = self.lp.store.conversation(conversation_id)
             if conversation is None:
@@ -495,7 +499,9 @@ class ChatScreen(ChatImages):
                 replaced(m, content=reply.text, status="streaming") if m.id == reply.reply_id else m
                 for m in messages
             ]
-        self.query_one(ConversationView).show_messages(messages, versions, at_once=at_once)
+        self.query_one(ConversationView).show_messages(
+            messages, versions, at_once=at_once, after_frame=after_frame
+        )
         self.show_inline_images(messages)
         if reply is not None:
             self._draw_live(reply)
