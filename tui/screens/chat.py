@@ -350,7 +350,8 @@ class ChatScreen(ChatImages):
         else:
             label.update(Text.assemble(("● ", "red"), ("Ollama unreachable · retrying", "")))
             label.tooltip = shown(status.error)
-        self.set_class(status is not None and not status.online, "-offline")
+        # on the label, not the screen: a screen's class restyles every turn's widgets
+        label.set_class(status is not None and not status.online, "-offline")
         if status is not None and status.online and self._window_wanted:
             self._window_wanted = False
             self.refresh_context(read_window=True)
