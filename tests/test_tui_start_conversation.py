@@ -102,3 +102,19 @@ async def test_a_prompt_typed_while_the_app_starts_goes_below_the_conversation(
         sent = [m for m in ollama_server.chat_requests()[-1]["messages"] if m["role"] != "system"]
         assert len(sent) == len(ids) + 1, "the model is given the whole conversation"
         assert [m["content"] for m in sent[-2:]] == [f"Answer **{PAIRS - 1}**.", "Where next?"]
+
+
+async def test_starting_on_another_screen_still_draws_the_newest_conversation(
+    ollama_server: FakeOllama, config_file: Path, tmp_path: Path
+) -> None:
+    _conversation, ids = fill(config_file, tmp_path)
+    app = make_app(config_file, start_screen="image")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ImageScreen", what="image")
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="the chat")
+        view = view_of(app)
+        await wait_for(
+            pilot, lambda: [t.message_id for t in view.children] == ids, what="every turn"
+        )
+        await wait_for(pilot, lambda: f"Answer {PAIRS - 1}." in screen_text(app), what="end")
