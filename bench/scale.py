@@ -7,7 +7,10 @@ sqlite3 in bulk, over the schema the measured checkout's own store makes). Then,
 each launch of the real app under a 120x40 pty against the fake Ollama server:
 
 - ``first_frame_s``: spawn to the chat prompt's placeholder on screen;
-- ``sidebar_s``: spawn to the newest conversation's title in the sidebar;
+- ``sidebar_s``: spawn to the newest conversation's title in the sidebar, and
+  ``conversation_s`` to its last reply in the conversation (each the output chunk that
+  first put it on screen: either may come before the first frame's prompt);
+- ``sidebar_reopen_s``: the sidebar hidden (Ctrl+B), then Ctrl+B to its newest title;
 - ``gallery_open_s``: the key that opens the gallery to the newest image's caption on
   screen (F3 where the Image screen holds the gallery; F3, then Ctrl+B, where the
   gallery is a screen of its own: timed from Ctrl+B);
@@ -212,6 +215,38 @@ def first_output(term: Terminal, since: float, limit: float = 10.0) -> float | N
     return None
 
 
+PROMPT = "Message (Enter to send"
+REPLY = "A reply with"
+"""The first words of every reply in the data (``add_conversations``)."""
+
+
+def first_seen(term: Terminal, needles: list[str], timeout: float) -> dict[str, float]:
+    """Pump live until each of ``needles`` has been on screen (or ``timeout``); for each,
+    the read stamp of the chunk that first put it there."""
+    seen: dict[str, float] = {}
+    deadline = time.time() + timeout
+    while len(seen) < len(needles) and time.time() < deadline:
+        exited = term.proc.poll() is not None
+        while (chunk := term.pump(term._fed + 1)) is not None:
+            screen = term.text()
+            seen.update((n, chunk.t) for n in needles if n not in seen and n in screen)
+        if exited:
+            break
+        time.sleep(0.002)
+    return seen
+
+
+def wait_gone(term: Terminal, needle: str, timeout: float) -> bool:
+    """Pump live until ``needle`` is no longer on screen."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        term.pump()
+        if needle not in term.text():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def wait_quiet(term: Terminal, quiet: float = 0.5, limit: float = 10.0) -> None:
     deadline = time.time() + limit
     while time.time() < deadline:
@@ -237,17 +272,30 @@ def launch(checkout: Path, data: Path, url: str, images: int, conversations: int
     out: dict[str, Any] = {}
     newest_image = f"img {images - 1:05d}"
     try:
-        t = term.wait_visible(["Message (Enter to send"], 60)
-        if t is None:
+        title = f"Conversation {conversations - 1:05d}"
+        seen = first_seen(term, [PROMPT, title, REPLY], 60)
+        if PROMPT not in seen:
             raise RuntimeError("no first frame:\n" + term.text())
-        out["first_frame_s"] = t - term.t_start
-        t = term.wait_visible([f"Conversation {conversations - 1:05d}"], 30)
-        out["sidebar_s"] = None if t is None else t - term.t_start
+        out["first_frame_s"] = seen[PROMPT] - term.t_start
+        # each as the chunk that first put it on screen (it may come before the prompt)
+        out["sidebar_s"] = seen[title] - term.t_start if title in seen else None
+        out["conversation_s"] = seen[REPLY] - term.t_start if REPLY in seen else None
         time.sleep(max(0.0, term.t_start + out["first_frame_s"] + 2 - time.time()))
         from common import rss_bytes
 
         out["idle_rss_mib"] = rss_bytes(term.pid) / 2**20
         wait_quiet(term)
+        out["sidebar_reopen_s"] = None
+        term.pump()
+        if title in term.text():  # Ctrl+B hides the sidebar, and again shows it
+            term.write("\x02")
+            if wait_gone(term, title, 5):
+                wait_quiet(term)
+                pressed = time.time()
+                term.write("\x02")
+                t = term.wait_visible([title], 5)
+                out["sidebar_reopen_s"] = None if t is None else t - pressed
+                wait_quiet(term)
         term.pump()
         pressed = time.time()
         term.write("\x1b[13~")  # F3
@@ -343,9 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         "gallery_keys": runs[-1]["gallery_keys"],
     }
     for key in (
-        "first_frame_s", "sidebar_s", "gallery_open_s", "gallery_reopen_s", "page_scroll_s",
-        "page_scroll_first_redraw_s", "filter_s", "filter_first_redraw_s",
-        "idle_rss_mib", "rss_mib",
+        "first_frame_s", "sidebar_s", "conversation_s", "sidebar_reopen_s", "gallery_open_s",
+        "gallery_reopen_s", "page_scroll_s", "page_scroll_first_redraw_s", "filter_s",
+        "filter_first_redraw_s", "idle_rss_mib", "rss_mib",
     ):  # fmt: skip
         values = [r[key] for r in runs if r.get(key) is not None]
         result[key] = (

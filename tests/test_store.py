@@ -661,3 +661,50 @@ def test_a_crafted_owner_is_taken_for_dead_and_touches_no_file(db: Path, tmp_pat
         assert outside.read_text() == "keep"
     finally:
         again.close()
+
+
+def test_opening_a_long_history_reads_no_table_whole(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recovery at every start looks for replies left streaming: at 500,000 messages,
+    a read of every message held the first frame back 45 ms (issue 13). Every statement the
+    opening runs reaches its rows through an index, and a file of the schema before that
+    index gets it, its streaming reply still recovered."""
+    store = Store.open(db)
+    c = store.create_conversation("m", OPTIONS)
+    for i in range(20):
+        store.add_message(c.id, "user" if i % 2 == 0 else "assistant", f"turn {i}")
+    mid = store.add_message(c.id, "assistant", "half", status="streaming", model="m")
+    store.close()
+    conn = raw(db)  # the file as the release before the index left it
+    conn.execute("DROP INDEX messages_streaming")
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    conn.execute("ANALYZE")  # statistics that make a scan of a small table look cheap
+    conn.close()
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: object, **kwargs: object) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)  # type: ignore[arg-type]
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr("engines.store.sqlite3.connect", traced)
+    again = Store.open(db)
+    monkeypatch.undo()
+    try:
+        assert [m.status for m in again.messages(c.id)][-1] == "interrupted"
+        assert again.messages(c.id)[-1].id == mid
+    finally:
+        again.close()
+    reads = [s for s in statements if re.match(r"\s*(SELECT|UPDATE|DELETE)\b", s, re.I)]
+    assert any("streaming" in s for s in reads), statements
+    conn = raw(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        for sql in reads:
+            plan = [row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            scans = [step for step in plan if re.match(r"SCAN \w+$", step)]
+            assert not scans, (sql, plan)
+    finally:
+        conn.close()

@@ -304,7 +304,7 @@ class ChatScreen(ChatImages):
             self.notify(str(exc), title="Database", severity="error")
             newest = None
         # the model list, the conversation and the list's first page, each drawn once
-        if newest is None or not self.open_conversation(newest):
+        if newest is None or not self.open_conversation(newest, after_frame=True):
             self._show_new()
             self._show_models()
             self._refresh_list()
@@ -326,7 +326,9 @@ class ChatScreen(ChatImages):
             self._unsubscribe()
 
     def on_resize(self) -> None:
-        self.set_class(self.size.width < NARROW, "-narrow")
+        # the sidebar's classes are its own: a class set on the screen restyles every
+        # widget of every turn (Ctrl+B took 0.2 s beside a long conversation; issue 13)
+        self.query_one(Sidebar).set_class(self.size.width < NARROW, "-narrow")
 
     def on_screen_resume(self) -> None:
         if self.conversation is not None and self.conversation.id in self.lp.unseen:
@@ -348,7 +350,8 @@ class ChatScreen(ChatImages):
         else:
             label.update(Text.assemble(("● ", "red"), ("Ollama unreachable · retrying", "")))
             label.tooltip = shown(status.error)
-        self.set_class(status is not None and not status.online, "-offline")
+        # on the label, not the screen: a screen's class restyles every turn's widgets
+        label.set_class(status is not None and not status.online, "-offline")
         if status is not None and status.online and self._window_wanted:
             self._window_wanted = False
             self.refresh_context(read_window=True)
@@ -471,10 +474,14 @@ class ChatScreen(ChatImages):
             live.writer.abandon()
         self._live.clear()
 
-    def open_conversation(self, conversation_id: int, *, at_once: bool = False) -> bool:
+    def open_conversation(
+        self, conversation_id: int, *, at_once: bool = False, after_frame: bool = False
+    ) -> bool:
         """Show a conversation as it reads now; its reply live where it stands, if one is
         being written. ``at_once``: every turn in the first frame (one is to be scrolled
-        to), not the last ones first."""
+        to), not the last ones first. ``after_frame``: its turns are drawn once the app's
+        next frame is (at start: the first frame, with the prompt and the list, does not
+        wait for their Markdown; issue 13)."""
         try:
             conversation = self.lp.store.conversation(conversation_id)
             if conversation is None:
@@ -493,7 +500,9 @@ class ChatScreen(ChatImages):
                 replaced(m, content=reply.text, status="streaming") if m.id == reply.reply_id else m
                 for m in messages
             ]
-        self.query_one(ConversationView).show_messages(messages, versions, at_once=at_once)
+        self.query_one(ConversationView).show_messages(
+            messages, versions, at_once=at_once, after_frame=after_frame
+        )
         self.show_inline_images(messages)
         if reply is not None:
             self._draw_live(reply)
@@ -1164,15 +1173,13 @@ class ChatScreen(ChatImages):
         self.app.push_screen(ModelsDialog())
 
     def action_search(self) -> None:
-        self.remove_class("-sidebar-hidden")
-        self.add_class("-sidebar-shown")
+        self.query_one(Sidebar).remove_class("-hidden").add_class("-shown")
         self.query_one("#search", Input).focus()
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one(Sidebar)
         visible_now = sidebar.display
-        self.set_class(visible_now, "-sidebar-hidden")
-        self.set_class(not visible_now, "-sidebar-shown")
+        sidebar.set_class(visible_now, "-hidden").set_class(not visible_now, "-shown")
         if not visible_now:
             self.query_one(ConversationList).focus()
         else:

@@ -320,11 +320,17 @@ class ChatImages(ChatExtras):
             view = self.query_one(ConversationView)
             for message_id, images in found.items():
                 turn = view.turn(message_id)
-                for image in images:
-                    if turn is not None:
-                        turn.mount(ChatImage(image, self.lp.image_renderer))
+                if turn is None:
+                    continue
+                pictures = [ChatImage(image, self.lp.image_renderer) for image in images]
+                if turn.is_mounted:
+                    turn.mount_all(pictures)
+                else:  # below its text, once it is mounted (the turns above the last ones,
+                    # or those of a conversation shown after the first frame, come later)
+                    turn.call_after_refresh(turn.mount_all, pictures)
 
-        self.call_after_refresh(mount)
+        # the app's queue: after the turns of a conversation shown after the first frame
+        self.app.call_after_refresh(mount)
 
     @on(ChatImage.Opened)
     def _open_chat_image(self, event: ChatImage.Opened) -> None:

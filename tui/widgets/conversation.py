@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.widget import AwaitMount, Widget
 from textual.widgets import Label, Static
 
 from engines.chat_types import ReplyStats, ToolUse
@@ -332,13 +333,36 @@ class ConversationView(VerticalScroll, OneLayout):
         *,
         hint: str = "",
         at_once: bool = False,
+        after_frame: bool = False,
     ) -> None:
         """Show these turns (each with its version, "2/3"); with none, a hint (``hint``
         first, when given). A long conversation shows its last turns first and the rest
-        after that frame, unless ``at_once`` (a turn above them is to be scrolled to)."""
+        after that frame, unless ``at_once`` (a turn above them is to be scrolled to).
+        ``after_frame``: the turns are mounted once the app's next frame is drawn (the
+        conversation open at start: the first frame goes without its Markdown)."""
         self.remove_children()
         self.selected = None
-        versions = versions or {}
+        self._shown_generation += 1
+        if messages and after_frame:
+            # the app's queue, not this widget's: at start it runs once the first frame is
+            # drawn (this widget's runs before, while the app holds its frames back)
+            self._turns = []
+            self.app.call_after_refresh(
+                self._show_later, messages, versions or {}, self._shown_generation, hint
+            )
+            self.anchor()
+            return
+        turns = self._make_turns(messages, versions or {})
+        self._turns = turns
+        if turns:
+            self._mount_turns(turns, self._shown_generation, at_once=at_once)
+        else:
+            text = f"{hint}\n{self.EMPTY_HINT}" if hint else self.EMPTY_HINT
+            self.mount(Static(Text(text), classes="empty-hint"))
+        self.anchor()
+
+    @staticmethod
+    def _make_turns(messages: list[StoredMessage], versions: Versions) -> list[Turn]:
         turns: list[Turn] = []
         for m in messages:
             turn: Turn
@@ -358,18 +382,44 @@ class ConversationView(VerticalScroll, OneLayout):
                 continue
             turn.version, turn.versions = versions.get(m.id, (1, 1))
             turns.append(turn)
-        self._turns = turns
-        self._shown_generation += 1
-        if len(turns) > FIRST_TURNS and not at_once:  # the last ones first, the rest after
-            earlier, last = turns[:-FIRST_TURNS], turns[-FIRST_TURNS:]
-            self.mount_all(last)
-            self.call_after_refresh(self._mount_earlier, earlier, last[0], self._shown_generation)
-        elif turns:
-            self.mount_all(turns)
-        else:
+        return turns
+
+    async def _show_later(
+        self, messages: list[StoredMessage], versions: Versions, generation: int, hint: str
+    ) -> None:
+        """The turns of ``show_messages(after_frame=True)``, made and mounted now (unless
+        another conversation has been shown since), above any turn added meanwhile (a
+        prompt sent before they were drawn). Awaited: the app's work queued after it (at
+        start, the collector turned back on, Ollama's client imported in a thread) waits
+        until they are mounted; with it, a full collection took 50 ms of their drawing."""
+        if generation != self._shown_generation or not self.is_attached:
+            return
+        turns = self._make_turns(messages, versions)
+        self._turns = turns + self._turns
+        if turns:
+            below = self.children[0] if self.children else None
+            await self._mount_turns(turns, generation, below=below)
+        elif not self.children:
             text = f"{hint}\n{self.EMPTY_HINT}" if hint else self.EMPTY_HINT
             self.mount(Static(Text(text), classes="empty-hint"))
-        self.anchor()
+
+    def _mount_turns(
+        self,
+        turns: list[Turn],
+        generation: int,
+        *,
+        at_once: bool = False,
+        below: Widget | None = None,
+    ) -> AwaitMount:
+        if len(turns) > FIRST_TURNS and not at_once:  # the last ones first, the rest after
+            earlier, last = turns[:-FIRST_TURNS], turns[-FIRST_TURNS:]
+            mounted = self.mount_all(last, before=below)
+            self.call_after_refresh(self._mount_earlier, earlier, last[0], generation)
+        else:
+            mounted = self.mount_all(turns, before=below)
+        if self.selected is None:
+            self.anchor()
+        return mounted
 
     async def _mount_earlier(self, earlier: list[Turn], first: Turn, generation: int) -> None:
         """The turns above the last ones, mounted once those are on screen (unless another
