@@ -46,6 +46,7 @@ from tui.text import visible
 from tui.widgets.conversation import warm_up_markdown
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
     from textual.driver import Driver
 
     from engines.diffusion import DiffusionEngine, GeneratedImage
@@ -184,6 +185,8 @@ class LlmPessoalApp(App[int]):
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
         self._warmed_up = False
         """Whether the Markdown warm-up has started (on the first key or click)."""
+        self._held_frames: list[tuple[Screen[Any], RenderableType]] = []
+        """Frames made during a batch update, written as it ends (``_display``)."""
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
         self.settings = settings
@@ -276,6 +279,28 @@ class LlmPessoalApp(App[int]):
             event.set_sender(self)
             self.post_message(event)
         self.typed_at_start = ""
+
+    def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
+        """Textual's, except that a frame made during a batch update waits for its end.
+
+        Textual 8 can make a frame while a batch update is open (the whole start is
+        one): it takes the screen's changes for it, then drops it unwritten. The first
+        frame the terminal got was only what changed after (the conversation, without
+        the header, the list or the prompt), made whole 25-60 ms later by whatever
+        redrew next. Held, the frames are written in order as the batch ends."""
+        if renderable is not None and self._batch_count and not self.is_headless:
+            self._held_frames.append((screen, renderable))
+            return
+        super()._display(screen, renderable)
+
+    def _end_batch(self) -> None:
+        super()._end_batch()
+        if self._batch_count or not self._held_frames:
+            return
+        frames, self._held_frames = self._held_frames, []
+        for screen, frame in frames:
+            if screen is self.screen:
+                super()._display(screen, frame)
 
     async def on_event(self, event: events.Event) -> None:
         """A paste is outside text too: its escapes and controls are made visible before any
