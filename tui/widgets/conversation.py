@@ -31,7 +31,10 @@ def warm_up_markdown() -> None:
     """Load Markdown and the highlighters of common code languages (in a thread), so the
     first reply or conversation drawn does not wait for them (see ``markdown_text``).
     The app starts it on the user's first key or click, not at start: an app left open
-    and untouched does not hold them (about 3 MiB)."""
+    and untouched does not hold them (about 3 MiB). The image tool's schema, offered with
+    the first reply's request, is loaded too (imported then, it held the request back
+    some 8 ms while the new turns were being laid out)."""
+    import engines.image_requests  # noqa: F401
     from tui.widgets.markdown_text import warm_up
 
     warm_up()
