@@ -8,6 +8,7 @@ import gc
 import importlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FIRST_WORDS_S = 0.3
+"""The Markdown warm-up gives way for this long after a reply is sent (its request and
+first words); a reply sent while it loaded took turns with it (in a 120x40 pty, Enter to
+the first words 0.27-0.41 s, with the warm-up started by the typing just before)."""
 WARM_UP_AFTER_S = 1.0
 """After start, while the app is idle: when what replies draw with is loaded."""
 
@@ -183,6 +188,7 @@ class LlmPessoalApp(App[int]):
         self.typed_at_start = typed_at_start
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
         self._warmed_up = False
+        self._reply_sent_at = -FIRST_WORDS_S  # time.monotonic() of the last reply started
         """Whether the Markdown warm-up has started (on the first key or click)."""
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
@@ -302,8 +308,15 @@ class LlmPessoalApp(App[int]):
             return
         self._warmed_up = True
         self.run_worker(
-            warm_up_markdown, thread=True, group="markdown-warm-up", exit_on_error=False
+            lambda: warm_up_markdown(self._giving_way),
+            thread=True,
+            group="markdown-warm-up",
+            exit_on_error=False,
         )
+
+    def _giving_way(self) -> bool:
+        """Whether a reply has just been sent (read from the warm-up's thread)."""
+        return time.monotonic() - self._reply_sent_at < FIRST_WORDS_S
 
     def on_mount(self) -> None:
         if self._sixteen is not None and self.is_headless:
@@ -474,6 +487,7 @@ class LlmPessoalApp(App[int]):
 
     def start_reply(self, reply: Reply) -> None:
         """Run a prepared reply in a worker of its own: cancelling it stops the reply."""
+        self._reply_sent_at = time.monotonic()
         self.run_worker(
             self.conversations.run(reply),
             name=f"reply {reply.reply_id}",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 from markdown_it import MarkdownIt
@@ -130,15 +132,22 @@ WARM_LANGUAGES = ("python", "bash", "json", "javascript")
 """Code languages whose highlighters are loaded ahead (see ``warm_up``)."""
 
 
-def warm_up() -> None:
+GIVE_WAY_S = 0.01
+"""How often a warm-up that gives way asks again whether it may go on."""
+
+
+def warm_up(give_way: Callable[[], bool] | None = None) -> None:
     """Render a code block of each language in ``WARM_LANGUAGES`` and drop the result.
 
     The first code block of a language loads its highlighter (pygments imports a module
     per language: 0.1 s for Python on a small machine), which would otherwise stall the
     first reply, or the first conversation opened, that shows one. Run it in a thread,
-    once the app is idle."""
+    once the app is idle. Before each language it waits while ``give_way()`` says so (a
+    reply is starting: the thread would take turns with its request and first words)."""
     console = Console(width=80, file=io.StringIO(), color_system="truecolor")
     for language in WARM_LANGUAGES:
+        while give_way is not None and give_way():
+            time.sleep(GIVE_WAY_S)
         list(console.render(render(f"```{language}\nx\n```\n"), console.options))
 
 
