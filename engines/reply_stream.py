@@ -37,8 +37,8 @@ STEADY_BATCH_S = 0.1
 """After ``STEADY_AFTER_S`` of a stream the loop is woken at most every ``STEADY_BATCH_S``
 (an urgent item, such as the last, still at once). A reply is drawn at most 5 times a
 second once its first words are: woken 50 times a second, the loop took each batch of
-three or four tokens on its own (a wake-up of the loop, then of its timer, each about
-0.1 ms of CPU on a small machine), a tenth of the CPU a streamed reply cost."""
+three or four tokens on its own, a wake-up of the loop and then of its timer each time
+(a 2,000-token reply at 200 tokens/s: 953 waits of the loop ended, 354 now)."""
 CAUGHT_UP_S = 0.002
 """A read that waited this long found nothing buffered: the reader has caught up."""
 

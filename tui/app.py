@@ -58,8 +58,8 @@ log = logging.getLogger(__name__)
 
 FIRST_WORDS_S = 0.3
 """The Markdown warm-up gives way for this long after a reply is sent (its request and
-first words); a reply sent while it loaded took turns with it (in a 120x40 pty, Enter to
-the first words 0.27-0.41 s, with the warm-up started by the typing just before)."""
+first words), between two languages: a reply sent while it loads (a prompt typed and sent
+within a second of start, as ``bench/stream.py`` does) takes turns with it."""
 WARM_UP_AFTER_S = 1.0
 """After start, while the app is idle: when what replies draw with is loaded."""
 
@@ -188,8 +188,8 @@ class LlmPessoalApp(App[int]):
         self.typed_at_start = typed_at_start
         """Keys read with the terminal's answers before the app ran (tui/graphics.py)."""
         self._warmed_up = False
-        self._reply_sent_at = -FIRST_WORDS_S  # time.monotonic() of the last reply started
         """Whether the Markdown warm-up has started (on the first key or click)."""
+        self._reply_sent_at = -FIRST_WORDS_S  # time.monotonic() of the last reply started
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
         self.settings = settings
