@@ -331,7 +331,7 @@ class LlmPessoalApp(App[int]):
         self.call_after_refresh(self.watch_ollama_status)
         self.call_after_refresh(gc.enable)  # held by the start (tui/cli.py run_tui)
         if self.freeze_heap and not self.is_headless:  # tui/heap.py
-            freeze_start_up(self, self._import_gallery)
+            freeze_start_up(self, self._import_gallery, lambda: bool(self.conversations.busy))
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 
