@@ -106,6 +106,7 @@ def _app_ready(term: Terminal) -> None:
 def _app_send(term: Terminal, prompt: str) -> None:
     term.type(prompt)
     _wait(term, [prompt], 5, "app prompt typed")
+    term.enter_at = time.time()  # type: ignore[attr-defined]  # send_to_first_words_s
     term.write("\r")
 
 

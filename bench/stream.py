@@ -214,6 +214,10 @@ def analyse(
     out["first_token_visible_s"] = (
         rnd(first_vis[1].t - sent_first) if first_vis and sent_first else None
     )
+    enter_at = getattr(term, "enter_at", None)  # the app's client: the Enter after typing
+    out["send_to_first_words_s"] = (
+        rnd(first_vis[1].t - enter_at) if first_vis and enter_at else None
+    )
     out["last_token_visible"] = last_vis is not None
     out["follows"] = follows
     if last_vis is not None and sent_last:

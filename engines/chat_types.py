@@ -268,6 +268,9 @@ class ReplyChunk:
     thinking: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     """The tools the model calls (it then waits for their answers)."""
+    pieces: int = 1
+    """How many of the server's chunks it holds (several when joined, see
+    ``ChatEngine.stream``): the reply's rate counts these."""
 
 
 @dataclass(frozen=True)

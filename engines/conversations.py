@@ -482,6 +482,7 @@ class ConversationService:
         history = list(reply.history)
         rounds = 0
         figures_at = 0.0
+        pieces = 0  # the server's chunks of text since the first one
         try:
             offered = await self._offer(engine, conversation.model)
             while True:
@@ -493,6 +494,7 @@ class ConversationService:
                     history,
                     conversation.options,
                     pause=self._pause(reply),
+                    joined=True,  # a batch of tokens at a time: published once, drawn once
                     **extra,
                 )
                 async with contextlib.aclosing(stream):
@@ -508,9 +510,12 @@ class ConversationService:
                             now = self.clock()
                             if first_at is None:
                                 first_at = figures_at = now
-                            elif now - figures_at >= FIGURES_EVERY_S:
+                                pieces = chunk.pieces - 1  # counted from the first token
+                            else:
+                                pieces += chunk.pieces
+                            if now - figures_at >= FIGURES_EVERY_S:
                                 figures_at = now
-                                rate = (len(reply.parts) - 1) / (now - first_at)
+                                rate = pieces / (now - first_at)
                                 self._publish(ReplyFigures(cid, rid, rate))
                         calls.extend(chunk.tool_calls)
                         if chunk.stats is not None:

@@ -80,6 +80,35 @@ async def _close(stream: Any) -> None:
         await aclose()
 
 
+def _joined(batch: list[object]) -> list[object]:
+    """``batch`` with each run of plain text chunks (no stats, thinking or tool calls)
+    made one chunk, in order."""
+    out: list[object] = []
+    run: list[ReplyChunk] = []
+
+    def close_run() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            pieces = sum(c.pieces for c in run)
+            out.append(ReplyChunk("".join(c.text for c in run), pieces=pieces))
+        run.clear()
+
+    for item in batch:
+        if (
+            isinstance(item, ReplyChunk)
+            and item.stats is None
+            and not item.thinking
+            and not item.tool_calls
+        ):
+            run.append(item)
+            continue
+        close_run()
+        out.append(item)
+    close_run()
+    return out
+
+
 class ChatEngine:
     """Ollama, as the app needs it: models, what is loaded, and streamed replies."""
 
@@ -426,6 +455,7 @@ class ChatEngine:
         *,
         pause: Callable[[], float] | None = None,
         tools: Sequence[Mapping[str, Any]] = (),
+        joined: bool = False,
     ) -> AsyncGenerator[ReplyChunk, None]:
         """Stream the reply to ``history``. Closing the iterator (or cancelling the task
         that reads it) closes the HTTP stream, which makes Ollama stop generating.
@@ -434,7 +464,10 @@ class ChatEngine:
         half the CPU of the async client, off the event loop). ``pause()``: the seconds
         the reader waits once it has caught up with the server, so that it then reads
         several tokens at once (it costs that much latency). ``tools``: the tools offered
-        (JSON schemas, as Ollama takes them); a call comes as a chunk's ``tool_calls``."""
+        (JSON schemas, as Ollama takes them); a call comes as a chunk's ``tool_calls``.
+        ``joined``: the tokens read since the last wake-up of the loop come as one chunk
+        (``pieces`` says how many), not one chunk each: what reads the reply then does its
+        work per batch, not per token."""
         from engines import reply_stream
 
         timer = _Timer()
@@ -479,7 +512,8 @@ class ChatEngine:
         reply_stream.read_in_thread(parts, convert, feed, reading, pause)
         try:
             while True:
-                for item in await feed.get():
+                batch = await feed.get()
+                for item in _joined(batch) if joined else batch:
                     if item is reply_stream.END:
                         raise StreamBroken(
                             f"Ollama at {self.where} ended the reply without finishing it"

@@ -16,6 +16,7 @@ from engines.conversations import (
     ConversationError,
     ConversationService,
     ReplyEvent,
+    ReplyFigures,
     ReplyFinished,
     ReplyStarted,
     ReplyText,
@@ -225,3 +226,32 @@ async def test_deleting_from_a_turn_that_starts_a_branch(
     assert [m.content for m in store.messages(conversation.id)] == ["first"]
     await service.run(service.send(conversation, "again"))
     assert [m.content for m in store.messages(conversation.id)][:2] == ["first", "again"]
+
+
+async def test_a_replys_rate_counts_the_servers_tokens_though_they_come_in_batches(
+    ollama_server: FakeOllama, store: Store
+) -> None:
+    # time here is the server's tokens, 10 ms each: the rate is 100 tokens/s whatever the
+    # batches the reader hands over (several tokens each, at 400 tokens/s)
+    ollama_server.reply = " ".join(f"w{i}" for i in range(300))
+    ollama_server.rate = 400
+    engine = ChatEngine(ollama_server.url, timeout=10)
+    service = ConversationService(
+        store, engine, save_interval=0.05, clock=lambda: ollama_server.sent_tokens * 0.01
+    )
+    texts: list[ReplyText] = []
+    rates: list[float] = []
+    service.subscribe(lambda e: texts.append(e) if isinstance(e, ReplyText) else None)
+    service.subscribe(
+        lambda e: rates.append(e.tokens_per_s) if isinstance(e, ReplyFigures) else None
+    )
+    try:
+        conversation = service.new_conversation(MODEL, ChatOptions(), "Hi")
+        finished = await service.run(service.send(conversation, "Hi"))
+    finally:
+        await engine.aclose()
+    assert finished.content == ollama_server.reply
+    assert "".join(t.text for t in texts) == ollama_server.reply
+    assert len(texts) < 300, "the tokens are handed over in batches"
+    assert len(rates) >= 3
+    assert all(60 <= rate <= 110 for rate in rates), rates  # a token or two either way

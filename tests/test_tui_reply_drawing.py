@@ -8,6 +8,7 @@ from pathlib import Path
 from ollama_server import FakeOllama
 from textual.app import App, ComposeResult
 from textual.geometry import Region
+from textual.widgets import Static
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
 from tui.screens.chat import ChatScreen
@@ -132,3 +133,37 @@ async def test_text_that_comes_faster_than_it_is_drawn_shows_its_end_first_then_
             lambda: rows(markdown) == expected,
             what="the pieces drawn later in their place: it reads as the text drawn at once",
         )
+
+
+TRICKY = (
+    "# Blocks that a cut could change\n\n"
+    "A paragraph with **bold** and `code`.\n\n"
+    "- a loose list\n\n- whose items\n\n- have blank lines between them\n\n"
+    "1. numbered\n\n2. loosely\n\n10. and on\n\n"
+    "- an item\n\n  with a second paragraph inside it\n\n"
+    "> a quote\n\n> and another\n\n"
+    "    indented code\n\n    that goes on after a blank line\n\n"
+    "```python\ndef f():\n\n    return 1\n```\n\n"
+    "| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+    "---\n\n"
+    "After the rule.\n\n\n\nAfter three blank lines.\n\n"
+    "A [link][ref] defined below.\n\n"
+    "A paragraph between.\n\n"
+    "[ref]: https://example.com\n\n"
+    "The end."
+)
+
+
+async def test_a_growing_tail_draws_as_the_text_drawn_whole_after_every_few_characters() -> None:
+    # finished blocks are kept drawn: none of them may draw differently from the whole
+    for text in (TRICKY, TRICKY.split("A [link]")[0] + "The end, with no reference."):
+        app = Growing()
+        async with app.run_test(size=(60, 40)):
+            markdown = app.query_one(MarkdownText)
+            tail = markdown.query_one(".md-tail", Static)
+            for end in range(3, len(text) + 3, 3):
+                markdown.append(text[end - 3 : end])
+                console = app.console
+                lines = console.render_lines(tail.content, console.options.update_width(60))
+                drawn = ["".join(s.text for s in line).rstrip() for line in lines]
+                assert drawn == drawn_whole(app, markdown.text), markdown.text

@@ -8,6 +8,7 @@ import gc
 import importlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FIRST_WORDS_S = 0.3
+"""The Markdown warm-up gives way for this long after a reply is sent (its request and
+first words), between two languages: a reply sent while it loads (a prompt typed and sent
+within a second of start, as ``bench/stream.py`` does) takes turns with it."""
 WARM_UP_AFTER_S = 1.0
 """After start, while the app is idle: when what replies draw with is loaded."""
 
@@ -187,6 +192,7 @@ class LlmPessoalApp(App[int]):
         """Whether the Markdown warm-up has started (on the first key or click)."""
         self._held_frames: list[tuple[Screen[Any], RenderableType]] = []
         """Frames made during a batch update, written as it ends (``_display``)."""
+        self._reply_sent_at = -FIRST_WORDS_S  # time.monotonic() of the last reply started
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
         self.settings = settings
@@ -327,8 +333,15 @@ class LlmPessoalApp(App[int]):
             return
         self._warmed_up = True
         self.run_worker(
-            warm_up_markdown, thread=True, group="markdown-warm-up", exit_on_error=False
+            lambda: warm_up_markdown(self._giving_way),
+            thread=True,
+            group="markdown-warm-up",
+            exit_on_error=False,
         )
+
+    def _giving_way(self) -> bool:
+        """Whether a reply has just been sent (read from the warm-up's thread)."""
+        return time.monotonic() - self._reply_sent_at < FIRST_WORDS_S
 
     def on_mount(self) -> None:
         if self._sixteen is not None and self.is_headless:
@@ -343,7 +356,7 @@ class LlmPessoalApp(App[int]):
         self.call_after_refresh(self.watch_ollama_status)
         self.call_after_refresh(gc.enable)  # held by the start (tui/cli.py run_tui)
         if self.freeze_heap and not self.is_headless:  # tui/heap.py
-            freeze_start_up(self, self._import_gallery)
+            freeze_start_up(self, self._import_gallery, lambda: bool(self.conversations.busy))
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 
@@ -499,6 +512,7 @@ class LlmPessoalApp(App[int]):
 
     def start_reply(self, reply: Reply) -> None:
         """Run a prepared reply in a worker of its own: cancelling it stops the reply."""
+        self._reply_sent_at = time.monotonic()
         self.run_worker(
             self.conversations.run(reply),
             name=f"reply {reply.reply_id}",

@@ -30,13 +30,24 @@ FREEZE_AFTER_S = 1.0
 """After the first frame: the app is idle by then."""
 FREEZE_AGAIN_S = 4.0
 """After the first frame: the start-up work that follows it is done by then."""
+BUSY_RETRY_S = 1.0
+"""A freeze due while the app is busy (a reply streaming) waits this long, and again."""
 
 
-def freeze_start_up(app: App[Any], first: Callable[[], Awaitable[None]] | None = None) -> None:
+def freeze_start_up(
+    app: App[Any],
+    first: Callable[[], Awaitable[None]] | None = None,
+    busy: Callable[[], bool] | None = None,
+) -> None:
     """Freeze what the app holds a second after it starts, and again a little later;
-    ``first``: work to finish before the first freeze (code to load ahead)."""
+    ``first``: work to finish before the first freeze (code to load ahead). ``busy()``:
+    whether the app is drawing something that a full pass would stall (a reply sent
+    within seconds of start); the freeze waits until it is not."""
 
     async def freeze(ahead: Callable[[], Awaitable[None]] | None) -> None:
+        if busy is not None and busy():
+            app.set_timer(BUSY_RETRY_S, lambda: freeze(ahead))
+            return
         if ahead is not None:
             await ahead()
         gc.collect()

@@ -852,6 +852,10 @@ class ChatScreen(ChatImages):
         except (ConversationError, StoreError) as exc:
             self.notify(visible(str(exc)), title="Not sent", severity="error")
             return
+        # started first, the reply's request goes out before the new turns are composed and
+        # laid out (the worker's first step runs ahead of theirs); its events are only
+        # handled after this method, once the turn below draws them
+        self._start(reply)
         self.query_one(PromptInput).clear()
         self.attachments_sent()
         view = self.query_one(ConversationView)
@@ -861,7 +865,6 @@ class ChatScreen(ChatImages):
         )
         view.add_reply(reply.conversation.model, reply.reply_id)
         self._draw_live(reply)
-        self._start(reply)
         self._refresh_list()
 
     def _start(self, reply: Reply) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -28,14 +29,17 @@ FIRST_TURNS = 12
 frame (a conversation of 50 turns drew its first frame in 0.77 s; DESIGN decision 12)."""
 
 
-def warm_up_markdown() -> None:
+def warm_up_markdown(give_way: Callable[[], bool] | None = None) -> None:
     """Load Markdown and the highlighters of common code languages (in a thread), so the
     first reply or conversation drawn does not wait for them (see ``markdown_text``).
     The app starts it on the user's first key or click, not at start: an app left open
-    and untouched does not hold them (about 3 MiB)."""
+    and untouched does not hold them (about 3 MiB). The image tool's schema, offered with
+    the first reply's request, is loaded too (imported then, it held the request back
+    some 8 ms while the new turns were being laid out). ``give_way``: see ``warm_up``."""
+    import engines.image_requests  # noqa: F401
     from tui.widgets.markdown_text import warm_up
 
-    warm_up()
+    warm_up(give_way)
 
 
 class ReplyWriter:

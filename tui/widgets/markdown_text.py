@@ -10,6 +10,9 @@ Raw HTML is shown as text: a model's reply is displayed as written, never hidden
 from __future__ import annotations
 
 import io
+import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 from markdown_it import MarkdownIt
@@ -93,19 +96,58 @@ class Rendered:
         return Measurement.get(console, options, self.renderable)
 
 
+class Joined:
+    """The growing tail: its finished blocks, each drawn once (``Rendered``), then the
+    block still being written, drawn again as it grows. The segments are those Rich
+    gives for the text in one piece (each part begins with the blank line Rich puts
+    between two blocks, see ``spaced``)."""
+
+    def __init__(self, parts: list[Rendered]) -> None:
+        self.parts = parts
+
+    @property
+    def markup(self) -> str:
+        return "".join(part.markup for part in self.parts)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for part in self.parts:
+            yield from part.__rich_console__(console, options)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        measures = [Measurement.get(console, options, part) for part in self.parts]
+        return Measurement(max(m.minimum for m in measures), max(m.maximum for m in measures))
+
+
+FRESH_BLOCK_EXCLUDED = frozenset(" \t\n-*+>|[0123456789")
+"""First characters of a line, after a blank line, that may go on with the block before
+it (a list item, an indented or quoted line, a table row), or begin a link reference
+that text above may use: the tail is never cut before such a line."""
+
+
+_REFERENCE = re.compile(r"^ {0,3}\[[^\]\n]+\]:", re.MULTILINE)
+"""A line that may define a link reference (``[name]: url``)."""
+
+
 WARM_LANGUAGES = ("python", "bash", "json", "javascript")
 """Code languages whose highlighters are loaded ahead (see ``warm_up``)."""
 
 
-def warm_up() -> None:
+GIVE_WAY_S = 0.01
+"""How often a warm-up that gives way asks again whether it may go on."""
+
+
+def warm_up(give_way: Callable[[], bool] | None = None) -> None:
     """Render a code block of each language in ``WARM_LANGUAGES`` and drop the result.
 
     The first code block of a language loads its highlighter (pygments imports a module
     per language: 0.1 s for Python on a small machine), which would otherwise stall the
     first reply, or the first conversation opened, that shows one. Run it in a thread,
-    once the app is idle."""
+    once the app is idle. Before each language it waits while ``give_way()`` says so (a
+    reply is starting: the thread would take turns with its request and first words)."""
     console = Console(width=80, file=io.StringIO(), color_system="truecolor")
     for language in WARM_LANGUAGES:
+        while give_way is not None and give_way():
+            time.sleep(GIVE_WAY_S)
         list(console.render(render(f"```{language}\nx\n```\n"), console.options))
 
 
@@ -116,7 +158,7 @@ def render(markup: str, *, spaced: bool = False) -> Rendered:
 class Block(Static, OneLayout):
     """A piece of Markdown (or the growing tail)."""
 
-    def height_changes(self, content: Rendered) -> bool:
+    def height_changes(self, content: Rendered | Joined) -> bool:
         """Whether ``content`` would change this block's height (and so the layout of
         the screen). A token that lengthens the last line only needs this block drawn
         again; the rendering is kept for the drawing (see ``Rendered``)."""
@@ -152,6 +194,9 @@ class MarkdownText(Vertical, OneLayout):
         self._spaced_after: dict[int, bool] = {}  # by a settled piece's end: see LiteralMarkdown
         self._initial = text
         self._tail = Block("", classes="md-tail")
+        self._fresh = 0  # the last offset past _settled where a block starts afresh
+        self._held: list[Rendered] = []  # the tail's finished blocks, drawn once each
+        self._held_end = 0  # where the text of _held ends
 
     def compose(self) -> ComposeResult:
         yield self._tail
@@ -172,6 +217,8 @@ class MarkdownText(Vertical, OneLayout):
             if end < 0:
                 return cuts
             line = text[self._scanned : end].strip()
+            if self._scanned == self._safe and text[self._safe] not in FRESH_BLOCK_EXCLUDED:
+                self._fresh = self._safe  # a block starts afresh after a blank line
             if self._in_fence:
                 if line.startswith(self._in_fence) and not line.strip("`~"):
                     self._in_fence = ""
@@ -216,8 +263,33 @@ class MarkdownText(Vertical, OneLayout):
         tail = self._render_tail()
         self._tail.update(tail, layout=self._tail.height_changes(tail))
 
-    def _render_tail(self) -> Rendered:
-        return render(self.text[self._settled :], spaced=self._spaced_before(self._settled))
+    def _render_tail(self) -> Rendered | Joined:
+        """The text after the settled pieces. Its finished blocks are drawn once and kept
+        (a token re-renders only the block it lengthens), up to the last line that starts
+        a block afresh (see ``FRESH_BLOCK_EXCLUDED``): a blank line before it, outside a
+        code fence, at its first column. A tail that may hold a link reference definition
+        is drawn in one piece, as a reference may change the text above it."""
+        start = self._settled
+        text = self.text
+        if self._held_end <= start:  # none held yet, or what was held has settled
+            self._held, self._held_end = [], start
+        safe = self._safe
+        if safe > self._fresh and safe < len(text) and text[safe] not in FRESH_BLOCK_EXCLUDED:
+            self._fresh = safe
+        if _REFERENCE.search(text, start):
+            self._held, self._held_end = [], start
+            return render(text[start:], spaced=self._spaced_before(start))
+        if self._fresh > self._held_end:
+            if self._held_end == start:
+                spaced = self._spaced_before(start)
+            else:
+                spaced = self._held[-1].renderable.spaced_after
+            self._held.append(render(text[self._held_end : self._fresh], spaced=spaced))
+            self._held_end = self._fresh
+        if not self._held:
+            return render(text[start:], spaced=self._spaced_before(start))
+        rest = render(text[self._held_end :], spaced=self._held[-1].renderable.spaced_after)
+        return Joined([*self._held, rest])
 
     def _spaced_before(self, start: int) -> bool:
         """Whether the piece that starts at ``start`` begins with the blank line that
