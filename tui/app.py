@@ -57,6 +57,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+QUIET_AFTER_REPLY_S = 2.0
+"""The start-up's heap freezes (tui/heap.py) wait this long after a reply ends: due while
+it streamed, the first try after its end came 0.12-0.18 s after the server's last token,
+a 36-56 ms full collection as the last words are drawn."""
 FIRST_WORDS_S = 0.3
 """The Markdown warm-up gives way for this long after a reply is sent (its request and
 first words), between two languages: a reply sent while it loads (a prompt typed and sent
@@ -193,6 +197,7 @@ class LlmPessoalApp(App[int]):
         self._held_frames: list[tuple[Screen[Any], RenderableType]] = []
         """Frames made during a batch update, written as it ends (``_display``)."""
         self._reply_sent_at = -FIRST_WORDS_S  # time.monotonic() of the last reply started
+        self._reply_finished_at = -QUIET_AFTER_REPLY_S  # time.monotonic(): the last ended
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
         self.settings = settings
@@ -339,6 +344,13 @@ class LlmPessoalApp(App[int]):
             exit_on_error=False,
         )
 
+    def _replying(self) -> bool:
+        """A reply streams, or ended within ``QUIET_AFTER_REPLY_S``: a full collection now
+        would hold up its drawing (tui/heap.py)."""
+        if self.conversations.busy:
+            return True
+        return time.monotonic() - self._reply_finished_at < QUIET_AFTER_REPLY_S
+
     def _giving_way(self) -> bool:
         """Whether a reply has just been sent (read from the warm-up's thread)."""
         return time.monotonic() - self._reply_sent_at < FIRST_WORDS_S
@@ -356,7 +368,7 @@ class LlmPessoalApp(App[int]):
         self.call_after_refresh(self.watch_ollama_status)
         self.call_after_refresh(gc.enable)  # held by the start (tui/cli.py run_tui)
         if self.freeze_heap and not self.is_headless:  # tui/heap.py
-            freeze_start_up(self, self._import_gallery, lambda: bool(self.conversations.busy))
+            freeze_start_up(self, self._import_gallery, self._replying)
         if self.settings.diffusion.preload:
             self.preload_pipeline()
 
@@ -554,6 +566,7 @@ class LlmPessoalApp(App[int]):
         elif isinstance(event, ReplyStarted):
             self.unseen.discard(event.conversation_id)
         elif isinstance(event, ReplyFinished):
+            self._reply_finished_at = time.monotonic()
             if not self.conversations.busy.keys() - {event.conversation_id}:
                 self.live.reply_tokens_per_s = None
             if event.error:
