@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -52,6 +53,15 @@ REPO = Path(__file__).resolve().parent.parent
 LEAKY_ENV = ("OLLAMA_HOST", "LLM_PESSOAL_CONFIG", "LOG_LEVEL", "DEBUG", "HF_HOME")
 
 MakeConfig = Callable[..., Path]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background (``nohup``, ``&`` in a script) has Ctrl+C
+    ignored, and the apps it starts would inherit that: the tests that press Ctrl+C in
+    them would then see them finish instead of stop. Python's own handler is put back,
+    which a started program does not inherit (it gets the default)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
