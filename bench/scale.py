@@ -81,6 +81,18 @@ def prompt_of(i: int) -> str:
     return f"img {i:05d} " + " ".join(rng.choice(WORDS) for _ in range(6))
 
 
+IMAGE_COLUMNS = (
+    "path, prompt, negative_prompt, width, height, steps, guidance, seed, scheduler, model,"
+    " seconds, created_at"
+)
+
+
+def image_row(i: int, path: str, created: float) -> tuple[Any, ...]:
+    """The index row of the ``i``-th image (``IMAGE_COLUMNS``; search.py too)."""
+    return (path, prompt_of(i), "blurry", 512, 512, 20, 7.5, 1000 + i, "Euler a",
+            MODELS[i % len(MODELS)], 1.5, created)  # fmt: skip
+
+
 def build_images(folder: Path, count: int) -> list[tuple[Any, ...]]:
     """``count`` tiny PNGs with their parameters text; their index rows."""
     from PIL import Image
@@ -105,22 +117,7 @@ def build_images(folder: Path, count: int) -> list[tuple[Any, ...]]:
         colours[i % 64].save(path, pnginfo=info)
         created = start + i * 60.0
         os.utime(path, (created, created))
-        rows.append(
-            (
-                str(path),
-                prompt,
-                "blurry",
-                512,
-                512,
-                20,
-                7.5,
-                1000 + i,
-                "Euler a",
-                model,
-                1.5,
-                created,
-            )
-        )
+        rows.append(image_row(i, str(path), created))
         if i % 5000 == 0:
             log(f"  {i} images")
     return rows
@@ -175,11 +172,7 @@ def build(data: Path, checkout: Path, images: int, conversations: int, messages:
     rows = build_images(data / "outputs", images)
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO images (path, prompt, negative_prompt, width, height, steps, guidance,"
-        " seed, scheduler, model, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        rows,
-    )
+    conn.executemany(f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES ({', '.join('?' * 12)})", rows)
     add_conversations(conn, conversations, messages)
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

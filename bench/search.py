@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import log, machine
-from scale import MODELS, add_conversations, prompt_of
+from scale import IMAGE_COLUMNS, add_conversations, image_row
 
 from engines.chat_types import ChatOptions
 from engines.search import search
@@ -88,23 +88,9 @@ def build(data: Path, images: int, conversations: int, messages: int) -> Path:
     start = time.time() - images * 60.0
     conn.execute("BEGIN")
     conn.executemany(
-        "INSERT INTO images (path, prompt, negative_prompt, width, height, steps, guidance,"
-        " seed, scheduler, model, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES ({', '.join('?' * 12)})",
         (
-            (
-                f"/bench/outputs/scale-{i:05d}.png",
-                prompt_of(i),
-                "blurry",
-                512,
-                512,
-                20,
-                7.5,
-                1000 + i,
-                "Euler a",
-                MODELS[i % len(MODELS)],
-                1.5,
-                start + i * 60.0,
-            )
+            image_row(i, f"/bench/outputs/scale-{i:05d}.png", start + i * 60.0)
             for i in range(images)
         ),
     )
