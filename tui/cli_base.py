@@ -15,9 +15,13 @@ import textwrap
 from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from tui.text import JSON_ESCAPES, visible
+
+if TYPE_CHECKING:
+    from engines.config import Settings
+    from engines.store import Store
 
 
 class Exit(IntEnum):
@@ -63,6 +67,18 @@ def err(message: str) -> None:
     """One line on standard error, prefixed with the program's name. Outside text in it
     (server answers, file names, argv) is shown, never interpreted by the terminal."""
     print(f"llm-pessoal: {visible(message)}", file=sys.stderr)
+
+
+def command_store(settings: Settings) -> Store | None:
+    """The database for a command, or None after saying why it cannot be opened. A
+    command may run beside the app: a reply the app streams is not marked interrupted."""
+    from engines.store import Store, StoreError
+
+    try:
+        return Store.open(settings.paths.database, recover=False)
+    except StoreError as exc:
+        err(str(exc))
+        return None
 
 
 def say(

@@ -23,6 +23,7 @@ from tui.cli_base import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     UsageError,
+    command_store,
     err,
     read_stdin_text,
 )
@@ -309,10 +310,8 @@ def run_conversations(settings: Settings, args: argparse.Namespace) -> int:
 
     if not args.conversations_command:
         args.conversations_command, args.search, args.json = "list", None, False
-    try:
-        store = _open_store(settings)
-    except StoreError as exc:
-        err(str(exc))
+    store = command_store(settings)
+    if store is None:
         return EXIT_FAIL
     try:
         command = args.conversations_command

@@ -6,7 +6,7 @@ import argparse
 from datetime import datetime
 
 from engines.config import Settings
-from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_USAGE, dumps, err, say
+from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_USAGE, command_store, dumps, err, say
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +35,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run_gallery(settings: Settings, args: argparse.Namespace) -> int:
     from engines import gallery
-    from engines.store import Store, StoreError
 
     try:
         since, until = gallery.parse_date(args.date)
@@ -46,10 +45,8 @@ def run_gallery(settings: Settings, args: argparse.Namespace) -> int:
         err(f"--limit {args.limit}: use 0 (all) or more")
         return EXIT_USAGE
     f = gallery.Filter(args.search, args.model, since, until, trash=args.trash)
-    try:
-        store = Store.open(settings.paths.database, recover=False)
-    except StoreError as exc:
-        err(str(exc))
+    store = command_store(settings)
+    if store is None:
         return EXIT_FAIL
     try:
         images = gallery.page(store, f, 0, args.limit or -1)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_USAGE, err
+from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_USAGE, command_store, err
 from tui.text import visible
 
 if TYPE_CHECKING:
@@ -33,12 +33,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run_presets(settings: Settings, args: argparse.Namespace) -> int:
     from engines.chat_options import defaults_from_settings, set_options
     from engines.presets import PresetError, Presets
-    from engines.store import Store, StoreError
+    from engines.store import StoreError
 
-    try:
-        store = Store.open(settings.paths.database, recover=False)
-    except StoreError as exc:
-        err(str(exc))
+    store = command_store(settings)
+    if store is None:
         return EXIT_FAIL
     presets = Presets(store, defaults_from_settings(settings))
     command = args.presets_command or "list"

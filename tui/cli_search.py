@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from engines.config import Settings
-from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_USAGE, dumps, err, say
+from tui.cli_base import EXIT_FAIL, EXIT_OK, EXIT_USAGE, command_store, dumps, err, say
 from tui.text import visible
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run_search(settings: Settings, args: argparse.Namespace) -> int:
     from engines.search import COUNT_CAP, MAX_LIMIT, SearchError, parse_kinds, search
-    from engines.store import Store, StoreError
+    from engines.store import StoreError
 
     if not 1 <= args.limit <= MAX_LIMIT:
         err(f"--limit {args.limit}: use 1 to {MAX_LIMIT}")
@@ -75,10 +75,8 @@ def run_search(settings: Settings, args: argparse.Namespace) -> int:
     except SearchError as exc:
         err(f"--kind: {exc}")
         return EXIT_USAGE
-    try:
-        store = Store.open(settings.paths.database, recover=False)
-    except StoreError as exc:
-        err(str(exc))
+    store = command_store(settings)
+    if store is None:
         return EXIT_FAIL
     try:
         results = search(store, args.text, kinds=kinds, limit=args.limit, offset=args.offset)
