@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from engines.store import Store, StoredImage
 
@@ -22,16 +23,12 @@ class Origin:
 def images_of_messages(store: Store, message_ids: Sequence[int]) -> dict[int, list[StoredImage]]:
     """The images (not in the trash) each message produced, oldest first, by message."""
     found: dict[int, list[StoredImage]] = {}
-    ids = list(message_ids)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        rows = store._query(
-            "SELECT * FROM images WHERE trashed_at IS NULL AND message_id"
-            f" IN ({','.join('?' * len(chunk))}) ORDER BY id",
-            tuple(chunk),
-        )
-        for r in rows:
-            found.setdefault(int(r["message_id"]), []).append(Store.stored_image(r))
+    rows = store._query_in(
+        "SELECT * FROM images WHERE trashed_at IS NULL AND message_id IN ({ids}) ORDER BY id",
+        message_ids,
+    )
+    for r in rows:
+        found.setdefault(int(r["message_id"]), []).append(Store.stored_image(r))
     return found
 
 
@@ -46,25 +43,20 @@ def linked_image(store: Store, path: str) -> tuple[StoredImage, Origin | None] |
 
 def job_origin(store: Store, job_id: int) -> Origin | None:
     """The chat an image job came from, if any (and the conversation is still there)."""
-    rows = store._query(
-        "SELECT j.conversation_id, j.message_id, c.title FROM jobs j"
-        " JOIN conversations c ON c.id = j.conversation_id WHERE j.id = ?",
-        (job_id,),
-    )
-    if not rows:
-        return None
-    r = rows[0]
-    message = r["message_id"]
-    return Origin(int(r["conversation_id"]), None if message is None else int(message), r["title"])
+    return _origin(store, "jobs", job_id)
 
 
 def origin_of(store: Store, image_id: int) -> Origin | None:
     """The conversation (and message) an image came from, if the chat asked for it and
     the conversation is still there."""
+    return _origin(store, "images", image_id)
+
+
+def _origin(store: Store, table: Literal["images", "jobs"], row_id: int) -> Origin | None:
     rows = store._query(
-        "SELECT i.conversation_id, i.message_id, c.title FROM images i"
-        " JOIN conversations c ON c.id = i.conversation_id WHERE i.id = ?",
-        (image_id,),
+        f"SELECT t.conversation_id, t.message_id, c.title FROM {table} t"
+        " JOIN conversations c ON c.id = t.conversation_id WHERE t.id = ?",
+        (row_id,),
     )
     if not rows:
         return None

@@ -636,6 +636,16 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise
 
+    def _query_in(self, sql: str, ids: Sequence[int]) -> list[sqlite3.Row]:
+        """``sql`` for every id of ``ids``: its ``{ids}`` is a list of placeholders, filled
+        500 ids at a time (SQLite limits a statement's parameters)."""
+        rows: list[sqlite3.Row] = []
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            chunk = tuple(ids[start : start + 500])
+            rows += self._query(sql.format(ids=",".join("?" * len(chunk))), chunk)
+        return rows
+
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
@@ -931,15 +941,13 @@ class Store:
 
     def _images(self, ids: list[int]) -> dict[int, tuple[str, ...]]:
         found: dict[int, list[str]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = self._query(
-                "SELECT message_id, path FROM attachments WHERE kind = 'image' AND message_id"
-                f" IN ({','.join('?' * len(chunk))}) ORDER BY id",
-                tuple(chunk),
-            )
-            for r in rows:
-                found.setdefault(int(r["message_id"]), []).append(str(r["path"]))
+        rows = self._query_in(
+            "SELECT message_id, path FROM attachments WHERE kind = 'image'"
+            " AND message_id IN ({ids}) ORDER BY id",
+            ids,
+        )
+        for r in rows:
+            found.setdefault(int(r["message_id"]), []).append(str(r["path"]))
         return {k: tuple(v) for k, v in found.items()}
 
     def attachment_paths(self) -> set[str]:
