@@ -259,8 +259,3 @@ class Picking:
         if self.asking is not None:
             with contextlib.suppress(OSError, termios.error):
                 self.asking.answers()
-
-
-def pick_renderer(setting: str, env: Mapping[str, str] | None = None) -> Choice:
-    """:func:`decide`, asking the controlling terminal when ``setting`` is ``auto``."""
-    return Picking(setting, env).choice()
