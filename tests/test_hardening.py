@@ -499,3 +499,42 @@ async def test_replies_do_not_pile_up_dead_footer_keys(
             await reply_done(pilot, app)
         await pilot.pause(0.2)
         assert watchers() <= after_one + 2, "the footer's keys are not kept alive"
+
+
+async def test_the_footer_keeps_its_keys_while_they_stay_the_same_and_shows_new_ones(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """Bindings refreshed without a change (the start refreshed them twice; so does the
+    focus moving between widgets with the same keys) do not compose the footer's dozen
+    keys again; keys that come and go with the focus or a reply still show."""
+    from textual.widgets._footer import FooterKey
+
+    from tui.widgets.footer import AppFooter
+
+    ollama_server.rate = 20
+    ollama_server.reply = " ".join(["word"] * 30)
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.models, what="models")
+        footer = chat(app).query_one(AppFooter)
+        await wait_for(pilot, lambda: footer.query(FooterKey), what="the footer's keys")
+        keys = list(footer.query(FooterKey))
+        for _ in range(3):
+            app.refresh_bindings()
+            await pilot.pause()
+        assert list(footer.query(FooterKey)) == keys, "the same key widgets, not new ones"
+
+        def footer_line() -> str:
+            return screen_text(app).splitlines()[-1]
+
+        assert "Send" in footer_line()
+        chat(app).query_one("#search").focus()
+        await wait_for(pilot, lambda: "Send" not in footer_line(), what="the search's keys")
+        chat(app).query_one("#prompt").focus()
+        await wait_for(pilot, lambda: "Send" in footer_line(), what="the prompt's keys")
+
+        assert "Cancel reply" not in footer_line()
+        await send(pilot, app, "hello")
+        await wait_for(pilot, lambda: "Cancel reply" in footer_line(), what="esc in the footer")
+        await reply_done(pilot, app)
+        await wait_for(pilot, lambda: "Cancel reply" not in footer_line(), what="esc gone")

@@ -43,6 +43,7 @@ from tui.no_color import use_greys
 from tui.screens.base import WorkerFailed
 from tui.screens.chat import ChatScreen
 from tui.sixteen import use_sixteen
+from tui.stylesheet import CachedStylesheet
 from tui.text import visible
 from tui.widgets.conversation import warm_up_markdown
 
@@ -231,6 +232,7 @@ class LlmPessoalApp(App[int]):
         theme = self.state.get("theme") or settings.ui.theme
         if theme in self.available_themes:
             self.theme = theme
+        CachedStylesheet.install(self)  # each CSS source parsed once (tui/stylesheet.py)
 
     def _image_tool(self, settings: Settings) -> ImageTool:
         """The image engine as the models' ``generate_image`` tool (issue 14)."""

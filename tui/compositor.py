@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 
 import textual
@@ -60,6 +61,7 @@ def _render_chops(
     return chops  # type: ignore[return-value]  # every cut is filled on a rendered line
 
 
+@cache
 def textual_version() -> str:
     """The installed Textual's version, from its ``dist-info`` folder beside the package:
     ``importlib.metadata`` would take a hundredth of a second of the start to import

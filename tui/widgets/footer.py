@@ -8,7 +8,8 @@ widgets alive. This footer prunes them before composing.
 
 Each key is also made with the footer's ``compact`` already set: a key starts compact and
 the binding then sets it back, and each change restyled the key (two style passes a key,
-a fifth of the time a screen with a dozen keys took to open)."""
+a fifth of the time a screen with a dozen keys took to open). Keys the same as those on
+show are not composed again (the start composed the same dozen twice)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from textual.widgets._footer import FooterKey
 
 class AppFooter(Footer):
     _recompose_queued = False
+    _composed: tuple[object, ...] | None = None
+    """What the keys were composed from (``_keys``): the same again is not composed again."""
 
     def bindings_changed(self, screen: Screen[object]) -> None:
         """Compose the keys again once for the changes made before the next frame (a
@@ -33,7 +36,27 @@ class AppFooter(Footer):
 
     async def _recompose_once(self) -> None:
         self._recompose_queued = False
+        if not self.is_attached:
+            return  # its screen closed first (a dialog answered)
+        keys = self._keys()
+        if keys == self._composed:
+            return  # the same keys (the focus moved between widgets with the same bindings)
+        self._composed = keys
         await self.recompose()
+
+    def _keys(self) -> tuple[object, ...]:
+        """What ``compose`` makes the keys from: the bindings shown, as the screen has them
+        now (key, action, description, group, enabled, tooltip), the palette's key, and
+        the footer's own switches."""
+        active = self.screen.active_bindings
+        shown = tuple(
+            (b.key, b.action, b.description, b.key_display, id(b.group), on, tip)
+            for (_, b, on, tip) in active.values()
+            if b.show
+        )
+        palette = active.get(self.app.COMMAND_PALETTE_BINDING)
+        palette_key = palette[1:] if palette is not None else None
+        return (self.compact, self.show_command_palette, shown, palette_key)
 
     def compose(self) -> ComposeResult:
         watchers = getattr(self, "__watchers", {})
