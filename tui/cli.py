@@ -239,6 +239,7 @@ def _start_app(
     settings: Settings, screen: str | None, log_warning: str | None, picking: Picking
 ) -> int:
     from tui.app import LlmPessoalApp, open_store
+    from tui.stylesheet import RULES_FILE, keep_css_rules
     from tui.widgets.picture import renderer_for
 
     if settings.keys:
@@ -268,7 +269,12 @@ def _start_app(
             typed_at_start=typed,
         )
         app.freeze_heap = True  # the one app of this process (tui/heap.py)
-        result = app.run()
+        rules = keep_css_rules(app, settings.paths.database.parent / RULES_FILE)
+        try:
+            result = app.run()
+        finally:
+            if rules is not None:
+                rules.save()
     finally:
         store.close()
     return int(result or app.return_code or 0)
