@@ -16,7 +16,6 @@ allowed. No Textual here.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import os
 import re
@@ -230,6 +229,8 @@ def load_image(
         raise AttachmentError(
             f"{path.name} is a {kind or 'an unknown'} image; attach {', '.join(IMAGE_FORMATS)}"
         )
+    import hashlib  # here: not a cost of every start
+
     digest = hashlib.sha256(data).hexdigest()[:24]
     suffix = {"JPEG": ".jpg", "TIFF": ".tif"}.get(kind, f".{kind.lower()}")
     target = store_folder / f"{digest}{suffix}"

@@ -36,11 +36,12 @@ from engines.chat_types import (
     ToolCall,
 )
 from engines.config import normalize_host
-from engines.progress import PullProgress, PullTracker
 from engines.tls import client_tls
 
 if TYPE_CHECKING:
     import ollama
+
+    from engines.progress import PullProgress  # loaded with the first pull
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +317,8 @@ class ChatEngine:
         until the last line ("success"). Closing the iterator (or cancelling the task
         that reads it) closes the HTTP stream: Ollama stops the download and keeps what
         it has, so pulling again resumes it."""
+        from engines.progress import PullTracker
+
         tracker = PullTracker(model)
         inner: AsyncIterator[Any] | None = None
         self._shown.pop(model, None)

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import sqlite3
 import threading
 import time
@@ -26,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engines.chat_types import (
     ChatMessage,
@@ -37,7 +36,9 @@ from engines.chat_types import (
     tool_uses_from_json,
     tool_uses_to_json,
 )
-from engines.images import ImageParameters
+
+if TYPE_CHECKING:
+    from engines.images import ImageParameters  # loaded with the first image read
 
 log = logging.getLogger(__name__)
 
@@ -591,7 +592,7 @@ class Store:
             return self._owner
         folder = owners_folder(self.path)
         for _attempt in range(3):
-            token = f"{os.getpid()}-{secrets.token_hex(8)}"
+            token = f"{os.getpid()}-{os.urandom(8).hex()}"  # (secrets would load hmac, hashlib)
             path = folder / f"{token}.lock"
             try:
                 folder.mkdir(mode=0o700, exist_ok=True)
@@ -1027,6 +1028,8 @@ class Store:
     @staticmethod
     def stored_image(r: sqlite3.Row) -> StoredImage:
         """An ``images`` row as a :class:`StoredImage`."""
+        from engines.images import ImageParameters
+
         return StoredImage(
             r["id"],
             Path(r["path"]),

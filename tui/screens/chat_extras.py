@@ -27,7 +27,6 @@ from engines.attachments import (
     with_files,
 )
 from engines.chat_types import ChatError, ChatOptions
-from engines.presets import Preset
 from engines.store import Conversation
 from tui.screens.base import AppScreen
 from tui.text import visible
@@ -38,6 +37,7 @@ from tui.widgets.prompt import PromptInput
 
 if TYPE_CHECKING:
     from engines.ollama_client import ChatEngine
+    from engines.presets import Preset
 
 OLLAMA_DEFAULT_NUM_CTX = 4096
 """The window Ollama gives a model that is not loaded yet when num_ctx is not set."""
