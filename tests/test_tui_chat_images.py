@@ -101,7 +101,13 @@ async def test_an_image_of_the_last_reply_is_written_edited_queued_and_shown_inl
         assert (origin.conversation_id, origin.message_id) == (conversation.id, reply.message_id)
         # it stays after the conversation is opened again
         chat(app).open_conversation(conversation.id)
-        await wait_for(pilot, lambda: app.screen.query(ChatImage), what="image again")
+
+        # (the one drawn as the reply came is removed as the conversation opens again)
+        def drawn_again() -> list[ChatImage]:
+            return [i for i in app.screen.query(ChatImage) if i is not inline]
+
+        await wait_for(pilot, drawn_again, what="image again")
+        await wait_for(pilot, lambda: not inline.is_attached, what="the first one gone")
         # Enter on it opens the viewer; a there asks about it in a new chat
         app.screen.query_one(ChatImage).focus()
         await pilot.press("enter")
