@@ -3,8 +3,10 @@ drawn piece by piece while it streamed reads the same as the finished reply open
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
 from ollama_server import FakeOllama
 from textual.app import App, ComposeResult
 from textual.geometry import Region
@@ -12,7 +14,7 @@ from textual.widgets import Static
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
 from tui.screens.chat import ChatScreen
-from tui.widgets.conversation import ConversationView, ReplyTurn
+from tui.widgets.conversation import ConversationView, ReplyTurn, ReplyWriter
 from tui.widgets.markdown_text import MarkdownText, render
 
 SIZE = (120, 40)
@@ -167,3 +169,41 @@ async def test_a_growing_tail_draws_as_the_text_drawn_whole_after_every_few_char
                 lines = console.render_lines(tail.content, console.options.update_width(60))
                 drawn = ["".join(s.text for s in line).rstrip() for line in lines]
                 assert drawn == drawn_whole(app, markdown.text), markdown.text
+
+
+class OneMarkdown(App[None]):
+    def compose(self) -> ComposeResult:
+        yield MarkdownText()
+
+
+async def test_a_first_token_with_no_word_waits_for_the_words_that_follow_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reply's first token is often a heading's mark alone: drawn alone, its frame held
+    the words after it back. It waits for them (``HOLD_UNREADABLE`` at most)."""
+    monkeypatch.setattr(ReplyWriter, "HOLD_UNREADABLE", 30.0)  # only words end the wait here
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        appended: list[str] = []
+        append = markdown.append
+        monkeypatch.setattr(markdown, "append", lambda text: (appended.append(text), append(text)))
+        writer = ReplyWriter(markdown)
+        writer.write("#")
+        for _ in range(20):  # the writer's task runs, and waits
+            await asyncio.sleep(0)
+        assert appended == []
+        writer.write(" A long answer")
+        await wait_for(pilot, lambda: markdown.text == "# A long answer", what="the heading")
+        assert appended == ["# A long answer"], "the mark and its words drawn together"
+        await writer.close()
+
+
+async def test_a_first_token_with_no_word_is_drawn_all_the_same_if_no_word_follows() -> None:
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        writer = ReplyWriter(markdown)
+        writer.write("---")
+        await wait_for(pilot, lambda: markdown.text == "---", what="the rule drawn alone")
+        await writer.close()
