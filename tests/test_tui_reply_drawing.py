@@ -207,3 +207,19 @@ async def test_a_first_token_with_no_word_is_drawn_all_the_same_if_no_word_follo
         writer.write("---")
         await wait_for(pilot, lambda: markdown.text == "---", what="the rule drawn alone")
         await writer.close()
+
+
+async def test_text_written_while_textual_finishes_mounting_the_markdown_is_drawn() -> None:
+    """Textual marks a widget mounted only once its Mount event's handling is done, after
+    ``on_mount``; a reply's words written in between (its turn mounting while they come,
+    at full speed) were kept for an ``on_mount`` that had already run, and never drawn."""
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        markdown.append("# A long answer\n\nThe first words")
+        markdown._is_mounted = False  # the moment between on_mount and Textual's flag
+        markdown.append(" and the last: qxfinalmark")
+        markdown._is_mounted = True
+        await wait_for(
+            pilot, lambda: "qxfinalmark" in "\n".join(rows(markdown)), what="the last words"
+        )
