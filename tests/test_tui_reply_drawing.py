@@ -223,3 +223,25 @@ async def test_text_written_while_textual_finishes_mounting_the_markdown_is_draw
         await wait_for(
             pilot, lambda: "qxfinalmark" in "\n".join(rows(markdown)), what="the last words"
         )
+
+
+async def test_text_that_comes_at_once_ends_in_the_tail_on_screen_and_the_rest_comes_after() -> (
+    None
+):
+    """Several pieces at once (a reply read faster than it was drawn): the end, which a
+    followed view shows, is drawn by the tail, already on screen, so the next frame shows
+    the last words; a piece mounted for it showed them a frame later. The pieces before
+    it are mounted after that."""
+    text = "\n\n".join([REPLY] * 4)
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        expected = drawn_whole(app, text)
+        markdown.append(text)
+        tail = markdown.children[-1]
+        assert list(markdown.children) == [tail], "nothing to mount before the end shows"
+        assert isinstance(tail, Static) and str(tail.content.markup).endswith("qxfinalmark")
+        await wait_for(
+            pilot, lambda: rows(markdown) == expected, what="the pieces before it, then whole"
+        )
+        assert len(markdown.children) > 1
