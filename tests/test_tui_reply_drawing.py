@@ -3,8 +3,10 @@ drawn piece by piece while it streamed reads the same as the finished reply open
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
 from ollama_server import FakeOllama
 from textual.app import App, ComposeResult
 from textual.geometry import Region
@@ -12,7 +14,7 @@ from textual.widgets import Static
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
 from tui.screens.chat import ChatScreen
-from tui.widgets.conversation import ConversationView, ReplyTurn
+from tui.widgets.conversation import ConversationView, ReplyTurn, ReplyWriter
 from tui.widgets.markdown_text import MarkdownText, render
 
 SIZE = (120, 40)
@@ -167,3 +169,79 @@ async def test_a_growing_tail_draws_as_the_text_drawn_whole_after_every_few_char
                 lines = console.render_lines(tail.content, console.options.update_width(60))
                 drawn = ["".join(s.text for s in line).rstrip() for line in lines]
                 assert drawn == drawn_whole(app, markdown.text), markdown.text
+
+
+class OneMarkdown(App[None]):
+    def compose(self) -> ComposeResult:
+        yield MarkdownText()
+
+
+async def test_a_first_token_with_no_word_waits_for_the_words_that_follow_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reply's first token is often a heading's mark alone: drawn alone, its frame held
+    the words after it back. It waits for them (``HOLD_UNREADABLE`` at most)."""
+    monkeypatch.setattr(ReplyWriter, "HOLD_UNREADABLE", 30.0)  # only words end the wait here
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        appended: list[str] = []
+        append = markdown.append
+        monkeypatch.setattr(markdown, "append", lambda text: (appended.append(text), append(text)))
+        writer = ReplyWriter(markdown)
+        writer.write("#")
+        for _ in range(20):  # the writer's task runs, and waits
+            await asyncio.sleep(0)
+        assert appended == []
+        writer.write(" A long answer")
+        await wait_for(pilot, lambda: markdown.text == "# A long answer", what="the heading")
+        assert appended == ["# A long answer"], "the mark and its words drawn together"
+        await writer.close()
+
+
+async def test_a_first_token_with_no_word_is_drawn_all_the_same_if_no_word_follows() -> None:
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        writer = ReplyWriter(markdown)
+        writer.write("---")
+        await wait_for(pilot, lambda: markdown.text == "---", what="the rule drawn alone")
+        await writer.close()
+
+
+async def test_text_written_while_textual_finishes_mounting_the_markdown_is_drawn() -> None:
+    """Textual marks a widget mounted only once its Mount event's handling is done, after
+    ``on_mount``; a reply's words written in between (its turn mounting while they come,
+    at full speed) were kept for an ``on_mount`` that had already run, and never drawn."""
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        markdown.append("# A long answer\n\nThe first words")
+        markdown._is_mounted = False  # the moment between on_mount and Textual's flag
+        markdown.append(" and the last: qxfinalmark")
+        markdown._is_mounted = True
+        await wait_for(
+            pilot, lambda: "qxfinalmark" in "\n".join(rows(markdown)), what="the last words"
+        )
+
+
+async def test_text_that_comes_at_once_ends_in_the_tail_on_screen_and_the_rest_comes_after() -> (
+    None
+):
+    """Several pieces at once (a reply read faster than it was drawn): the end, which a
+    followed view shows, is drawn by the tail, already on screen, so the next frame shows
+    the last words; a piece mounted for it showed them a frame later. The pieces before
+    it are mounted after that."""
+    text = "\n\n".join([REPLY] * 4)
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        expected = drawn_whole(app, text)
+        markdown.append(text)
+        tail = markdown.children[-1]
+        assert list(markdown.children) == [tail], "nothing to mount before the end shows"
+        assert isinstance(tail, Static) and str(tail.content.markup).endswith("qxfinalmark")
+        await wait_for(
+            pilot, lambda: rows(markdown) == expected, what="the pieces before it, then whole"
+        )
+        assert len(markdown.children) > 1
