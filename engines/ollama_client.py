@@ -513,7 +513,6 @@ class ChatEngine:
         feed = reply_stream.Feed(asyncio.get_running_loop())
         reading = reply_stream.Reading()
         reply_stream.read_in_thread(parts, convert, feed, reading, pause)
-        reading.head_start()  # the request out before the loop draws the new turns
         try:
             while True:
                 batch = await feed.get()

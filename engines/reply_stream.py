@@ -41,9 +41,6 @@ three or four tokens on its own, a wake-up of the loop and then of its timer eac
 (a 2,000-token reply at 200 tokens/s: 953 waits of the loop ended, 354 now)."""
 CAUGHT_UP_S = 0.002
 """A read that waited this long found nothing buffered: the reader has caught up."""
-HEAD_START_S = 0.015
-"""The longest the event loop waits, once per reply, for the reading thread to write the
-request (see ``Reading.head_start``)."""
 
 _local = threading.local()  # the reading thread's Reading, for the transport to fill in
 
@@ -57,8 +54,6 @@ class Reading:
         self.stopped = False
         self.finished = False
         self._stopping = threading.Event()
-        self.sent = threading.Event()
-        """Set once the request is written (or could not be), and when the thread ends."""
 
     def attach(self, sock: socket.socket | None) -> None:
         with self._lock:
@@ -66,20 +61,6 @@ class Reading:
             stopped = self.stopped
         if stopped:
             self._shutdown(sock)
-
-    def traced(self, name: str, info: dict[str, Any]) -> None:
-        """httpcore's ``trace`` extension: told each step of the request, in the thread."""
-        if name.endswith(("send_request_body.complete", ".failed")):
-            self.sent.set()
-
-    def head_start(self, limit: float = HEAD_START_S) -> bool:
-        """On the event loop, just after the thread is started: wait until the request is
-        written, ``limit`` at most. Writing it costs the thread 2-3 ms of CPU, but it takes
-        the GIL a dozen times on the way (each socket call gives it up), and while the loop
-        lays out the new turns of the conversation each take waited up to the interpreter's
-        switch interval: the request went out 30-45 ms after the thread started (a
-        quarter of the time from Enter to the first words). Returns whether it is out."""
-        return self.sent.wait(limit)
 
     def pause(self, seconds: float) -> None:
         """Wait (in the reading thread) unless stopped."""
@@ -112,10 +93,8 @@ class _Transport(httpx.HTTPTransport):
     """httpx's transport, which also tells the reading thread its response's socket."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        reading: Reading | None = getattr(_local, "reading", None)
-        if reading is not None:
-            request.extensions["trace"] = reading.traced
         response = super().handle_request(request)
+        reading: Reading | None = getattr(_local, "reading", None)
         if reading is not None:
             stream = response.extensions.get("network_stream")
             sock = stream.get_extra_info("socket") if stream is not None else None
@@ -250,7 +229,6 @@ def read_in_thread(
                 with contextlib.suppress(Exception):  # the socket may be shut already
                     close()  # closes the HTTP response
             _local.reading = None
-            reading.sent.set()
 
     thread = threading.Thread(target=run, name="ollama-reply", daemon=True)
     thread.start()

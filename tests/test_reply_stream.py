@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
-from collections.abc import Iterator
-from typing import Any
 
 from ollama_server import FakeOllama
 from waiting import wait_for
 
 from engines.chat_types import ChatMessage, ChatOptions
 from engines.ollama_client import ChatEngine
-from engines.reply_stream import Feed, Reading, read_in_thread
+from engines.reply_stream import Feed
 
 
 async def test_items_put_together_are_taken_together_and_in_order() -> None:
@@ -90,51 +87,6 @@ async def test_stopping_a_paused_reader_closes_the_stream_at_once(
         await stream.aclose()
         await wait_for(None, lambda: ollama_server.cancelled == 1, what="the server saw the close")
         assert ollama_server.completed == 0
-    finally:
-        await engine.aclose()
-
-
-async def test_the_loop_is_told_once_the_request_is_written_before_any_answer(
-    ollama_server: FakeOllama,
-) -> None:
-    """``Reading.head_start`` (the loop's short wait for the request to go out, so that
-    drawing the new turns does not hold it back) ends when the request is written, not
-    when the server answers: here it never does."""
-    ollama_server.hang = True
-    engine = ChatEngine(ollama_server.url)
-    client = await asyncio.to_thread(engine._sync_client)
-    feed, reading = Feed(asyncio.get_running_loop()), Reading()
-
-    def parts() -> Iterator[Any]:
-        return client.chat(
-            model="llama3.2:latest", messages=[{"role": "user", "content": "hi"}], stream=True
-        )
-
-    try:
-        read_in_thread(parts, lambda part: (part, True, False), feed, reading)
-        assert await asyncio.to_thread(reading.head_start, 10.0), "the request went out"
-        assert not feed._items, "and nothing came back yet"
-    finally:
-        reading.stop()
-        await engine.aclose()
-
-
-async def test_the_head_start_ends_when_the_server_cannot_be_reached() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    engine = ChatEngine(f"http://127.0.0.1:{port}")
-    client = await asyncio.to_thread(engine._sync_client)
-    feed, reading = Feed(asyncio.get_running_loop()), Reading()
-
-    def parts() -> Iterator[Any]:
-        return client.chat(model="llama3.2:latest", messages=[], stream=True)
-
-    try:
-        read_in_thread(parts, lambda part: (part, True, False), feed, reading)
-        assert await asyncio.to_thread(reading.head_start, 10.0)
-        batch = await asyncio.wait_for(feed.get(), 10)
-        assert isinstance(batch[0], BaseException), "the failure is handed to the loop"
     finally:
         await engine.aclose()
 
