@@ -259,14 +259,7 @@ class MarkdownText(Vertical, OneLayout):
             if later:
                 self._end_in_tail(now[0][0], later)
                 return
-            pieces = [self._piece(span) for span in now]
-            self.mount_all(pieces, before=self._tail)
-            if later:  # once the end is laid out and painted
-                self.call_after_refresh(
-                    lambda: self.set_timer(
-                        EARLIER_AFTER_S, lambda: self._draw_earlier(later, pieces[0])
-                    )
-                )
+            self.mount_all([self._piece(span) for span in now], before=self._tail)
             self._tail.update(self._render_tail())
             return
         tail = self._render_tail()
