@@ -69,13 +69,20 @@ def err(message: str) -> None:
     print(f"llm-pessoal: {visible(message)}", file=sys.stderr)
 
 
+def open_command_store(settings: Settings) -> Store:
+    """The database for a command (``StoreError`` if it cannot be opened). A command may
+    run beside the app: a reply the app streams is not marked interrupted."""
+    from engines.store import Store
+
+    return Store.open(settings.paths.database, recover=False)
+
+
 def command_store(settings: Settings) -> Store | None:
-    """The database for a command, or None after saying why it cannot be opened. A
-    command may run beside the app: a reply the app streams is not marked interrupted."""
-    from engines.store import Store, StoreError
+    """:func:`open_command_store`, or None after saying why it cannot be opened."""
+    from engines.store import StoreError
 
     try:
-        return Store.open(settings.paths.database, recover=False)
+        return open_command_store(settings)
     except StoreError as exc:
         err(str(exc))
         return None

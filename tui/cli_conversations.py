@@ -25,6 +25,7 @@ from tui.cli_base import (
     UsageError,
     command_store,
     err,
+    open_command_store,
     read_stdin_text,
 )
 from tui.cli_hosts import chosen
@@ -112,13 +113,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask (needed off a terminal)")
 
 
-def _open_store(settings: Settings) -> Store:
-    from engines.store import Store
-
-    # A command may run beside the app: a reply the app streams is not marked interrupted.
-    return Store.open(settings.paths.database, recover=False)
-
-
 def _find(store: Store, ref: str) -> Conversation:
     if ref == "last":
         newest = store.conversations()
@@ -180,7 +174,7 @@ async def run_chat(
         err("the message is empty: give the text to send (or '-' to read it from stdin)")
         return EXIT_USAGE
     try:
-        store = _open_store(settings) if args.conversation else Store.memory()
+        store = open_command_store(settings) if args.conversation else Store.memory()
     except StoreError as exc:
         err(str(exc))
         return EXIT_FAIL
@@ -197,7 +191,7 @@ async def run_chat(
             changes["system"] = args.system
         preset = None
         if args.preset:
-            saved = store if args.conversation else _open_store(settings)
+            saved = store if args.conversation else open_command_store(settings)
             try:
                 preset = Presets(saved, defaults_from_settings(settings)).get(args.preset)
             finally:

@@ -100,12 +100,12 @@ def _read(path: Path) -> tuple[dict[str, str], dict[SourceKey, list[RuleSet]]]:
     this Textual."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never a link, nor a wait
     with os.fdopen(fd, "rb") as f:
-        uid = os.getuid()
-        for st in (os.fstat(f.fileno()), os.stat(path.parent)):
+        uid, own = os.getuid(), os.fstat(f.fileno())
+        if not stat.S_ISREG(own.st_mode):
+            raise PermissionError("not a regular file")
+        for st in (own, os.stat(path.parent)):
             if st.st_uid != uid or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
                 raise PermissionError("not this user's alone")
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise PermissionError("not a regular file")
         data = pickle.load(f)
     form, version, variables, rules = data
     if form != FORMAT or version != textual_version():
