@@ -4,9 +4,12 @@ are not rendered for it."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
+import pytest
+import textual.screen
 from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, VerticalScroll
@@ -107,3 +110,44 @@ def test_the_version_checked_is_the_installed_textual() -> None:
     from importlib.metadata import version
 
     assert compositor.textual_version() == version("textual")
+
+
+class Soon(compositor.DrawsSoon):
+    def compose(self) -> ComposeResult:
+        yield Static("", id="text")
+
+
+class SoonApp(App[None]):
+    def on_mount(self) -> None:
+        self.push_screen(Soon())
+
+
+async def test_a_frame_asked_for_soon_does_not_wait_for_textuals_frame_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Textual draws on a timer (60 times a second): a change made just after a frame
+    waits for the next tick. A reply's first and last words ask for their frame at once
+    (``draw_soon``). Here the timer ticks every 3 s: the frame asked for comes at once."""
+    monkeypatch.setattr(textual.screen, "UPDATE_PERIOD", 3.0)
+    app = SoonApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, Soon), what="the screen")
+        frames: list[float] = []
+        display = app._display
+
+        def counted(screen: Any, update: Any) -> None:
+            frames.append(time.monotonic())
+            display(screen, update)
+
+        monkeypatch.setattr(app, "_display", counted)
+        text = app.screen.query_one("#text", Static)
+        text.update("a change")
+        # waited on the event loop alone: the pilot's pauses draw a frame themselves
+        await wait_for(None, lambda: frames, what="a frame on the timer", timeout=15)
+        text.update("a change right after a frame")
+        screen = app.screen
+        assert isinstance(screen, Soon)
+        screen.draw_soon()
+        asked = time.monotonic()
+        await wait_for(None, lambda: len(frames) >= 2, what="the frame asked for", timeout=15)
+        assert frames[1] - asked < 1.5, "drawn at once, not at the timer's next tick (3 s)"

@@ -15,6 +15,8 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
+from tui.compositor import DrawsSoon
+
 if TYPE_CHECKING:
     from textual.dom import DOMNode
 
@@ -56,7 +58,7 @@ class ReportsWorkerFailures:
             node.app.post_message(WorkerFailed(event.worker, screen))
 
 
-class AppScreen(ReportsWorkerFailures, Screen[ResultT]):
+class AppScreen(ReportsWorkerFailures, DrawsSoon, Screen[ResultT]):
     """A screen of llm-pessoal."""
 
     @property

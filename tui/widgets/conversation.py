@@ -16,6 +16,7 @@ from textual.widgets import Label, Static
 
 from engines.chat_types import ReplyStats, ToolUse
 from engines.store import Status, StoredMessage
+from tui.compositor import draw_soon
 from tui.text import shorten, visible
 from tui.widgets.one_layout import OneLayout
 
@@ -102,6 +103,8 @@ class ReplyWriter:
         if text and not self._abandoned:
             started = time.thread_time()
             self.markdown.append(text)
+            if not self._writes:
+                self._draw_soon()  # the first words: someone is waiting for them
             self.markdown.call_after_refresh(self._drawn, started)
             self._writes += 1
             await asyncio.sleep(0)  # let the screen draw it
@@ -148,6 +151,11 @@ class ReplyWriter:
         self._pending_chars = 0
         if text and not self._abandoned:
             self.markdown.append(text)
+        if not self._abandoned:
+            self._draw_soon()  # the last words: the reply is waited for
+
+    def _draw_soon(self) -> None:
+        draw_soon(self.markdown)
 
     async def close(self) -> None:
         """Write what is left now, and stop."""
