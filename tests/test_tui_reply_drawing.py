@@ -245,3 +245,53 @@ async def test_text_that_comes_at_once_ends_in_the_tail_on_screen_and_the_rest_c
             pilot, lambda: rows(markdown) == expected, what="the pieces before it, then whole"
         )
         assert len(markdown.children) > 1
+
+
+async def test_a_streaming_tail_grows_four_rows_at_a_time_and_loses_its_blank_rows_at_the_end() -> (
+    None
+):
+    """While a reply streams, its tail is kept a multiple of ``ReplyWriter.RESERVE`` rows
+    high: a token that starts a row fills a blank one, and the screen is laid out (the
+    followed view scrolled) once per four rows instead of at every row. At the end, the
+    blank rows go and the reply reads as drawn whole."""
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        tail = markdown.query_one(".md-tail", Static)
+        markdown.reserve(ReplyWriter.RESERVE)
+        heights: list[int] = []
+        for i in range(12):
+            markdown.append(f"Line {i} of the reply.\n\n")
+            rows_now = 2 * i + 1  # paragraphs with a blank row between two
+            await wait_for(
+                pilot, lambda rows_now=rows_now: tail.size.height >= rows_now, what=f"line {i}"
+            )
+            heights.append(tail.size.height)
+            drawn = rows(markdown)
+            assert drawn[:rows_now] == drawn_whole(app, markdown.text), "the text is as drawn whole"
+            assert not any(drawn[rows_now:]), "the rows under it are blank"
+        assert all(height % 4 == 0 for height in heights), heights
+        assert len(set(heights)) == 6, f"laid out at every fourth row, not every row: {heights}"
+        markdown.end_reserve()
+        await wait_for(
+            pilot,
+            lambda: rows(markdown) == drawn_whole(app, markdown.text),
+            what="the blank rows gone at the end",
+        )
+        assert tail.size.height == 23
+
+
+async def test_a_reply_writer_keeps_the_tail_in_steps_until_the_reply_ends() -> None:
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        tail = markdown.query_one(".md-tail", Static)
+        writer = ReplyWriter(markdown)
+        writer.write("One line of a reply.")
+        await wait_for(pilot, lambda: tail.size.height == 4, what="a line and three blank rows")
+        writer.write(" The last words: qxfinalmark")
+        writer.flush()  # the reply has ended
+        await wait_for(pilot, lambda: tail.size.height == 1, what="the blank rows gone")
+        assert "qxfinalmark" in rows(markdown)[0]
+        await writer.close()
+        assert tail.size.height == 1

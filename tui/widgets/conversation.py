@@ -69,6 +69,8 @@ class ReplyWriter:
     first token is often a heading's or a list's mark alone (``#``), which draws nothing
     that reads, and its frame (a layout of the whole screen) held the words that followed
     it back by as long (Enter to the first words 0.10-0.11 s, instead of about 0.08)."""
+    RESERVE = 4
+    """Rows the streaming tail is rounded up to (see ``markdown_text.Reserved``)."""
     BURST = 2000
     """Characters pending at once (a screenful, or more) that end the quicker first
     writes: a reply that comes this fast is not read as it comes, and drawing it every
@@ -87,6 +89,7 @@ class ReplyWriter:
         self._cost = 0.0  # the CPU seconds of a drawing (smoothed)
         self._abandoned = False
         self._task = asyncio.create_task(self._run())
+        markdown.reserve(self.RESERVE)
 
     def write(self, text: str) -> None:
         if text:
@@ -152,6 +155,7 @@ class ReplyWriter:
         if text and not self._abandoned:
             self.markdown.append(text)
         if not self._abandoned:
+            self.markdown.end_reserve()
             self._draw_soon()  # the last words: the reply is waited for
 
     def _draw_soon(self) -> None:
@@ -163,6 +167,8 @@ class ReplyWriter:
         self._wake.set()
         await asyncio.shield(self._task)
         await self._flush()
+        if not self._abandoned:
+            self.markdown.end_reserve()
 
     def abandon(self) -> None:
         """Stop writing at once (the turn is leaving the screen): what is pending is dropped."""

@@ -155,10 +155,41 @@ def render(markup: str, *, spaced: bool = False) -> Rendered:
     return Rendered(LiteralMarkdown(markup, code_theme="monokai", hyperlinks=True), spaced=spaced)
 
 
+class Reserved:
+    """A streaming tail with blank rows under it, up to a multiple of ``step`` rows: a
+    token that starts a row fills one of them, and only the tail is drawn again; the
+    screen is laid out (and the followed view scrolled) once per ``step`` rows."""
+
+    def __init__(self, inner: Rendered | Joined, step: int) -> None:
+        self.inner = inner
+        self.step = step
+
+    @property
+    def markup(self) -> str:
+        return self.inner.markup
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        rows = 0
+        ends_row = True
+        for segment in self.inner.__rich_console__(console, options):
+            if isinstance(segment, Segment) and segment.text:  # always a Segment here
+                rows += segment.text.count("\n")
+                ends_row = segment.text.endswith("\n")
+            yield segment
+        if not ends_row:
+            rows += 1
+            yield Segment.line()
+        for _ in range(-rows % self.step):
+            yield Segment.line()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return self.inner.__rich_measure__(console, options)
+
+
 class Block(Static, OneLayout):
     """A piece of Markdown (or the growing tail)."""
 
-    def height_changes(self, content: Rendered | Joined) -> bool:
+    def height_changes(self, content: Rendered | Joined | Reserved) -> bool:
         """Whether ``content`` would change this block's height (and so the layout of
         the screen). A token that lengthens the last line only needs this block drawn
         again; the rendering is kept for the drawing (see ``Rendered``)."""
@@ -198,6 +229,7 @@ class MarkdownText(Vertical, OneLayout):
         self._fresh = 0  # the last offset past _settled where a block starts afresh
         self._held: list[Rendered] = []  # the tail's finished blocks, drawn once each
         self._held_end = 0  # where the text of _held ends
+        self._reserve = 0  # rows the tail is rounded up to while it streams (see Reserved)
 
     def compose(self) -> ComposeResult:
         yield self._tail
@@ -265,6 +297,17 @@ class MarkdownText(Vertical, OneLayout):
         tail = self._render_tail()
         self._tail.update(tail, layout=self._tail.height_changes(tail))
 
+    def reserve(self, step: int) -> None:
+        """While a reply streams: keep the tail's height a multiple of ``step`` rows."""
+        self._reserve = step
+
+    def end_reserve(self) -> None:
+        """The reply has ended: the blank rows under its tail go."""
+        if self._reserve:
+            self._reserve = 0
+            if self._mounted:
+                self._tail.update(self._render_tail())
+
     def _end_in_tail(self, start: int, later: list[tuple[int, int]]) -> None:
         """Several pieces at once: the text from ``start`` (the last of them, and what
         follows) is drawn by the tail, which is on screen already, so the next frame shows
@@ -279,7 +322,11 @@ class MarkdownText(Vertical, OneLayout):
             lambda: self.set_timer(EARLIER_AFTER_S, lambda: self._draw_earlier(later, self._tail))
         )
 
-    def _render_tail(self) -> Rendered | Joined:
+    def _render_tail(self) -> Rendered | Joined | Reserved:
+        tail = self._tail_text()
+        return Reserved(tail, self._reserve) if self._reserve > 1 else tail
+
+    def _tail_text(self) -> Rendered | Joined:
         """The text after the settled pieces. Its finished blocks are drawn once and kept
         (a token re-renders only the block it lengthens), up to the last line that starts
         a block afresh (see ``FRESH_BLOCK_EXCLUDED``): a blank line before it, outside a
