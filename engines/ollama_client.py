@@ -489,6 +489,8 @@ class ChatEngine:
                 **self._request(options),
             )
 
+        worded = [False]  # a word has come (set in the reader's thread)
+
         def convert(part: Any) -> reply_stream.Converted:
             text = part.message.content or ""
             calls = getattr(part.message, "tool_calls", None)
@@ -502,10 +504,14 @@ class ChatEngine:
                 return ReplyChunk(text, tool_calls=found), True, False
             if text and timer.first is None:
                 timer.first = time.perf_counter()
-                return ReplyChunk(text), True, False  # the first token: at once
             if part.done:
                 return ReplyChunk(text, self._stats(model, part, timer)), True, True
             thinking = getattr(part.message, "thinking", None) or ""
+            if text and not worded[0]:
+                # the first tokens, up to the first word, at once: batched, the words after
+                # a lone "#" came 20 ms after it, and the "#" was drawn alone meanwhile
+                worded[0] = any(c.isalnum() for c in text)
+                return ReplyChunk(text, thinking=thinking), True, False
             if text or thinking:
                 return ReplyChunk(text, thinking=thinking), False, False
             return None

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
+import pytest
 from ollama_server import FakeOllama
 from waiting import wait_for
 
+from engines import reply_stream
 from engines.chat_types import ChatMessage, ChatOptions
 from engines.ollama_client import ChatEngine
 from engines.reply_stream import Feed
@@ -107,6 +110,34 @@ async def test_the_first_words_are_read_as_they_come_before_the_reader_pauses(
         while len(got.split()) < 4:
             got += (await asyncio.wait_for(anext(stream), 10)).text
         assert got.split()[:4] == ["w0", "w1", "w2", "w3"]
+        await stream.aclose()
+    finally:
+        await engine.aclose()
+
+
+async def test_the_tokens_up_to_the_first_word_come_at_once_and_those_after_in_batches(
+    ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply often begins with a mark alone ("#", "-"), which the screen holds until a
+    word follows. The tokens up to the first word wake the loop at once; batched, the word
+    came a batch's wait (``BATCH_S``, here 2 s) after the mark. Those after it are
+    batched."""
+    monkeypatch.setattr(reply_stream, "BATCH_S", 2.0)
+    ollama_server.reply = "# A long answer\n\n" + " ".join(f"w{i}" for i in range(200))
+    ollama_server.rate = 50  # a token every 20 ms
+    engine = ChatEngine(ollama_server.url)
+    try:
+        stream = engine.stream(
+            "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), joined=True
+        )
+        first = await asyncio.wait_for(anext(stream), 10)
+        assert first.text == "#"
+        started = time.monotonic()
+        word = await asyncio.wait_for(anext(stream), 10)
+        assert "A" in word.text
+        assert time.monotonic() - started < 1.0, "the first word is not held for a batch"
+        rest = await asyncio.wait_for(anext(stream), 10)
+        assert rest.pieces > 1, "after the first word, tokens come in batches"
         await stream.aclose()
     finally:
         await engine.aclose()
