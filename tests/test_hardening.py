@@ -538,3 +538,30 @@ async def test_the_footer_keeps_its_keys_while_they_stay_the_same_and_shows_new_
         await wait_for(pilot, lambda: "Cancel reply" in footer_line(), what="esc in the footer")
         await reply_done(pilot, app)
         await wait_for(pilot, lambda: "Cancel reply" not in footer_line(), what="esc gone")
+
+
+async def test_the_footer_shows_a_replys_keys_once_its_first_words_have_had_their_turn(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keys a reply brings (Esc stops it) are composed after its first words have had
+    their turn (``FIRST_WORDS_S``, here 3 s), not at once: composed at once, they held the
+    first words back 5-10 ms."""
+    import tui.app
+
+    monkeypatch.setattr(tui.app, "FIRST_WORDS_S", 3.0)
+    ollama_server.first_token_delay = 30.0  # no words come meanwhile
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.models, what="models")
+
+        def footer_line() -> str:
+            return screen_text(app).splitlines()[-1]
+
+        await send(pilot, app, "hello")
+        await wait_for(pilot, lambda: chat(app).streaming, what="streaming")
+        sent = time.monotonic()
+        await pilot.pause(1.0)
+        if time.monotonic() - sent < 2.5:  # a loaded machine may take longer: then not asked
+            assert "Cancel reply" not in footer_line(), "the keys wait for the first words"
+        await wait_for(pilot, lambda: "Cancel reply" in footer_line(), what="esc in the footer")
+        await chat(app).stop_reply(chat(app).conversation.id)  # type: ignore[union-attr]

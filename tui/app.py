@@ -65,7 +65,8 @@ a 36-56 ms full collection as the last words are drawn."""
 FIRST_WORDS_S = 0.3
 """The Markdown warm-up gives way for this long after a reply is sent (its request and
 first words), between two languages: a reply sent while it loads (a prompt typed and sent
-within a second of start, as ``bench/stream.py`` does) takes turns with it."""
+within a second of start, as ``bench/stream.py`` does) takes turns with it. The footer's
+keys wait as long (see ``AppFooter``)."""
 WARM_UP_AFTER_S = 1.0
 """After start, while the app is idle: when what replies draw with is loaded."""
 
@@ -355,7 +356,12 @@ class LlmPessoalApp(App[int]):
 
     def _giving_way(self) -> bool:
         """Whether a reply has just been sent (read from the warm-up's thread)."""
-        return time.monotonic() - self._reply_sent_at < FIRST_WORDS_S
+        return self.first_words_due() > 0
+
+    def first_words_due(self) -> float:
+        """The seconds left of ``FIRST_WORDS_S`` after a reply was sent (0: none is due):
+        work that can wait (the footer's keys, the Markdown warm-up) waits that long."""
+        return max(0.0, self._reply_sent_at + FIRST_WORDS_S - time.monotonic())
 
     def on_mount(self) -> None:
         if self._sixteen is not None and self.is_headless:

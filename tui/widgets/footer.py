@@ -9,7 +9,12 @@ widgets alive. This footer prunes them before composing.
 Each key is also made with the footer's ``compact`` already set: a key starts compact and
 the binding then sets it back, and each change restyled the key (two style passes a key,
 a fifth of the time a screen with a dozen keys took to open). Keys the same as those on
-show are not composed again (the start composed the same dozen twice)."""
+show are not composed again (the start composed the same dozen twice).
+
+When a reply has just been sent, the keys it changes (Esc stops it) are composed once its
+first words have had their turn (``first_words_due`` of the app, 0.3 s at most): composed
+at once, they took 5-10 ms of the event loop just as the first words came, and their
+layout went with the words' frame."""
 
 from __future__ import annotations
 
@@ -38,6 +43,12 @@ class AppFooter(Footer):
         self._recompose_queued = False
         if not self.is_attached:
             return  # its screen closed first (a dialog answered)
+        due = getattr(self.app, "first_words_due", None)
+        wait = due() if due is not None else 0.0
+        if wait > 0:  # a reply's first words come first (see the module)
+            self._recompose_queued = True
+            self.set_timer(wait, self._recompose_once)
+            return
         keys = self._keys()
         if keys == self._composed:
             return  # the same keys (the focus moved between widgets with the same bindings)
