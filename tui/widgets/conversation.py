@@ -84,7 +84,8 @@ class ReplyWriter:
         self._first_at: float | None = None  # when the first text came
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
-        self._last = 0.0
+        self._last = 0.0  # when the last write was drawn (or let go of the loop)
+        self._written_at = 0.0  # when the last write was made
         self._writes = 0
         self._cost = 0.0  # the CPU seconds of a drawing (smoothed)
         self._abandoned = False
@@ -105,8 +106,9 @@ class ReplyWriter:
         self._pending_chars = 0
         if text and not self._abandoned:
             started = time.thread_time()
+            self._written_at = time.monotonic()
             self.markdown.append(text)
-            if not self._writes:
+            if self._writes < len(self.RAMP):
                 self._draw_soon()  # the first words: someone is waiting for them
             self.markdown.call_after_refresh(self._drawn, started)
             self._writes += 1
@@ -129,7 +131,10 @@ class ReplyWriter:
         ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
         if self._pending_chars >= self.BURST:
             ramp = 1e9
-        return self._last + min(self.spacing(), ramp) - time.monotonic()
+        # the first writes are spaced from when they were made: from when the first one
+        # was drawn (a frame of the new turns, 15-20 ms), the words after a lone "A" came
+        # that much later
+        return min(self._last + self.spacing(), self._written_at + ramp) - time.monotonic()
 
     def _readable(self) -> bool:
         """Whether what is pending holds a word (a letter or a digit) to read."""
