@@ -257,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds from the first frame to the send (0.5: the app's Markdown warm-up, "
         "a second after start, is still running and counts in cpu_s; 2.5: a settled app)",
     )
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=2000,
+        help="tokens in the reply (2000; fewer to time Enter to the first words quickly; "
+        "the CPU and lag aims are for 2000)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs")
     parser.add_argument(
         "--profile",
@@ -266,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         help="py-spy each streaming client into DIR (skews that run's figures)",
     )
     args = parser.parse_args(argv)
+    global N_TOKENS
+    N_TOKENS = args.tokens
 
     clients: list[Client] = [] if args.no_app else [APP_CLIENT]
     if args.sanity:
