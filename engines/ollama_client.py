@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+URGENT_UNTIL_WORD = 8
+"""A reply's first tokens wake the event loop at once, each, until one holds a word (a
+letter or a digit), and at most this many: a reply of symbols alone is then batched."""
 SHOW_FRESH_S = 120.0
 """How long a model's details from ``show`` are used again (they change only when the
 model is pulled or deleted, which forget them)."""
@@ -489,7 +492,7 @@ class ChatEngine:
                 **self._request(options),
             )
 
-        worded = [False]  # a word has come (set in the reader's thread)
+        worded = [False]  # a word has come; then one item per token sent at once
 
         def convert(part: Any) -> reply_stream.Converted:
             text = part.message.content or ""
@@ -507,10 +510,11 @@ class ChatEngine:
             if part.done:
                 return ReplyChunk(text, self._stats(model, part, timer)), True, True
             thinking = getattr(part.message, "thinking", None) or ""
-            if text and not worded[0]:
+            if text and not worded[0] and len(worded) <= URGENT_UNTIL_WORD:
                 # the first tokens, up to the first word, at once: batched, the words after
                 # a lone "#" came 20 ms after it, and the "#" was drawn alone meanwhile
                 worded[0] = any(c.isalnum() for c in text)
+                worded.append(True)  # one more token sent at once
                 return ReplyChunk(text, thinking=thinking), True, False
             if text or thinking:
                 return ReplyChunk(text, thinking=thinking), False, False

@@ -12,7 +12,7 @@ from waiting import wait_for
 
 from engines import reply_stream
 from engines.chat_types import ChatMessage, ChatOptions
-from engines.ollama_client import ChatEngine
+from engines.ollama_client import URGENT_UNTIL_WORD, ChatEngine
 from engines.reply_stream import Feed
 
 
@@ -139,5 +139,27 @@ async def test_the_tokens_up_to_the_first_word_come_at_once_and_those_after_in_b
         rest = await asyncio.wait_for(anext(stream), 10)
         assert rest.pieces > 1, "after the first word, tokens come in batches"
         await stream.aclose()
+    finally:
+        await engine.aclose()
+
+
+async def test_a_reply_of_symbols_alone_is_batched_after_its_first_few_tokens(
+    ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tokens before the first word come at once only up to ``URGENT_UNTIL_WORD``: a
+    reply with no word (symbols, emoji) does not wake the loop once per token throughout."""
+    monkeypatch.setattr(reply_stream, "BATCH_S", 0.5)
+    ollama_server.reply = " ".join(["*"] * 60)
+    ollama_server.rate = 50  # a token every 20 ms: batched, 20-odd per batch
+    engine = ChatEngine(ollama_server.url)
+    try:
+        stream = engine.stream(
+            "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), joined=True
+        )
+        chunks = [chunk async for chunk in stream]
+        assert "".join(c.text for c in chunks) == ollama_server.reply
+        alone = [c for c in chunks if c.pieces == 1 and c.text]
+        assert len(alone) <= URGENT_UNTIL_WORD + 1, "only the first few come one at a time"
+        assert any(c.pieces > 5 for c in chunks), "the rest come in batches"
     finally:
         await engine.aclose()

@@ -10,11 +10,17 @@ it lies beside it. Frames that redraw the whole screen render the same as before
 
 ``install()`` replaces ``Compositor._render_chops`` (private, so it checks the version
 it was written for, 8.x, and otherwise leaves Textual as it is).
+
+``DrawsSoon`` lets a screen draw one frame without waiting for Textual's frame timer (a
+reply's first and last words), through Textual's private ``Screen._on_idle`` and
+``_on_timer_update``: under another version, ``draw_soon()`` does nothing and the two
+only pass on to Textual's own.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -30,7 +36,8 @@ from textual.widget import Widget
 log = logging.getLogger(__name__)
 
 WRITTEN_FOR = "8."
-"""The Textual versions whose compositor this matches."""
+"""The Textual versions whose compositor (and screen timer, see ``DrawsSoon``) this
+matches."""
 
 
 def _render_chops(
@@ -96,19 +103,25 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
     changes (several in a row make one frame), and costly where someone waits for one:
     a reply's first words and its last (the timer added 5-12 ms to each, measured on a
     settled app). ``draw_soon()`` asks for that one frame without the wait: drawn at the
-    screen's next idle moment (once the changes made so far have reached it), and then
-    the timer again. Only where Textual is the version this was written for."""
+    screen's next idle moment once the changes made so far have reached it, within
+    ``SOON_S``; after that frame, or if none was due by then, the timer again. Only under
+    the Textual version this was written for. Under a dialog the screen draws into its
+    own buffer, and the dialog's timer still says when the terminal gets it."""
 
-    _draw_soon = False
+    SOON_S = 0.05
+    """How long a ``draw_soon()`` holds: changes that reach the screen later (another
+    screen shown meanwhile, a widget not mounted yet) wait for the timer, as any."""
+
+    _draw_soon_at = -1.0
 
     def draw_soon(self) -> None:
         if textual_version().startswith(WRITTEN_FOR):
-            self._draw_soon = True
+            self._draw_soon_at = time.monotonic()
             self.check_idle()
 
     async def _on_idle(self, event: events.Idle) -> None:
         if (
-            self._draw_soon
+            time.monotonic() - self._draw_soon_at < self.SOON_S
             and self.is_current
             and not self.app._batch_count
             and (
@@ -124,7 +137,7 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
         await super()._on_idle(event)
 
     def _on_timer_update(self) -> None:
-        self._draw_soon = False  # drawn: the next changes wait for the timer again
+        self._draw_soon_at = -1.0  # drawn: the next changes wait for the timer again
         super()._on_timer_update()
 
 

@@ -158,9 +158,9 @@ class ReplyWriter:
         self._pending.clear()
         self._pending_chars = 0
         if text and not self._abandoned:
-            self.markdown.append(text)
+            self.markdown.append(text, last=True)  # drawn once, without the blank rows
         if not self._abandoned:
-            self.markdown.end_reserve()
+            self.markdown.end_reserve()  # (when no text was pending)
             self._draw_soon()  # the last words: the reply is waited for
 
     def _draw_soon(self) -> None:

@@ -11,10 +11,11 @@ the binding then sets it back, and each change restyled the key (two style passe
 a fifth of the time a screen with a dozen keys took to open). Keys the same as those on
 show are not composed again (the start composed the same dozen twice).
 
-When a reply has just been sent, the keys it changes (Esc stops it) are composed once its
-first words have had their turn (``first_words_due`` of the app, 0.3 s at most): composed
-at once, they took 5-10 ms of the event loop just as the first words came, and their
-layout went with the words' frame."""
+When a reply has just been sent, the keys it changes (Esc stops it) are composed 0.3 s
+after the send (``first_words_due`` of the app), by when its first words have had their
+turn: composed at once, they took 5-10 ms of the event loop just as the first words came,
+and their layout went with the words' frame. A footer not composed yet (a dialog just
+opened) is composed at once."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class AppFooter(Footer):
         if not self.is_attached:
             return  # its screen closed first (a dialog answered)
         due = getattr(self.app, "first_words_due", None)
-        wait = due() if due is not None else 0.0
+        wait = due() if due is not None and self._composed is not None else 0.0
         if wait > 0:  # a reply's first words come first (see the module)
             self._recompose_queued = True
             self.set_timer(wait, self._recompose_once)

@@ -264,7 +264,10 @@ class MarkdownText(Vertical, OneLayout):
                     cuts.append(self._safe)
             self._scanned = end + 1
 
-    def append(self, text: str) -> None:
+    def append(self, text: str, *, last: bool = False) -> None:
+        """Add ``text`` to the end; ``last``: it ends the reply (see ``end_reserve``)."""
+        if last:
+            self._reserve = 0  # drawn once, without the blank rows
         # written before on_mount: drawn by it. Not ``is_mounted``: Textual sets it only
         # once the Mount event's handling is done, and a write in between (a reply's first
         # words while its turn mounts) was kept for an on_mount that had run already and
@@ -306,7 +309,8 @@ class MarkdownText(Vertical, OneLayout):
         if self._reserve:
             self._reserve = 0
             if self._mounted:
-                self._tail.update(self._render_tail())
+                tail = self._render_tail()
+                self._tail.update(tail, layout=self._tail.height_changes(tail))
 
     def _end_in_tail(self, start: int, later: list[tuple[int, int]]) -> None:
         """Several pieces at once: the text from ``start`` (the last of them, and what
