@@ -131,9 +131,9 @@ class ReplyWriter:
         ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
         if self._pending_chars >= self.BURST:
             ramp = 1e9
-        # the first writes are spaced from when they were made: from when the first one
-        # was drawn (a frame of the new turns, 15-20 ms), the words after a lone "A" came
-        # that much later
+        # the first writes are spaced from when they were made: spaced from when the
+        # first one had been drawn (with the new turns: a 15-20 ms frame), the second,
+        # with the words after the first one or two, came that much later
         return min(self._last + self.spacing(), self._written_at + ramp) - time.monotonic()
 
     def _readable(self) -> bool:

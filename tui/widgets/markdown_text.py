@@ -327,6 +327,7 @@ class MarkdownText(Vertical, OneLayout):
         )
 
     def _render_tail(self) -> Rendered | Joined | Reserved:
+        """The tail to draw: its text, with blank rows under it while a reply streams."""
         tail = self._tail_text()
         return Reserved(tail, self._reserve) if self._reserve > 1 else tail
 
