@@ -492,7 +492,7 @@ class ChatEngine:
                 **self._request(options),
             )
 
-        worded = [False]  # a word has come; then one item per token sent at once
+        urgent = [URGENT_UNTIL_WORD]  # tokens still sent at once: 0 once a word has come
 
         def convert(part: Any) -> reply_stream.Converted:
             text = part.message.content or ""
@@ -510,11 +510,10 @@ class ChatEngine:
             if part.done:
                 return ReplyChunk(text, self._stats(model, part, timer)), True, True
             thinking = getattr(part.message, "thinking", None) or ""
-            if text and not worded[0] and len(worded) <= URGENT_UNTIL_WORD:
+            if text and urgent[0]:
                 # the first tokens, up to the first word, at once: batched, the words after
                 # a lone "#" came 20 ms after it, and the "#" was drawn alone meanwhile
-                worded[0] = any(c.isalnum() for c in text)
-                worded.append(True)  # one more token sent at once
+                urgent[0] = 0 if any(c.isalnum() for c in text) else urgent[0] - 1
                 return ReplyChunk(text, thinking=thinking), True, False
             if text or thinking:
                 return ReplyChunk(text, thinking=thinking), False, False

@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import pytest
 from ollama_server import FakeOllama
 from waiting import wait_for
 
 from engines import reply_stream
-from engines.chat_types import ChatMessage, ChatOptions
+from engines.chat_types import ChatMessage, ChatOptions, ReplyChunk
 from engines.ollama_client import URGENT_UNTIL_WORD, ChatEngine
 from engines.reply_stream import Feed
+
+
+@contextlib.asynccontextmanager
+async def reply_stream_of(
+    server: FakeOllama, **kwargs: Any
+) -> AsyncIterator[AsyncGenerator[ReplyChunk, None]]:
+    """The server's reply, streamed by a ChatEngine of its own (closed after)."""
+    engine = ChatEngine(server.url)
+    try:
+        stream = engine.stream(
+            "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), **kwargs
+        )
+        yield stream
+        await stream.aclose()
+    finally:
+        await engine.aclose()
 
 
 async def test_items_put_together_are_taken_together_and_in_order() -> None:
@@ -101,18 +120,11 @@ async def test_the_first_words_are_read_as_they_come_before_the_reader_pauses(
     words come (``STEADY_AFTER_S``): they are not held back a pause each."""
     ollama_server.reply = " ".join(f"w{i}" for i in range(200))
     ollama_server.rate = 100
-    engine = ChatEngine(ollama_server.url)
-    try:
-        stream = engine.stream(
-            "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), pause=lambda: 600.0
-        )
+    async with reply_stream_of(ollama_server, pause=lambda: 600.0) as stream:
         got = ""
         while len(got.split()) < 4:
             got += (await asyncio.wait_for(anext(stream), 10)).text
         assert got.split()[:4] == ["w0", "w1", "w2", "w3"]
-        await stream.aclose()
-    finally:
-        await engine.aclose()
 
 
 async def test_the_tokens_up_to_the_first_word_come_at_once_and_those_after_in_batches(
@@ -125,11 +137,7 @@ async def test_the_tokens_up_to_the_first_word_come_at_once_and_those_after_in_b
     monkeypatch.setattr(reply_stream, "BATCH_S", 2.0)
     ollama_server.reply = "# A long answer\n\n" + " ".join(f"w{i}" for i in range(200))
     ollama_server.rate = 50  # a token every 20 ms
-    engine = ChatEngine(ollama_server.url)
-    try:
-        stream = engine.stream(
-            "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), joined=True
-        )
+    async with reply_stream_of(ollama_server, joined=True) as stream:
         first = await asyncio.wait_for(anext(stream), 10)
         assert first.text == "#"
         started = time.monotonic()
@@ -138,9 +146,6 @@ async def test_the_tokens_up_to_the_first_word_come_at_once_and_those_after_in_b
         assert time.monotonic() - started < 1.0, "the first word is not held for a batch"
         rest = await asyncio.wait_for(anext(stream), 10)
         assert rest.pieces > 1, "after the first word, tokens come in batches"
-        await stream.aclose()
-    finally:
-        await engine.aclose()
 
 
 async def test_a_reply_of_symbols_alone_is_batched_after_its_first_few_tokens(
@@ -151,15 +156,9 @@ async def test_a_reply_of_symbols_alone_is_batched_after_its_first_few_tokens(
     monkeypatch.setattr(reply_stream, "BATCH_S", 0.5)
     ollama_server.reply = " ".join(["*"] * 60)
     ollama_server.rate = 50  # a token every 20 ms: batched, 20-odd per batch
-    engine = ChatEngine(ollama_server.url)
-    try:
-        stream = engine.stream(
-            "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), joined=True
-        )
+    async with reply_stream_of(ollama_server, joined=True) as stream:
         chunks = [chunk async for chunk in stream]
         assert "".join(c.text for c in chunks) == ollama_server.reply
         alone = [c for c in chunks if c.pieces == 1 and c.text]
         assert len(alone) <= URGENT_UNTIL_WORD + 1, "only the first few come one at a time"
         assert any(c.pieces > 5 for c in chunks), "the rest come in batches"
-    finally:
-        await engine.aclose()

@@ -109,7 +109,7 @@ class ReplyWriter:
             self._written_at = time.monotonic()
             self.markdown.append(text)
             if self._writes < len(self.RAMP):
-                self._draw_soon()  # the first words: someone is waiting for them
+                draw_soon(self.markdown)  # the first words: someone is waiting for them
             self.markdown.call_after_refresh(self._drawn, started)
             self._writes += 1
             await asyncio.sleep(0)  # let the screen draw it
@@ -161,19 +161,14 @@ class ReplyWriter:
             self.markdown.append(text, last=True)  # drawn once, without the blank rows
         if not self._abandoned:
             self.markdown.end_reserve()  # (when no text was pending)
-            self._draw_soon()  # the last words: the reply is waited for
-
-    def _draw_soon(self) -> None:
-        draw_soon(self.markdown)
+            draw_soon(self.markdown)  # the last words: the reply is waited for
 
     async def close(self) -> None:
         """Write what is left now, and stop."""
         self._closing.set()
         self._wake.set()
         await asyncio.shield(self._task)
-        await self._flush()
-        if not self._abandoned:
-            self.markdown.end_reserve()
+        self.flush()
 
     def abandon(self) -> None:
         """Stop writing at once (the turn is leaving the screen): what is pending is dropped."""
