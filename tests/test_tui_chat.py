@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from ollama_server import FakeOllama
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, screen_text, shows, type_text, wait_for
 
 from engines.store import Store
 from tui.screens.chat import ChatScreen
@@ -144,7 +144,7 @@ async def test_escape_cancels_and_closes_the_stream(
         await wait_for(pilot, lambda: ollama_server.cancelled >= 1, what="server saw the close")
         reply = replies(app)[-1]
         assert reply.content.startswith("word0 word1")
-        assert "interrupted" in screen_text(app)
+        await shows(pilot, app, "interrupted")
     rows = stored(database(config_file))
     assert rows[-1][2] == "interrupted" and rows[-1][1].startswith("word0")
 

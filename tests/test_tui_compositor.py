@@ -12,7 +12,7 @@ import pytest
 import textual.screen
 from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.app import App, ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
@@ -151,3 +151,25 @@ async def test_a_frame_asked_for_soon_does_not_wait_for_textuals_frame_timer(
         asked = time.monotonic()
         await wait_for(None, lambda: len(frames) >= 2, what="the frame asked for", timeout=15)
         assert frames[1] - asked < 1.5, "drawn at once, not at the timer's next tick (3 s)"
+
+
+class Summary(App[None]):
+    CSS = "Vertical { height: auto; } Static { height: auto; }"
+
+
+async def test_a_line_changed_twice_around_a_frame_takes_the_height_of_its_last_text() -> None:
+    """A reply that ends in the frame its turn first appears: its meta line is set ("…"),
+    the screen is laid out (for another widget) before the line's own request reaches it,
+    then the line gets the summary. The turn grows to show all of the summary."""
+    assert compositor.install()
+    app = Summary()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        turn = Vertical(Static("who"), meta := Static("…"))
+        await app.screen.mount(turn)  # not laid out yet
+        meta.update("… waiting")  # a first change: its layout request is pending
+        app.screen._refresh_layout()  # the frame of the new turn
+        summary = " ".join(f"part{i}" for i in range(30))  # three rows at 80 columns
+        meta.update(summary)
+        await wait_for(pilot, lambda: turn.size.height == 4, what="the turn grown")
+        await wait_for(pilot, lambda: "part29" in "".join(whole(app)), what="the end shown")

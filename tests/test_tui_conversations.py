@@ -11,7 +11,7 @@ from conftest import MakeConfig
 from ollama_server import FakeOllama
 from textual import events
 from textual.widgets import Input, Static
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, screen_text, shows, type_text, wait_for
 
 from engines.chat_types import ChatOptions
 from engines.config import load_settings
@@ -448,7 +448,7 @@ async def test_continue_a_reply_cut_at_the_length_limit(
         await idle(pilot, app)
         cut = stored_path(config, a)[-1][1]
         assert cut == "one two three four"
-        assert "cut at the length limit" in screen_text(app)
+        await shows(pilot, app, "cut at the length limit")
         await pilot.press("alt+g")
         await wait_for(pilot, lambda: chats(ollama_server) == 2, what="continued")
         await idle(pilot, app)

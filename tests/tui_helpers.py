@@ -40,6 +40,12 @@ def screen_text(app: LlmPessoalApp) -> str:
     return "\n".join(strip.text for strip in strips)
 
 
+async def shows(pilot: Pilot[object], app: LlmPessoalApp, text: str) -> None:
+    """Wait until ``text`` is on the screen: a widget changed since the last frame shows it
+    at the next (within one frame timer, or later on a busy machine), not at once."""
+    await wait_for(pilot, lambda: text in screen_text(app), what=f"{text!r} on the screen")
+
+
 def db(path: Path) -> Store:
     return Store.open(path)
 

@@ -9,7 +9,8 @@ rendered only where it meets the changed area: its rows inside it, and not at al
 it lies beside it. Frames that redraw the whole screen render the same as before.
 
 ``install()`` replaces ``Compositor._render_chops`` (private, so it checks the version
-it was written for, 8.x, and otherwise leaves Textual as it is).
+it was written for, 8.x, and otherwise leaves Textual as it is), and mends how
+``Widget.refresh`` counts layout requests (see ``_refresh``).
 
 ``DrawsSoon`` lets a screen draw one frame without waiting for Textual's frame timer (a
 reply's first and last words), through Textual's private ``Screen._on_idle`` and
@@ -71,6 +72,28 @@ def _render_chops(
     return chops  # type: ignore[return-value]  # every cut is filled on a rendered line
 
 
+_textual_refresh = Widget.refresh
+
+
+def _refresh(
+    self: Widget,
+    *regions: Region,
+    repaint: bool = True,
+    layout: bool = False,
+    recompose: bool = False,
+) -> Widget:
+    """Textual's ``Widget.refresh``, counting every layout request. Textual 8 keys a
+    widget's cached size on that count, but counts a request only when none is pending:
+    a widget laid out while its first request was still on its way (the screen drew for
+    another widget), then changed again, kept the size of its first change. A reply
+    that ended in the frame its turn first appeared kept its "…" line's height, and the
+    second line of its summary, or an error below it, stayed cut off until the window
+    was resized."""
+    if layout and self._layout_required:
+        self._layout_updates += 1
+    return _textual_refresh(self, *regions, repaint=repaint, layout=layout, recompose=recompose)
+
+
 @cache
 def textual_version() -> str:
     """The installed Textual's version, from its ``dist-info`` folder beside the package:
@@ -85,13 +108,14 @@ def textual_version() -> str:
 
 
 def install() -> bool:
-    """Use ``_render_chops`` above; False (Textual unchanged) for a version it was not
-    written for."""
+    """Use ``_render_chops`` and ``_refresh`` above; False (Textual unchanged) for a
+    version they were not written for."""
     installed = textual_version()
     if not installed.startswith(WRITTEN_FOR):
         log.info("compositor left as it is for textual %s", installed)
         return False
     Compositor._render_chops = _render_chops  # type: ignore[method-assign]
+    Widget.refresh = _refresh  # type: ignore[method-assign,assignment]
     return True
 
 
