@@ -34,6 +34,16 @@ class Side(Static):
         return super().render_lines(crop)
 
 
+class View(VerticalScroll):
+    """The followed view, counting the rows of its own it is asked to render."""
+
+    rendered: Counter[str] = Counter()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        View.rendered["rows"] += crop.height
+        return super().render_lines(crop)
+
+
 class Growing(App[None]):
     CSS = "Side { width: 20; } #view { width: 1fr; }"
     BINDINGS = [("ctrl+q", "quit", "Quit")]
@@ -41,7 +51,7 @@ class Growing(App[None]):
     def compose(self) -> ComposeResult:
         with Horizontal():
             yield Side("\n".join(f"conversation {i}" for i in range(30)))
-            with VerticalScroll(id="view"):
+            with View(id="view"):
                 yield Static("", id="text")
         yield Footer()
 
@@ -90,12 +100,15 @@ async def test_a_partial_frame_over_the_last_one_is_the_screen_drawn_anew() -> N
             lines.append(f"line {n} of the reply " + "word " * (n % 9))
             text.update("\n".join(lines))
             Side.rendered.clear()
+            View.rendered.clear()
             await wait_for(pilot, lambda: bool(frames), what="a frame")
             for frame in frames:
                 partial += isinstance(frame, ChopsUpdate)
                 screen = written_over(screen, frame) if frame is not None else screen
             frames.clear()
             assert Side.rendered["rows"] == 0, "the sidebar beside the change is not rendered"
+            if n > SIZE[1]:  # the text covers the view: its background shows nowhere
+                assert View.rendered["rows"] == 0, "the view under its text is not rendered"
             await pilot.pause()
         for frame in frames:
             screen = written_over(screen, frame) if frame is not None else screen

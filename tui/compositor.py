@@ -45,8 +45,10 @@ def _render_chops(
     self: Compositor, crop: Region, is_rendered_line: Callable[[int], bool]
 ) -> Sequence[Mapping[int, Strip]]:
     """Textual's ``Compositor._render_chops``, each widget rendered only where it meets
-    ``crop``: the rows of its visible part inside ``crop`` (at their whole width, as
-    Textual divides them), and nothing when the two do not meet."""
+    ``crop`` and shows: the rows of its visible part inside ``crop`` (at their whole
+    width, as Textual divides them) where a widget in front has not already filled every
+    piece, and nothing when there are none. A container under its children (a turn, the
+    Markdown of a reply, the conversation's view) is not rendered at all."""
     cuts = self.cuts
     chops: list[dict[int, Strip | None]] = [dict.fromkeys(cut_set[:-1]) for cut_set in cuts]
     crop_x, crop_y, crop_width, crop_height = crop
@@ -57,8 +59,19 @@ def _render_chops(
         top, bottom = max(y, crop_y), min(y + height, crop_bottom)
         if top >= bottom or x >= crop_right or x + width <= crop_x:
             continue
-        strips = widget.render_lines(Region(x - region.x, top - region.y, width, bottom - top))
         right = x + width
+        shown = [  # the rows where this widget fills a piece (the last cut has none)
+            line_y
+            for line_y in range(top, bottom)
+            if is_rendered_line(line_y)
+            and any(
+                chops[line_y].get(cut, False) is None for cut in cuts[line_y] if right >= cut >= x
+            )
+        ]
+        if not shown:
+            continue
+        top, bottom = shown[0], shown[-1] + 1
+        strips = widget.render_lines(Region(x - region.x, top - region.y, width, bottom - top))
         for line_y, strip in zip(range(top, bottom), strips, strict=False):
             if not is_rendered_line(line_y):
                 continue
