@@ -60,25 +60,25 @@ def _render_chops(
         if top >= bottom or x >= crop_right or x + width <= crop_x:
             continue
         right = x + width
-        shown = [  # the rows where this widget fills a piece (the last cut has none)
-            line_y
-            for line_y in range(top, bottom)
-            if is_rendered_line(line_y)
-            and any(
-                chops[line_y].get(cut, False) is None for cut in cuts[line_y] if right >= cut >= x
-            )
-        ]
+        shown: dict[int, list[int]] = {}  # the rows where it fills a piece: their cuts
+        for line_y in range(top, bottom):
+            if is_rendered_line(line_y):
+                line = chops[line_y]
+                final_cuts = [cut for cut in cuts[line_y] if right >= cut >= x]
+                # a row's last cut (the screen's edge) has no piece: False, never None
+                if any(line.get(cut, False) is None for cut in final_cuts):
+                    shown[line_y] = final_cuts
         if not shown:
             continue
-        top, bottom = shown[0], shown[-1] + 1
+        top, bottom = next(iter(shown)), next(reversed(shown)) + 1
         strips = widget.render_lines(Region(x - region.x, top - region.y, width, bottom - top))
         for line_y, strip in zip(range(top, bottom), strips, strict=False):
-            if not is_rendered_line(line_y):
+            row_cuts = shown.get(line_y)
+            if row_cuts is None:
                 continue
             line = chops[line_y]
-            final_cuts = [cut for cut in cuts[line_y] if right >= cut >= x]
             for cut, piece in zip(
-                final_cuts, strip.divide([cut - x for cut in final_cuts[1:]]), strict=False
+                row_cuts, strip.divide([cut - x for cut in row_cuts[1:]]), strict=False
             ):
                 if line.get(cut) is None:
                     line[cut] = piece
