@@ -157,10 +157,8 @@ class ReplyWriter:
         text = "".join(self._pending)
         self._pending.clear()
         self._pending_chars = 0
-        if text and not self._abandoned:
-            self.markdown.append(text, last=True)  # drawn once, without the blank rows
         if not self._abandoned:
-            self.markdown.end_reserve()  # (when no text was pending)
+            self.markdown.end_reserve(text)  # drawn once, without the blank rows
             draw_soon(self.markdown)  # the last words: the reply is waited for
 
     async def close(self) -> None:

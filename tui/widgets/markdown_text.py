@@ -264,10 +264,8 @@ class MarkdownText(Vertical, OneLayout):
                     cuts.append(self._safe)
             self._scanned = end + 1
 
-    def append(self, text: str, *, last: bool = False) -> None:
-        """Add ``text`` to the end; ``last``: it ends the reply (see ``end_reserve``)."""
-        if last:
-            self._reserve = 0  # drawn once, without the blank rows
+    def append(self, text: str) -> None:
+        """Add ``text`` to the end."""
         # written before on_mount: drawn by it. Not ``is_mounted``: Textual sets it only
         # once the Mount event's handling is done, and a write in between (a reply's first
         # words while its turn mounts) was kept for an on_mount that had run already and
@@ -304,13 +302,15 @@ class MarkdownText(Vertical, OneLayout):
         """While a reply streams: keep the tail's height a multiple of ``step`` rows."""
         self._reserve = step
 
-    def end_reserve(self) -> None:
-        """The reply has ended: the blank rows under its tail go."""
-        if self._reserve:
-            self._reserve = 0
-            if self._mounted:
-                tail = self._render_tail()
-                self._tail.update(tail, layout=self._tail.height_changes(tail))
+    def end_reserve(self, text: str = "") -> None:
+        """The reply has ended (with ``text``, its last words): the blank rows under its
+        tail go, and the tail is drawn once."""
+        reserved, self._reserve = self._reserve, 0
+        if text:
+            self.append(text)
+        elif reserved and self._mounted:
+            tail = self._render_tail()
+            self._tail.update(tail, layout=self._tail.height_changes(tail))
 
     def _end_in_tail(self, start: int, later: list[tuple[int, int]]) -> None:
         """Several pieces at once: the text from ``start`` (the last of them, and what
