@@ -4,10 +4,12 @@ drawn piece by piece while it streamed reads the same as the finished reply open
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from ollama_server import FakeOllama
+from textual import events
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 from textual.widgets import Static
@@ -199,6 +201,22 @@ async def test_a_first_token_with_no_word_waits_for_the_words_that_follow_it(
         await writer.close()
 
 
+async def test_a_replys_first_words_are_written_at_once_and_the_next_ones_wait_their_turn() -> None:
+    """The first words go to the Markdown as they are handed over, not when the writer's
+    task next runs (after whatever the loop has queued meanwhile: on a send, a frame of the
+    new turns, 5-15 ms); the words after them wait for the writer's next turn."""
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        writer = ReplyWriter(markdown)
+        writer.write("# A")
+        assert markdown.text == "# A", "written at once"
+        writer.write(" long answer")
+        assert markdown.text == "# A", "the next words wait for the writer's turn"
+        await wait_for(pilot, lambda: markdown.text == "# A long answer", what="the next words")
+        await writer.close()
+
+
 async def test_a_first_token_with_no_word_is_drawn_all_the_same_if_no_word_follows() -> None:
     app = OneMarkdown()
     async with app.run_test(size=SIZE) as pilot:
@@ -223,6 +241,93 @@ async def test_text_written_while_textual_finishes_mounting_the_markdown_is_draw
         await wait_for(
             pilot, lambda: "qxfinalmark" in "\n".join(rows(markdown)), what="the last words"
         )
+
+
+async def test_a_piece_that_settles_as_the_text_grows_is_laid_out_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Text that closes a piece mounts it above the tail, and the tail's own layout places
+    and draws it: Textual's second layout once the piece's Mount is handled (a layout and
+    paint of the whole screen, some 10 ms per piece, 6-7 per 2,000-token reply) is not
+    made. The text reads as drawn whole all the same."""
+    from textual.screen import Screen
+
+    layouts: list[float] = []
+    real = Screen._refresh_layout
+
+    def counted(self: Screen[object], *args: object, **kwargs: object) -> None:
+        layouts.append(time.monotonic())
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Screen, "_refresh_layout", counted)
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        markdown.append("# A long answer\n\nThe first words")
+        await wait_for(pilot, lambda: "first words" in "\n".join(rows(markdown)), what="words")
+        await pilot.pause(0.2)
+        layouts.clear()
+        markdown.append(" and more.\n\n" + "A paragraph of some length. " * 80 + "\n\nqxtail")
+        await wait_for(pilot, lambda: len(markdown.children) == 2, what="a piece settled")
+        await wait_for(pilot, lambda: "qxtail" in "\n".join(rows(markdown)), what="the tail")
+        await pilot.pause(0.3)
+        assert len(layouts) == 1, "the piece is placed by the tail's layout, once"
+        assert rows(markdown) == drawn_whole(app, markdown.text)
+
+
+class MountedLate(MarkdownText):
+    """A text whose Mount event waits behind others (the dozen widgets of a send's turns
+    mount a message at a time): its tail is composed and on screen, and on_mount has not
+    run yet."""
+
+    def on_mount(self, event: events.Mount) -> None:
+        event.prevent_default()  # MarkdownText's on_mount never runs: nothing may wait for it
+
+
+async def test_words_written_once_the_tail_is_composed_are_drawn_before_the_mount_is_handled() -> (
+    None
+):
+    """A reply's first words come while its turn mounts: once the text's tail is composed
+    they are drawn with the next frame, not kept for its on_mount (which came 15-20 ms
+    later on a send, and the first words with it). Text written before that is drawn
+    first, in its place."""
+
+    class Late(App[None]):
+        CSS = Growing.CSS
+
+        def compose(self) -> ComposeResult:
+            yield MountedLate("# A long answer\n\n")
+
+    app = Late()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MountedLate)
+        await wait_for(pilot, lambda: markdown._tail.is_attached, what="the tail composed")
+        markdown.append("The first words: qxfirst")
+        await wait_for(
+            pilot, lambda: "qxfirst" in "\n".join(rows(markdown)), what="the first words drawn"
+        )
+        assert markdown.text == "# A long answer\n\nThe first words: qxfirst"
+        assert rows(markdown) == drawn_whole(app, markdown.text)
+
+
+async def test_a_tail_written_to_before_its_mount_is_handled_shows_every_word() -> None:
+    """Words written once the tail is composed are drawn at once, before its Mount is
+    handled; Textual keeps what it cached of a widget not mounted yet (its look, its
+    height) through a refresh, and a tail laid out with a reply's first words, then
+    written to again before its Mount, kept showing those first words alone for good."""
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        markdown.append("# A")
+        await wait_for(pilot, lambda: "A" in "\n".join(rows(markdown)), what="the first words")
+        tail = markdown._tail
+        tail._is_mounted = False  # as Textual has it until the tail's Mount is handled
+        # measured meanwhile, as laying out the text around it does (and Textual keeps it)
+        tail.get_content_height(app.size, app.size, 60)
+        markdown.append(" long answer\n\nThe words after it: qxlast")
+        tail._is_mounted = True
+        await wait_for(pilot, lambda: "qxlast" in "\n".join(rows(markdown)), what="every word")
+        assert rows(markdown) == drawn_whole(app, markdown.text)
 
 
 async def test_text_that_comes_at_once_ends_in_the_tail_on_screen_and_the_rest_comes_after() -> (

@@ -98,20 +98,32 @@ class ReplyWriter:
                 self._first_at = time.monotonic()
             self._pending.append(text)
             self._pending_chars += len(text)
+            if not self._writes and not self._closing.is_set() and self._readable():
+                # the first words, written now: woken, the writer's task ran after what
+                # the loop had queued meanwhile (a frame of the new turns, 5-15 ms)
+                self._write_pending()
+                self._last = time.monotonic()
+                return
             self._wake.set()
 
-    async def _flush(self) -> None:
+    def _write_pending(self) -> bool:
+        """Write what is pending to the Markdown; False if there was nothing to write."""
         text = "".join(self._pending)
         self._pending.clear()
         self._pending_chars = 0
-        if text and not self._abandoned:
-            started = time.thread_time()
-            self._written_at = time.monotonic()
-            self.markdown.append(text)
-            if self._writes < len(self.RAMP):
-                draw_soon(self.markdown)  # the first words: someone is waiting for them
-            self.markdown.call_after_refresh(self._drawn, started)
-            self._writes += 1
+        if not text or self._abandoned:
+            return False
+        started = time.thread_time()
+        self._written_at = time.monotonic()
+        self.markdown.append(text)
+        if self._writes < len(self.RAMP):
+            draw_soon(self.markdown)  # the first words: someone is waiting for them
+        self.markdown.call_after_refresh(self._drawn, started)
+        self._writes += 1
+        return True
+
+    async def _flush(self) -> None:
+        if self._write_pending():
             await asyncio.sleep(0)  # let the screen draw it
         self._last = time.monotonic()
 

@@ -13,7 +13,7 @@ import io
 import re
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from markdown_it import MarkdownIt
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -22,7 +22,8 @@ from rich.measure import Measurement
 from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.visual import visualize
+from textual.geometry import Region
+from textual.visual import VisualType, visualize
 from textual.widgets import Static
 
 from tui.widgets.one_layout import OneLayout
@@ -199,6 +200,24 @@ class Reserved:
 class Block(Static, OneLayout):
     """A piece of Markdown (or the growing tail)."""
 
+    def update(self, content: VisualType = "", *, layout: bool = True) -> None:
+        super().update(content, layout=layout)
+        if not self._is_mounted:
+            # Textual's refresh of a widget not mounted yet keeps what it cached of its
+            # content (its visual, its height): a tail measured before its Mount was
+            # handled (laying out the text around it does), then written to again (a
+            # reply's first words, then the rest), kept the height of its first words
+            # for good, and the rest stayed cut off
+            self._layout_cache.clear()
+            self.clear_cached_dimensions()
+            self._set_dirty()
+        if self.is_attached:
+            # handed to the screen now: Textual hands a refresh over once this block's
+            # own messages are done (when it is idle), and before its Mount is handled
+            # not at all (a send mounts a dozen widgets, a message each); a reply's first
+            # words missed the next frame for it, and waited 10-20 ms for the one after
+            self._check_refresh()
+
     def height_changes(self, content: Rendered | Joined | Reserved) -> bool:
         """Whether ``content`` would change this block's height (and so the layout of
         the screen). A token that lengthens the last line only needs this block drawn
@@ -234,15 +253,38 @@ class MarkdownText(Vertical, OneLayout):
         self._starts: dict[int, int] = {}  # by a settled piece's end: its start
         self._spaced_after: dict[int, bool] = {}  # by a settled piece's end: see LiteralMarkdown
         self._initial = text
-        self._mounted = False  # on_mount has run (see append)
+        self._mounted = False  # the tail is in place and drawn to (see append)
         self._tail = Block("", classes="md-tail")
         self._fresh = 0  # the last offset past _settled where a block starts afresh
         self._held: list[Rendered] = []  # the tail's finished blocks, drawn once each
         self._held_end = 0  # where the text of _held ends
         self._reserve = 0  # rows the tail is rounded up to while it streams (see Reserved)
+        self._placed: list[Static] = []  # pieces just settled, laid out with the tail's frame
 
     def compose(self) -> ComposeResult:
         yield self._tail
+
+    def refresh(
+        self,
+        *regions: Region,
+        repaint: bool = True,
+        layout: bool = False,
+        recompose: bool = False,
+    ) -> Self:
+        """As Textual's, but for the layout Textual asks for once pieces that settled as
+        a reply streams are mounted: the tail, shortened by as much as they hold, asked
+        for a layout of its own, and that layout has placed and drawn them already (each
+        piece that settled cost a second layout and paint of the screen, some 10 ms)."""
+        if layout and self._placed:
+            placed, self._placed = self._placed, []
+            if (
+                not regions
+                and not recompose
+                and not self._layout_required
+                and all(piece.is_attached and piece.size.width for piece in placed)
+            ):
+                return self
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def on_mount(self) -> None:
         self._mounted = True
@@ -276,13 +318,20 @@ class MarkdownText(Vertical, OneLayout):
 
     def append(self, text: str) -> None:
         """Add ``text`` to the end."""
-        # written before on_mount: drawn by it. Not ``is_mounted``: Textual sets it only
-        # once the Mount event's handling is done, and a write in between (a reply's first
-        # words while its turn mounts) was kept for an on_mount that had run already and
-        # never drawn: at full speed the reply's last 7 KB were missing in 2 runs of 3
+        # written before the tail is in place: drawn by on_mount, or by the first write
+        # once it is. Not ``is_mounted``: Textual sets it only once the Mount event's
+        # handling is done, and a write in between (a reply's first words while its turn
+        # mounts) was kept for an on_mount that had run already and never drawn: at full
+        # speed the reply's last 7 KB were missing in 2 runs of 3. Nor on_mount alone: the
+        # tail is composed some 20-30 ms before this text's Mount event is handled (the
+        # turns of a send mount a dozen widgets, a message each), and the first words
+        # waited for it
         if not self._mounted:
-            self._initial += text
-            return
+            if not self._tail.is_attached:
+                self._initial += text
+                return
+            self._mounted = True
+            text, self._initial = self._initial + text, ""
         self._grow(text)
 
     def _grow(self, text: str) -> None:
@@ -302,7 +351,9 @@ class MarkdownText(Vertical, OneLayout):
             if later:
                 self._end_in_tail(now[0][0], later)
                 return
-            self.mount_all([self._piece(span) for span in now], before=self._tail)
+            pieces = [self._piece(span) for span in now]
+            self.mount_all(pieces, before=self._tail)
+            self._placed = pieces
             self._tail.update(self._render_tail())
             return
         tail = self._render_tail()
