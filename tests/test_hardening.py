@@ -26,6 +26,7 @@ from engines.store import Store
 from tui.screens.chat import ChatScreen
 from tui.text import visible
 from tui.widgets.conversation import ReplyTurn
+from tui.widgets.footer import AppFooter
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (120, 40)
@@ -480,7 +481,6 @@ def test_files_are_private_or_as_the_umask_allows(
 async def test_replies_do_not_pile_up_dead_footer_keys(
     ollama_server: FakeOllama, config_file: Path
 ) -> None:
-    from tui.widgets.footer import AppFooter
 
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
@@ -509,8 +509,6 @@ async def test_the_footer_keeps_its_keys_while_they_stay_the_same_and_shows_new_
     keys again; keys that come and go with the focus or a reply still show."""
     from textual.widgets._footer import FooterKey
 
-    from tui.widgets.footer import AppFooter
-
     ollama_server.rate = 20
     ollama_server.reply = " ".join(["word"] * 30)
     app = make_app(config_file)
@@ -533,17 +531,32 @@ async def test_the_footer_keeps_its_keys_while_they_stay_the_same_and_shows_new_
         chat(app).query_one("#prompt").focus()
         await wait_for(pilot, lambda: "Send" in footer_line(), what="the prompt's keys")
 
-        assert "Cancel reply" not in footer_line()
+        # Esc's key stays where it is, dimmed while there is nothing to stop: a reply turns
+        # it on and off in place, with the same key widgets (no keys shifting under the eye)
+        assert "esc Cancel reply" in footer_line()
+        assert not esc_on(footer)
+        keys = list(footer.query(FooterKey))
         await send(pilot, app, "hello")
-        await wait_for(pilot, lambda: "Cancel reply" in footer_line(), what="esc in the footer")
+        await wait_for(pilot, lambda: esc_on(footer), what="esc turned on")
+        assert list(footer.query(FooterKey)) == keys, "turned on in place, not composed again"
         await reply_done(pilot, app)
-        await wait_for(pilot, lambda: "Cancel reply" not in footer_line(), what="esc gone")
+        await wait_for(pilot, lambda: not esc_on(footer), what="esc turned off")
+        assert list(footer.query(FooterKey)) == keys
+        assert "esc Cancel reply" in footer_line()
+
+
+def esc_on(footer: AppFooter) -> bool:
+    """Whether the footer's Esc key (stop the reply) is on, not dimmed."""
+    from textual.widgets._footer import FooterKey
+
+    (key,) = [k for k in footer.query(FooterKey) if k.action == "cancel_reply"]
+    return not key.has_class("-disabled")
 
 
 async def test_the_footer_shows_a_replys_keys_once_its_first_words_have_had_their_turn(
     ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The keys a reply brings (Esc stops it) are composed after its first words have had
+    """The keys a reply changes (Esc stops it) change after its first words have had
     their turn (``FIRST_WORDS_S``, here 3 s), not at once: composed at once, they held the
     first words back 5-10 ms."""
     import tui.app
@@ -553,15 +566,71 @@ async def test_the_footer_shows_a_replys_keys_once_its_first_words_have_had_thei
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.models, what="models")
-
-        def footer_line() -> str:
-            return screen_text(app).splitlines()[-1]
-
         await send(pilot, app, "hello")
         await wait_for(pilot, lambda: chat(app).streaming, what="streaming")
         sent = time.monotonic()
         await pilot.pause(1.0)
+        footer = chat(app).query_one(AppFooter)
         if time.monotonic() - sent < 2.5:  # a loaded machine may take longer: then not asked
-            assert "Cancel reply" not in footer_line(), "the keys wait for the first words"
-        await wait_for(pilot, lambda: "Cancel reply" in footer_line(), what="esc in the footer")
+            assert not esc_on(footer), "the keys wait for the first words"
+        await wait_for(pilot, lambda: esc_on(footer), what="esc turned on")
         await chat(app).stop_reply(chat(app).conversation.id)  # type: ignore[union-attr]
+
+
+async def test_a_replys_request_gets_the_interpreter_quickly_until_its_first_words_come(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a send to its first words, a thread waiting for the interpreter gets it from the
+    event loop within 1 ms (the reply's request is made in a thread while the loop mounts
+    the new turns); once the words are in, or none came in ``FIRST_WORDS_S``, Python's own
+    interval again, and the app leaves it as it found it."""
+    import tui.app
+
+    usual = sys.getswitchinterval()
+    assert usual != tui.app.QUICK_SWITCH_S
+    monkeypatch.setattr(tui.app, "FIRST_WORDS_S", 2.0)
+    ollama_server.first_token_delay = 30.0  # no words come meanwhile
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.models, what="models")
+        await send(pilot, app, "hello")
+        assert sys.getswitchinterval() == tui.app.QUICK_SWITCH_S
+        await wait_for(pilot, lambda: sys.getswitchinterval() == usual, what="no words in 2 s")
+        await chat(app).stop_reply(chat(app).conversation.id)  # type: ignore[union-attr]
+
+        ollama_server.first_token_delay = 1.0
+        ollama_server.rate = 20
+        ollama_server.reply = " ".join(["word"] * 40)  # two seconds of words
+        await send(pilot, app, "again")
+        assert sys.getswitchinterval() == tui.app.QUICK_SWITCH_S
+        await wait_for(
+            pilot, lambda: "word" in chat(app).query(ReplyTurn).last().body.text, what="words"
+        )
+        await wait_for(pilot, lambda: sys.getswitchinterval() == usual, what="the usual again")
+        assert chat(app).streaming, "back to the usual as soon as the words came"
+        await reply_done(pilot, app)
+
+        ollama_server.first_token_delay = 30.0
+        await send(pilot, app, "and leave while it is on its way")
+        assert sys.getswitchinterval() == tui.app.QUICK_SWITCH_S
+    assert sys.getswitchinterval() == usual, "left as the app found it"
+
+
+async def test_the_prompts_cursor_holds_still_while_a_reply_streams_on_screen(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """Each blink of the prompt's cursor is a frame of its own: while a reply streams on
+    screen (drawn in frames of its own) the cursor holds still, and blinks again after."""
+    from tui.widgets.prompt import PromptInput
+
+    ollama_server.rate = 20
+    ollama_server.reply = " ".join(["word"] * 30)
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.models, what="models")
+        prompt = chat(app).query_one(PromptInput)
+        assert prompt.cursor_blink
+        await send(pilot, app, "hello")
+        await wait_for(pilot, lambda: not prompt.cursor_blink, what="a steady cursor")
+        await reply_done(pilot, app)
+        await wait_for(pilot, lambda: prompt.cursor_blink, what="blinking again")

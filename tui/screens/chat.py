@@ -473,6 +473,14 @@ class ChatScreen(ChatImages):
         for live in self._live.values():
             live.writer.abandon()
         self._live.clear()
+        self._steady_cursor()
+
+    def _steady_cursor(self) -> None:
+        """The prompt's cursor holds still while a reply streams on screen, and blinks
+        again once none does: each blink is a frame of its own (two a second), some 7%
+        of the frames drawn for a reply at 200 tokens/s, while the reply's own frames
+        show the app at work."""
+        self.query_one(PromptInput).cursor_blink = not self._live
 
     def open_conversation(
         self, conversation_id: int, *, at_once: bool = False, after_frame: bool = False
@@ -545,6 +553,7 @@ class ChatScreen(ChatImages):
             return
         reply.in_sight = True
         self._live[reply.reply_id] = LiveReply(turn, turn.writer())
+        self._steady_cursor()
         position = self.lp.conversations.position(reply.conversation_id)
         if position is not None:
             turn.waiting(position)
@@ -917,6 +926,7 @@ class ChatScreen(ChatImages):
                 await live.writer.close()
                 live.turn.finish(event.content, event.status, event.stats, event.error)
                 self._live.pop(event.reply_id, None)
+                self._steady_cursor()
             if self.conversation and self.conversation.id == event.conversation_id:
                 self.conversation = self.lp.store.conversation(event.conversation_id)
                 self.reply_finished()
@@ -946,7 +956,9 @@ class ChatScreen(ChatImages):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_reply":
-            return self.editing is not None or self._busy_here() is not None
+            # shown dimmed when there is nothing to stop (None), not hidden (False): the
+            # footer's keys stay where they are, and a reply turns the key on in place
+            return (self.editing is not None or self._busy_here() is not None) or None
         return True
 
     # -- the turn cursor, versions, regenerate, edit, continue, delete from here ----------

@@ -53,8 +53,36 @@ class AppFooter(Footer):
         keys = self._keys()
         if keys == self._composed:
             return  # the same keys (the focus moved between widgets with the same bindings)
+        if self._switch(keys):
+            self._composed = keys
+            return
         self._composed = keys
         await self.recompose()
+
+    def _switch(self, keys: tuple[object, ...]) -> bool:
+        """Turn the keys shown on or off where ``keys`` differs from what they were
+        composed from only in that (a reply starting or ending turns Esc's key on or off):
+        the keys' style changes, and nothing is composed or laid out again (composed, the
+        dozen keys were mounted and the screen laid out three times, twice per reply).
+        False when anything else differs."""
+        old = self._composed
+        if old is None or len(old) != len(keys) or old[:2] != keys[:2] or old[3] != keys[3]:
+            return False
+        old_shown, shown = old[2], keys[2]
+        assert isinstance(old_shown, tuple) and isinstance(shown, tuple)
+        if len(old_shown) != len(shown) or any(
+            a[:5] != b[:5] or a[6] != b[6] for a, b in zip(old_shown, shown, strict=True)
+        ):
+            return False
+        enabled: dict[tuple[str, str], bool] = {}
+        for key, action, *_, on, _tip in shown:
+            enabled.setdefault((key, action), bool(on))
+        for widget in self.query(FooterKey):
+            on = enabled.get((widget.key, widget.action))
+            if on is not None and widget._disabled == on:
+                widget._disabled = not on
+                widget.set_class(not on, "-disabled")
+        return True
 
     def _keys(self) -> tuple[object, ...]:
         """What ``compose`` makes the keys from: the bindings shown, as the screen has them
