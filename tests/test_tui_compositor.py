@@ -4,6 +4,7 @@ are not rendered for it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import Any
@@ -186,3 +187,50 @@ async def test_a_line_changed_twice_around_a_frame_takes_the_height_of_its_last_
         meta.update(summary)
         await wait_for(pilot, lambda: turn.size.height == 4, what="the turn grown")
         await wait_for(pilot, lambda: "part29" in "".join(whole(app)), what="the end shown")
+
+
+class Followed(compositor.DrawsSoon):
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="view"):
+            yield Static("", id="text")
+
+
+class FollowedApp(App[None]):
+    def on_mount(self) -> None:
+        self.push_screen(Followed())
+
+
+async def test_a_text_that_scrolls_its_followed_view_is_drawn_in_one_frame_with_the_scrollbar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A layout gives the followed view's scrollbar its new length and position, which ask
+    for a repaint of their own: Textual drew the scrollbar alone a frame later (a frame per
+    write of a streamed reply). It is drawn with the layout's frame, where it belongs."""
+    app = FollowedApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, Followed), what="the screen")
+        view = app.screen.query_one("#view", VerticalScroll)
+        text = app.screen.query_one("#text", Static)
+        view.anchor()
+        lines = [f"line {n} of the reply" for n in range(80)]
+        text.update("\n".join(lines[:30]))  # past the view's height: the scrollbar shows
+        await wait_for(pilot, lambda: view.max_scroll_y > 0, what="a scrollbar")
+        await pilot.pause(0.3)
+        frames: list[object] = []
+        display = app._display
+
+        def counted(screen: Any, update: Any) -> None:
+            if update is not None:  # a frame that found nothing to draw writes nothing
+                frames.append(update)
+            display(screen, update)
+
+        monkeypatch.setattr(app, "_display", counted)
+        for n in range(35, 80, 5):
+            frames.clear()
+            text.update("\n".join(lines[:n]))
+            # waited on the event loop alone: the pilot's pauses draw a frame themselves
+            await wait_for(None, lambda: frames, what="the frame", timeout=15)
+            await asyncio.sleep(0.25)  # some 15 ticks of Textual's frame timer
+            assert len(frames) == 1, "the text, the view scrolled and its scrollbar: one frame"
+            assert view.scroll_y == view.max_scroll_y, "the view followed the text"
+            assert lines[n - 1] in whole(app)[-1], "its last line at the bottom"

@@ -177,6 +177,22 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
         self._draw_soon_at = -1.0  # drawn: the next changes wait for the timer again
         super()._on_timer_update()
 
+    def _compositor_refresh(self) -> None:
+        """Draw, with the widgets on screen that asked to be drawn again meanwhile.
+
+        A layout gives each widget its new size, and a scrollable one's scrollbar its new
+        length and position (reactives that ask for a repaint): Textual drew the frame
+        with the old scrollbar, then the scrollbar alone in a frame of its own, a frame
+        later (35 such frames for a 2,000-token reply streamed at 200 tokens/s, one per
+        write that scrolled the view). Drawn now, the frame shows it as laid out."""
+        if self is self.app.screen and textual_version().startswith(WRITTEN_FOR):
+            pending = {w for w in self._compositor.visible_widgets if w._repaint_required}
+            if pending:
+                for widget in pending:
+                    widget._repaint_required = False
+                self._compositor.update_widgets(pending)
+        super()._compositor_refresh()
+
 
 def draw_soon(widget: Widget) -> None:
     """Draw ``widget``'s screen as soon as it is idle (see ``DrawsSoon``)."""
