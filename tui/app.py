@@ -7,6 +7,7 @@ import contextlib
 import gc
 import importlib
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from engines.conversations import (
     ReplyFigures,
     ReplyFinished,
     ReplyStarted,
+    ReplyText,
+    ReplyThinking,
 )
 from engines.hosts import HostRegistry, HostState
 from engines.state import State
@@ -67,6 +70,8 @@ FIRST_WORDS_S = 0.3
 first words), between two languages: a reply sent while it loads (a prompt typed and sent
 within a second of start, as ``bench/stream.py`` does) takes turns with it. The footer's
 keys wait as long (see ``AppFooter``)."""
+QUICK_SWITCH_S = 0.001
+"""Python's switch interval from a reply's send to its first words (see ``start_reply``)."""
 WARM_UP_AFTER_S = 1.0
 """After start, while the app is idle: when what replies draw with is loaded."""
 
@@ -199,6 +204,7 @@ class LlmPessoalApp(App[int]):
         self._held_frames: list[tuple[Screen[Any], RenderableType]] = []
         """Frames made during a batch update, written as it ends (``_display``)."""
         self._reply_sent_at = -FIRST_WORDS_S  # time.monotonic() of the last reply started
+        self._switch_interval: float | None = None  # Python's, while QUICK_SWITCH_S holds
         self._reply_finished_at = -QUIET_AFTER_REPLY_S  # time.monotonic(): the last ended
         self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         """The latest toasts, newest last, as they were shown."""
@@ -533,12 +539,34 @@ class LlmPessoalApp(App[int]):
     def start_reply(self, reply: Reply) -> None:
         """Run a prepared reply in a worker of its own: cancelling it stops the reply."""
         self._reply_sent_at = time.monotonic()
+        self._quick_switch()
         self.run_worker(
             self.conversations.run(reply),
             name=f"reply {reply.reply_id}",
             group=self.reply_group(reply.conversation_id),
             exit_on_error=False,
         )
+
+    def _quick_switch(self) -> None:
+        """Until the reply's first words come (or ``FIRST_WORDS_S``), a thread waiting for
+        the interpreter gets it from the event loop within ``QUICK_SWITCH_S``, not
+        Python's 5 ms. The request is made in the reply's thread while the loop mounts
+        and lays out the new turns; it takes a dozen turns of the GIL, and with 5 ms
+        each it went out 30-40 ms after Enter instead of 8-14. Kept on after the first
+        words, the reader of a reply that comes at full speed took the GIL from the
+        loop's frames that often, and the last words showed 20 ms later."""
+        if self._switch_interval is None:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(QUICK_SWITCH_S)
+        self.set_timer(FIRST_WORDS_S, self._usual_switch)
+
+    def _usual_switch(self, *, words: bool = False) -> None:
+        """Python's switch interval again: the first words are in (``words``), or none
+        came within ``FIRST_WORDS_S`` of the last send (a model loading: its request is
+        long out)."""
+        if self._switch_interval is not None and (words or not self.first_words_due()):
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
 
     async def stop_reply(self, conversation_id: int) -> bool:
         """Stop the reply of a conversation and wait until it is kept (interrupted);
@@ -569,6 +597,10 @@ class LlmPessoalApp(App[int]):
     def _reply_event(self, event: ReplyEvent) -> None:
         """Every reply's events (on the event loop): the figures for the Monitor, and a
         notice when a reply finishes out of sight."""
+        if self._switch_interval is not None and isinstance(
+            event, (ReplyText, ReplyThinking, ReplyFinished)
+        ):
+            self._usual_switch(words=True)
         if isinstance(event, ReplyFigures):
             self.live.reply_tokens_per_s = event.tokens_per_s
         elif isinstance(event, ReplyStarted):
@@ -748,6 +780,7 @@ class LlmPessoalApp(App[int]):
         )
 
     async def on_unmount(self) -> None:
+        self._usual_switch(words=True)
         if self._image_queue is not None:  # the job being made waits for the next start
             self._image_queue.pause_running()
         await self.hosts.aclose()
