@@ -171,6 +171,9 @@ def markdown_reply(n_tokens: int = 2000) -> str:
             break
     body = body.rstrip() + "\n\n## Summary\n\n"
     fill = n_tokens - len(_tokenize(body.rstrip())) - 1
+    if fill < 1 and len(sections) > 1:  # the last section (some 200 tokens) went past the end
+        body = "# A long answer\n\n" + "\n".join(sections[:-1]).rstrip() + "\n\n## Summary\n\n"
+        fill = n_tokens - len(_tokenize(body.rstrip())) - 1
     if fill < 1:
         raise ValueError("reply overshoots; lower the cut-off")
     text = body + " ".join(words[i % len(words)] for i in range(fill)) + " " + MARKER
