@@ -213,9 +213,10 @@ class Block(Static, OneLayout):
             self._set_dirty()
         if self.is_attached:
             # handed to the screen now: Textual hands a refresh over once this block's
-            # own messages are done (when it is idle), and before its Mount is handled
-            # not at all (a send mounts a dozen widgets, a message each); a reply's first
-            # words missed the next frame for it, and waited 10-20 ms for the one after
+            # own messages are done (when it is idle), and a reply's first words missed
+            # the next frame for it. (Textual's compositor places a widget only once it
+            # is mounted: before that, this asks for a layout that leaves it out, and the
+            # one after its Mount draws it.)
             self._check_refresh()
 
     def height_changes(self, content: Rendered | Joined | Reserved) -> bool:
@@ -323,9 +324,9 @@ class MarkdownText(Vertical, OneLayout):
         # handling is done, and a write in between (a reply's first words while its turn
         # mounts) was kept for an on_mount that had run already and never drawn: at full
         # speed the reply's last 7 KB were missing in 2 runs of 3. Nor on_mount alone: the
-        # tail is composed some 20-30 ms before this text's Mount event is handled (the
-        # turns of a send mount a dozen widgets, a message each), and the first words
-        # waited for it
+        # tail is composed, and often mounted, well before this text's Mount event is
+        # handled (the turns of a send mount a dozen widgets, a message each), and the
+        # first words waited for it
         if not self._mounted:
             if not self._tail.is_attached:
                 self._initial += text
