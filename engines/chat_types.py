@@ -271,6 +271,9 @@ class ReplyChunk:
     pieces: int = 1
     """How many of the server's chunks it holds (several when joined, see
     ``ChatEngine.stream``): the reply's rate counts these."""
+    more: bool = False
+    """More of the reply had come already when this was handed over (the server sends
+    faster than the reply is read): what draws it may wait for the rest."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -525,7 +525,11 @@ class ChatEngine:
         try:
             while True:
                 batch = await feed.get()
-                for item in _joined(batch) if joined else batch:
+                items = _joined(batch) if joined else batch
+                last = items[-1] if items else None
+                if reading.behind and isinstance(last, ReplyChunk) and last.stats is None:
+                    items[-1] = replace(last, more=True)  # the rest is being read already
+                for item in items:
                     if item is reply_stream.END:
                         raise StreamBroken(
                             f"Ollama at {self.where} ended the reply without finishing it"

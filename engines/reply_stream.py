@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -53,6 +55,11 @@ class Reading:
         self._socket: socket.socket | None = None
         self.stopped = False
         self.finished = False
+        self.behind = False
+        """Whether the last item came without waiting for the network (a burst: the server
+        sends faster than the reply is read, or the reading thread waited for the
+        interpreter), and more has come already. Not for what came during a pause. The
+        first item read once a burst is, is handed over at once (urgent)."""
         self._stopping = threading.Event()
 
     def attach(self, sock: socket.socket | None) -> None:
@@ -63,8 +70,13 @@ class Reading:
             self._shutdown(sock)
 
     def pause(self, seconds: float) -> None:
-        """Wait (in the reading thread) unless stopped."""
-        if seconds > 0:
+        """Wait (in the reading thread) unless stopped, or until the reply's last line
+        has come (see ``_watch``)."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            sock = self._socket
+        if sock is None or isinstance(sock, ssl.SSLSocket) or not _watch(sock, seconds, self):
             self._stopping.wait(seconds)
 
     def finish(self) -> None:
@@ -87,6 +99,53 @@ class Reading:
         if sock is not None:
             with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+LAST_LINE = b'"done":true'
+"""What only the last line of a reply holds, as Ollama writes it (a token's text is
+JSON-escaped within its line, so its own quotes never read so)."""
+WATCH_STEP = 256
+"""Bytes that must come before a paused reader looks at what came: fewer than Ollama's
+last line holds (some 300, with its figures), about two tokens' lines."""
+PEEK_MAX = 65536
+"""What a watch looks at, at most: more than that waiting is read at once."""
+
+
+def _watch(sock: socket.socket, seconds: float, reading: Reading) -> bool:
+    """Wait up to ``seconds`` for the reply's last line to come on ``sock``, looking at
+    what comes (without reading it) every ``WATCH_STEP`` bytes; False if the socket
+    cannot be watched so (not Linux or a BSD), to wait the plain way.
+
+    A paused reader reads several tokens at once, once the pause is over: one pass
+    through the HTTP client for several tokens, the CPU that pausing saves. The reply's
+    last words waited for the pause too; watched, they end it: the pause can be long
+    (``IN_SIGHT_PAUSE_S``), and the last words come when they come."""
+    deadline = time.monotonic() + seconds
+    looked = 0  # what came is looked at from here (the line may have come in two parts)
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, WATCH_STEP)
+    except (OSError, AttributeError):  # AttributeError: no poll or SO_RCVLOWAT here
+        return False
+    try:
+        while not reading.stopped:
+            left = deadline - time.monotonic()
+            # poll: readable once WATCH_STEP bytes more have come (SO_RCVLOWAT), at the
+            # end of the stream, or once the socket is shut (stop())
+            if left <= 0 or not poller.poll(left * 1000):
+                return True
+            data = sock.recv(PEEK_MAX, socket.MSG_PEEK)
+            if not data or len(data) >= PEEK_MAX or LAST_LINE in data[looked:]:
+                return True
+            looked = max(0, len(data) - len(LAST_LINE) + 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, len(data) + WATCH_STEP)
+    except OSError:  # shut or closed meanwhile: the read that follows says what it is
+        return True
+    finally:
+        with contextlib.suppress(OSError):  # left at 1, or the client's reads would wait too
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+    return True
 
 
 class _Transport(httpx.HTTPTransport):
@@ -192,6 +251,7 @@ def read_in_thread(
         _local.reading = reading
         iterator: Iterator[Any] | None = None
         first_at: float | None = None  # when the first item was read
+        resumed = False  # after a pause, until a read waits: what came meanwhile is no burst
         try:
             iterator = parts()
             while True:
@@ -202,9 +262,15 @@ def read_in_thread(
                 if reading.stopped:
                     return
                 caught_up = time.monotonic() - asked > CAUGHT_UP_S
+                # a burst is read: what waits for its end (see ``Reading.behind``) is
+                # told at once, not a batch's wait later
+                burst_read = caught_up and reading.behind
+                resumed = resumed and not caught_up
+                reading.behind = not caught_up and not resumed
                 converted = convert(part)
                 if converted is not None:
                     item, urgent, last = converted
+                    urgent = urgent or burst_read
                     if last:
                         reading.finish()
                     if not feed.put(item, urgent=urgent):
@@ -219,6 +285,7 @@ def read_in_thread(
                     and time.monotonic() - first_at >= STEADY_AFTER_S  # the first words at once
                 ):
                     reading.pause(pause())  # handed over first
+                    resumed = True
             feed.put(END, urgent=True)
         except BaseException as exc:  # handed to the reader, which raises it
             if not reading.stopped:

@@ -113,6 +113,23 @@ async def test_stopping_a_paused_reader_closes_the_stream_at_once(
         await engine.aclose()
 
 
+async def test_the_replys_last_line_ends_a_readers_pause(ollama_server: FakeOllama) -> None:
+    """A reader that has caught up pauses (here for ten minutes), and reads what came
+    meanwhile at once; the reply's last line ends the pause: the last words are not held
+    back by it. The tokens of the pause come together."""
+    ollama_server.reply = " ".join(f"w{i}" for i in range(60))
+    ollama_server.rate = 40  # 1.5 s: the reader pauses once the first words are read
+    async with reply_stream_of(ollama_server, pause=lambda: 600.0, joined=True) as stream:
+        chunks = await asyncio.wait_for(_all(stream), 20)
+    assert "".join(c.text for c in chunks) == ollama_server.reply
+    assert chunks[-1].stats is not None
+    assert chunks[-2].pieces > 5, "what came while the reader paused is read at once"
+
+
+async def _all(stream: AsyncGenerator[ReplyChunk, None]) -> list[ReplyChunk]:
+    return [chunk async for chunk in stream]
+
+
 async def test_the_first_words_are_read_as_they_come_before_the_reader_pauses(
     ollama_server: FakeOllama,
 ) -> None:
@@ -162,3 +179,86 @@ async def test_a_reply_of_symbols_alone_is_batched_after_its_first_few_tokens(
         alone = [c for c in chunks if c.pieces == 1 and c.text]
         assert len(alone) <= URGENT_UNTIL_WORD + 1, "only the first few come one at a time"
         assert any(c.pieces > 5 for c in chunks), "the rest come in batches"
+
+
+async def test_a_reply_read_faster_than_it_came_is_marked_as_having_more_to_come(
+    ollama_server: FakeOllama,
+) -> None:
+    """At full speed the reply is in the socket before it is read: what is handed over
+    meanwhile says so (``more``), and the screen draws it once the rest is read. A
+    reply that comes slower than it is read never says so at its end."""
+    ollama_server.reply = " ".join(f"w{i}" for i in range(2000))  # the server's limit: 2,048
+    ollama_server.rate = None  # as fast as the server writes
+    async with reply_stream_of(ollama_server, joined=True) as stream:
+        chunks = [chunk async for chunk in stream]
+    assert "".join(c.text for c in chunks) == ollama_server.reply
+    assert any(c.more for c in chunks), "handed over while the rest was being read"
+    assert chunks[-1].stats is not None and not chunks[-1].more
+
+
+def test_a_reader_that_waited_for_the_network_is_not_behind() -> None:
+    """``Reading.behind``: whether the last item came without a wait (more had come)."""
+    reading = reply_stream.Reading()
+    feed = Feed(asyncio.new_event_loop())
+    sent = threading.Event()
+    waited: list[bool] = []
+
+    def parts() -> Any:
+        time.sleep(0.05)  # the first token: waited for
+        yield "a"
+        waited.append(reading.behind)
+        yield "b"  # buffered already: no wait
+        waited.append(reading.behind)
+        sent.wait(10)
+        time.sleep(0.05)
+        yield "c"
+        waited.append(reading.behind)
+
+    def convert(part: Any) -> reply_stream.Converted:
+        return part, False, False
+
+    thread = reply_stream.read_in_thread(parts, convert, feed, reading)
+    sent.set()
+    thread.join(10)
+    feed.loop.close()
+    assert waited == [False, True, False]
+
+
+async def test_the_item_read_once_a_burst_is_read_is_handed_over_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Text that came in a burst waits, on screen, for the burst's end (``more``): the
+    item that shows it has ended (its read waited for the network) wakes the loop at
+    once, not a batch's wait (here 5 s) later."""
+    monkeypatch.setattr(reply_stream, "BATCH_S", 5.0)
+    monkeypatch.setattr(reply_stream, "STEADY_BATCH_S", 5.0)
+    feed = Feed(asyncio.get_running_loop())
+    reading = reply_stream.Reading()
+    release = threading.Event()
+
+    def parts() -> Any:
+        time.sleep(0.05)
+        yield "a"
+        yield "b"  # a burst: came with "a"
+        yield "c"
+        time.sleep(0.05)
+        yield "d"  # waited for: the burst is read
+        release.wait(10)
+
+    def convert(part: Any) -> reply_stream.Converted:
+        return part, False, False
+
+    reply_stream.read_in_thread(parts, convert, feed, reading)
+    got: list[object] = []
+
+    async def until_d() -> None:
+        while "d" not in got:
+            got.extend(await feed.get())
+
+    try:
+        await asyncio.wait_for(until_d(), 3)
+    finally:
+        release.set()
+        reading.stop()
+    assert got == ["a", "b", "c", "d"]
+    assert not reading.behind

@@ -217,6 +217,47 @@ async def test_a_replys_first_words_are_written_at_once_and_the_next_ones_wait_t
         await writer.close()
 
 
+async def test_words_that_come_in_a_burst_are_drawn_once_the_burst_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Text handed over while more has come already (``more``: the server sends faster
+    than the reply is read) waits for the rest, the first words too: each frame drawn
+    meanwhile held the reading back. What comes after the burst ends the wait."""
+    monkeypatch.setattr(ReplyWriter, "SLOWEST", 30.0)  # only the burst's end ends the wait
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        writer = ReplyWriter(markdown)
+        writer.write("# A", more=True)
+        assert markdown.text == "", "the first words of a burst wait for the rest"
+        writer.write(" long", more=True)
+        await asyncio.sleep(5 * ReplyWriter.RAMP[-1])  # past every wait of a reply not in a burst
+        assert markdown.text == "", "held while the burst is read"
+        writer.write(" answer")
+        await wait_for(pilot, lambda: markdown.text == "# A long answer", what="the burst drawn")
+        writer.write(" goes on", more=True)
+        await asyncio.sleep(5 * ReplyWriter.RAMP[-1])
+        assert markdown.text == "# A long answer", "a later burst waits as well"
+        writer.write(".")
+        await wait_for(pilot, lambda: markdown.text.endswith("goes on."), what="the next burst")
+        await writer.close()
+
+
+async def test_a_long_burst_is_still_drawn_every_slowest_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ReplyWriter, "SLOWEST", 0.3)
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        writer = ReplyWriter(markdown)
+        writer.write("# A long", more=True)
+        await wait_for(pilot, lambda: markdown.text == "# A long", what="the first words")
+        writer.write(" answer", more=True)
+        await wait_for(pilot, lambda: markdown.text == "# A long answer", what="drawn meanwhile")
+        await writer.close()
+
+
 async def test_a_first_token_with_no_word_is_drawn_all_the_same_if_no_word_follows() -> None:
     app = OneMarkdown()
     async with app.run_test(size=SIZE) as pilot:

@@ -902,7 +902,7 @@ class ChatScreen(ChatImages):
         live = self._live.get(event.reply_id)
         if isinstance(event, ReplyText):
             if live is not None:
-                live.writer.write(visible(event.text))
+                live.writer.write(visible(event.text), more=event.more)
         elif isinstance(event, ReplyThinking):
             if live is not None:
                 live.turn.thinking(event.chars, done=event.done)

@@ -55,7 +55,12 @@ class ReplyWriter:
     Where a drawing costs more (a slow or busy machine, a large terminal), they are
     spaced further, so that drawing the reply keeps within ``BUDGET`` of a CPU: each
     write is timed, from the append to the frame that shows it (the event loop's CPU),
-    and the next one waits that long divided by ``BUDGET``."""
+    and the next one waits that long divided by ``BUDGET``.
+
+    Text that comes in a burst (the server sends faster than the reply is read, see
+    ``ReplyText.more``) is drawn once the burst is read, or ``SLOWEST`` after the last
+    write: at full speed a 2,000-token reply is read in some 30 ms of CPU, and each frame
+    drawn meanwhile held the reading, and so the last words, back by as long."""
 
     RAMP = (0.02, 0.05, 0.1)
     """The waits before the second, third and fourth writes (then ``interval``)."""
@@ -87,18 +92,22 @@ class ReplyWriter:
         self._last = 0.0  # when the last write was drawn (or let go of the loop)
         self._written_at = 0.0  # when the last write was made
         self._writes = 0
+        self._more = False  # the last text came in a burst, with more read already
         self._cost = 0.0  # the CPU seconds of a drawing (smoothed)
         self._abandoned = False
         self._task = asyncio.create_task(self._run())
         markdown.reserve(self.RESERVE)
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, *, more: bool = False) -> None:
+        """Add ``text`` to what is drawn next. ``more``: more of the reply has come
+        already (a burst): the next write waits for it (see ``_wait``)."""
         if text:
             if self._first_at is None:
                 self._first_at = time.monotonic()
+            self._more = more
             self._pending.append(text)
             self._pending_chars += len(text)
-            if not self._writes and not self._closing.is_set() and self._readable():
+            if not self._writes and not more and not self._closing.is_set() and self._readable():
                 # the first words, written now: woken, the writer's task ran after what
                 # the loop had queued meanwhile (a frame of the new turns, 5-15 ms)
                 self._write_pending()
@@ -140,6 +149,12 @@ class ReplyWriter:
         came meanwhile ends the quicker first writes)."""
         if not self._writes and self._first_at is not None and not self._readable():
             return self._first_at + self.HOLD_UNREADABLE - time.monotonic()
+        if self._more:
+            # a burst: what is drawn now is stale by the next frame, and the frame keeps
+            # the rest from being read (both want the one CPU the GIL gives). Drawn once
+            # it is read, at the latest ``SLOWEST`` after the last write (or the first words)
+            since = self._last if self._writes else self._first_at or time.monotonic()
+            return since + self.SLOWEST - time.monotonic()
         ramp = self.RAMP[self._writes - 1] if 0 < self._writes <= len(self.RAMP) else 1e9
         if self._pending_chars >= self.BURST:
             ramp = 1e9
