@@ -221,25 +221,45 @@ async def test_words_that_come_in_a_burst_are_drawn_once_the_burst_is_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Text handed over while more has come already (``more``: the server sends faster
-    than the reply is read) waits for the rest, the first words too: each frame drawn
-    meanwhile held the reading back. What comes after the burst ends the wait."""
+    than the reply is read) waits for the rest, the first words too once the burst has
+    brought a line or so: each frame drawn meanwhile held the reading back. What comes
+    after the burst ends the wait."""
     monkeypatch.setattr(ReplyWriter, "SLOWEST", 30.0)  # only the burst's end ends the wait
     app = OneMarkdown()
     async with app.run_test(size=SIZE) as pilot:
         markdown = app.query_one(MarkdownText)
         writer = ReplyWriter(markdown)
-        writer.write("# A", more=True)
-        assert markdown.text == "", "the first words of a burst wait for the rest"
-        writer.write(" long", more=True)
+        words = "# A long answer\n\n" + "word " * ReplyWriter.LONG_BURST
+        writer.write(words, more=True)
+        assert markdown.text == "", "the first words of a long burst wait for the rest"
+        writer.write("and", more=True)
         await asyncio.sleep(5 * ReplyWriter.RAMP[-1])  # past every wait of a reply not in a burst
         assert markdown.text == "", "held while the burst is read"
-        writer.write(" answer")
-        await wait_for(pilot, lambda: markdown.text == "# A long answer", what="the burst drawn")
-        writer.write(" goes on", more=True)
+        writer.write(" more")
+        await wait_for(pilot, lambda: markdown.text == words + "and more", what="the burst")
+        writer.write(" goes on" * ReplyWriter.LONG_BURST, more=True)
         await asyncio.sleep(5 * ReplyWriter.RAMP[-1])
-        assert markdown.text == "# A long answer", "a later burst waits as well"
+        assert markdown.text.endswith("and more"), "a later burst waits as well"
         writer.write(".")
         await wait_for(pilot, lambda: markdown.text.endswith("goes on."), what="the next burst")
+        await writer.close()
+
+
+async def test_a_replys_first_tokens_come_two_or_three_at_once_and_are_drawn_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first tokens often come two or three at once (the reading thread waited for
+    the interpreter while the new turns were drawn): not a burst worth waiting for, nor
+    are a few tokens later on."""
+    monkeypatch.setattr(ReplyWriter, "SLOWEST", 30.0)
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        writer = ReplyWriter(markdown)
+        writer.write("# A", more=True)
+        assert markdown.text == "# A", "written at once"
+        writer.write(" long answer", more=True)
+        await wait_for(pilot, lambda: markdown.text == "# A long answer", what="the next words")
         await writer.close()
 
 
@@ -251,10 +271,11 @@ async def test_a_long_burst_is_still_drawn_every_slowest_wait(
     async with app.run_test(size=SIZE) as pilot:
         markdown = app.query_one(MarkdownText)
         writer = ReplyWriter(markdown)
-        writer.write("# A long", more=True)
-        await wait_for(pilot, lambda: markdown.text == "# A long", what="the first words")
-        writer.write(" answer", more=True)
-        await wait_for(pilot, lambda: markdown.text == "# A long answer", what="drawn meanwhile")
+        words = "word " * ReplyWriter.LONG_BURST
+        writer.write(words, more=True)
+        await wait_for(pilot, lambda: markdown.text == words, what="the first words")
+        writer.write(words, more=True)
+        await wait_for(pilot, lambda: markdown.text == words * 2, what="drawn meanwhile")
         await writer.close()
 
 

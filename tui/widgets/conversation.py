@@ -74,6 +74,8 @@ class ReplyWriter:
     first token is often a heading's or a list's mark alone (``#``), which draws nothing
     that reads, and its frame (a layout of the whole screen) held the words that followed
     it back by as long (Enter to the first words 0.10-0.11 s, instead of about 0.08)."""
+    LONG_BURST = 100
+    """Characters a burst has brought before a write waits for its end."""
     RESERVE = 4
     """Rows the streaming tail is rounded up to (see ``markdown_text.Reserved``)."""
     BURST = 2000
@@ -107,7 +109,12 @@ class ReplyWriter:
             self._more = more
             self._pending.append(text)
             self._pending_chars += len(text)
-            if not self._writes and not more and not self._closing.is_set() and self._readable():
+            if (
+                not self._writes
+                and not self._held_for_burst()
+                and not self._closing.is_set()
+                and self._readable()
+            ):
                 # the first words, written now: woken, the writer's task ran after what
                 # the loop had queued meanwhile (a frame of the new turns, 5-15 ms)
                 self._write_pending()
@@ -149,7 +156,7 @@ class ReplyWriter:
         came meanwhile ends the quicker first writes)."""
         if not self._writes and self._first_at is not None and not self._readable():
             return self._first_at + self.HOLD_UNREADABLE - time.monotonic()
-        if self._more:
+        if self._held_for_burst():
             # a burst: what is drawn now is stale by the next frame, and the frame keeps
             # the rest from being read (both want the one CPU the GIL gives). Drawn once
             # it is read, at the latest ``SLOWEST`` after the last write (or the first words)
@@ -162,6 +169,13 @@ class ReplyWriter:
         # first one had been drawn (with the new turns: a 15-20 ms frame), the second,
         # with the words after the first one or two, came that much later
         return min(self._last + self.spacing(), self._written_at + ramp) - time.monotonic()
+
+    def _held_for_burst(self) -> bool:
+        """Whether the next write waits for the end of a burst (see the class): one that
+        has brought a line or so (``LONG_BURST``). Tokens also come two or three at once
+        where the reading thread waited for the interpreter (while the new turns, or a
+        write, were drawn): they are drawn as any."""
+        return self._more and self._pending_chars >= self.LONG_BURST
 
     def _readable(self) -> bool:
         """Whether what is pending holds a word (a letter or a digit) to read."""
