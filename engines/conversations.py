@@ -615,8 +615,10 @@ class ConversationService:
         return ChatMessage("tool", answer.result, tool_name=call.name)
 
     @staticmethod
-    def _pause(reply: Reply) -> Callable[[], float]:
-        return lambda: IN_SIGHT_PAUSE_S if reply.in_sight else OUT_OF_SIGHT_PAUSE_S
+    def _pause(reply: Reply) -> Callable[[], tuple[float, bool]]:
+        """A reply out of sight is not watched for its last line: nobody waits for its
+        last words, and a watch wakes its thread every two tokens or so."""
+        return lambda: (IN_SIGHT_PAUSE_S, True) if reply.in_sight else (OUT_OF_SIGHT_PAUSE_S, False)
 
     def _finish(
         self,

@@ -459,7 +459,7 @@ class ChatEngine:
         history: Sequence[ChatMessage],
         options: ChatOptions,
         *,
-        pause: Callable[[], float] | None = None,
+        pause: Callable[[], tuple[float, bool]] | None = None,
         tools: Sequence[Mapping[str, Any]] = (),
         joined: bool = False,
     ) -> AsyncGenerator[ReplyChunk, None]:
@@ -469,7 +469,8 @@ class ChatEngine:
         The reply is read in a thread by the sync client (see :mod:`engines.reply_stream`:
         half the CPU of the async client, off the event loop). ``pause()``: the seconds
         the reader waits once it has caught up with the server, so that it then reads
-        several tokens at once (it costs that much latency). ``tools``: the tools offered
+        several tokens at once, and whether the reply's last line ends the wait
+        (``reply_stream.Pause``). ``tools``: the tools offered
         (JSON schemas, as Ollama takes them); a call comes as a chunk's ``tool_calls``.
         ``joined``: the tokens read since the last wake-up of the loop come as one chunk
         (``pieces`` says how many), not one chunk each: what reads the reply then does its

@@ -69,14 +69,19 @@ class Reading:
         if stopped:
             self._shutdown(sock)
 
-    def pause(self, seconds: float) -> None:
-        """Wait (in the reading thread) unless stopped, or until the reply's last line
-        has come (see ``_watch``)."""
+    def pause(self, seconds: float, *, watched: bool = True) -> None:
+        """Wait (in the reading thread) unless stopped; ``watched``: or until the reply's
+        last line has come (see ``_watch``)."""
         if seconds <= 0:
             return
         with self._lock:
             sock = self._socket
-        if sock is None or isinstance(sock, ssl.SSLSocket) or not _watch(sock, seconds, self):
+        if (
+            not watched
+            or sock is None
+            or isinstance(sock, ssl.SSLSocket)
+            or not _watch(sock, seconds, self)
+        ):
             self._stopping.wait(seconds)
 
     def finish(self) -> None:
@@ -225,6 +230,10 @@ END = object()
 """Put after the last item: the stream ended."""
 
 
+Pause = tuple[float, bool]
+"""How long a reader that has caught up waits, and whether it watches for the reply's
+last line meanwhile (a reply read as someone watches: its last words end the wait)."""
+
 Converted = tuple[object, bool, bool] | None
 """What a part becomes: (item, urgent, last), or None to skip it."""
 
@@ -234,7 +243,7 @@ def read_in_thread(
     convert: Callable[[Any], Converted],
     feed: Feed,
     reading: Reading,
-    pause: Callable[[], float] | None = None,
+    pause: Callable[[], Pause] | None = None,
 ) -> threading.Thread:
     """Start a thread that reads ``parts()`` and puts ``convert(part)`` into ``feed``,
     then ``END``; an exception is put as it is. ``reading.stop()`` ends it. After the
@@ -242,10 +251,11 @@ def read_in_thread(
     for the next request.
 
     ``pause()``: how long to wait once the reader has caught up with the server (its
-    read waited for the network). The tokens that come meanwhile are then read at once:
-    one read, one wake-up of the thread, for several tokens instead of one each. Not in
-    the first ``STEADY_AFTER_S`` after the first item: the first words are read as they
-    come (paused, the second token waited 20-40 ms, and the first words with it)."""
+    read waited for the network), and whether the reply's last line ends the wait (see
+    ``_watch``). The tokens that come meanwhile are then read at once: one read, one
+    wake-up of the thread, for several tokens instead of one each. Not in the first
+    ``STEADY_AFTER_S`` after the first item: the first words are read as they come
+    (paused, the second token waited 20-40 ms, and the first words with it)."""
 
     def run() -> None:
         _local.reading = reading
@@ -284,7 +294,8 @@ def read_in_thread(
                     and first_at is not None
                     and time.monotonic() - first_at >= STEADY_AFTER_S  # the first words at once
                 ):
-                    reading.pause(pause())  # handed over first
+                    seconds, watched = pause()
+                    reading.pause(seconds, watched=watched)  # handed over first
                     resumed = True
             feed.put(END, urgent=True)
         except BaseException as exc:  # handed to the reader, which raises it

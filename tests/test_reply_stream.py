@@ -86,7 +86,10 @@ async def test_a_reader_that_pauses_between_reads_still_gets_every_token_in_orde
         chunks = [
             c
             async for c in engine.stream(
-                "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), pause=lambda: 0.05
+                "llama3.2:latest",
+                [ChatMessage("user", "hi")],
+                ChatOptions(),
+                pause=lambda: (0.05, True),
             )
         ]
         assert "".join(c.text for c in chunks) == ollama_server.reply
@@ -103,7 +106,10 @@ async def test_stopping_a_paused_reader_closes_the_stream_at_once(
     engine = ChatEngine(ollama_server.url)
     try:
         stream = engine.stream(
-            "llama3.2:latest", [ChatMessage("user", "hi")], ChatOptions(), pause=lambda: 600.0
+            "llama3.2:latest",
+            [ChatMessage("user", "hi")],
+            ChatOptions(),
+            pause=lambda: (600.0, True),
         )
         assert (await anext(stream)).text.strip() == "word"  # then the reader pauses 10 min
         await stream.aclose()
@@ -119,7 +125,7 @@ async def test_the_replys_last_line_ends_a_readers_pause(ollama_server: FakeOlla
     back by it. The tokens of the pause come together."""
     ollama_server.reply = " ".join(f"w{i}" for i in range(60))
     ollama_server.rate = 40  # 1.5 s: the reader pauses once the first words are read
-    async with reply_stream_of(ollama_server, pause=lambda: 600.0, joined=True) as stream:
+    async with reply_stream_of(ollama_server, pause=lambda: (600.0, True), joined=True) as stream:
         chunks = await asyncio.wait_for(_all(stream), 20)
     assert "".join(c.text for c in chunks) == ollama_server.reply
     assert chunks[-1].stats is not None
@@ -137,7 +143,7 @@ async def test_the_first_words_are_read_as_they_come_before_the_reader_pauses(
     words come (``STEADY_AFTER_S``): they are not held back a pause each."""
     ollama_server.reply = " ".join(f"w{i}" for i in range(200))
     ollama_server.rate = 100
-    async with reply_stream_of(ollama_server, pause=lambda: 600.0) as stream:
+    async with reply_stream_of(ollama_server, pause=lambda: (600.0, True)) as stream:
         got = ""
         while len(got.split()) < 4:
             got += (await asyncio.wait_for(anext(stream), 10)).text
