@@ -74,15 +74,13 @@ class Reading:
         last line has come (see ``_watch``)."""
         if seconds <= 0:
             return
+        if not watched:
+            self._stopping.wait(seconds)
+            return
         with self._lock:
             sock = self._socket
-        if (
-            not watched
-            or sock is None
-            or isinstance(sock, ssl.SSLSocket)
-            or not _watch(sock, seconds, self)
-        ):
-            self._stopping.wait(seconds)
+        if sock is None or isinstance(sock, ssl.SSLSocket) or not _watch(sock, seconds, self):
+            self._stopping.wait(min(seconds, UNWATCHED_PAUSE_S))
 
     def finish(self) -> None:
         """The last item is read: stopping now would only cost the connection."""
@@ -106,6 +104,10 @@ class Reading:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+UNWATCHED_PAUSE_S = 0.02
+"""The longest pause of a reader to be watched for its last line that cannot be (over
+TLS its bytes are sealed; some systems lack ``SO_RCVLOWAT``): its last words wait for
+the pause, at most this long."""
 LAST_LINE = b'"done":true'
 """What only the last line of a reply holds, as Ollama writes it (a token's text is
 JSON-escaped within its line, so its own quotes never read so)."""

@@ -6,9 +6,10 @@ reads it) is accepted."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from engines import tls
-from engines.chat_types import ChatError, ChatMessage, ChatOptions
+from engines.chat_types import ChatError, ChatMessage, ChatOptions, ReplyChunk
 from engines.ollama_client import ChatEngine
 
 if TYPE_CHECKING:
@@ -127,3 +128,27 @@ async def test_a_redirect_from_http_to_https_is_verified(
     finally:
         await engine.aclose()
     assert [r.path for r in https_server.requests] == ["/api/version"]
+
+
+async def test_a_paused_reader_over_tls_waits_no_longer_than_before(
+    https_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over TLS the reply's last line cannot be watched for (its bytes are sealed): a
+    reader asked to pause long and watch pauses ``UNWATCHED_PAUSE_S`` at most, and the
+    reply ends when it ends."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(CERTS / "cert.pem"))
+    https_server.reply = " ".join(f"w{i}" for i in range(60))
+    https_server.rate = 40  # 1.5 s: the reader pauses once its first words are read
+    engine = ChatEngine(https_server.url, timeout=5)
+    try:
+        stream = engine.stream(
+            MODEL, [ChatMessage("user", "hi")], ChatOptions(), pause=lambda: (600.0, True)
+        )
+        chunks = await asyncio.wait_for(_all(stream), 20)
+    finally:
+        await engine.aclose()
+    assert "".join(c.text for c in chunks) == https_server.reply
+
+
+async def _all(stream: AsyncIterator[ReplyChunk]) -> list[ReplyChunk]:
+    return [chunk async for chunk in stream]
