@@ -133,7 +133,7 @@ def _watch(sock: socket.socket, seconds: float, reading: Reading) -> bool:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, WATCH_STEP)
-    except (OSError, AttributeError):  # AttributeError: no poll or SO_RCVLOWAT here
+    except (OSError, ValueError, AttributeError):  # no poll or SO_RCVLOWAT here, or closed
         return False
     try:
         while not reading.stopped:
@@ -143,7 +143,9 @@ def _watch(sock: socket.socket, seconds: float, reading: Reading) -> bool:
             if left <= 0 or not poller.poll(left * 1000):
                 return True
             data = sock.recv(PEEK_MAX, socket.MSG_PEEK)
-            if not data or len(data) >= PEEK_MAX or LAST_LINE in data[looked:]:
+            if len(data) < looked + len(LAST_LINE) or len(data) >= PEEK_MAX:
+                return True  # nothing new (the end, or readable for another reason) or much
+            if LAST_LINE in data[looked:]:
                 return True
             looked = max(0, len(data) - len(LAST_LINE) + 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, len(data) + WATCH_STEP)
