@@ -13,6 +13,11 @@ from engines.units import human_bytes
 
 Role = Literal["system", "user", "assistant", "tool"]
 
+Pause = tuple[float, bool]
+"""How long the reader of a reply that has caught up with the server waits before it
+reads again, and whether it watches for the reply's last line meanwhile (a reply read as
+someone watches: its last words end the wait; see ``reply_stream``)."""
+
 
 class ChatError(Exception):
     """Something went wrong talking to Ollama; ``str()`` is the user-facing message."""
@@ -273,7 +278,8 @@ class ReplyChunk:
     ``ChatEngine.stream``): the reply's rate counts these."""
     more: bool = False
     """More of the reply had come already when this was handed over (the server sends
-    faster than the reply is read): what draws it may wait for the rest."""
+    faster than the reply is read): what draws it may wait for the rest (joined, a chunk
+    with no text and ``pieces`` 0 says when the rest is read: ``ChatEngine.stream``)."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from engines.chat_types import (
     ChatOptions,
     ModelNotFound,
     OllamaUnavailable,
+    Pause,
     ReplyStats,
     StreamBroken,
     ToolCall,
@@ -104,7 +105,8 @@ class ReplyThinking(ReplyEvent):
 
 @dataclass(frozen=True)
 class ReplyText(ReplyEvent):
-    """A piece of the reply, as it came."""
+    """A piece of the reply, as it came. Empty where a burst is over (the text before it
+    said ``more``, and no more came: what waits for it is drawn now)."""
 
     text: str
     more: bool = False
@@ -488,6 +490,7 @@ class ConversationService:
         rounds = 0
         figures_at = 0.0
         pieces = 0  # the server's chunks of text since the first one
+        burst = False  # the last text published said more had come already
         try:
             offered = await self._offer(engine, conversation.model)
             while True:
@@ -512,6 +515,7 @@ class ConversationService:
                                 self._publish(ReplyThinking(cid, rid, thought, done=True))
                             reply.parts.append(chunk.text)
                             self._publish(ReplyText(cid, rid, chunk.text, more=chunk.more))
+                            burst = chunk.more
                             now = self.clock()
                             if first_at is None:
                                 first_at = figures_at = now
@@ -522,6 +526,9 @@ class ConversationService:
                                 figures_at = now
                                 rate = pieces / (now - first_at)
                                 self._publish(ReplyFigures(cid, rid, rate))
+                        elif burst and not chunk.more:  # no more came after all: draw it
+                            burst = False
+                            self._publish(ReplyText(cid, rid, "", more=False))
                         calls.extend(chunk.tool_calls)
                         if chunk.stats is not None:
                             stats = chunk.stats
@@ -615,7 +622,7 @@ class ConversationService:
         return ChatMessage("tool", answer.result, tool_name=call.name)
 
     @staticmethod
-    def _pause(reply: Reply) -> Callable[[], tuple[float, bool]]:
+    def _pause(reply: Reply) -> Callable[[], Pause]:
         """A reply out of sight is not watched for its last line: nobody waits for its
         last words, and a watch wakes its thread every two tokens or so."""
         return lambda: (IN_SIGHT_PAUSE_S, True) if reply.in_sight else (OUT_OF_SIGHT_PAUSE_S, False)

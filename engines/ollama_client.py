@@ -29,6 +29,7 @@ from engines.chat_types import (
     ModelNotFound,
     ModelNotOnRegistry,
     OllamaUnavailable,
+    Pause,
     ReplyChunk,
     ReplyStats,
     ServerStatus,
@@ -459,7 +460,7 @@ class ChatEngine:
         history: Sequence[ChatMessage],
         options: ChatOptions,
         *,
-        pause: Callable[[], tuple[float, bool]] | None = None,
+        pause: Callable[[], Pause] | None = None,
         tools: Sequence[Mapping[str, Any]] = (),
         joined: bool = False,
     ) -> AsyncGenerator[ReplyChunk, None]:
@@ -470,11 +471,13 @@ class ChatEngine:
         half the CPU of the async client, off the event loop). ``pause()``: the seconds
         the reader waits once it has caught up with the server, so that it then reads
         several tokens at once, and whether the reply's last line ends the wait
-        (``reply_stream.Pause``). ``tools``: the tools offered
+        (``Pause``). ``tools``: the tools offered
         (JSON schemas, as Ollama takes them); a call comes as a chunk's ``tool_calls``.
         ``joined``: the tokens read since the last wake-up of the loop come as one chunk
         (``pieces`` says how many), not one chunk each: what reads the reply then does its
-        work per batch, not per token."""
+        work per batch, not per token. A chunk handed over as followed by more
+        (``ReplyChunk.more``) when none came after all is then followed, once the reader
+        waits for the server again, by a chunk with no text and ``pieces`` 0."""
         from engines import reply_stream
 
         timer = _Timer()
@@ -523,13 +526,23 @@ class ChatEngine:
         feed = reply_stream.Feed(asyncio.get_running_loop())
         reading = reply_stream.Reading()
         reply_stream.read_in_thread(parts, convert, feed, reading, pause)
+        told_more = False  # the last chunk handed over said more had come already
         try:
             while True:
                 batch = await feed.get()
+                if any(item is reply_stream.BURST_OVER for item in batch):
+                    batch = [item for item in batch if item is not reply_stream.BURST_OVER]
+                    if not batch:
+                        if told_more and joined:
+                            told_more = False
+                            yield ReplyChunk("", pieces=0)  # no more after all: draw what came
+                        continue
                 items = _joined(batch) if joined else batch
                 last = items[-1] if items else None
                 if reading.behind and isinstance(last, ReplyChunk) and last.stats is None:
                     items[-1] = replace(last, more=True)  # the rest is being read already
+                if items:
+                    told_more = isinstance(items[-1], ReplyChunk) and items[-1].more
                 for item in items:
                     if item is reply_stream.END:
                         raise StreamBroken(

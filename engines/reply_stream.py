@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import ollama
 
+from engines.chat_types import Pause
 from engines.tls import client_tls
 
 BATCH_S = 0.02
@@ -60,7 +61,21 @@ class Reading:
         sends faster than the reply is read, or the reading thread waited for the
         interpreter), and more has come already. Not for what came during a pause. The
         first item read once a burst is, is handed over at once (urgent)."""
+        self.last_seen = False
+        """The reply's last line has come (``LAST_LINE``, seen as it is received): the
+        reader pauses no more, even where the line waits in the HTTP client's buffer."""
+        self.waited = False
+        """A read of the socket had to wait for the network since the reader cleared this
+        (nothing had come yet): the reader has caught up with the server."""
+        self.reads_told = False
+        """The socket's reads are told (``told_reads``): ``waited`` says whether the reader
+        has caught up; elsewhere a read that took ``CAUGHT_UP_S`` is taken to have waited."""
+        self.on_wait: Callable[[], None] | None = None
+        """Called (in the reading thread) before a read that will wait for the network."""
         self._stopping = threading.Event()
+        self._poller: Any = None  # select.poll of the socket: whether a read would wait
+        self._sock_pending: Callable[[], int] | None = None  # TLS: bytes decrypted already
+        self._received_end = b""  # the last bytes received (a line may come in two reads)
 
     def attach(self, sock: socket.socket | None) -> None:
         with self._lock:
@@ -68,6 +83,36 @@ class Reading:
             stopped = self.stopped
         if stopped:
             self._shutdown(sock)
+        elif sock is not None:
+            try:
+                poller = select.poll()
+                poller.register(sock, select.POLLIN)
+            except (OSError, ValueError, AttributeError):  # no poll here, or closed
+                return
+            self._poller = poller
+            self._sock_pending = sock.pending if isinstance(sock, ssl.SSLSocket) else None
+
+    def before_read(self) -> None:
+        """From the transport (``told_reads``), before it reads the socket: note whether
+        the read will wait for the network, and say so (``on_wait``)."""
+        poller = self._poller
+        if poller is None:
+            return
+        try:
+            ready = bool(poller.poll(0)) or bool(self._sock_pending and self._sock_pending())
+        except (OSError, ValueError):  # closed meanwhile: the read says what it is
+            return
+        if not ready:
+            self.waited = True
+            if self.on_wait is not None:
+                self.on_wait()
+
+    def received(self, data: bytes) -> None:
+        """From the transport: ``data`` was read from the socket."""
+        if not self.last_seen:
+            received = self._received_end + data
+            self.last_seen = LAST_LINE in received
+            self._received_end = received[1 - len(LAST_LINE) :]
 
     def pause(self, seconds: float, *, watched: bool = True) -> None:
         """Wait (in the reading thread) unless stopped; ``watched``: or until the reply's
@@ -158,7 +203,8 @@ def _watch(sock: socket.socket, seconds: float, reading: Reading) -> bool:
 
 
 class _Transport(httpx.HTTPTransport):
-    """httpx's transport, which also tells the reading thread its response's socket."""
+    """httpx's transport, which also tells the reading thread its response's socket,
+    and each read of it (``told_reads``)."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = super().handle_request(request)
@@ -167,7 +213,41 @@ class _Transport(httpx.HTTPTransport):
             stream = response.extensions.get("network_stream")
             sock = stream.get_extra_info("socket") if stream is not None else None
             reading.attach(sock if isinstance(sock, socket.socket) else None)
+            reading.reads_told = told_reads(stream) and reading._poller is not None
         return response
+
+
+def told_reads(stream: Any) -> bool:
+    """Have ``stream`` (httpcore's network stream of a connection, kept for its next
+    requests) tell the ``Reading`` of the thread that reads it of each read: before it,
+    whether it will wait for the network; after it, what came. The HTTP client reads the
+    socket 64 KB at a time and keeps what it has not parsed yet: the reply's last line may
+    be in its buffer already while the reader is told nothing of it, and a reader that
+    took its time (waiting for the interpreter) for waiting on the network paused for
+    nothing. False where the stream has no ``read`` to wrap."""
+    if stream is None:
+        return False
+    if getattr(stream, "_llmp_told", False):
+        return True
+    read = getattr(stream, "read", None)
+    if read is None:
+        return False
+
+    def told(max_bytes: int, timeout: float | None = None) -> bytes:
+        reading: Reading | None = getattr(_local, "reading", None)
+        if reading is None:  # a request of another thread, on a connection kept
+            return read(max_bytes, timeout)  # type: ignore[no-any-return]
+        reading.before_read()
+        data: bytes = read(max_bytes, timeout)
+        reading.received(data)
+        return data
+
+    try:
+        stream.read = told
+        stream._llmp_told = True
+    except AttributeError:  # slots: nothing is told, the reads are timed
+        return False
+    return True
 
 
 def sync_client(host: str, timeout: float) -> ollama.Client:
@@ -232,11 +312,9 @@ class Feed:
 
 END = object()
 """Put after the last item: the stream ended."""
-
-
-Pause = tuple[float, bool]
-"""How long a reader that has caught up waits, and whether it watches for the reply's
-last line meanwhile (a reply read as someone watches: its last words end the wait)."""
+BURST_OVER = object()
+"""Put (urgent) when the reader, behind the server a moment ago (``Reading.behind``),
+waits for the network again: what was handed over as followed by more is not."""
 
 Converted = tuple[object, bool, bool] | None
 """What a part becomes: (item, urgent, last), or None to skip it."""
@@ -266,18 +344,29 @@ def read_in_thread(
         iterator: Iterator[Any] | None = None
         first_at: float | None = None  # when the first item was read
         resumed = False  # after a pause, until a read waits: what came meanwhile is no burst
+
+        def burst_over() -> None:  # before a read that waits (told reads)
+            if reading.behind:
+                reading.behind = False
+                feed.put(BURST_OVER, urgent=True)
+
+        reading.on_wait = burst_over
         try:
             iterator = parts()
             while True:
+                reading.waited = False
                 asked = time.monotonic()
                 part = next(iterator, END)
                 if part is END:
                     break
                 if reading.stopped:
                     return
-                caught_up = time.monotonic() - asked > CAUGHT_UP_S
+                if reading.reads_told:
+                    caught_up = reading.waited
+                else:  # timed: a read that waited for the interpreter looks caught up too
+                    caught_up = time.monotonic() - asked > CAUGHT_UP_S
                 # a burst is read: what waits for its end (see ``Reading.behind``) is
-                # told at once, not a batch's wait later
+                # told at once, not a batch's wait later (told reads: ``burst_over``)
                 burst_read = caught_up and reading.behind
                 resumed = resumed and not caught_up
                 reading.behind = not caught_up and not resumed
@@ -295,6 +384,7 @@ def read_in_thread(
                     caught_up
                     and pause is not None
                     and not reading.finished
+                    and not reading.last_seen  # in the client's buffer: read it now
                     and first_at is not None
                     and time.monotonic() - first_at >= STEADY_AFTER_S  # the first words at once
                 ):
@@ -306,6 +396,7 @@ def read_in_thread(
             if not reading.stopped:
                 feed.put(exc, urgent=True)
         finally:
+            reading.on_wait = None
             close = getattr(iterator, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):  # the socket may be shut already

@@ -302,6 +302,9 @@ class _Behaviour:
     malformed: bool
     malformed_after: int
     hang: bool
+    last_with_end: bool
+    stall_after: int | None
+    stall_s: float
 
 
 class _Cancelled(Exception):
@@ -364,6 +367,14 @@ class FakeOllama:
         self.malformed: bool = False
         self.malformed_after: int = 1
         self.hang: bool = False
+        # The last token, the final line and the stream's end in one write (one TCP
+        # segment): a client reads them all at once, as it does from a busy server, or
+        # when it reads late.
+        self.last_with_end: bool = False
+        # After this many tokens, wait ``stall_s`` before the next (a model that stops to
+        # think, or a server busy elsewhere), whatever the rate.
+        self.stall_after: int | None = None
+        self.stall_s: float = 1.0
         # Every request (even /api/version) is read and never answered, as a server whose
         # machine froze: the client's timeout is all that ends it (or the client leaving).
         self.unresponsive: bool = False
@@ -553,6 +564,9 @@ class FakeOllama:
                 malformed=self.malformed,
                 malformed_after=self.malformed_after,
                 hang=self.hang,
+                last_with_end=self.last_with_end,
+                stall_after=self.stall_after,
+                stall_s=self.stall_s,
             )
 
     def _record(self, method: str, path: str, body: Any) -> None:
@@ -661,6 +675,9 @@ class FakeOllama:
             "malformed",
             "malformed_after",
             "hang",
+            "last_with_end",
+            "stall_after",
+            "stall_s",
             "unresponsive",
             "status_override_path",
             "status_override_times",
@@ -798,11 +815,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_line(self, obj: Any) -> None:
         self._write_chunk(_dumps(obj) + b"\n")
 
+    _held: list[bytes] | None = None
+
     def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        chunk = b"%x\r\n%s\r\n" % (len(data), data)
+        held = self._held
+        if held is not None:  # ``last_with_end``: written with the stream's end
+            held.append(chunk)
+        else:
+            self.wfile.write(chunk)
 
     def _end_stream(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
+        held, self._held = self._held, None
+        self.wfile.write(b"".join(held or ()) + b"0\r\n\r\n")
 
     def _client_gone(self) -> bool:
         """True when the client closed its end (or the server is stopping)."""
@@ -1154,9 +1179,13 @@ class _Handler(BaseHTTPRequestHandler):
         """Write one chunk per token, paced by ``b.rate``; return when the first went out."""
         start = time.monotonic()
         t_first = time.monotonic_ns()
+        self._held = None
         for i, token in enumerate(tokens):
             if self._fault_at(i, b, frame, headers_sent=i > 0):
                 raise _Stop
+            if b.stall_after is not None and i == b.stall_after:
+                self._wait(b.stall_s)
+                start += b.stall_s
             if b.rate:
                 self._wait(start + i / b.rate - time.monotonic())
             if self._client_gone():
@@ -1164,6 +1193,8 @@ class _Handler(BaseHTTPRequestHandler):
             if i == 0:
                 self._start_stream()
                 t_first = time.monotonic_ns()
+            if b.last_with_end and i == len(tokens) - 1:
+                self._held = []
             self._write_line(frame(token, False))
             self.fake._token_written(first=i == 0)
         return t_first

@@ -255,3 +255,30 @@ async def test_a_replys_rate_counts_the_servers_tokens_though_they_come_in_batch
     assert len(texts) < 300, "the tokens are handed over in batches"
     assert len(rates) >= 3
     assert all(60 <= rate <= 110 for rate in rates), rates  # a token or two either way
+
+
+async def test_a_burst_of_text_is_told_over_when_the_server_stops_to_think(
+    service: ConversationService, ollama_server: FakeOllama
+) -> None:
+    """Text that comes faster than it is read is published as followed by more
+    (``ReplyText.more``: the screen waits for the rest before it draws). When the server
+    then stops for a while (a model thinking), the service says the burst is over before
+    the server goes on: a text event that is not ``more`` (with no text if none came)."""
+    ollama_server.reply = " ".join(f"w{i}" for i in range(2000))  # the server's limit: 2,048
+    ollama_server.rate = None  # a burst, as fast as the server writes
+    ollama_server.stall_after = 1500
+    ollama_server.stall_s = 3.0
+    told: list[tuple[ReplyText, int]] = []  # with the tokens the server had sent by then
+    service.subscribe(
+        lambda e: (
+            told.append((e, ollama_server.last_stream_tokens)) if isinstance(e, ReplyText) else None
+        )
+    )
+    conversation = service.new_conversation(MODEL, ChatOptions(), "Hi")
+    finished = await service.run(service.send(conversation, "Hi"))
+    assert finished.content == ollama_server.reply
+    assert "".join(e.text for e, _ in told) == ollama_server.reply
+    during = [e for e, sent in told if sent == 1500]  # while the server stood still
+    assert during, "the first 1,500 tokens were told before the server went on"
+    assert any(e.more for e, _ in told), "a burst was read (told as followed by more)"
+    assert not during[-1].more, "the burst was told over while the server stood still"

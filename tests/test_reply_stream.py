@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -136,6 +137,13 @@ async def _all(stream: AsyncGenerator[ReplyChunk, None]) -> list[ReplyChunk]:
     return [chunk async for chunk in stream]
 
 
+async def _text(stream: AsyncGenerator[ReplyChunk, None]) -> ReplyChunk:
+    """The next chunk with text (not one that only says a burst is over)."""
+    while not (chunk := await anext(stream)).text:
+        assert chunk.pieces == 0 and not chunk.more
+    return chunk
+
+
 async def test_the_first_words_are_read_as_they_come_before_the_reader_pauses(
     ollama_server: FakeOllama,
 ) -> None:
@@ -164,10 +172,10 @@ async def test_the_tokens_up_to_the_first_word_come_at_once_and_those_after_in_b
         first = await asyncio.wait_for(anext(stream), 10)
         assert first.text == "#"
         started = time.monotonic()
-        word = await asyncio.wait_for(anext(stream), 10)
+        word = await asyncio.wait_for(_text(stream), 10)
         assert "A" in word.text
         assert time.monotonic() - started < 1.0, "the first word is not held for a batch"
-        rest = await asyncio.wait_for(anext(stream), 10)
+        rest = await asyncio.wait_for(_text(stream), 10)
         assert rest.pieces > 1, "after the first word, tokens come in batches"
 
 
@@ -268,3 +276,111 @@ async def test_the_item_read_once_a_burst_is_read_is_handed_over_at_once(
         reading.stop()
     assert got == ["a", "b", "c", "d"]
     assert not reading.behind
+
+
+async def test_a_last_line_that_comes_with_the_last_words_ends_the_reply_with_no_pause(
+    ollama_server: FakeOllama,
+) -> None:
+    """The reply's last words, its last line and the stream's end often come in one read
+    (a server that writes them together, or a reader that read late): the HTTP client
+    keeps the last line in its buffer, the socket has nothing more to say, and a reader
+    that paused now (here for ten minutes) waited for nothing. It knows the last line has
+    come (the transport tells it each read) and reads it at once."""
+    ollama_server.reply = " ".join(f"w{i}" for i in range(16))
+    ollama_server.rate = 20  # 0.8 s: the reader has caught up, past its first words
+    ollama_server.last_with_end = True
+    tokens = len(ollama_server.reply.split(" "))
+
+    def pause() -> tuple[float, bool]:
+        # no pause until the server has written the last words (with the last line)
+        return (600.0, True) if ollama_server.last_stream_tokens >= tokens else (0.0, True)
+
+    async with reply_stream_of(ollama_server, pause=pause, joined=True) as stream:
+        chunks = await asyncio.wait_for(_all(stream), 30)
+        ended = time.monotonic()
+    assert "".join(c.text for c in chunks) == ollama_server.reply
+    assert chunks[-1].stats is not None
+    assert ollama_server.sent_last_token_at is not None
+    assert ended - ollama_server.sent_last_token_at < 5, "no pause once the last line is in"
+
+
+def test_a_reading_knows_whether_a_read_will_wait_and_when_the_last_line_has_come() -> None:
+    """What the transport tells a ``Reading`` (``told_reads``): before a read, whether it
+    will wait for the network (``waited``, and ``on_wait``); after it, what came, the
+    reply's last line too, even split between two reads."""
+    ours, theirs = socket.socketpair()
+    try:
+        reading = reply_stream.Reading()
+        reading.attach(ours)
+        waits: list[bool] = []
+        reading.on_wait = lambda: waits.append(True)
+        reading.before_read()
+        assert reading.waited and waits == [True], "nothing had come: the read waits"
+        reading.waited = False
+        theirs.sendall(b'{"done":false}\n{"do')
+        reading.before_read()
+        assert not reading.waited and waits == [True], "something had come: no wait"
+        reading.received(ours.recv(100))
+        assert not reading.last_seen
+        theirs.sendall(b'ne":true}\n')
+        reading.received(ours.recv(100))
+        assert reading.last_seen, "the last line, split between two reads"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+async def test_a_burst_read_to_its_end_says_so_before_the_reader_waits_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Items read without waiting for the network (a burst: ``Reading.behind``) are drawn
+    once the burst is read. When the reader is about to wait for the network again, it
+    says the burst is over (``BURST_OVER``) at once, not a batch's wait (here 5 s) later:
+    the words already handed over as followed by more are drawn then, not when the next
+    token comes (for a model that then thinks a while, much later)."""
+    monkeypatch.setattr(reply_stream, "BATCH_S", 5.0)
+    monkeypatch.setattr(reply_stream, "STEADY_BATCH_S", 5.0)
+    feed = Feed(asyncio.get_running_loop())
+    reading = reply_stream.Reading()
+    ours, theirs = socket.socketpair()
+    release = threading.Event()
+
+    def parts() -> Any:  # reads as the transport does: told (``told_reads``)
+        reading.attach(ours)
+        reading.reads_told = True
+        buffered = b""
+        while not release.is_set():
+            while b"\n" in buffered:
+                line, buffered = buffered.split(b"\n", 1)
+                yield line.decode()
+            reading.before_read()
+            data = ours.recv(100)
+            reading.received(data)
+            if not data:
+                return
+            buffered += data
+
+    def convert(part: Any) -> reply_stream.Converted:
+        return part, part == "a", False  # the first, at once
+
+    reply_stream.read_in_thread(parts, convert, feed, reading)
+    got: list[object] = []
+    await wait_for(None, lambda: reading.waited, what="the reader waiting for the first line")
+    theirs.sendall(b"a\n")
+
+    async def until(item: object) -> None:
+        while item not in got:
+            got.extend(await feed.get())
+
+    try:
+        await asyncio.wait_for(until("a"), 3)
+        assert got == ["a"], "a line waited for is no burst"
+        theirs.sendall(b"b\nc\nd\n")  # a burst: read without a wait between them
+        await asyncio.wait_for(until(reply_stream.BURST_OVER), 3)
+        assert [item for item in got if isinstance(item, str)] == ["a", "b", "c", "d"], got
+        assert not reading.behind
+    finally:
+        release.set()
+        reading.stop()
+        ours.close()
+        theirs.close()

@@ -245,6 +245,46 @@ async def test_words_that_come_in_a_burst_are_drawn_once_the_burst_is_read(
         await writer.close()
 
 
+async def test_a_burst_that_brings_no_more_is_drawn_as_soon_as_that_is_known(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Text handed over as followed by more (``more``) when none comes after all: the
+    reader says so as it waits for the server again (a write with no text), and the text
+    is drawn then, not ``SLOWEST`` (here 30 s) later nor when the next words come."""
+    monkeypatch.setattr(ReplyWriter, "SLOWEST", 30.0)
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        writer = ReplyWriter(markdown)
+        writer.write("# A")
+        await wait_for(pilot, lambda: markdown.text == "# A", what="the first words")
+        words = " long answer" + " word" * ReplyWriter.LONG_BURST
+        writer.write(words, more=True)
+        await asyncio.sleep(5 * ReplyWriter.RAMP[-1])
+        assert markdown.text == "# A", "held while the burst is read"
+        writer.write("", more=False)
+        await wait_for(pilot, lambda: markdown.text == "# A" + words, what="the burst, over")
+        await writer.close()
+
+
+async def test_only_what_a_burst_brings_makes_it_long_enough_to_wait_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst's text waits for its end once the burst has brought a line or so
+    (``LONG_BURST``): text that came before it, in the usual way, does not count."""
+    monkeypatch.setattr(ReplyWriter, "SLOWEST", 30.0)
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        writer = ReplyWriter(markdown)
+        writer.write("# A")
+        await wait_for(pilot, lambda: markdown.text == "# A", what="the first words")
+        writer.write(" word" * ReplyWriter.LONG_BURST)  # pending: its turn has not come
+        writer.write(" and", more=True)  # a burst of one token
+        await wait_for(pilot, lambda: markdown.text.endswith("word and"), what="drawn in turn")
+        await writer.close()
+
+
 async def test_a_replys_first_tokens_come_two_or_three_at_once_and_are_drawn_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

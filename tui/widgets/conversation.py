@@ -95,6 +95,7 @@ class ReplyWriter:
         self._written_at = 0.0  # when the last write was made
         self._writes = 0
         self._more = False  # the last text came in a burst, with more read already
+        self._burst_chars = 0  # what the burst has brought (pending)
         self._cost = 0.0  # the CPU seconds of a drawing (smoothed)
         self._abandoned = False
         self._task = asyncio.create_task(self._run())
@@ -102,31 +103,37 @@ class ReplyWriter:
 
     def write(self, text: str, *, more: bool = False) -> None:
         """Add ``text`` to what is drawn next. ``more``: more of the reply has come
-        already (a burst): the next write waits for it (see ``_wait``)."""
-        if text:
-            if self._first_at is None:
-                self._first_at = time.monotonic()
-            self._more = more
-            self._pending.append(text)
-            self._pending_chars += len(text)
-            if (
-                not self._writes
-                and not self._held_for_burst()
-                and not self._closing.is_set()
-                and self._readable()
-            ):
-                # the first words, written now: woken, the writer's task ran after what
-                # the loop had queued meanwhile (a frame of the new turns, 5-15 ms)
-                self._write_pending()
-                self._last = time.monotonic()
-                return
-            self._wake.set()
+        already (a burst): the next write waits for it (see ``_wait``). No ``text``, and
+        not ``more``: the burst is over, what waits for it is written."""
+        if not text:
+            if self._more and not more:
+                self._more, self._burst_chars = False, 0
+                self._wake.set()
+            return
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+        self._more = more
+        self._burst_chars = self._burst_chars + len(text) if more else 0
+        self._pending.append(text)
+        self._pending_chars += len(text)
+        if (
+            not self._writes
+            and not self._held_for_burst()
+            and not self._closing.is_set()
+            and self._readable()
+        ):
+            # the first words, written now: woken, the writer's task ran after what
+            # the loop had queued meanwhile (a frame of the new turns, 5-15 ms)
+            self._write_pending()
+            self._last = time.monotonic()
+            return
+        self._wake.set()
 
     def _write_pending(self) -> bool:
         """Write what is pending to the Markdown; False if there was nothing to write."""
         text = "".join(self._pending)
         self._pending.clear()
-        self._pending_chars = 0
+        self._pending_chars = self._burst_chars = 0
         if not text or self._abandoned:
             return False
         started = time.thread_time()
@@ -175,7 +182,7 @@ class ReplyWriter:
         has brought a line or so (``LONG_BURST``). Tokens also come two or three at once
         where the reading thread waited for the interpreter (while the new turns, or a
         write, were drawn): they are drawn as any."""
-        return self._more and self._pending_chars >= self.LONG_BURST
+        return self._more and self._burst_chars >= self.LONG_BURST
 
     def _readable(self) -> bool:
         """Whether what is pending holds a word (a letter or a digit) to read."""
