@@ -1,6 +1,8 @@
 """Replies in the background: the app's CPU for one reply on screen against two at once
 (one on screen, one in another conversation), and the time to open a conversation that
-holds a 20,000-token reply.
+holds a 20,000-token reply. Both cases send a prompt, open a new conversation and send
+another there (see ``run_replies``); in one the first reply is long, and streams in the
+background, in the other it is short.
 
 The app runs from this checkout (``python -m tui.cli`` with this folder on PYTHONPATH)
 under a 120x40 pty, against the fake Ollama server at 200 tokens/s with a 2,000-token
@@ -74,28 +76,48 @@ def send(term: Terminal, text: str) -> None:
     term.write("\r")
 
 
+SHORT_REPLY = "A short answer."
+STEADY_WINDOW_S = (1.5, 7.5)
+"""Seconds after the second send between which ``steady_cpu_s`` is counted."""
+
+
 def run_replies(reply_file: Path, rate: float, n: int) -> dict[str, Any]:
-    """``n`` replies at once (1: on screen; 2: one in the background, one on screen)."""
+    """A reply in a conversation, then a new conversation (Ctrl+N) and a reply there, on
+    screen; ``n`` 2: the first reply is the long one too, and streams in the background
+    meanwhile; ``n`` 1: it is a short one, over before the second is sent. Both cases
+    press the same keys and draw the same screens: they differ by the reply in the
+    background alone (comparing two replies against one sent on its own also counted
+    Ctrl+N, the second prompt typed and its turns drawn: some 0.1 CPU s)."""
     workdir = tempdir(f"parallel-{n}")
     try:
         with Server(reply_file, rate) as server:
+            long_reply = reply_file.read_text(encoding="utf-8")
+            server.config(replies=[long_reply if n == 2 else SHORT_REPLY, long_reply])
             term = launch(workdir, server.url)
             try:
                 cpu0 = cpu_ticks(term.pid) or 0
                 t0 = time.time()
                 send(term, "first question")
-                if n == 2:
-                    if term.wait_visible(["writing…"], 10) is None:
-                        raise RuntimeError(f"no reply streaming:\n{term.text()}")
-                    term.write(CTRL_N)
-                    time.sleep(0.3)
-                    send(term, "second question")
-                wait_streams(server, n)
+                if term.wait_visible(["writing…"] if n == 2 else ["short answer"], 10) is None:
+                    raise RuntimeError(f"no first reply:\n{term.text()}")
+                term.write(CTRL_N)
+                time.sleep(0.3)
+                send(term, "second question")
+                sent = time.time()
+                # both replies streaming, past the second's first words and before the
+                # first one's end: what the one in the background costs, with no key
+                # pressed and no turn drawn anew
+                steady = []
+                for at in STEADY_WINDOW_S:
+                    time.sleep(max(0.0, sent + at - time.time()))
+                    steady.append(cpu_ticks(term.pid) or 0)
+                wait_streams(server, 2)
                 seen = term.wait_visible([MARKER], 30)
                 cpu1 = cpu_ticks(term.pid) or 0
                 return {
                     "replies": n,
                     "cpu_s": rnd((cpu1 - cpu0) / CLK_TCK),
+                    "steady_cpu_s": rnd((steady[1] - steady[0]) / CLK_TCK),
                     "wall_s": rnd(time.time() - t0),
                     "last_token_on_screen": seen is not None,
                 }
@@ -191,6 +213,17 @@ def main(argv: list[str] | None = None) -> int:
             result["two_over_one_cpu"] = rnd(min(twos) / min(ones)) if min(ones) else None
             result["two_over_one_cpu_median"] = (
                 rnd(statistics.median(twos) / statistics.median(ones)) if min(ones) else None
+            )
+            # what the reply in the background cost, on its own
+            result["background_reply_cpu_s"] = rnd(
+                statistics.median(twos) - statistics.median(ones)
+            )
+            steady_ones = [r["steady_cpu_s"] for r in result["1_at_once"]]
+            steady_twos = [r["steady_cpu_s"] for r in result["2_at_once"]]
+            result["steady_two_over_one_cpu_median"] = (
+                rnd(statistics.median(steady_twos) / statistics.median(steady_ones))
+                if min(steady_ones)
+                else None
             )
         result["open_big"] = [run_open_big(reply_file) for _ in range(args.repeat)]
     finally:

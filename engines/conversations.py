@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -63,7 +64,10 @@ read for 20 tokens instead of one each, and the app draws a reply at most every 
 anyway. The reply's last line ends the wait (``reply_stream._watch``): its last words
 are not held back by it. (Unwatched, at 0.02 s, the reader took 0.25-0.3 s of CPU for a
 2,000-token reply at 200 tokens/s; watched, at 0.1 s, some 0.15 s.)"""
-OUT_OF_SIGHT_PAUSE_S = 0.2
+OUT_OF_SIGHT_PAUSE_S = 0.5
+"""The pause of a reader whose reply is out of sight (another conversation is shown):
+its tokens are read some 100 at a time, at 200 tokens/s, and handed to the event loop
+twice a second. Brought into sight, it reads at once (``Reply.sighted``)."""
 FIGURES_EVERY_S = 0.5
 """A reply's rate (``ReplyFigures``) is published at most this often, not with every token."""
 
@@ -211,12 +215,25 @@ class Reply:
     status: Literal["waiting", "streaming", "finished"] = "waiting"
     host: str = ""
     """The Ollama server it goes to, once chosen (several servers only)."""
-    in_sight: bool = True
-    """Someone watches it come (the CLI, the Chat screen showing its conversation): its
-    tokens are read as they come. One out of sight is read in batches (see
-    ``ConversationService.pause``), which costs a fraction of the CPU."""
     tools: list[ToolUse] = field(default_factory=list)
     """The tools it called, with their answers (kept with the reply)."""
+    sighted: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set as the reply comes into sight: its reader's pause ends (see ``in_sight``)."""
+    _in_sight: bool = field(default=True, repr=False)
+
+    @property
+    def in_sight(self) -> bool:
+        """Someone watches it come (the CLI, the Chat screen showing its conversation):
+        its tokens are read as they come. One out of sight is read in batches (see
+        ``ConversationService._pause``), which costs a fraction of the CPU; brought into
+        sight, what came meanwhile is read at once."""
+        return self._in_sight
+
+    @in_sight.setter
+    def in_sight(self, value: bool) -> None:
+        if value and not self._in_sight:
+            self.sighted.set()
+        self._in_sight = value
 
     @property
     def conversation_id(self) -> int:
@@ -502,6 +519,7 @@ class ConversationService:
                     history,
                     conversation.options,
                     pause=self._pause(reply),
+                    woken=reply.sighted,
                     joined=True,  # a batch of tokens at a time: published once, drawn once
                     **extra,
                 )
@@ -621,11 +639,12 @@ class ConversationService:
         self._tools_changed(reply)
         return ChatMessage("tool", answer.result, tool_name=call.name)
 
-    @staticmethod
-    def _pause(reply: Reply) -> Callable[[], Pause]:
+    def _pause(self, reply: Reply) -> Callable[[], Pause]:
         """A reply out of sight is not watched for its last line: nobody waits for its
-        last words, and a watch wakes its thread every two tokens or so."""
-        return lambda: (IN_SIGHT_PAUSE_S, True) if reply.in_sight else (OUT_OF_SIGHT_PAUSE_S, False)
+        last words, and a watch wakes its thread every two tokens or so. It pauses
+        longer, but no longer than the save interval: what it is saved as stays as fresh."""
+        out_of_sight = (min(OUT_OF_SIGHT_PAUSE_S, self.save_interval), False)
+        return lambda: (IN_SIGHT_PAUSE_S, True) if reply.in_sight else out_of_sight
 
     def _finish(
         self,

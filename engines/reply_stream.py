@@ -49,9 +49,11 @@ _local = threading.local()  # the reading thread's Reading, for the transport to
 
 
 class Reading:
-    """One reply being read: the socket it comes on, and whether to stop."""
+    """One reply being read: the socket it comes on, and whether to stop. ``woken``: set
+    from any thread, it ends a pause that is not watched (the reply came into sight: its
+    reader reads what came at once, and pauses as one in sight from then on)."""
 
-    def __init__(self) -> None:
+    def __init__(self, woken: threading.Event | None = None) -> None:
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self.stopped = False
@@ -72,7 +74,7 @@ class Reading:
         has caught up; elsewhere a read that took ``CAUGHT_UP_S`` is taken to have waited."""
         self.on_wait: Callable[[], None] | None = None
         """Called (in the reading thread) before a read that will wait for the network."""
-        self._stopping = threading.Event()
+        self._woken = woken if woken is not None else threading.Event()  # or stop()
         self._poller: Any = None  # select.poll of the socket: whether a read would wait
         self._sock_pending: Callable[[], int] | None = None  # TLS: bytes decrypted already
         self._received_end = b""  # the last bytes received (a line may come in two reads)
@@ -120,12 +122,17 @@ class Reading:
         if seconds <= 0:
             return
         if not watched:
-            self._stopping.wait(seconds)
+            self._wait(seconds)
             return
         with self._lock:
             sock = self._socket
         if sock is None or isinstance(sock, ssl.SSLSocket) or not _watch(sock, seconds, self):
-            self._stopping.wait(min(seconds, UNWATCHED_PAUSE_S))
+            self._wait(min(seconds, UNWATCHED_PAUSE_S))
+
+    def _wait(self, seconds: float) -> None:
+        """Wait up to ``seconds``, unless woken (or stopped) meanwhile."""
+        if self._woken.wait(seconds) and not self.stopped:
+            self._woken.clear()  # woken once: the next pause waits again
 
     def finish(self) -> None:
         """The last item is read: stopping now would only cost the connection."""
@@ -138,7 +145,7 @@ class Reading:
             if self.stopped or self.finished:
                 return
             self.stopped = True
-            self._stopping.set()
+            self._woken.set()
             sock = self._socket
         self._shutdown(sock)
 

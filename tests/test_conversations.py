@@ -11,6 +11,7 @@ import pytest
 from ollama_server import FakeOllama
 from waiting import wait_for
 
+from engines import conversations
 from engines.chat_types import ChatOptions
 from engines.conversations import (
     ConversationError,
@@ -282,3 +283,34 @@ async def test_a_burst_of_text_is_told_over_when_the_server_stops_to_think(
     assert during, "the first 1,500 tokens were told before the server went on"
     assert any(e.more for e, _ in told), "a burst was read (told as followed by more)"
     assert not during[-1].more, "the burst was told over while the server stood still"
+
+
+async def test_a_reply_brought_into_sight_is_read_at_once(
+    store: Store, ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply out of sight (another conversation is shown) is read in batches: its
+    reader pauses between reads (here ten minutes). Brought into sight, what came
+    meanwhile is read at once, not when the pause is over, and the rest as it comes."""
+    monkeypatch.setattr(conversations, "OUT_OF_SIGHT_PAUSE_S", 600.0)
+    ollama_server.reply = " ".join(f"w{i}" for i in range(150))
+    ollama_server.rate = 50  # 3 s
+    engine = ChatEngine(ollama_server.url, timeout=10)
+    service = ConversationService(store, engine, save_interval=600.0)
+    told: list[str] = []
+    service.subscribe(lambda e: told.append(e.text) if isinstance(e, ReplyText) else None)
+    try:
+        conversation = service.new_conversation(MODEL, ChatOptions(), "Hi")
+        reply = service.send(conversation, "Hi")
+        reply.in_sight = False
+        running = asyncio.create_task(service.run(reply))
+        await wait_for(None, lambda: ollama_server.last_stream_tokens >= 60, what="60 tokens sent")
+        read = len("".join(told).split())
+        assert read < 40, f"out of sight, the reader pauses: {read} tokens read of 60 sent"
+        reply.in_sight = True
+        await wait_for(
+            None, lambda: len("".join(told).split()) >= 60, timeout=5, what="read once in sight"
+        )
+        finished = await asyncio.wait_for(running, 30)
+    finally:
+        await engine.aclose()
+    assert finished.content == ollama_server.reply
