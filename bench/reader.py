@@ -11,7 +11,9 @@ the event loop:
 - ``0.02s`` pauses 0.02 s (the reader of the last release);
 - ``0.1s unwatched`` pauses 0.1 s (fewer reads, the last words wait for the pause);
 - ``0.1s watched`` pauses 0.1 s and watches the socket for the reply's last line, which
-  ends the pause (the app's reader for a reply on screen).
+  ends the pause (the app's reader for a reply on screen);
+- ``0.5s unwatched``: the app's reader for a reply out of sight (its conversation is not
+  shown): what a reply in the background costs, but for the little its events cost.
 
 ``cpu_s`` is the process's CPU from the request to the reply's end (the reader thread
 and the loop that takes its batches); ``end_after_server_ms`` is from the server's last
@@ -37,7 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, Server, log, machine, markdown_reply, rmtree, rnd, tempdir
 
 N_TOKENS = 2000
-CASES = {"0.02s": (0.02, False), "0.1s unwatched": (0.1, False), "0.1s watched": (0.1, True)}
+CASES = {
+    "0.02s": (0.02, False),
+    "0.1s unwatched": (0.1, False),
+    "0.1s watched": (0.1, True),
+    "0.5s unwatched": (0.5, False),
+}
 
 
 async def read_once(url: str, pause: tuple[float, bool]) -> dict[str, Any]:
