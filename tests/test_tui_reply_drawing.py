@@ -4,7 +4,9 @@ drawn piece by piece while it streamed reads the same as the finished reply open
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from ollama_server import FakeOllama
 from textual import events
 from textual.app import App, ComposeResult
 from textual.geometry import Region
+from textual.pilot import Pilot
 from textual.widgets import Static
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
@@ -245,6 +248,21 @@ async def test_words_that_come_in_a_burst_are_drawn_once_the_burst_is_read(
         await writer.close()
 
 
+@contextlib.asynccontextmanager
+async def first_words_written(
+    first: str,
+) -> AsyncIterator[tuple[Pilot[object], MarkdownText, ReplyWriter]]:
+    """A reply writer on a Markdown text alone, its first words (``first``) drawn."""
+    app = OneMarkdown()
+    async with app.run_test(size=SIZE) as pilot:
+        markdown = app.query_one(MarkdownText)
+        writer = ReplyWriter(markdown)
+        writer.write(first)
+        await wait_for(pilot, lambda: markdown.text == first, what="the first words")
+        yield pilot, markdown, writer
+        await writer.close()
+
+
 async def test_a_burst_that_brings_no_more_is_drawn_as_soon_as_that_is_known(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -252,19 +270,13 @@ async def test_a_burst_that_brings_no_more_is_drawn_as_soon_as_that_is_known(
     reader says so as it waits for the server again (a write with no text), and the text
     is drawn then, not ``SLOWEST`` (here 30 s) later nor when the next words come."""
     monkeypatch.setattr(ReplyWriter, "SLOWEST", 30.0)
-    app = OneMarkdown()
-    async with app.run_test(size=SIZE) as pilot:
-        markdown = app.query_one(MarkdownText)
-        writer = ReplyWriter(markdown)
-        writer.write("# A")
-        await wait_for(pilot, lambda: markdown.text == "# A", what="the first words")
+    async with first_words_written("# A") as (pilot, markdown, writer):
         words = " long answer" + " word" * ReplyWriter.LONG_BURST
         writer.write(words, more=True)
         await asyncio.sleep(5 * ReplyWriter.RAMP[-1])
         assert markdown.text == "# A", "held while the burst is read"
         writer.write("", more=False)
         await wait_for(pilot, lambda: markdown.text == "# A" + words, what="the burst, over")
-        await writer.close()
 
 
 async def test_only_what_a_burst_brings_makes_it_long_enough_to_wait_for(
@@ -273,16 +285,10 @@ async def test_only_what_a_burst_brings_makes_it_long_enough_to_wait_for(
     """A burst's text waits for its end once the burst has brought a line or so
     (``LONG_BURST``): text that came before it, in the usual way, does not count."""
     monkeypatch.setattr(ReplyWriter, "SLOWEST", 30.0)
-    app = OneMarkdown()
-    async with app.run_test(size=SIZE) as pilot:
-        markdown = app.query_one(MarkdownText)
-        writer = ReplyWriter(markdown)
-        writer.write("# A")
-        await wait_for(pilot, lambda: markdown.text == "# A", what="the first words")
+    async with first_words_written("# A") as (pilot, markdown, writer):
         writer.write(" word" * ReplyWriter.LONG_BURST)  # pending: its turn has not come
         writer.write(" and", more=True)  # a burst of one token
         await wait_for(pilot, lambda: markdown.text.endswith("word and"), what="drawn in turn")
-        await writer.close()
 
 
 async def test_a_replys_first_tokens_come_two_or_three_at_once_and_are_drawn_at_once(
