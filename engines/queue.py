@@ -217,17 +217,27 @@ class ImageQueue:
         )
 
     def jobs(self, finished: int = FINISHED_SHOWN) -> list[Job]:
-        """The running job, the waiting ones in their order, then the latest ``finished``."""
-        active = self.store._query(
+        """The running job, the waiting ones in their order, then the latest ``finished``.
+        One statement, so one state of the table: read in two, a job that ended between
+        them (the worker stopping it) was listed twice, and the queue's list, which keys
+        its rows by job, raised and ended the app."""
+        rows = self.store._query(
             "SELECT * FROM jobs WHERE state IN ('running', 'queued', 'paused')"
-            " ORDER BY state != 'running', position, id"
-        )
-        ended = self.store._query(
-            "SELECT * FROM jobs WHERE state IN ('done', 'failed', 'stopped')"
-            " ORDER BY finished_at DESC, id DESC LIMIT ?",
+            " OR id IN (SELECT id FROM jobs WHERE state IN ('done', 'failed', 'stopped')"
+            " ORDER BY finished_at DESC, id DESC LIMIT ?)",
             (finished,),
         )
-        return [self._job(r) for r in active + ended]
+        jobs = [self._job(r) for r in rows]
+        active = sorted(
+            (j for j in jobs if j.state in ("running", "queued", "paused")),
+            key=lambda j: (j.state != "running", j.position, j.id),
+        )
+        ended = sorted(
+            (j for j in jobs if j.state not in ("running", "queued", "paused")),
+            key=lambda j: (j.finished_at or 0.0, j.id),
+            reverse=True,
+        )
+        return active + ended
 
     def job(self, job_id: int) -> Job | None:
         rows = self.store._query("SELECT * FROM jobs WHERE id = ?", (job_id,))

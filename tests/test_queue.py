@@ -11,6 +11,7 @@ import textwrap
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -256,6 +257,33 @@ def test_kill_9_while_the_queue_runs_leaves_whole_pngs_and_the_job_stopped(
             im.load()
         assert read_parameters(png).prompt == "killed"
     assert {i.path for i in store.images()} == set(finished)
+
+
+def test_the_list_holds_each_job_once_while_the_worker_ends_one(
+    store: Store, engine: DiffusionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The list is read while the worker runs: a job it stops or finishes meanwhile is
+    listed once, as running or as ended (twice, the queue's list on screen raised)."""
+    queue = ImageQueue(store)
+    ended = queue.add(request(), engine.model)
+    running = queue.add(request(), engine.model)
+    with_state(store, ended.id, "done")
+    with_state(store, running.id, "running")
+    query = store._query
+
+    def query_as_the_worker_stops_the_job(sql: str, args: tuple[object, ...] = ()) -> Any:
+        rows = query(sql, args)
+        with_state(store, running.id, "stopped")  # right after this read
+        return rows
+
+    monkeypatch.setattr(store, "_query", query_as_the_worker_stops_the_job)
+    jobs = queue.jobs()
+    assert [(j.id, j.state) for j in jobs] == [(running.id, "running"), (ended.id, "done")]
+    monkeypatch.undo()
+    assert [(j.id, j.state) for j in queue.jobs()] == [
+        (running.id, "stopped"),
+        (ended.id, "done"),
+    ], "then as ended, once"
 
 
 def test_the_queue_claims_one_worker(store: Store) -> None:
