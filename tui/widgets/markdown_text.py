@@ -261,8 +261,6 @@ class MarkdownText(Vertical, OneLayout):
         self._held_end = 0  # where the text of _held ends
         self._reserve = 0  # rows the tail is rounded up to while it streams (see Reserved)
         self._placed: list[Static] = []  # pieces just settled, laid out with the tail's frame
-        self._drawn_tail: tuple[tuple[int, int], Rendered | Joined] | None = None
-        """The tail's text as last rendered, by (where it starts, where the text ends)."""
 
     def compose(self) -> ComposeResult:
         yield self._tail
@@ -373,7 +371,7 @@ class MarkdownText(Vertical, OneLayout):
         if text:
             self.append(text)
         elif reserved and self._mounted:
-            tail = self._render_tail(again=True)
+            tail = self._render_tail()
             self._tail.update(tail, layout=self._tail.height_changes(tail))
 
     def _end_in_tail(self, start: int, later: list[tuple[int, int]]) -> None:
@@ -390,17 +388,9 @@ class MarkdownText(Vertical, OneLayout):
             lambda: self.set_timer(EARLIER_AFTER_S, lambda: self._draw_earlier(later, self._tail))
         )
 
-    def _render_tail(self, *, again: bool = False) -> Rendered | Joined | Reserved:
-        """The tail to draw: its text, with blank rows under it while a reply streams.
-        ``again``: the text rendered last, if nothing was added since (a reply's end drops
-        the blank rows: at full speed, rendering its last part anew held the last words
-        back 5-6 ms)."""
-        key = (self._settled, len(self.text))
-        if again and self._drawn_tail is not None and self._drawn_tail[0] == key:
-            tail = self._drawn_tail[1]
-        else:
-            tail = self._tail_text()
-            self._drawn_tail = (key, tail)
+    def _render_tail(self) -> Rendered | Joined | Reserved:
+        """The tail to draw: its text, with blank rows under it while a reply streams."""
+        tail = self._tail_text()
         return Reserved(tail, self._reserve) if self._reserve > 1 else tail
 
     def _tail_text(self) -> Rendered | Joined:
