@@ -150,5 +150,31 @@ async def test_a_paused_reader_over_tls_waits_no_longer_than_before(
     assert "".join(c.text for c in chunks) == https_server.reply
 
 
+async def test_over_tls_too_a_last_line_read_with_the_last_words_ends_the_reply_at_once(
+    https_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader sees what it reads decrypted: the reply's last line, come in one read
+    with the last words, keeps it from pausing (here ten minutes, unwatched) over TLS as
+    over plain HTTP."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(CERTS / "cert.pem"))
+    https_server.reply = " ".join(f"w{i}" for i in range(16))
+    https_server.rate = 20  # 0.8 s: the reader has caught up, past its first words
+    https_server.last_with_end = True
+    tokens = len(https_server.reply.split(" "))
+
+    def pause() -> tuple[float, bool]:
+        # no pause until the server has written the last words (with the last line)
+        return (600.0, False) if https_server.last_stream_tokens >= tokens else (0.0, False)
+
+    engine = ChatEngine(https_server.url, timeout=5)
+    try:
+        stream = engine.stream(MODEL, [ChatMessage("user", "hi")], ChatOptions(), pause=pause)
+        chunks = await asyncio.wait_for(_all(stream), 20)
+    finally:
+        await engine.aclose()
+    assert "".join(c.text for c in chunks) == https_server.reply
+    assert chunks[-1].stats is not None
+
+
 async def _all(stream: AsyncIterator[ReplyChunk]) -> list[ReplyChunk]:
     return [chunk async for chunk in stream]
