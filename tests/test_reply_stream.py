@@ -384,3 +384,69 @@ async def test_a_burst_read_to_its_end_says_so_before_the_reader_waits_again(
         reading.stop()
         ours.close()
         theirs.close()
+
+
+LAST = (
+    b'{"model":"llama3.2:latest","created_at":"2026-12-01T10:00:00.123456789Z",'
+    b'"message":{"role":"assistant","content":""},"done_reason":"stop","done":true,'
+    b'"total_duration":4935812345,"load_duration":20512345,"prompt_eval_count":26,'
+    b'"prompt_eval_duration":130012345,"eval_count":259,"eval_duration":4700012345}\n'
+)
+"""Ollama's last line of a reply, with its figures: longer than ``WATCH_STEP``. (A last
+line shorter than that, from a server that is not Ollama, goes unseen by a watch,
+which then waits out its pause: 0.1 s for a reply on screen.)"""
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """Two ends of a TCP connection on this machine (``SO_RCVLOWAT`` is TCP's)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        theirs = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    return ours, theirs
+
+
+def test_a_watch_ends_at_the_last_line_and_leaves_the_socket_as_it_was() -> None:
+    """A paused reader watches the socket (``_watch``): what comes is looked at, not read;
+    a line that is not the last goes on waiting, the last line ends the wait, and the
+    socket wakes its reads at the first byte again after (``SO_RCVLOWAT`` 1)."""
+    ours, theirs = _tcp_pair()
+    try:
+        reading = reply_stream.Reading()
+        ended: list[bool] = []
+        watch = threading.Thread(
+            target=lambda: ended.append(reply_stream._watch(ours, 30.0, reading))
+        )
+        started = time.monotonic()
+        watch.start()
+        token = b'{"message":{"content":"' + b"w" * 300 + b'"},"done":false}\n'
+        theirs.sendall(token)
+        time.sleep(0.3)
+        assert watch.is_alive(), "a token's line does not end the watch"
+        theirs.sendall(LAST)
+        watch.join(10)
+        assert ended == [True] and time.monotonic() - started < 10
+        assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+        ours.settimeout(5)
+        got = b""
+        while not got.endswith(LAST):
+            got += ours.recv(4096)
+        assert got == token + LAST, "nothing was read by the watch"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_stopping_a_reader_ends_its_watch_at_once() -> None:
+    ours, theirs = _tcp_pair()
+    try:
+        reading = reply_stream.Reading()
+        reading.attach(ours)
+        watch = threading.Thread(target=reply_stream._watch, args=(ours, 30.0, reading))
+        started = time.monotonic()
+        watch.start()
+        reading.stop()  # shuts the socket: the watch's poll wakes
+        watch.join(10)
+        assert not watch.is_alive() and time.monotonic() - started < 10
+    finally:
+        ours.close()
+        theirs.close()
