@@ -248,7 +248,11 @@ class ChatEngine:
         except Exception as exc:
             raise self._translate(exc) from exc
         models = []
+        named: set[str] = set()
         for m in response.models:
+            if (m.model or "") in named:  # listed twice: the lists key their rows by name
+                continue
+            named.add(m.model or "")
             d = m.details
             models.append(
                 ModelInfo(
@@ -377,17 +381,23 @@ class ChatEngine:
             r = await (await self._aclient()).ps()
         except Exception as exc:
             raise self._translate(exc) from exc
-        return [
-            LoadedModel(
-                name=m.model or "",
-                size=int(m.size or 0),
-                size_vram=int(m.size_vram or 0),
-                expires_at=m.expires_at,
-                context_length=getattr(m, "context_length", None),
-                host=self.name,
+        loaded: list[LoadedModel] = []
+        named: set[str] = set()
+        for m in r.models:
+            if (m.model or "") in named:  # listed twice: the Monitor keys its rows by name
+                continue
+            named.add(m.model or "")
+            loaded.append(
+                LoadedModel(
+                    name=m.model or "",
+                    size=int(m.size or 0),
+                    size_vram=int(m.size_vram or 0),
+                    expires_at=m.expires_at,
+                    context_length=getattr(m, "context_length", None),
+                    host=self.name,
+                )
             )
-            for m in r.models
-        ]
+        return loaded
 
     async def unload(self, model: str) -> None:
         """Ask Ollama to free a loaded model now (keep_alive=0)."""

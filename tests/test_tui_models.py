@@ -231,3 +231,19 @@ def test_models_dialog_snapshot(snap_compare, ollama_server: FakeOllama, config_
         await open_models(pilot)
 
     assert snap_compare(make_app(config_file), terminal_size=SIZE, run_before=open_it)
+
+
+async def test_a_server_that_lists_a_model_twice_gets_it_listed_once(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """A server's list of models with a name twice (a proxy that merges two servers, or
+    a hostile one): the dialog, whose rows are keyed by name, lists it once; listed
+    twice, Textual refused the rows and the app ended."""
+    entries = [m.tag_entry() for m in ollama_server.models.values()]
+    ollama_server.fail(200, {"models": [entries[0], *entries]}, path="/api/tags")
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_models(pilot)
+        listed = [m.name for m in app.models]
+        assert len(listed) == len(entries) and sorted(set(listed)) == sorted(listed)
+        assert isinstance(app.screen, ModelsDialog)

@@ -60,6 +60,26 @@ async def test_live_figures_and_no_sampling_when_hidden(
         await wait_for(pilot, lambda: len(s.history.get("cpu")) > seen, what="sampling again")
 
 
+async def test_a_server_that_lists_a_loaded_model_twice_gets_it_listed_once(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """``/api/ps`` with a model twice: the loaded models' list, keyed by name, shows it
+    once (twice, Textual refused the row and the app ended)."""
+    ollama_server.set_loaded(["llama3.2:latest"])
+    [entry] = ollama_server._ps()["models"]
+    ollama_server.fail(200, {"models": [entry, entry]}, path="/api/ps")
+    app = make_app(config_file, start_screen="monitor")
+    async with app.run_test(size=(120, 40)) as pilot:
+        listing = monitor(app).query_one(LoadedModels)
+        await wait_for(
+            pilot,
+            lambda: listing.option_count and listing.get_option_at_index(0).id,
+            what="loaded model listed",
+        )
+        assert listing.option_count == 1
+        assert screen_text(app).count("llama3.2:latest") >= 1 and app.is_running
+
+
 async def test_services_unload_an_ollama_model(
     ollama_server: FakeOllama, config_file: Path
 ) -> None:
