@@ -415,6 +415,7 @@ class FakeOllama:
             self.requests: list[RecordedRequest] = []
             self.sent_tokens: int = 0  # content tokens written, all streams together
             self.last_stream_tokens: int = 0  # content tokens written by the latest reply
+            self.last_stream_length: int = 0  # content tokens the latest reply has in all
             self.streams: int = 0  # chat/generate replies started
             self.completed: int = 0  # replies that reached their final done chunk
             self.cancelled: int = 0  # replies cut short because the client closed the socket
@@ -647,6 +648,11 @@ class FakeOllama:
             if first:
                 self.sent_first_token_at, self.sent_first_token_at_wall = mono, wall
             self.sent_last_token_at, self.sent_last_token_at_wall = mono, wall
+
+    def reply_written(self) -> bool:
+        """Every token of the latest reply has been written (the final line may not)."""
+        with self._lock:
+            return 0 < self.last_stream_length <= self.last_stream_tokens
 
     def _count(
         self,
@@ -1180,6 +1186,8 @@ class _Handler(BaseHTTPRequestHandler):
         start = time.monotonic()
         t_first = time.monotonic_ns()
         self._held = None
+        with self.fake._lock:
+            self.fake.last_stream_length = len(tokens)
         for i, token in enumerate(tokens):
             if self._fault_at(i, b, frame, headers_sent=i > 0):
                 raise _Stop

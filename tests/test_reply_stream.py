@@ -289,11 +289,9 @@ async def test_a_last_line_that_comes_with_the_last_words_ends_the_reply_with_no
     ollama_server.reply = " ".join(f"w{i}" for i in range(16))
     ollama_server.rate = 20  # 0.8 s: the reader has caught up, past its first words
     ollama_server.last_with_end = True
-    tokens = len(ollama_server.reply.split(" "))
 
-    def pause() -> tuple[float, bool]:
-        # no pause until the server has written the last words (with the last line)
-        return (600.0, True) if ollama_server.last_stream_tokens >= tokens else (0.0, True)
+    def pause() -> tuple[float, bool]:  # none until the last words are out, with the last line
+        return (600.0, True) if ollama_server.reply_written() else (0.0, True)
 
     async with reply_stream_of(ollama_server, pause=pause, joined=True) as stream:
         chunks = await asyncio.wait_for(_all(stream), 30)

@@ -160,11 +160,9 @@ async def test_over_tls_too_a_last_line_read_with_the_last_words_ends_the_reply_
     https_server.reply = " ".join(f"w{i}" for i in range(16))
     https_server.rate = 20  # 0.8 s: the reader has caught up, past its first words
     https_server.last_with_end = True
-    tokens = len(https_server.reply.split(" "))
 
-    def pause() -> tuple[float, bool]:
-        # no pause until the server has written the last words (with the last line)
-        return (600.0, False) if https_server.last_stream_tokens >= tokens else (0.0, False)
+    def pause() -> tuple[float, bool]:  # none until the last words are out, with the last line
+        return (600.0, False) if https_server.reply_written() else (0.0, False)
 
     engine = ChatEngine(https_server.url, timeout=5)
     try:

@@ -60,6 +60,17 @@ async def test_live_figures_and_no_sampling_when_hidden(
         await wait_for(pilot, lambda: len(s.history.get("cpu")) > seen, what="sampling again")
 
 
+async def loaded_listed(pilot: Pilot[object]) -> LoadedModels:
+    """The Monitor's list of Ollama's loaded models, once it lists one."""
+    listing = monitor(pilot.app).query_one(LoadedModels)
+    await wait_for(
+        pilot,
+        lambda: listing.option_count and listing.get_option_at_index(0).id,
+        what="loaded model listed",
+    )
+    return listing
+
+
 async def test_a_server_that_lists_a_loaded_model_twice_gets_it_listed_once(
     ollama_server: FakeOllama, config_file: Path
 ) -> None:
@@ -70,12 +81,7 @@ async def test_a_server_that_lists_a_loaded_model_twice_gets_it_listed_once(
     ollama_server.fail(200, {"models": [entry, entry]}, path="/api/ps")
     app = make_app(config_file, start_screen="monitor")
     async with app.run_test(size=(120, 40)) as pilot:
-        listing = monitor(app).query_one(LoadedModels)
-        await wait_for(
-            pilot,
-            lambda: listing.option_count and listing.get_option_at_index(0).id,
-            what="loaded model listed",
-        )
+        listing = await loaded_listed(pilot)
         assert listing.option_count == 1
         assert screen_text(app).count("llama3.2:latest") >= 1 and app.is_running
 
@@ -86,12 +92,7 @@ async def test_services_unload_an_ollama_model(
     ollama_server.set_loaded(["llama3.2:latest"])
     app = make_app(config_file, start_screen="monitor")
     async with app.run_test(size=(120, 40)) as pilot:
-        listing = monitor(app).query_one(LoadedModels)
-        await wait_for(
-            pilot,
-            lambda: listing.option_count and listing.get_option_at_index(0).id,
-            what="loaded model listed",
-        )
+        await loaded_listed(pilot)
         assert "llama3.2:latest" in screen_text(app) and "in VRAM" in screen_text(app)
         await pilot.press("m", "u")
         await pilot.pause()
