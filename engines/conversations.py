@@ -507,7 +507,6 @@ class ConversationService:
         rounds = 0
         figures_at = 0.0
         pieces = 0  # the server's chunks of text since the first one
-        burst = False  # the last text published said more had come already
         try:
             offered = await self._offer(engine, conversation.model)
             while True:
@@ -533,7 +532,6 @@ class ConversationService:
                                 self._publish(ReplyThinking(cid, rid, thought, done=True))
                             reply.parts.append(chunk.text)
                             self._publish(ReplyText(cid, rid, chunk.text, more=chunk.more))
-                            burst = chunk.more
                             now = self.clock()
                             if first_at is None:
                                 first_at = figures_at = now
@@ -544,8 +542,7 @@ class ConversationService:
                                 figures_at = now
                                 rate = pieces / (now - first_at)
                                 self._publish(ReplyFigures(cid, rid, rate))
-                        elif burst and not chunk.more:  # no more came after all: draw it
-                            burst = False
+                        elif not chunk.pieces:  # a burst told as more is over: draw it
                             self._publish(ReplyText(cid, rid, "", more=False))
                         calls.extend(chunk.tool_calls)
                         if chunk.stats is not None:

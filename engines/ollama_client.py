@@ -85,6 +85,16 @@ async def _close(stream: Any) -> None:
         await aclose()
 
 
+def _once_each(models: Sequence[Any]) -> list[Any]:
+    """``models`` (Ollama's list of its models, or of those loaded) with each name once: a
+    server may list one twice (a proxy that merges two, or a hostile one), and the lists
+    on screen key their rows by name (a duplicate ended the app)."""
+    named: dict[str, Any] = {}
+    for m in models:
+        named.setdefault(m.model or "", m)
+    return list(named.values())
+
+
 def _joined(batch: list[object]) -> list[object]:
     """``batch`` with each run of plain text chunks (no stats, thinking or tool calls)
     made one chunk, in order."""
@@ -248,11 +258,7 @@ class ChatEngine:
         except Exception as exc:
             raise self._translate(exc) from exc
         models = []
-        named: set[str] = set()
-        for m in response.models:
-            if (m.model or "") in named:  # listed twice: the lists key their rows by name
-                continue
-            named.add(m.model or "")
+        for m in _once_each(response.models):
             d = m.details
             models.append(
                 ModelInfo(
@@ -381,23 +387,17 @@ class ChatEngine:
             r = await (await self._aclient()).ps()
         except Exception as exc:
             raise self._translate(exc) from exc
-        loaded: list[LoadedModel] = []
-        named: set[str] = set()
-        for m in r.models:
-            if (m.model or "") in named:  # listed twice: the Monitor keys its rows by name
-                continue
-            named.add(m.model or "")
-            loaded.append(
-                LoadedModel(
-                    name=m.model or "",
-                    size=int(m.size or 0),
-                    size_vram=int(m.size_vram or 0),
-                    expires_at=m.expires_at,
-                    context_length=getattr(m, "context_length", None),
-                    host=self.name,
-                )
+        return [
+            LoadedModel(
+                name=m.model or "",
+                size=int(m.size or 0),
+                size_vram=int(m.size_vram or 0),
+                expires_at=m.expires_at,
+                context_length=getattr(m, "context_length", None),
+                host=self.name,
             )
-        return loaded
+            for m in _once_each(r.models)
+        ]
 
     async def unload(self, model: str) -> None:
         """Ask Ollama to free a loaded model now (keep_alive=0)."""

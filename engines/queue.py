@@ -227,16 +227,13 @@ class ImageQueue:
             " ORDER BY finished_at DESC, id DESC LIMIT ?)",
             (finished,),
         )
-        jobs = [self._job(r) for r in rows]
-        active = sorted(
-            (j for j in jobs if j.state in ("running", "queued", "paused")),
-            key=lambda j: (j.state != "running", j.position, j.id),
-        )
-        ended = sorted(
-            (j for j in jobs if j.state not in ("running", "queued", "paused")),
-            key=lambda j: (j.finished_at or 0.0, j.id),
-            reverse=True,
-        )
+        active: list[Job] = []
+        ended: list[Job] = []
+        for row in rows:
+            job = self._job(row)
+            (ended if job.state in ("done", "failed", "stopped") else active).append(job)
+        active.sort(key=lambda j: (j.state != "running", j.position, j.id))
+        ended.sort(key=lambda j: (j.finished_at or 0.0, j.id), reverse=True)
         return active + ended
 
     def job(self, job_id: int) -> Job | None:

@@ -79,20 +79,24 @@ class Reading:
         self._sock_pending: Callable[[], int] | None = None  # TLS: bytes decrypted already
         self._received_end = b""  # the last bytes received (a line may come in two reads)
 
-    def attach(self, sock: socket.socket | None) -> None:
+    def attach(self, sock: socket.socket | None) -> bool:
+        """The response's socket; whether it can be asked if a read will wait."""
         with self._lock:
             self._socket = sock
             stopped = self.stopped
         if stopped:
             self._shutdown(sock)
-        elif sock is not None:
-            try:
-                poller = select.poll()
-                poller.register(sock, select.POLLIN)
-            except (OSError, ValueError, AttributeError):  # no poll here, or closed
-                return
-            self._poller = poller
-            self._sock_pending = sock.pending if isinstance(sock, ssl.SSLSocket) else None
+            return False
+        if sock is None:
+            return False
+        try:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+        except (OSError, ValueError, AttributeError):  # no poll here, or closed
+            return False
+        self._poller = poller
+        self._sock_pending = sock.pending if isinstance(sock, ssl.SSLSocket) else None
+        return True
 
     def before_read(self) -> None:
         """From the transport (``told_reads``), before it reads the socket: note whether
@@ -219,8 +223,8 @@ class _Transport(httpx.HTTPTransport):
         if reading is not None:
             stream = response.extensions.get("network_stream")
             sock = stream.get_extra_info("socket") if stream is not None else None
-            reading.attach(sock if isinstance(sock, socket.socket) else None)
-            reading.reads_told = told_reads(stream) and reading._poller is not None
+            polled = reading.attach(sock if isinstance(sock, socket.socket) else None)
+            reading.reads_told = polled and told_reads(stream)
         return response
 
 

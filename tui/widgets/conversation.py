@@ -94,8 +94,7 @@ class ReplyWriter:
         self._last = 0.0  # when the last write was drawn (or let go of the loop)
         self._written_at = 0.0  # when the last write was made
         self._writes = 0
-        self._more = False  # the last text came in a burst, with more read already
-        self._burst_chars = 0  # what the burst has brought (pending)
+        self._burst_chars = 0  # pending text that came in a burst, with more read already
         self._cost = 0.0  # the CPU seconds of a drawing (smoothed)
         self._abandoned = False
         self._task = asyncio.create_task(self._run())
@@ -106,13 +105,12 @@ class ReplyWriter:
         already (a burst): the next write waits for it (see ``_wait``). No ``text``, and
         not ``more``: the burst is over, what waits for it is written."""
         if not text:
-            if self._more and not more:
-                self._more, self._burst_chars = False, 0
+            if self._burst_chars and not more:
+                self._burst_chars = 0
                 self._wake.set()
             return
         if self._first_at is None:
             self._first_at = time.monotonic()
-        self._more = more
         self._burst_chars = self._burst_chars + len(text) if more else 0
         self._pending.append(text)
         self._pending_chars += len(text)
@@ -182,7 +180,7 @@ class ReplyWriter:
         has brought a line or so (``LONG_BURST``). Tokens also come two or three at once
         where the reading thread waited for the interpreter (while the new turns, or a
         write, were drawn): they are drawn as any."""
-        return self._more and self._burst_chars >= self.LONG_BURST
+        return self._burst_chars >= self.LONG_BURST
 
     def _readable(self) -> bool:
         """Whether what is pending holds a word (a letter or a digit) to read."""
