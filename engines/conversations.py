@@ -219,6 +219,10 @@ class Reply:
     """The tools it called, with their answers (kept with the reply)."""
     sighted: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set as the reply comes into sight: its reader's pause ends (see ``in_sight``)."""
+    bursting: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set while its reader is behind the server (a burst: the server sends faster than
+    the reply is read): the screen showing it waits to draw meanwhile, since each frame
+    would hold the reading back, and so the last words (``tui.compositor.DrawsSoon``)."""
     _in_sight: bool = field(default=True, repr=False)
 
     @property
@@ -519,6 +523,7 @@ class ConversationService:
                     conversation.options,
                     pause=self._pause(reply),
                     woken=reply.sighted,
+                    burst=reply.bursting,
                     joined=True,  # a batch of tokens at a time: published once, drawn once
                     **extra,
                 )

@@ -472,6 +472,7 @@ class ChatEngine:
         *,
         pause: Callable[[], Pause] | None = None,
         woken: threading.Event | None = None,
+        burst: threading.Event | None = None,
         tools: Sequence[Mapping[str, Any]] = (),
         joined: bool = False,
     ) -> AsyncGenerator[ReplyChunk, None]:
@@ -482,7 +483,8 @@ class ChatEngine:
         half the CPU of the async client, off the event loop). ``pause()``: the seconds
         the reader waits once it has caught up with the server, so that it then reads
         several tokens at once, and whether the reply's last line ends the wait
-        (``Pause``); ``woken``, set, ends a pause that is not watched. ``tools``: the tools offered
+        (``Pause``); ``woken``, set, ends a pause that is not watched; ``burst`` is set while
+        the reader is behind the server (``reply_stream.Reading.behind``). ``tools``: the tools offered
         (JSON schemas, as Ollama takes them); a call comes as a chunk's ``tool_calls``.
         ``joined``: the tokens read since the last wake-up of the loop come as one chunk
         (``pieces`` says how many), not one chunk each: what reads the reply then does its
@@ -535,7 +537,7 @@ class ChatEngine:
             return None
 
         feed = reply_stream.Feed(asyncio.get_running_loop())
-        reading = reply_stream.Reading(woken)
+        reading = reply_stream.Reading(woken, burst)
         reply_stream.read_in_thread(parts, convert, feed, reading, pause)
         told_more = False  # the last chunk handed over said more had come already
         try:

@@ -53,16 +53,15 @@ class Reading:
     from any thread, it ends a pause that is not watched (the reply came into sight: its
     reader reads what came at once, and pauses as one in sight from then on)."""
 
-    def __init__(self, woken: threading.Event | None = None) -> None:
+    def __init__(
+        self, woken: threading.Event | None = None, burst: threading.Event | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self.stopped = False
         self.finished = False
-        self.behind = False
-        """Whether the last item came without waiting for the network (a burst: the server
-        sends faster than the reply is read, or the reading thread waited for the
-        interpreter), and more has come already. Not for what came during a pause. The
-        first item read once a burst is, is handed over at once (urgent)."""
+        self._behind = False
+        self._burst = burst
         self.last_seen = False
         """The reply's last line has come (``LAST_LINE``, seen as it is received): the
         reader pauses no more, even where the line waits in the HTTP client's buffer."""
@@ -78,6 +77,27 @@ class Reading:
         self._poller: Any = None  # select.poll of the socket: whether a read would wait
         self._sock_pending: Callable[[], int] | None = None  # TLS: bytes decrypted already
         self._received_end = b""  # the last bytes received (a line may come in two reads)
+
+    @property
+    def behind(self) -> bool:
+        """Whether the last item came without waiting for the network (a burst: the server
+        sends faster than the reply is read, or the reading thread waited for the
+        interpreter), and more has come already. Not for what came during a pause. The
+        first item read once a burst is, is handed over at once (urgent). ``burst``, an
+        Event given by whoever shows the reply, is set meanwhile: a screen that draws
+        then takes the interpreter from the reader, and so holds the last words back
+        (``tui.compositor.DrawsSoon.holds_frames``)."""
+        return self._behind
+
+    @behind.setter
+    def behind(self, value: bool) -> None:
+        if value is not self._behind:
+            self._behind = value
+            if self._burst is not None:
+                if value:
+                    self._burst.set()
+                else:
+                    self._burst.clear()
 
     def attach(self, sock: socket.socket | None) -> bool:
         """The response's socket; whether it can be asked if a read will wait."""
@@ -142,6 +162,7 @@ class Reading:
         """The last item is read: stopping now would only cost the connection."""
         with self._lock:
             self.finished = True
+        self.behind = False  # nothing more to read: no burst to wait for
 
     def stop(self) -> None:
         """From any thread: stop reading; a read in progress returns at once."""
@@ -151,6 +172,8 @@ class Reading:
             self.stopped = True
             self._woken.set()
             sock = self._socket
+        if self._burst is not None:
+            self._burst.clear()  # what is left unread is nobody's wait
         self._shutdown(sock)
 
     @staticmethod
@@ -407,6 +430,7 @@ def read_in_thread(
             if not reading.stopped:
                 feed.put(exc, urgent=True)
         finally:
+            reading.behind = False
             reading.on_wait = None
             close = getattr(iterator, "close", None)
             if close is not None:

@@ -238,6 +238,48 @@ def test_a_reader_that_waited_for_the_network_is_not_behind() -> None:
     assert waited == [False, True, False]
 
 
+def test_the_burst_event_is_set_while_the_reader_is_behind_and_cleared_at_the_end() -> None:
+    """``Reading(burst=...)``: whoever shows the reply knows when its reader is behind the
+    server (a screen then holds its frames, which would hold the reading back). Set while
+    the items come buffered already, clear once a read waits, and clear after the last
+    item, even one read in a burst."""
+    burst = threading.Event()
+    reading = reply_stream.Reading(burst=burst)
+    feed = Feed(asyncio.new_event_loop())
+    sent = threading.Event()
+    seen: list[bool] = []
+
+    def parts() -> Any:
+        time.sleep(0.05)  # the first token: waited for
+        yield "a"
+        yield "b"  # buffered already: a burst
+        sent.wait(10)
+        time.sleep(0.05)
+        yield "d"  # waited for: the burst is read
+        yield "end"  # the last, in a burst of its own
+
+    def convert(part: Any) -> reply_stream.Converted:
+        seen.append(burst.is_set())
+        return part, False, part == "end"
+
+    thread = reply_stream.read_in_thread(parts, convert, feed, reading)
+    sent.set()
+    thread.join(10)
+    feed.loop.close()
+    assert seen == [False, True, False, True]
+    assert not burst.is_set(), "the last item is read: no burst to wait for"
+
+
+def test_a_stopped_reader_leaves_no_burst_behind() -> None:
+    """A reply stopped mid-burst (Esc) leaves its screen free to draw."""
+    burst = threading.Event()
+    reading = reply_stream.Reading(burst=burst)
+    reading.behind = True
+    assert burst.is_set()
+    reading.stop()
+    assert not burst.is_set()
+
+
 async def test_the_item_read_once_a_burst_is_read_is_handed_over_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

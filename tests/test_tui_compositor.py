@@ -234,3 +234,82 @@ async def test_a_text_that_scrolls_its_followed_view_is_drawn_in_one_frame_with_
             assert len(frames) == 1, "the text, the view scrolled and its scrollbar: one frame"
             assert view.scroll_y == view.max_scroll_y, "the view followed the text"
             assert lines[n - 1] in whole(app)[-1], "its last line at the bottom"
+
+
+class Held(compositor.DrawsSoon):
+    """A screen whose frames wait while ``holding`` (a reply on it read in a burst)."""
+
+    holding = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="text")
+
+    def holds_frames(self) -> bool:
+        return self.holding
+
+
+class HeldApp(App[None]):
+    def on_mount(self) -> None:
+        self.push_screen(Held())
+
+
+async def frames_of(app: App[Any], monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The times of the frames the app draws from now on."""
+    frames: list[float] = []
+    display = app._display
+
+    def counted(screen: Any, update: Any) -> None:
+        if update is not None:  # a frame that found nothing to draw writes nothing
+            frames.append(time.monotonic())
+        display(screen, update)
+
+    monkeypatch.setattr(app, "_display", counted)
+    return frames
+
+
+async def test_frames_wait_while_the_screen_holds_them_and_come_once_it_lets_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a reply on screen is read in a burst, a frame would take the interpreter from
+    its reader, and hold its last words back by as long: the change waits (even one asked
+    for at once, ``draw_soon``), and is drawn as soon as the burst is read."""
+    monkeypatch.setattr(compositor.DrawsSoon, "HOLD_S", 60.0)
+    app = HeldApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, Held), what="the screen")
+        screen = app.screen
+        assert isinstance(screen, Held)
+        await pilot.pause(0.3)
+        frames = await frames_of(app, monkeypatch)
+        screen.holding = True
+        text = screen.query_one("#text", Static)
+        text.update("the turns of the message sent")
+        screen.draw_soon()
+        # on the event loop alone: the pilot's pauses draw a frame themselves
+        await asyncio.sleep(0.5)  # some 30 ticks of Textual's frame timer
+        assert not frames, "no frame while the screen holds them"
+        screen.holding = False
+        await wait_for(None, lambda: frames, what="the frame once let go", timeout=15)
+        assert "the turns of the message sent" in "".join(whole(app))
+
+
+async def test_a_held_frame_is_drawn_after_hold_s_however_long_the_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst that does not end (a server faster than this machine reads, for long)
+    holds each frame ``HOLD_S`` at most: the screen still moves, a few times a second."""
+    monkeypatch.setattr(compositor.DrawsSoon, "HOLD_S", 0.2)
+    app = HeldApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, Held), what="the screen")
+        screen = app.screen
+        assert isinstance(screen, Held)
+        await pilot.pause(0.3)
+        frames = await frames_of(app, monkeypatch)
+        screen.holding = True
+        text = screen.query_one("#text", Static)
+        for n in range(3):
+            frames.clear()
+            text.update(f"change {n}")
+            await wait_for(None, lambda: frames, what=f"frame {n}, held", timeout=15)
+            assert f"change {n}" in "".join(whole(app))

@@ -137,6 +137,39 @@ async def test_a_send_in_b_while_a_streams_and_a_shows_live_when_back(
         assert stored_path(config_file, a)[-1] == ("assistant", live.body.text, "interrupted")
 
 
+async def test_the_screen_holds_its_frames_while_the_reply_on_it_is_read_in_a_burst(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """A reply on screen whose reader is behind the server (``Reply.bursting``, set by the
+    reader: tests/test_reply_stream.py) holds the Chat screen's frames a moment, since
+    each would hold its last words back; a reply in the background holds nothing."""
+    ollama_server.reply = LONG
+    ollama_server.rate = 50
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        a = await send(pilot, app, "A")
+        await wait_for(pilot, lambda: writing(app, a), what="A streaming")
+        reply = app.conversations.reply_in(a)
+        assert reply is not None
+        screen = chat(app)
+        await wait_for(pilot, lambda: not screen.holds_frames(), what="caught up")
+        reply.bursting.set()  # as its reader does while behind
+        assert screen.holds_frames()
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: not screen.streaming, what="A out of sight")
+        reply.bursting.set()
+        assert not screen.holds_frames(), "a reply in the background holds no frame"
+        screen.open_conversation(a)
+        await wait_for(pilot, lambda: screen.streaming, what="A on screen again")
+        reply.bursting.set()
+        assert screen.holds_frames()
+        await pilot.press("escape")
+        await idle(pilot, app)
+        assert not reply.bursting.is_set(), "a stopped reply leaves no burst behind"
+        assert not screen.holds_frames()
+
+
 async def test_a_reply_finishing_out_of_sight_is_marked_unseen_with_a_notice(
     ollama_server: FakeOllama, make_config: MakeConfig
 ) -> None:

@@ -13,9 +13,10 @@ it was written for, 8.x, and otherwise leaves Textual as it is), and mends how
 ``Widget.refresh`` counts layout requests (see ``_refresh``).
 
 ``DrawsSoon`` lets a screen draw one frame without waiting for Textual's frame timer (a
-reply's first and last words), through Textual's private ``Screen._on_idle`` and
-``_on_timer_update``: under another version, ``draw_soon()`` does nothing and the two
-only pass on to Textual's own.
+reply's first and last words), and hold its frames a moment while a reply it shows is
+read in a burst (``holds_frames``), through Textual's private ``Screen._on_idle`` and
+``_on_timer_update``: under another version, ``draw_soon()`` does nothing, frames are
+never held, and the two only pass on to Textual's own.
 """
 
 from __future__ import annotations
@@ -148,8 +149,34 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
     SOON_S = 0.05
     """How long a ``draw_soon()`` holds: changes that reach the screen later (another
     screen shown meanwhile, a widget not mounted yet) wait for the timer, as any."""
+    HOLD_S = 0.15
+    """The longest a frame waits while ``holds_frames()`` says so: then it is drawn, and
+    the next one may wait as long again."""
 
     _draw_soon_at = -1.0
+    _held_since: float | None = None
+
+    def holds_frames(self) -> bool:
+        """Whether frames should wait a moment (at most ``HOLD_S``): a reply shown here is
+        read in a burst. Its reader and the drawing share the interpreter, and a frame
+        drawn meanwhile (say, the turns of the message just sent: 10-30 ms) holds the
+        reading back, and so the reply's last words, by about as long; what waits is
+        drawn with them. None here; a screen that shows replies says."""
+        return False
+
+    def _hold_frame(self) -> bool:
+        """Whether the frame due now waits (``holds_frames``, for ``HOLD_S`` at most)."""
+        if not self.holds_frames():
+            self._held_since = None
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since < self.HOLD_S:
+            self._update_timer.resume()  # asked again at the timer's next tick
+            return True
+        self._held_since = None  # drawn now: the next frame may wait as long again
+        return False
 
     def draw_soon(self) -> None:
         if textual_version().startswith(WRITTEN_FOR):
@@ -174,6 +201,8 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
         await super()._on_idle(event)
 
     def _on_timer_update(self) -> None:
+        if textual_version().startswith(WRITTEN_FOR) and self._hold_frame():
+            return
         self._draw_soon_at = -1.0  # drawn: the next changes wait for the timer again
         super()._on_timer_update()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,10 +71,12 @@ NARROW = 80
 
 @dataclass
 class LiveReply:
-    """A reply drawn as it streams: its turn, and the writer that feeds it."""
+    """A reply drawn as it streams: its turn, the writer that feeds it, and whether its
+    reader is in a burst (``Reply.bursting``)."""
 
     turn: ReplyTurn
     writer: ReplyWriter
+    bursting: threading.Event
 
 
 @dataclass
@@ -264,6 +267,11 @@ class ChatScreen(ChatImages):
     def streaming(self) -> bool:
         """A reply of the conversation on screen is drawn as it streams (or waits)."""
         return bool(self._live)
+
+    def holds_frames(self) -> bool:
+        """A reply on screen is read in a burst: frames wait for it a moment (see
+        ``DrawsSoon.holds_frames``). At full speed, 2,000 tokens come in some 30 ms."""
+        return any(live.bursting.is_set() for live in self._live.values())
 
     def _busy_here(self) -> Reply | None:
         if self.conversation is None:
@@ -552,7 +560,7 @@ class ChatScreen(ChatImages):
         if not isinstance(turn, ReplyTurn):
             return
         reply.in_sight = True
-        self._live[reply.reply_id] = LiveReply(turn, turn.writer())
+        self._live[reply.reply_id] = LiveReply(turn, turn.writer(), reply.bursting)
         self._steady_cursor()
         position = self.lp.conversations.position(reply.conversation_id)
         if position is not None:
