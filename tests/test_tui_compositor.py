@@ -5,8 +5,10 @@ are not rendered for it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -253,18 +255,30 @@ class HeldApp(App[None]):
         self.push_screen(Held())
 
 
-async def frames_of(app: App[Any], monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The times of the frames the app draws from now on."""
-    frames: list[float] = []
-    display = app._display
+@contextlib.asynccontextmanager
+async def held_screen(
+    monkeypatch: pytest.MonkeyPatch, hold_s: float
+) -> AsyncIterator[tuple[Held, Static, list[float]]]:
+    """A settled ``Held`` screen holding its frames (``HOLD_S`` = ``hold_s``): the screen,
+    its text, and the times of the frames drawn from now on."""
+    monkeypatch.setattr(compositor.DrawsSoon, "HOLD_S", hold_s)
+    app = HeldApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, Held), what="the screen")
+        screen = app.screen
+        assert isinstance(screen, Held)
+        await pilot.pause(0.3)
+        frames: list[float] = []
+        display = app._display
 
-    def counted(screen: Any, update: Any) -> None:
-        if update is not None:  # a frame that found nothing to draw writes nothing
-            frames.append(time.monotonic())
-        display(screen, update)
+        def counted(screen: Any, update: Any) -> None:
+            if update is not None:  # a frame that found nothing to draw writes nothing
+                frames.append(time.monotonic())
+            display(screen, update)
 
-    monkeypatch.setattr(app, "_display", counted)
-    return frames
+        monkeypatch.setattr(app, "_display", counted)
+        screen.holding = True
+        yield screen, screen.query_one("#text", Static), frames
 
 
 async def test_frames_wait_while_the_screen_holds_them_and_come_once_it_lets_go(
@@ -273,16 +287,7 @@ async def test_frames_wait_while_the_screen_holds_them_and_come_once_it_lets_go(
     """While a reply on screen is read in a burst, a frame would take the interpreter from
     its reader, and hold its last words back by as long: the change waits (even one asked
     for at once, ``draw_soon``), and is drawn as soon as the burst is read."""
-    monkeypatch.setattr(compositor.DrawsSoon, "HOLD_S", 60.0)
-    app = HeldApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, Held), what="the screen")
-        screen = app.screen
-        assert isinstance(screen, Held)
-        await pilot.pause(0.3)
-        frames = await frames_of(app, monkeypatch)
-        screen.holding = True
-        text = screen.query_one("#text", Static)
+    async with held_screen(monkeypatch, 60.0) as (screen, text, frames):
         text.update("the turns of the message sent")
         screen.draw_soon()
         # on the event loop alone: the pilot's pauses draw a frame themselves
@@ -290,7 +295,7 @@ async def test_frames_wait_while_the_screen_holds_them_and_come_once_it_lets_go(
         assert not frames, "no frame while the screen holds them"
         screen.holding = False
         await wait_for(None, lambda: frames, what="the frame once let go", timeout=15)
-        assert "the turns of the message sent" in "".join(whole(app))
+        assert "the turns of the message sent" in "".join(whole(screen.app))
 
 
 async def test_a_held_frame_is_drawn_after_hold_s_however_long_the_hold(
@@ -298,18 +303,9 @@ async def test_a_held_frame_is_drawn_after_hold_s_however_long_the_hold(
 ) -> None:
     """A burst that does not end (a server faster than this machine reads, for long)
     holds each frame ``HOLD_S`` at most: the screen still moves, a few times a second."""
-    monkeypatch.setattr(compositor.DrawsSoon, "HOLD_S", 0.2)
-    app = HeldApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, Held), what="the screen")
-        screen = app.screen
-        assert isinstance(screen, Held)
-        await pilot.pause(0.3)
-        frames = await frames_of(app, monkeypatch)
-        screen.holding = True
-        text = screen.query_one("#text", Static)
+    async with held_screen(monkeypatch, 0.2) as (screen, text, frames):
         for n in range(3):
             frames.clear()
             text.update(f"change {n}")
             await wait_for(None, lambda: frames, what=f"frame {n}, held", timeout=15)
-            assert f"change {n}" in "".join(whole(app))
+            assert f"change {n}" in "".join(whole(screen.app))
