@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 from waiting import wait_for
 
 from tui import compositor
@@ -245,6 +245,9 @@ class Held(compositor.DrawsSoon):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="text")
+        prompt = Input(id="prompt")
+        prompt.cursor_blink = False  # a blink would be a change of the focused widget
+        yield prompt
 
     def holds_frames(self) -> bool:
         return self.holding
@@ -309,3 +312,21 @@ async def test_a_held_frame_is_drawn_after_hold_s_however_long_the_hold(
             text.update(f"change {n}")
             await wait_for(None, lambda: frames, what=f"frame {n}, held", timeout=15)
             assert f"change {n}" in "".join(whole(screen.app))
+
+
+async def test_what_the_user_types_is_drawn_at_once_while_frames_are_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A held frame that would show a change of the focused widget (a key typed in the
+    prompt while a reply streams in a burst) is drawn at once: typing never lags."""
+    async with held_screen(monkeypatch, 60.0) as (screen, text, frames):
+        prompt = screen.query_one("#prompt", Input)
+        prompt.focus()
+        await asyncio.sleep(0.3)  # the focus drawn (the focused widget changed)
+        frames.clear()
+        text.update("held")
+        await asyncio.sleep(0.3)
+        assert not frames, "a change elsewhere waits"
+        prompt.insert_text_at_cursor("typed")
+        await wait_for(None, lambda: frames, what="the key's echo", timeout=15)
+        assert "typed" in "".join(whole(screen.app))

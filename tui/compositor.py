@@ -165,8 +165,12 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
         return False
 
     def _hold_frame(self) -> bool:
-        """Whether the frame due now waits (``holds_frames``, for ``HOLD_S`` at most)."""
-        if not self.holds_frames():
+        """Whether the frame due now waits (``holds_frames``, for ``HOLD_S`` at most). A
+        frame that shows a change of the focused widget never does: what the user types
+        echoes at once."""
+        if not self.holds_frames() or (
+            self.focused is not None and self.focused in self._dirty_widgets
+        ):
             self._held_since = None
             return False
         now = time.monotonic()
