@@ -250,7 +250,8 @@ class Held(compositor.DrawsSoon):
         yield prompt
 
     def holds_frames(self) -> bool:
-        return self.holding
+        # as the Chat screen's: never a frame that shows what is typed
+        return self.holding and not self.focused_changed()
 
 
 class HeldApp(App[None]):
@@ -318,7 +319,8 @@ async def test_what_the_user_types_is_drawn_at_once_while_frames_are_held(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A held frame that would show a change of the focused widget (a key typed in the
-    prompt while a reply streams in a burst) is drawn at once: typing never lags."""
+    prompt while a reply streams in a burst) can be told (``focused_changed``), and is
+    drawn at once by a screen that asks: typing never lags."""
     async with held_screen(monkeypatch, 60.0) as (screen, text, frames):
         prompt = screen.query_one("#prompt", Input)
         prompt.focus()

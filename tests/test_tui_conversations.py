@@ -4,9 +4,11 @@ turn cursor and prompt history - against the test Ollama server."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import MakeConfig
 from ollama_server import FakeOllama
 from textual import events
@@ -17,6 +19,7 @@ from engines.chat_types import ChatOptions
 from engines.config import load_settings
 from engines.store import Store
 from tui.app import LlmPessoalApp
+from tui.compositor import DrawsSoon
 from tui.screens.chat import ChatScreen
 from tui.widgets.conversation import ConversationView, PromptTurn, ReplyTurn
 from tui.widgets.dialogs import ConfirmDialog
@@ -168,6 +171,49 @@ async def test_the_screen_holds_its_frames_while_the_reply_on_it_is_read_in_a_bu
         await idle(pilot, app)
         assert not reply.bursting.is_set(), "a stopped reply leaves no burst behind"
         assert not screen.holds_frames()
+
+
+async def test_what_is_typed_during_a_burst_is_drawn_at_once_and_the_rest_waits(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the reply on screen is read in a burst, a key typed in the prompt is drawn at
+    once; the prompt emptied (by a send) waits with the rest of the screen."""
+    monkeypatch.setattr(DrawsSoon, "HOLD_S", 60.0)
+    ollama_server.reply = LONG
+    ollama_server.rate = 100
+    ollama_server.stall_after = 5  # then the reader waits: nothing it does clears the burst
+    ollama_server.stall_s = 60
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        a = await send(pilot, app, "A")
+        await wait_for(pilot, lambda: writing(app, a, words=1), what="A streaming")
+        reply = app.conversations.reply_in(a)
+        assert reply is not None
+        prompt(app).focus()
+        await pilot.pause(0.3)
+        frames: list[bool] = []  # for each frame: whether the burst was still being read
+        display = app._display
+
+        def counted(screen: Any, update: Any) -> None:
+            if update is not None:
+                frames.append(reply.bursting.is_set())
+            display(screen, update)
+
+        monkeypatch.setattr(app, "_display", counted)
+        reply.bursting.set()  # as its reader does while behind
+        prompt(app).insert("typed")
+        # waited on the event loop alone: the pilot's pauses draw a frame themselves
+        await wait_for(None, lambda: frames, what="the echo", timeout=15)
+        assert frames[0], "the echo was drawn during the burst, not after it"
+        frames.clear()
+        prompt(app).clear()
+        await asyncio.sleep(0.5)
+        assert not frames, "the prompt emptied waits while the burst is read"
+        reply.bursting.clear()  # the burst is read
+        await wait_for(None, lambda: frames, what="the frame once the burst is read", timeout=15)
+        await pilot.press("escape")
+        await idle(pilot, app)
 
 
 async def test_a_reply_finishing_out_of_sight_is_marked_unseen_with_a_notice(

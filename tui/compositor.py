@@ -164,13 +164,14 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
         drawn with them. None here; a screen that shows replies says."""
         return False
 
+    def focused_changed(self) -> bool:
+        """Whether the next frame shows a change of the focused widget (what the user
+        types, say)."""
+        return self.focused is not None and self.focused in self._dirty_widgets
+
     def _hold_frame(self) -> bool:
-        """Whether the frame due now waits (``holds_frames``, for ``HOLD_S`` at most). A
-        frame that shows a change of the focused widget never does: what the user types
-        echoes at once."""
-        if not self.holds_frames() or (
-            self.focused is not None and self.focused in self._dirty_widgets
-        ):
+        """Whether the frame due now waits (``holds_frames``, for ``HOLD_S`` at most)."""
+        if not self.holds_frames():
             self._held_since = None
             return False
         now = time.monotonic()

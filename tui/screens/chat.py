@@ -270,8 +270,14 @@ class ChatScreen(ChatImages):
 
     def holds_frames(self) -> bool:
         """A reply on screen is read in a burst: frames wait for it a moment (see
-        ``DrawsSoon.holds_frames``). At full speed, 2,000 tokens come in some 30 ms."""
-        return any(live.bursting.is_set() for live in self._live.values())
+        ``DrawsSoon.holds_frames``). At full speed, 2,000 tokens come in some 30 ms. Not
+        a frame that shows what is typed in the prompt: typing echoes at once. (The
+        prompt emptied by the send may wait: it is drawn with the new turns.)"""
+        if not any(live.bursting.is_set() for live in self._live.values()):
+            return False
+        return not (
+            self.focused_changed() and isinstance(self.focused, PromptInput) and self.focused.text
+        )
 
     def _busy_here(self) -> Reply | None:
         if self.conversation is None:
