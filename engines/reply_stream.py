@@ -86,7 +86,10 @@ class Reading:
         first item read once a burst is, is handed over at once (urgent). ``burst``, an
         Event given by whoever shows the reply, is set meanwhile: a screen that draws
         then takes the interpreter from the reader, and so holds the last words back
-        (``tui.compositor.DrawsSoon.holds_frames``)."""
+        (``tui.compositor.DrawsSoon.holds_frames``). Only where reads are told
+        (``reads_told``): a timed reader learns that a burst is over only from its next
+        item, and a server that stalls after a burst would hold the screen's frames all
+        the while."""
         return self._behind
 
     @behind.setter
@@ -94,7 +97,7 @@ class Reading:
         if value is not self._behind:
             self._behind = value
             if self._burst is not None:
-                if value:
+                if value and self.reads_told:
                     self._burst.set()
                 else:
                     self._burst.clear()

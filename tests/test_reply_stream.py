@@ -241,20 +241,33 @@ def test_a_reader_that_waited_for_the_network_is_not_behind() -> None:
 def test_the_burst_event_is_set_while_the_reader_is_behind_and_cleared_at_the_end() -> None:
     """``Reading(burst=...)``: whoever shows the reply knows when its reader is behind the
     server (a screen then holds its frames, which would hold the reading back). Set while
-    the items come buffered already, clear once a read waits, and clear after the last
-    item, even one read in a burst."""
+    the items come buffered already, clear once a read waits for the network, and clear
+    before the last item is handed over, even one read in a burst. The reads are told as
+    the transport tells them (``told_reads``): whether each waited for the network."""
     burst = threading.Event()
     reading = reply_stream.Reading(burst=burst)
+    reading.reads_told = True
     feed = Feed(asyncio.new_event_loop())
-    sent = threading.Event()
     seen: list[bool] = []
+    handed: dict[object, bool] = {}
+    put = feed.put
+
+    def told(item: object, *, urgent: bool = False) -> bool:
+        handed[item] = burst.is_set()
+        return put(item, urgent=urgent)
+
+    feed.put = told  # type: ignore[method-assign]
+
+    def read_waits() -> None:  # as the transport says of a read that waits for the network
+        reading.waited = True
+        if reading.on_wait is not None:
+            reading.on_wait()
 
     def parts() -> Any:
-        time.sleep(0.05)  # the first token: waited for
+        read_waits()
         yield "a"
         yield "b"  # buffered already: a burst
-        sent.wait(10)
-        time.sleep(0.05)
+        read_waits()
         yield "d"  # waited for: the burst is read
         yield "end"  # the last, in a burst of its own
 
@@ -263,17 +276,40 @@ def test_the_burst_event_is_set_while_the_reader_is_behind_and_cleared_at_the_en
         return part, False, part == "end"
 
     thread = reply_stream.read_in_thread(parts, convert, feed, reading)
-    sent.set()
     thread.join(10)
     feed.loop.close()
     assert seen == [False, True, False, True]
-    assert not burst.is_set(), "the last item is read: no burst to wait for"
+    assert handed["end"] is False, "cleared before the last item is handed over"
+    assert not burst.is_set()
+
+
+def test_a_reader_whose_reads_are_not_told_never_says_burst() -> None:
+    """Where the transport cannot tell the reads (``reads_told`` False), a reader learns
+    that a burst is over only from its next item: a server that stalls after a burst would
+    hold the screen's frames all the while. Such a reader never sets ``burst``."""
+    burst = threading.Event()
+    reading = reply_stream.Reading(burst=burst)
+    feed = Feed(asyncio.new_event_loop())
+    seen: list[bool] = []
+
+    def parts() -> Any:
+        yield from ["a", "b", "c"]  # buffered, one after another
+
+    def convert(part: Any) -> reply_stream.Converted:
+        seen.append(burst.is_set())
+        return part, False, False
+
+    thread = reply_stream.read_in_thread(parts, convert, feed, reading)
+    thread.join(10)
+    feed.loop.close()
+    assert seen == [False, False, False]
 
 
 def test_a_stopped_reader_leaves_no_burst_behind() -> None:
     """A reply stopped mid-burst (Esc) leaves its screen free to draw."""
     burst = threading.Event()
     reading = reply_stream.Reading(burst=burst)
+    reading.reads_told = True
     reading.behind = True
     assert burst.is_set()
     reading.stop()

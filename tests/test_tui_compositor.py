@@ -310,8 +310,10 @@ async def test_a_held_frame_is_drawn_after_hold_s_however_long_the_hold(
     async with held_screen(monkeypatch, 0.2) as (screen, text, frames):
         for n in range(3):
             frames.clear()
+            changed = time.monotonic()
             text.update(f"change {n}")
             await wait_for(None, lambda: frames, what=f"frame {n}, held", timeout=15)
+            assert frames[0] - changed >= 0.19, "held its while first"
             assert f"change {n}" in "".join(whole(screen.app))
 
 

@@ -5,6 +5,7 @@ turn cursor and prompt history - against the test Ollama server."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from engines.config import load_settings
 from engines.store import Store
 from tui.app import LlmPessoalApp
 from tui.compositor import DrawsSoon
+from tui.screens import chat as chat_screen
 from tui.screens.chat import ChatScreen
 from tui.widgets.conversation import ConversationView, PromptTurn, ReplyTurn
 from tui.widgets.dialogs import ConfirmDialog
@@ -177,8 +179,10 @@ async def test_what_is_typed_during_a_burst_is_drawn_at_once_and_the_rest_waits(
     ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the reply on screen is read in a burst, a key typed in the prompt is drawn at
-    once; the prompt emptied (by a send) waits with the rest of the screen."""
+    once, the last character deleted too; the prompt a send has just emptied waits with
+    the rest of the screen."""
     monkeypatch.setattr(DrawsSoon, "HOLD_S", 60.0)
+    monkeypatch.setattr(chat_screen, "SEND_CLEARED_S", 60.0)
     ollama_server.reply = LONG
     ollama_server.rate = 100
     ollama_server.stall_after = 5  # then the reader waits: nothing it does clears the burst
@@ -190,6 +194,7 @@ async def test_what_is_typed_during_a_burst_is_drawn_at_once_and_the_rest_waits(
         await wait_for(pilot, lambda: writing(app, a, words=1), what="A streaming")
         reply = app.conversations.reply_in(a)
         assert reply is not None
+        screen = chat(app)
         prompt(app).focus()
         await pilot.pause(0.3)
         frames: list[bool] = []  # for each frame: whether the burst was still being read
@@ -202,14 +207,21 @@ async def test_what_is_typed_during_a_burst_is_drawn_at_once_and_the_rest_waits(
 
         monkeypatch.setattr(app, "_display", counted)
         reply.bursting.set()  # as its reader does while behind
-        prompt(app).insert("typed")
-        # waited on the event loop alone: the pilot's pauses draw a frame themselves
-        await wait_for(None, lambda: frames, what="the echo", timeout=15)
-        assert frames[0], "the echo was drawn during the burst, not after it"
+        screen._sent_at = time.monotonic() - 120  # A's send, long past
+        for edit, what in ((lambda: prompt(app).insert("typed"), "typed"), (prompt(app).clear, "")):
+            frames.clear()
+            edit()
+            # waited on the event loop alone: the pilot's pauses draw a frame themselves
+            await wait_for(None, lambda: frames, what=f"the echo of {what!r}", timeout=15)
+            assert frames[0], "the echo was drawn during the burst, not after it"
+            assert prompt(app).text == what
+        prompt(app).insert("x")
+        await wait_for(None, lambda: frames, what="the echo of 'x'", timeout=15)
         frames.clear()
+        screen._sent_at = time.monotonic()  # as a send does, as it empties the prompt
         prompt(app).clear()
-        await asyncio.sleep(0.5)
-        assert not frames, "the prompt emptied waits while the burst is read"
+        await asyncio.sleep(0.3)
+        assert not frames, "the prompt emptied by the send waits while the burst is read"
         reply.bursting.clear()  # the burst is read
         await wait_for(None, lambda: frames, what="the frame once the burst is read", timeout=15)
         await pilot.press("escape")

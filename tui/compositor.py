@@ -167,7 +167,7 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
     def focused_changed(self) -> bool:
         """Whether the next frame shows a change of the focused widget (what the user
         types, say)."""
-        return self.focused is not None and self.focused in self._dirty_widgets
+        return self.focused is not None and self.focused in getattr(self, "_dirty_widgets", ())
 
     def _hold_frame(self) -> bool:
         """Whether the frame due now waits (``holds_frames``, for ``HOLD_S`` at most)."""

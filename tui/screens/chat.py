@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ from tui.widgets.sidebar import PAGE, ConversationList, Sidebar
 SEARCH_DELAY_S = 0.15
 NARROW = 80
 """Below this width the sidebar hides unless asked for."""
+
+
+SEND_CLEARED_S = 0.5
+"""How long after a send the prompt it emptied may wait to be drawn while a reply is read
+in a burst (``ChatScreen.holds_frames``); later, an emptied prompt (the last character
+deleted) is drawn at once, as any key."""
 
 
 @dataclass
@@ -262,6 +269,7 @@ class ChatScreen(ChatImages):
         self.editing: int | None = None
         """The prompt being edited (its message id), or None."""
         self._draft = ""  # what the prompt held before an edit began
+        self._sent_at = -1.0  # when the prompt was last emptied by a send (holds_frames)
 
     @property
     def streaming(self) -> bool:
@@ -272,12 +280,12 @@ class ChatScreen(ChatImages):
         """A reply on screen is read in a burst: frames wait for it a moment (see
         ``DrawsSoon.holds_frames``). At full speed, 2,000 tokens come in some 30 ms. Not
         a frame that shows what is typed in the prompt: typing echoes at once. (The
-        prompt emptied by the send may wait: it is drawn with the new turns.)"""
+        prompt emptied by a send a moment ago may wait: it is drawn with the new turns.)"""
         if not any(live.bursting.is_set() for live in self._live.values()):
             return False
-        return not (
-            self.focused_changed() and isinstance(self.focused, PromptInput) and self.focused.text
-        )
+        if self.focused_changed() and isinstance(self.focused, PromptInput):
+            return not self.focused.text and time.monotonic() - self._sent_at < SEND_CLEARED_S
+        return True
 
     def _busy_here(self) -> Reply | None:
         if self.conversation is None:
@@ -880,6 +888,7 @@ class ChatScreen(ChatImages):
         # handled after this method, once the turn below draws them
         self._start(reply)
         self.query_one(PromptInput).clear()
+        self._sent_at = time.monotonic()
         self.attachments_sent()
         view = self.query_one(ConversationView)
         view.select(None)
