@@ -18,6 +18,7 @@ from tui_helpers import make_app, screen_text, shows, type_text, wait_for
 
 from engines.chat_types import ChatOptions
 from engines.config import load_settings
+from engines.conversations import Reply
 from engines.store import Store
 from tui.app import LlmPessoalApp
 from tui.compositor import DrawsSoon
@@ -86,6 +87,16 @@ def writing(app: LlmPessoalApp, conversation_id: int, words: int = 3) -> bool:
     return reply is not None and len(reply.parts) >= words
 
 
+async def streaming(pilot: Any, app: LlmPessoalApp, text: str, words: int = 3) -> Reply:
+    """Send ``text`` once the app is online; its reply, once it has streamed ``words``."""
+    await online(pilot, app)
+    cid = await send(pilot, app, text)
+    await wait_for(pilot, lambda: writing(app, cid, words), what=f"{text!r} streaming")
+    reply = app.conversations.reply_in(cid)
+    assert reply is not None
+    return reply
+
+
 async def idle(pilot: Any, app: LlmPessoalApp) -> None:
     await wait_for(
         pilot, lambda: not app.conversations.busy and not chat(app).streaming, what="replies done"
@@ -152,11 +163,8 @@ async def test_the_screen_holds_its_frames_while_the_reply_on_it_is_read_in_a_bu
     ollama_server.rate = 50
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
-        await online(pilot, app)
-        a = await send(pilot, app, "A")
-        await wait_for(pilot, lambda: writing(app, a), what="A streaming")
-        reply = app.conversations.reply_in(a)
-        assert reply is not None
+        reply = await streaming(pilot, app, "A")
+        a = reply.conversation_id
         screen = chat(app)
         await wait_for(pilot, lambda: not screen.holds_frames(), what="caught up")
         reply.bursting.set()  # as its reader does while behind
@@ -189,11 +197,7 @@ async def test_what_is_typed_during_a_burst_is_drawn_at_once_and_the_rest_waits(
     ollama_server.stall_s = 60
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
-        await online(pilot, app)
-        a = await send(pilot, app, "A")
-        await wait_for(pilot, lambda: writing(app, a, words=1), what="A streaming")
-        reply = app.conversations.reply_in(a)
-        assert reply is not None
+        reply = await streaming(pilot, app, "A", words=1)
         screen = chat(app)
         prompt(app).focus()
         await pilot.pause(0.3)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -78,12 +77,10 @@ deleted) is drawn at once, as any key."""
 
 @dataclass
 class LiveReply:
-    """A reply drawn as it streams: its turn, the writer that feeds it, and whether its
-    reader is in a burst (``Reply.bursting``)."""
+    """A reply drawn as it streams: its turn, and the writer that feeds it."""
 
     turn: ReplyTurn
     writer: ReplyWriter
-    bursting: threading.Event
 
 
 @dataclass
@@ -281,7 +278,8 @@ class ChatScreen(ChatImages):
         ``DrawsSoon.holds_frames``). At full speed, 2,000 tokens come in some 30 ms. Not
         a frame that shows what is typed in the prompt: typing echoes at once. (The
         prompt emptied by a send a moment ago may wait: it is drawn with the new turns.)"""
-        if not any(live.bursting.is_set() for live in self._live.values()):
+        busy = self.lp.conversations.busy.values()
+        if not any(r.bursting.is_set() for r in busy if r.reply_id in self._live):
             return False
         if self.focused_changed() and isinstance(self.focused, PromptInput):
             return not self.focused.text and time.monotonic() - self._sent_at < SEND_CLEARED_S
@@ -574,7 +572,7 @@ class ChatScreen(ChatImages):
         if not isinstance(turn, ReplyTurn):
             return
         reply.in_sight = True
-        self._live[reply.reply_id] = LiveReply(turn, turn.writer(), reply.bursting)
+        self._live[reply.reply_id] = LiveReply(turn, turn.writer())
         self._steady_cursor()
         position = self.lp.conversations.position(reply.conversation_id)
         if position is not None:
