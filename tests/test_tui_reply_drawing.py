@@ -85,6 +85,34 @@ async def test_a_streamed_reply_is_followed_to_its_last_token_and_reads_as_opene
         assert any("Paragraph 29 says something" in line for line in streamed), "bold is styled"
 
 
+async def test_a_reply_keeps_its_width_when_it_comes_to_fill_the_view(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """The scrollbar's place is kept while the view has none: a reply that grows past
+    the view's height is not re-wrapped two cells narrower (drawn again) under the
+    reader's eyes when the scrollbar comes."""
+    ollama_server.reply = REPLY
+    ollama_server.rate = 60
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: bool(app.models), what="online")
+        await type_text(pilot, "write it")
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, ChatScreen)
+        view = screen.query_one(ConversationView)
+        await wait_for(
+            pilot,
+            lambda: bool(screen.query(ReplyTurn)) and "A long answer" in screen_text(app),
+            what="the first words",
+        )
+        assert view.max_scroll_y == 0, "the reply fits the view yet"
+        width = screen.query(ReplyTurn).last().body.size.width
+        await wait_for(pilot, lambda: view.max_scroll_y > 0, what="the view filled", timeout=60)
+        await wait_for(pilot, lambda: not screen.streaming, what="finished", timeout=60)
+        assert screen.query(ReplyTurn).last().body.size.width == width
+
+
 def drawn_whole(app: App[None], text: str, width: int = 60) -> list[str]:
     """The rows of ``text`` drawn by Rich in one piece."""
     console = app.console
