@@ -18,6 +18,7 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
+from tui.app import LlmPessoalApp
 from tui.screens.chat import ChatScreen
 from tui.widgets.conversation import ConversationView, ReplyTurn, ReplyWriter
 from tui.widgets.markdown_text import MarkdownText, render
@@ -51,6 +52,16 @@ def reply_lines(app: App[object]) -> list[str]:
     return rows(app.screen.query(ReplyTurn).last().body)
 
 
+async def ask(pilot: Pilot[int], app: LlmPessoalApp) -> ChatScreen:
+    """Send a prompt once the app is online; the Chat screen it was sent on."""
+    await wait_for(pilot, lambda: bool(app.models), what="online")
+    await type_text(pilot, "write it")
+    await pilot.press("enter")
+    screen = app.screen
+    assert isinstance(screen, ChatScreen)
+    return screen
+
+
 async def test_a_streamed_reply_is_followed_to_its_last_token_and_reads_as_opened_anew(
     ollama_server: FakeOllama, config_file: Path
 ) -> None:
@@ -58,11 +69,7 @@ async def test_a_streamed_reply_is_followed_to_its_last_token_and_reads_as_opene
     ollama_server.rate = 300  # a dozen tokens between two drawings: some only lengthen a line
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: bool(app.models), what="online")
-        await type_text(pilot, "write it")
-        await pilot.press("enter")
-        screen = app.screen
-        assert isinstance(screen, ChatScreen)
+        screen = await ask(pilot, app)
         await wait_for(pilot, lambda: screen.streaming, what="streaming")
         await wait_for(pilot, lambda: not screen.streaming, what="finished", timeout=60)
         await wait_for(pilot, lambda: "qxfinalmark" in screen_text(app), what="last token")
@@ -95,11 +102,7 @@ async def test_a_reply_keeps_its_width_when_it_comes_to_fill_the_view(
     ollama_server.rate = 60
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: bool(app.models), what="online")
-        await type_text(pilot, "write it")
-        await pilot.press("enter")
-        screen = app.screen
-        assert isinstance(screen, ChatScreen)
+        screen = await ask(pilot, app)
         view = screen.query_one(ConversationView)
         await wait_for(
             pilot,
