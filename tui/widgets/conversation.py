@@ -18,7 +18,7 @@ from engines.chat_types import ReplyStats, ToolUse
 from engines.store import Status, StoredMessage
 from tui.compositor import draw_soon
 from tui.text import shorten, visible
-from tui.widgets.one_layout import OneLayout
+from tui.widgets.one_layout import OneLayout, OwnHeights
 
 if TYPE_CHECKING:  # imported with the first reply drawn (Markdown is not needed before)
     from tui.widgets.markdown_text import MarkdownText
@@ -223,7 +223,7 @@ class ReplyWriter:
         self._wake.set()
 
 
-class Turn(Vertical, OneLayout):
+class Turn(Vertical, OneLayout, OwnHeights):
     """A turn of the conversation: one message of the current path, and which of its
     versions it is (``version`` of ``versions``, when it was redone)."""
 

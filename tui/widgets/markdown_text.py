@@ -26,7 +26,7 @@ from textual.geometry import Region
 from textual.visual import VisualType, visualize
 from textual.widgets import Static
 
-from tui.widgets.one_layout import OneLayout
+from tui.widgets.one_layout import OneLayout, OwnHeights
 
 SETTLE_AT = 2000
 """Characters of finished blocks gathered before they become a piece of their own."""
@@ -232,7 +232,7 @@ class Block(Static, OneLayout):
         return height != self.size.height
 
 
-class MarkdownText(Vertical, OneLayout):
+class MarkdownText(Vertical, OneLayout, OwnHeights):
     """A Markdown text that can grow: ``append`` re-renders only the unsettled tail."""
 
     DEFAULT_CSS = """

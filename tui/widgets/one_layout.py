@@ -1,10 +1,17 @@
 """A widget whose new size needs no second layout (the conversation and its Markdown use
-it); apart from Markdown so the conversation can be drawn before Markdown is imported."""
+it), and a container laid out once per change (``OwnHeights``: a turn and its Markdown);
+apart from Markdown so the conversation can be drawn before Markdown is imported."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from textual.css.scalar import Scalar, Unit
 from textual.geometry import Size
 from textual.widget import Widget
+
+if TYPE_CHECKING:
+    from textual.layout import DockArrangeResult
 
 
 class OneLayout(Widget):
@@ -43,3 +50,39 @@ class OneLayout(Widget):
             and self.border_title is None
             and self.border_subtitle is None
         )
+
+
+_OWN = (Unit.AUTO, Unit.CELLS)
+"""Heights that do not depend on the container's: set in cells, or the content's."""
+
+
+def _own(scalar: Scalar | None) -> bool:
+    return scalar is None or scalar.unit in _OWN
+
+
+class OwnHeights(Widget):
+    """A container whose children each take the height of their own content (or a set
+    number of rows), none a share of the container's, nor docked, and aligned at its
+    top: laid out alike at any height.
+
+    Textual measures a container of auto height by arranging its children at one height
+    (its parent's), then places it by arranging them again at its own, which differs, so
+    its cache of arrangements never served the second: each write of a streamed reply
+    arranged the reply's Markdown two or three times, and its turn twice (121 and 84
+    arrangements in 45 frames). Arranged here at height 0 whatever the height asked,
+    the second is the first, from the cache."""
+
+    def arrange(self, size: Size, optimal: bool = False) -> DockArrangeResult:
+        if (
+            size.height
+            and self.styles.align_vertical == "top"
+            and all(
+                _own(styles.height)
+                and _own(styles.min_height)
+                and _own(styles.max_height)
+                and not styles.is_docked
+                for styles in (child.styles for child in self.displayed_children)
+            )
+        ):
+            size = Size(size.width, 0)
+        return super().arrange(size, optimal)
