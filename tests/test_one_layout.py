@@ -4,6 +4,7 @@ children take a share of its height is arranged at its own height, as before."""
 
 from __future__ import annotations
 
+import pytest
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
 from textual.geometry import Size
@@ -44,23 +45,21 @@ async def test_a_column_of_own_heights_is_arranged_once_for_any_height() -> None
         assert [p.region.height for p in placed.placements] == [2, 1]
 
 
-async def test_a_column_whose_child_takes_a_share_is_arranged_at_each_height() -> None:
+@pytest.mark.parametrize(
+    ("column_id", "heights", "expected"),
+    [
+        # a child of height 50%: half of each height
+        ("shared", (20, 8), [(0, 10), (0, 4)]),
+        # a child aligned in the middle: lower in the taller column
+        ("middle", (21, 5), [(10, 1), (2, 1)]),
+    ],
+)
+async def test_a_column_laid_out_by_its_own_height_is_arranged_at_each_height(
+    column_id: str, heights: tuple[int, int], expected: list[tuple[int, int]]
+) -> None:
     app = Shares()
     async with app.run_test(size=(40, 20)) as pilot:
         await pilot.pause()
-        column = app.query_one("#shared", Column)
-        tall = column.arrange(Size(40, 20))
-        short = column.arrange(Size(40, 8))
-        assert [p.region.height for p in tall.placements] == [10]
-        assert [p.region.height for p in short.placements] == [4]
-
-
-async def test_a_column_aligned_below_its_top_is_arranged_at_each_height() -> None:
-    app = Shares()
-    async with app.run_test(size=(40, 20)) as pilot:
-        await pilot.pause()
-        column = app.query_one("#middle", Column)
-        tall = column.arrange(Size(40, 21))
-        short = column.arrange(Size(40, 5))
-        assert [p.region.y for p in tall.placements] == [10]
-        assert [p.region.y for p in short.placements] == [2]
+        column = app.query_one(f"#{column_id}", Column)
+        placed = [column.arrange(Size(40, height)).placements[0].region for height in heights]
+        assert [(region.y, region.height) for region in placed] == expected
