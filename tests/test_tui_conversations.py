@@ -10,16 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import textual.screen
 from conftest import MakeConfig
 from ollama_server import FakeOllama
 from textual import events
 from textual.widgets import Input, Static
+from textual.widgets.option_list import OptionDoesNotExist
 from tui_helpers import make_app, screen_text, shows, type_text, wait_for
 
 from engines.chat_types import ChatOptions
 from engines.config import load_settings
 from engines.conversations import Reply
 from engines.store import Store
+from tui import app as tui_app
 from tui.app import LlmPessoalApp
 from tui.compositor import DrawsSoon
 from tui.screens import chat as chat_screen
@@ -115,8 +118,13 @@ def chats(server: FakeOllama) -> int:
 
 
 def label(app: LlmPessoalApp, conversation_id: int) -> str:
+    """The conversation's line in the sidebar ("" while it is not listed: the list takes in
+    a conversation just sent once its reply has had its time for the first words)."""
     listing = chat(app).query_one(ConversationList)
-    return str(listing.get_option(str(conversation_id)).prompt)
+    try:
+        return str(listing.get_option(str(conversation_id)).prompt)
+    except OptionDoesNotExist:
+        return ""
 
 
 async def test_a_send_in_b_while_a_streams_and_a_shows_live_when_back(
@@ -131,7 +139,8 @@ async def test_a_send_in_b_while_a_streams_and_a_shows_live_when_back(
         await online(pilot, app)
         a = await send(pilot, app, "A")
         await wait_for(pilot, lambda: writing(app, a), what="A streaming")
-        assert "writing…" in label(app, a), "the sidebar marks the streaming conversation"
+        # the sidebar marks the streaming conversation
+        await wait_for(pilot, lambda: "writing…" in label(app, a), what="A marked")
         await pilot.press("ctrl+n")
         b = await send(pilot, app, "B")
         assert b != a
@@ -232,6 +241,66 @@ async def test_what_is_typed_during_a_burst_is_drawn_at_once_and_the_rest_waits(
         await idle(pilot, app)
 
 
+def laid_out(app: LlmPessoalApp, kind: type) -> bool:
+    """A widget of ``kind`` is in the Chat screen's last frame (laid out, not just mounted)."""
+    return any(isinstance(w, kind) for w in chat(app)._compositor.visible_widgets)
+
+
+async def test_the_turns_of_a_message_sent_are_drawn_as_soon_as_they_are_mounted(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turns of a message just sent are drawn once they are mounted, not at the next
+    tick of Textual's frame timer: a frame the timer started then (up to 17 ms later) held
+    back the server's first tokens, which come a few milliseconds after. Here the timer
+    ticks once a minute and the model takes 30 s to its first token: the turns come at
+    once anyway."""
+    monkeypatch.setattr(textual.screen, "UPDATE_PERIOD", 60.0)
+    ollama_server.first_token_delay = 30.0
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        prompt(app).focus()
+        await type_text(pilot, "the question")  # drawn by the pilot's pause
+        assert not laid_out(app, PromptTurn)
+        prompt(app).action_submit()
+        # on the event loop alone: the pilot's pauses draw a frame themselves
+        await wait_for(
+            None,
+            lambda: laid_out(app, PromptTurn) and laid_out(app, ReplyTurn),
+            what="the new turns drawn",
+        )
+        assert app.conversations.busy, "drawn while the reply waits for its first token"
+        await pilot.press("escape")
+        await idle(pilot, app)
+
+
+async def test_the_sidebar_shows_a_new_conversation_after_the_first_words_not_with_its_turns(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sidebar takes in the conversation of a message just sent (new, or gone to the
+    top) once its reply has had its time for the first words (``first_words_due``), not
+    in the frame of the new turns, which the first words wait for. Here that time is
+    long: the turns are drawn, the list is not yet; then it is."""
+    monkeypatch.setattr(tui_app, "FIRST_WORDS_S", 8.0)
+    ollama_server.reply = LONG  # still streaming when the list is looked at
+    ollama_server.rate = 100
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        listing = chat(app).query_one(ConversationList)
+        cid = await send(pilot, app, "A")
+        await wait_for(pilot, lambda: laid_out(app, ReplyTurn), what="the turns drawn")
+        listed = [listing.get_option_at_index(i).id for i in range(listing.option_count)]
+        assert str(cid) not in listed, "the list waits for the first words"
+        await wait_for(
+            pilot,
+            lambda: listing.option_count and listing.get_option_at_index(0).id == str(cid),
+            what="the conversation listed at the top",
+        )
+        await pilot.press("escape")
+        await idle(pilot, app)
+
+
 async def test_a_reply_finishing_out_of_sight_is_marked_unseen_with_a_notice(
     ollama_server: FakeOllama, make_config: MakeConfig
 ) -> None:
@@ -268,7 +337,7 @@ async def test_past_the_limit_a_reply_waits_and_says_so(
         await pilot.press("ctrl+n")
         b = await send(pilot, app, "second")
         await wait_for(pilot, lambda: "waiting: 1st in line" in screen_text(app), what="waits")
-        assert "waiting" in label(app, b)
+        await wait_for(pilot, lambda: "waiting" in label(app, b), what="B marked waiting")
         assert ollama_server.streams == 1, "the second did not reach the server"
         # Esc stops the visible reply, even one still waiting; the other goes on
         await pilot.press("escape")

@@ -267,6 +267,7 @@ class ChatScreen(ChatImages):
         """The prompt being edited (its message id), or None."""
         self._draft = ""  # what the prompt held before an edit began
         self._sent_at = -1.0  # when the prompt was last emptied by a send (holds_frames)
+        self._list_due = False  # the list waits for a reply's first words (a send)
 
     @property
     def streaming(self) -> bool:
@@ -455,6 +456,7 @@ class ChatScreen(ChatImages):
     def _refresh_list(self) -> None:
         """The list again, as many conversations as it had loaded (a page at least), and
         down to the open conversation if that is further down."""
+        self._list_due = False
         search = self.query_one("#search", Input).value
         listing = self.query_one(ConversationList)
         current = self.conversation.id if self.conversation else None
@@ -468,6 +470,18 @@ class ChatScreen(ChatImages):
                     rows = self._conversations(search, limit=want + 1)
         listing.show(rows[:want], current, search=search, more=len(rows) > want)
         self._mark()
+
+    def _refresh_list_after_first_words(self) -> None:
+        """The list again once a reply just sent has had its time for its first words
+        (``first_words_due``, at most 0.3 s), or has ended, whichever is first: drawn
+        with the new turns, the list (the conversation gone to the top, or new) took 2-5
+        ms of their 14-22 ms frame, and the first words waited for that frame."""
+        self._list_due = True
+        self.set_timer(self.lp.first_words_due(), self._refresh_due_list)
+
+    def _refresh_due_list(self) -> None:
+        if self._list_due:
+            self._refresh_list()
 
     @on(ConversationList.MoreWanted)
     def _more_wanted(self, event: ConversationList.MoreWanted) -> None:
@@ -895,7 +909,7 @@ class ChatScreen(ChatImages):
         )
         view.add_reply(reply.conversation.model, reply.reply_id)
         self._draw_live(reply)
-        self._refresh_list()
+        self._refresh_list_after_first_words()
 
     def _start(self, reply: Reply) -> None:
         self.lp.start_reply(reply)
@@ -951,6 +965,7 @@ class ChatScreen(ChatImages):
             if self.conversation and self.conversation.id == event.conversation_id:
                 self.conversation = self.lp.store.conversation(event.conversation_id)
                 self.reply_finished()
+            self._refresh_due_list()  # a reply done before its first words' time was up
             here = self.conversation is not None and self.conversation.id == event.conversation_id
             if event.failure in ("unreachable", "lost") and event.host and here:
                 self._offer_resend(event, self.current_model())

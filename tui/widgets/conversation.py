@@ -331,6 +331,11 @@ class ReplyTurn(Turn):
 
     def on_mount(self) -> None:
         self.set_class(self.status in ("interrupted", "error"), "-failed")
+        if self.status == "streaming":
+            # drawn now, not at the frame timer's next tick (up to 17 ms on): the turns of
+            # a message just sent are mounted a few milliseconds before the server's first
+            # tokens come, and a frame of them started by the timer then held those back
+            draw_soon(self)
 
     def _note(self, text: str) -> None:
         self._noted = Text(text, style="dim italic")
