@@ -274,6 +274,49 @@ async def test_the_turns_of_a_message_sent_are_drawn_as_soon_as_they_are_mounted
         await idle(pilot, app)
 
 
+async def test_no_frame_shows_the_turn_of_a_message_sent_without_its_replys_turn(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the reply's turn of a message just sent is being mounted, frames wait (its
+    mounting takes a dozen turns of the event loop, and a frame drawn meanwhile held it
+    back): both turns come in one frame. Here the reply's turn takes 0.3 s to mount, and
+    Textual's frame timer ticks 60 times a second meanwhile."""
+    monkeypatch.setattr(chat_screen, "MOUNTING_HOLD_S", 60.0)
+    monkeypatch.setattr(DrawsSoon, "HOLD_S", 60.0)
+
+    class Slow(Static):
+        async def on_mount(self) -> None:
+            await asyncio.sleep(0.3)
+
+    compose = ReplyTurn.compose
+
+    def slowly(turn: ReplyTurn) -> Any:
+        yield from compose(turn)
+        yield Slow()
+
+    monkeypatch.setattr(ReplyTurn, "compose", slowly)
+    ollama_server.first_token_delay = 30.0
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        prompt(app).focus()
+        await type_text(pilot, "the question")
+        frames: list[tuple[bool, bool]] = []  # each frame: the prompt's turn, the reply's
+        display = app._display
+
+        def counted(screen: Any, update: Any) -> None:
+            frames.append((laid_out(app, PromptTurn), laid_out(app, ReplyTurn)))
+            display(screen, update)
+
+        monkeypatch.setattr(app, "_display", counted)
+        prompt(app).action_submit()
+        # on the event loop alone: the pilot's pauses draw a frame themselves
+        await wait_for(None, lambda: any(reply for _, reply in frames), what="the turns drawn")
+        assert all(reply for prompt_turn, reply in frames if prompt_turn), frames
+        await pilot.press("escape")
+        await idle(pilot, app)
+
+
 async def test_the_sidebar_shows_a_new_conversation_after_the_first_words_not_with_its_turns(
     ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

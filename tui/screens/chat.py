@@ -73,6 +73,9 @@ SEND_CLEARED_S = 0.5
 """How long after a send the prompt it emptied may wait to be drawn while a reply is read
 in a burst (``ChatScreen.holds_frames``); later, an emptied prompt (the last character
 deleted) is drawn at once, as any key."""
+MOUNTING_HOLD_S = 0.05
+"""How long after a send frames may wait for the reply's new turn to be mounted
+(``ChatScreen.holds_frames``)."""
 
 
 @dataclass
@@ -268,6 +271,7 @@ class ChatScreen(ChatImages):
         self._draft = ""  # what the prompt held before an edit began
         self._sent_at = -1.0  # when the prompt was last emptied by a send (holds_frames)
         self._list_due = False  # the list waits for a reply's first words (a send)
+        self._mounting: ReplyTurn | None = None  # the turn of a reply just sent, until mounted
 
     @property
     def streaming(self) -> bool:
@@ -278,7 +282,16 @@ class ChatScreen(ChatImages):
         """A reply on screen is read in a burst: frames wait for it a moment (see
         ``DrawsSoon.holds_frames``). At full speed, 2,000 tokens come in some 30 ms. Not
         a frame that shows what is typed in the prompt: typing echoes at once. (The
-        prompt emptied by a send a moment ago may wait: it is drawn with the new turns.)"""
+        prompt emptied by a send a moment ago may wait: it is drawn with the new turns.)
+
+        Frames also wait while the reply's turn of a message just sent is mounted (at most
+        ``MOUNTING_HOLD_S``): its mounting takes a dozen turns of the event loop, a frame
+        drawn meanwhile (the prompt's turn alone, or the first words of a turn not shown
+        yet) held it back by as long, and the frame of both turns waited for that one."""
+        if self._mounting is not None:
+            if not self._mounting.is_mounted and time.monotonic() - self._sent_at < MOUNTING_HOLD_S:
+                return True
+            self._mounting = None
         busy = self.lp.conversations.busy.values()
         if not any(r.bursting.is_set() for r in busy if r.reply_id in self._live):
             return False
@@ -907,7 +920,7 @@ class ChatScreen(ChatImages):
         view.add_prompt(
             text, stored.parent_id if stored else None, tuple(str(a.path) for a in images)
         )
-        view.add_reply(reply.conversation.model, reply.reply_id)
+        self._mounting = view.add_reply(reply.conversation.model, reply.reply_id)
         self._draw_live(reply)
         self._refresh_list_after_first_words()
 
