@@ -344,6 +344,34 @@ async def test_the_sidebar_shows_a_new_conversation_after_the_first_words_not_wi
         await idle(pilot, app)
 
 
+async def test_a_reply_done_before_its_first_words_time_is_drawn_done_before_the_list(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply that ends before its first words' time is up (a short one, at full speed):
+    the list takes its conversation in once the reply is drawn done, not in that frame,
+    which its last words wait for."""
+    monkeypatch.setattr(tui_app, "FIRST_WORDS_S", 8.0)
+    ollama_server.reply = "Short, and done at once."
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        listing = chat(app).query_one(ConversationList)
+        frames: list[tuple[bool, bool]] = []  # each frame: the reply drawn done, listed
+        display = app._display
+
+        def counted(screen: Any, update: Any) -> None:
+            reply = view(app).last_reply()
+            done = reply is not None and reply.status == "done"
+            frames.append((done, listing.option_count > 0))
+            display(screen, update)
+
+        monkeypatch.setattr(app, "_display", counted)
+        await send(pilot, app, "A")
+        await wait_for(pilot, lambda: listing.option_count, what="the conversation listed")
+        drawn_done = next(listed for done, listed in frames if done)
+        assert not drawn_done, "the frame that drew the reply done did not draw the list"
+
+
 async def test_a_reply_finishing_out_of_sight_is_marked_unseen_with_a_notice(
     ollama_server: FakeOllama, make_config: MakeConfig
 ) -> None:

@@ -486,9 +486,9 @@ class ChatScreen(ChatImages):
 
     def _refresh_list_after_first_words(self) -> None:
         """The list again once a reply just sent has had its time for its first words
-        (``first_words_due``, at most 0.3 s), or has ended, whichever is first: drawn
-        with the new turns, the list (the conversation gone to the top, or new) took 2-5
-        ms of their 14-22 ms frame, and the first words waited for that frame."""
+        (``first_words_due``, at most 0.3 s), or its last words are drawn, whichever is
+        first: drawn with the new turns, the list (the conversation gone to the top, or
+        new) took 2-5 ms of their 14-22 ms frame, and the first words waited for it."""
         self._list_due = True
         self.set_timer(self.lp.first_words_due(), self._refresh_due_list)
 
@@ -978,7 +978,9 @@ class ChatScreen(ChatImages):
             if self.conversation and self.conversation.id == event.conversation_id:
                 self.conversation = self.lp.store.conversation(event.conversation_id)
                 self.reply_finished()
-            self._refresh_due_list()  # a reply done before its first words' time was up
+            # a reply done before its first words' time was up: the list after its last
+            # words (drawn with them, it held them back by as long)
+            self.call_after_refresh(self._refresh_due_list)
             here = self.conversation is not None and self.conversation.id == event.conversation_id
             if event.failure in ("unreachable", "lost") and event.host and here:
                 self._offer_resend(event, self.current_model())
