@@ -649,6 +649,13 @@ class LlmPessoalApp(App[int]):
             answered,
         )
 
+    async def hung_up(self) -> None:
+        """The terminal is gone (``tui.output.watch_hangup``): nobody can answer a question,
+        so the replies streaming are each kept, marked interrupted, and the app ends."""
+        for conversation_id in list(self.conversations.busy):
+            await self.stop_reply(conversation_id)
+        self.exit()
+
     def action_search_all(self) -> None:
         """One search over everything (tui/widgets/search.py); a result opens where it lives."""
         from tui.widgets.search import SearchDialog, open_hit

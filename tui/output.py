@@ -26,6 +26,7 @@ app makes them, step previews wait for it (``output_backlog``; ``Picture.show_pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -531,6 +532,48 @@ META_SENDS_ESCAPE_OFF = "\x1b[?1036l"
 8-bit character (Debian's xterm sends "ã" for Alt+c by default). Others ignore it."""
 
 
+def watch_hangup(fileno: int, app: Any, driver: Any = None) -> threading.Thread | None:
+    """Watch the terminal (``fileno``, its input) in a thread of its own, and have the app
+    quit once it hangs up (an ssh link dropped, the terminal window closed): ``driver``
+    writes nothing more (``hung_up``), and the app's ``hung_up()``, or else ``exit()``, is
+    called on its event loop. The kernel's SIGHUP ends the app as well, where it is not
+    ignored; where it is (``nohup``), Textual read an empty input over and over, a CPU's
+    worth, for as long as the machine ran, and a quit then waited for ever on output that
+    nobody read. None where the input cannot be watched (not a terminal, no ``poll``)."""
+    import select
+
+    try:
+        if not os.isatty(fileno):
+            return None
+        poller = select.poll()
+        poller.register(fileno, 0)  # no events asked: poll() wakes on a hang-up or error
+    except (OSError, ValueError, AttributeError):
+        return None
+
+    def watch() -> None:
+        while True:
+            try:
+                events = poller.poll()
+            except InterruptedError:
+                continue
+            except (OSError, ValueError):
+                return
+            if any(
+                mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events
+            ):
+                break
+        log.warning("the terminal hung up: quitting")
+        if driver is not None:
+            driver.hung_up = True
+        quit_ = getattr(app, "hung_up", None) or app.exit
+        with contextlib.suppress(RuntimeError):  # the app is gone already
+            app.call_from_thread(quit_)
+
+    thread = threading.Thread(target=watch, name="terminal-hangup", daemon=True)
+    thread.start()
+    return thread
+
+
 def with_output_filter(driver: type[Driver]) -> type[Driver]:
     """``driver`` with :class:`OutputFilter` on its output (unless switched off) and Alt
     keys asked of xterm as ESC prefixes, where it is Textual's Linux driver; else
@@ -549,10 +592,14 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
             self._held: str | None = None
             self._failed = not filter_enabled()
             self.backlog = OutputBacklog()
+            self.hung_up = False
+            """The terminal is gone (``watch_hangup``): nothing more is written to it."""
             terminal: Any = self._file  # type: ignore[has-type]
             self._file = _CountingFile(terminal, self.backlog)
 
         def _send(self, data: str) -> None:
+            if self.hung_up:
+                return  # nobody reads it: written, it filled the writer's queue, then waited
             self.backlog.add(len(data))
             super().write(data)
 
@@ -560,6 +607,7 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
             super().start_application_mode()
             self.write(META_SENDS_ESCAPE_ON)
             self.flush()
+            watch_hangup(self.fileno, self._app, self)
 
         def stop_application_mode(self) -> None:
             self.write(META_SENDS_ESCAPE_OFF)
