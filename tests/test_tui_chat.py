@@ -276,7 +276,8 @@ async def test_conversations_new_switch_rename_delete_search(
             await pilot.press("enter")
             await wait_for(pilot, lambda: not chat_screen(app).streaming)
         listing = app.screen.query_one(ConversationList)
-        assert listing.option_count == 2
+        # listed once each reply's last words are drawn (or its first words' time is up)
+        await wait_for(pilot, lambda: listing.option_count == 2, what="both listed")
         # search by message text
         await pilot.press("ctrl+f")
         await pilot.press(*"apple")
