@@ -8,35 +8,17 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
-import select
 import signal
 import sys
-import time
 from pathlib import Path
 
 from ollama_server import FakeOllama
-from waiting import wait_until
+from waiting import read_until, wait_until
 
 from engines.config import load_settings
 from engines.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
-    data = b""
-    deadline = time.monotonic() + timeout
-    while needle not in data and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data
 
 
 def test_a_hung_up_terminal_ends_the_app_and_keeps_its_streaming_reply_interrupted(

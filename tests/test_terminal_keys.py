@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
-import select
 import sys
 import time
 from pathlib import Path
 
 from textual._xterm_parser import XTermParser
 from tui_helpers import make_app
+from waiting import read_until
 
 from tui.widgets.prompt import PromptInput
 
@@ -67,22 +67,6 @@ async def test_pasted_controls_are_shown_never_sent_to_the_terminal(config_file:
         await pilot.pause()
         assert prompt.text == "rm -rf /" + "\u2408" * 8 + "ls\u2407 \\x9b2J\nnext \\u202eevil"
         assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0 for c in prompt.text)
-
-
-def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
-    data = b""
-    deadline = time.monotonic() + timeout
-    while needle not in data and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data
 
 
 def test_the_app_asks_xterm_for_escape_prefixed_alt_keys(config_file: Path) -> None:

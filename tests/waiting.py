@@ -8,6 +8,8 @@ condition; a test that needs a mid-way state holds its server there (the fake Ol
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -44,3 +46,21 @@ def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT_S, what
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(0.02)
+
+
+def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    """What a terminal (the leader side of a pty, ``fd``) receives, until ``needle`` is in
+    it, the other side closes, or ``timeout`` seconds pass."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while needle not in data and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
