@@ -594,6 +594,7 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
             self.backlog = OutputBacklog()
             self.hung_up = False
             """The terminal is gone (``watch_hangup``): nothing more is written to it."""
+            self._hangup_watch: threading.Thread | None = None
             terminal: Any = self._file  # type: ignore[has-type]
             self._file = _CountingFile(terminal, self.backlog)
 
@@ -607,7 +608,8 @@ def with_output_filter(driver: type[Driver]) -> type[Driver]:
             super().start_application_mode()
             self.write(META_SENDS_ESCAPE_ON)
             self.flush()
-            watch_hangup(self.fileno, self._app, self)
+            if self._hangup_watch is None:  # once: application mode comes back after ^Z
+                self._hangup_watch = watch_hangup(self.fileno, self._app, self)
 
         def stop_application_mode(self) -> None:
             self.write(META_SENDS_ESCAPE_OFF)
