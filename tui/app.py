@@ -633,9 +633,7 @@ class LlmPessoalApp(App[int]):
 
         async def answered(yes: bool | None) -> None:
             if yes:
-                for conversation_id in list(self.conversations.busy):
-                    await self.stop_reply(conversation_id)
-                self.exit()
+                await self._quit_keeping_replies()
 
         from tui.widgets.dialogs import ConfirmDialog
 
@@ -650,8 +648,12 @@ class LlmPessoalApp(App[int]):
         )
 
     async def hung_up(self) -> None:
-        """The terminal is gone (``tui.output.watch_hangup``): nobody can answer a question,
-        so the replies streaming are each kept, marked interrupted, and the app ends."""
+        """The terminal is gone (``tui.output.watch_hangup``): nobody can answer the quit's
+        question, so it is taken as yes."""
+        await self._quit_keeping_replies()
+
+    async def _quit_keeping_replies(self) -> None:
+        """Each reply streaming kept, marked interrupted; then the app ends."""
         for conversation_id in list(self.conversations.busy):
             await self.stop_reply(conversation_id)
         self.exit()

@@ -532,7 +532,7 @@ META_SENDS_ESCAPE_OFF = "\x1b[?1036l"
 8-bit character (Debian's xterm sends "ã" for Alt+c by default). Others ignore it."""
 
 
-def watch_hangup(fileno: int, app: Any, driver: Any = None) -> threading.Thread | None:
+def watch_hangup(fileno: int, app: Any, driver: Any) -> threading.Thread | None:
     """Watch the terminal (``fileno``, its input) in a thread of its own, and have the app
     quit once it hangs up (an ssh link dropped, the terminal window closed): ``driver``
     writes nothing more (``hung_up``), and the app's ``hung_up()``, or else ``exit()``, is
@@ -563,8 +563,7 @@ def watch_hangup(fileno: int, app: Any, driver: Any = None) -> threading.Thread 
             ):
                 break
         log.warning("the terminal hung up: quitting")
-        if driver is not None:
-            driver.hung_up = True
+        driver.hung_up = True
         quit_ = getattr(app, "hung_up", None) or app.exit
         with contextlib.suppress(RuntimeError):  # the app is gone already
             app.call_from_thread(quit_)
