@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import textual.screen
@@ -33,6 +34,7 @@ from tui.widgets.history import HistoryDialog
 from tui.widgets.prompt import PromptInput
 from tui.widgets.sidebar import ConversationList
 
+T = TypeVar("T")
 SIZE = (120, 40)
 LONG = "long " * 5000
 """A reply that streams far longer than any test lasts (each ends by stopping it)."""
@@ -98,6 +100,22 @@ async def streaming(pilot: Any, app: LlmPessoalApp, text: str, words: int = 3) -
     reply = app.conversations.reply_in(cid)
     assert reply is not None
     return reply
+
+
+def each_frame(
+    monkeypatch: pytest.MonkeyPatch, app: LlmPessoalApp, look: Callable[[], T]
+) -> list[T]:
+    """What ``look()`` says as each frame the app draws from now on goes to the terminal."""
+    seen: list[T] = []
+    display = app._display
+
+    def counted(screen: Any, update: Any) -> None:
+        if update is not None:
+            seen.append(look())
+        display(screen, update)
+
+    monkeypatch.setattr(app, "_display", counted)
+    return seen
 
 
 async def idle(pilot: Any, app: LlmPessoalApp) -> None:
@@ -210,15 +228,8 @@ async def test_what_is_typed_during_a_burst_is_drawn_at_once_and_the_rest_waits(
         screen = chat(app)
         prompt(app).focus()
         await pilot.pause(0.3)
-        frames: list[bool] = []  # for each frame: whether the burst was still being read
-        display = app._display
-
-        def counted(screen: Any, update: Any) -> None:
-            if update is not None:
-                frames.append(reply.bursting.is_set())
-            display(screen, update)
-
-        monkeypatch.setattr(app, "_display", counted)
+        # for each frame: whether the burst was still being read
+        frames = each_frame(monkeypatch, app, reply.bursting.is_set)
         reply.bursting.set()  # as its reader does while behind
         screen._sent_at = time.monotonic() - 120  # A's send, long past
         for edit, what in ((lambda: prompt(app).insert("typed"), "typed"), (prompt(app).clear, "")):
@@ -301,14 +312,10 @@ async def test_no_frame_shows_the_turn_of_a_message_sent_without_its_replys_turn
         await online(pilot, app)
         prompt(app).focus()
         await type_text(pilot, "the question")
-        frames: list[tuple[bool, bool]] = []  # each frame: the prompt's turn, the reply's
-        display = app._display
-
-        def counted(screen: Any, update: Any) -> None:
-            frames.append((laid_out(app, PromptTurn), laid_out(app, ReplyTurn)))
-            display(screen, update)
-
-        monkeypatch.setattr(app, "_display", counted)
+        # each frame: the prompt's turn, the reply's
+        frames = each_frame(
+            monkeypatch, app, lambda: (laid_out(app, PromptTurn), laid_out(app, ReplyTurn))
+        )
         prompt(app).action_submit()
         # on the event loop alone: the pilot's pauses draw a frame themselves
         await wait_for(None, lambda: any(reply for _, reply in frames), what="the turns drawn")
@@ -356,16 +363,12 @@ async def test_a_reply_done_before_its_first_words_time_is_drawn_done_before_the
     async with app.run_test(size=SIZE) as pilot:
         await online(pilot, app)
         listing = chat(app).query_one(ConversationList)
-        frames: list[tuple[bool, bool]] = []  # each frame: the reply drawn done, listed
-        display = app._display
 
-        def counted(screen: Any, update: Any) -> None:
+        def looked() -> tuple[bool, bool]:  # the reply drawn done, the conversation listed
             reply = view(app).last_reply()
-            done = reply is not None and reply.status == "done"
-            frames.append((done, listing.option_count > 0))
-            display(screen, update)
+            return (reply is not None and reply.status == "done", listing.option_count > 0)
 
-        monkeypatch.setattr(app, "_display", counted)
+        frames = each_frame(monkeypatch, app, looked)
         await send(pilot, app, "A")
         await wait_for(pilot, lambda: listing.option_count, what="the conversation listed")
         drawn_done = next(listed for done, listed in frames if done)
