@@ -96,6 +96,28 @@ def test_a_malformed_chunk_hands_over_the_good_ones_before_it_then_fails() -> No
         conn.next_event()
 
 
+def test_a_chunk_longer_than_its_head_says_fails_after_the_chunks_before_it() -> None:
+    good = b"".join(b"%x\r\n%s\r\n" % (len(line), line.encode()) for line in LINES[:3])
+    conn = head_read()
+    assert reply_stream.join_chunks(conn)
+    conn.receive_data(good + b"3\r\nabcdef\r\n")
+    event = conn.next_event()
+    assert isinstance(event, h11.Data)
+    assert bytes(event.data) == ("".join(LINES[:3])).encode() + b"abc"
+    with pytest.raises(h11.RemoteProtocolError, match="malformed chunk footer"):
+        conn.next_event()
+
+
+def test_a_connection_closed_in_the_middle_of_a_chunk_is_an_incomplete_body() -> None:
+    conn = head_read()
+    assert reply_stream.join_chunks(conn)
+    conn.receive_data(CHUNKED[:1000])
+    assert isinstance(conn.next_event(), h11.Data)
+    conn.receive_data(b"")
+    with pytest.raises(h11.RemoteProtocolError, match="incomplete chunked read"):
+        conn.next_event()
+
+
 def test_a_body_not_chunked_is_read_as_it_was() -> None:
     conn = head_read(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
     assert not reply_stream.join_chunks(conn)
