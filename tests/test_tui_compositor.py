@@ -120,6 +120,85 @@ async def test_a_partial_frame_over_the_last_one_is_the_screen_drawn_anew() -> N
         assert screen == whole(app), "the frames written one over another read as a redraw"
 
 
+class Body(Horizontal):
+    """The screen's body, beside the change and under it, counting the rows it renders."""
+
+    rendered: Counter[str] = Counter()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        Body.rendered["rows"] += crop.height
+        return super().render_lines(crop)
+
+
+class Turn(Vertical):
+    """A turn that grows with its text and is covered by it, counting its rows."""
+
+    rendered: Counter[str] = Counter()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        Turn.rendered["rows"] += crop.height
+        return super().render_lines(crop)
+
+
+class Padded(App[None]):
+    """As the Chat screen: a sidebar; a view with a cell of padding either side and a
+    scrollbar beside its turns; a turn that grows with its text, which covers it."""
+
+    CSS = """
+    Side { width: 20; border-right: vkey $panel; }
+    #view { width: 1fr; padding: 0 1; scrollbar-gutter: stable; }
+    Turn { height: auto; }
+    #text { padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Body():
+            yield Side("\n".join(f"conversation {i}" for i in range(30)))
+            with View(id="view"), Turn():
+                yield Static("", id="text")
+        yield Footer()
+
+
+async def test_a_container_covered_where_a_frame_draws_is_not_rendered_for_it() -> None:
+    """A turn that grows (and so is laid out again at each change) is covered by its
+    text: not rendered, though the scrollbar beside it starts where it ends; nor the
+    screen's body, whose only pieces of its own lie beside the change."""
+    assert compositor.install()
+    app = Padded()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        frames: list[object] = []
+        painter = app.screen._compositor
+        render_update = painter.render_update
+
+        def recorded(*args: Any, **kwargs: Any) -> object:
+            frames.append(update := render_update(*args, **kwargs))
+            return update
+
+        painter.render_update = recorded  # type: ignore[method-assign,assignment]
+        screen = whole(app)
+        text = app.query_one("#text", Static)
+        app.query_one("#view", Widget).anchor()
+        lines: list[str] = []
+        for n in range(40):
+            lines.append(f"line {n} of the reply " + "word " * (n % 9))
+            text.update("\n".join(lines))
+            for counted in (Side, Body, Turn):
+                counted.rendered.clear()
+            await wait_for(pilot, lambda: bool(frames), what="a frame")
+            for frame in frames:
+                screen = written_over(screen, frame) if frame is not None else screen
+            frames.clear()
+            assert Side.rendered["rows"] == 0, "the sidebar beside the change is not rendered"
+            assert Body.rendered["rows"] == 0, "the body, beside the change and under it"
+            assert Turn.rendered["rows"] == 0, "the turn under its text is not rendered"
+            await pilot.pause()
+        for frame in frames:
+            screen = written_over(screen, frame) if frame is not None else screen
+        assert any("line 39" in row for row in screen), "the view followed the text"
+        assert screen == whole(app), "the frames written one over another read as a redraw"
+
+
 def test_the_version_checked_is_the_installed_textual() -> None:
     """The patch is applied for the Textual that runs (read without importlib.metadata,
     which would cost the start a hundredth of a second)."""

@@ -15,6 +15,7 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import Static
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
@@ -540,3 +541,29 @@ async def test_a_reply_writer_keeps_the_tail_in_steps_until_the_reply_ends() -> 
         await writer.close()
         await pilot.pause()
         assert tail.size.height == 1, "closing draws no blank rows again"
+
+
+async def test_the_views_own_rows_are_drawn_once_and_read_as_textual_draws_each(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """The conversation's view draws one of its own rows (its background and padding,
+    under the turns) and gives it for every row: the same rows as Textual draws one by
+    one, with the view plain or bordered (then drawn row by row)."""
+    ollama_server.reply = REPLY
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ask(pilot, app)
+        await wait_for(pilot, lambda: "qxfinalmark" in screen_text(app), what="the reply")
+        view = screen.query_one(ConversationView)
+        for border in (None, ("round", "red")):
+            if border is not None:
+                view.styles.border = border
+                await pilot.pause()
+            crop = Region(0, 0, *view.region.size)
+            view._styles_cache.clear()
+            given = view.render_lines(crop)
+            view._styles_cache.clear()
+            drawn = Widget.render_lines(view, crop)
+            assert len(given) == crop.height
+            assert [list(strip) for strip in given] == [list(strip) for strip in drawn]
+            assert any(strip.text.strip() for strip in given) == (border is not None)

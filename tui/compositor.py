@@ -21,6 +21,7 @@ never held, and the two only pass on to Textual's own.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,8 +67,13 @@ def _render_chops(
             if is_rendered_line(line_y):
                 line = chops[line_y]
                 final_cuts = [cut for cut in cuts[line_y] if right >= cut >= x]
-                # a row's last cut (the screen's edge) has no piece: False, never None
-                if any(line.get(cut, False) is None for cut in final_cuts):
+                # its pieces: from each of its cuts to the next (its right edge is the
+                # last cut, and the start of a piece beside it), those inside ``crop``
+                # (the frame draws no other) that no widget in front has filled
+                if any(
+                    line.get(cut) is None and cut < crop_right and end > crop_x
+                    for cut, end in itertools.pairwise(final_cuts)
+                ):
                     shown[line_y] = final_cuts
         if not shown:
             continue
