@@ -4,6 +4,7 @@ status, several at once, and the message tree (regenerate, edit, continue, delet
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from ollama_server import FakeOllama
 from waiting import wait_for
 
-from engines import conversations
+from engines import conversations, reply_stream
 from engines.chat_types import ChatOptions
 from engines.conversations import (
     ConversationError,
@@ -259,12 +260,22 @@ async def test_a_replys_rate_counts_the_servers_tokens_though_they_come_in_batch
 
 
 async def test_a_burst_of_text_is_told_over_when_the_server_stops_to_think(
-    service: ConversationService, ollama_server: FakeOllama
+    service: ConversationService, ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Text that comes faster than it is read is published as followed by more
     (``ReplyText.more``: the screen waits for the rest before it draws). When the server
     then stops for a while (a model thinking), the service says the burst is over before
     the server goes on: a text event that is not ``more`` (with no text if none came)."""
+    put = reply_stream.Feed.put
+
+    def slow_put(feed: reply_stream.Feed, item: object, *, urgent: bool = False) -> bool:
+        # read more slowly than the server writes (as on a busy machine), so that the
+        # burst is still being read when the loop takes what came: read at full speed,
+        # it is over (nothing left to wait for) before the loop first looks
+        time.sleep(0.0002)
+        return put(feed, item, urgent=urgent)
+
+    monkeypatch.setattr(reply_stream.Feed, "put", slow_put)
     ollama_server.reply = " ".join(f"w{i}" for i in range(2000))  # the server's limit: 2,048
     ollama_server.rate = None  # a burst, as fast as the server writes
     ollama_server.stall_after = 1500
