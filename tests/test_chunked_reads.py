@@ -84,27 +84,24 @@ def test_a_trailer_after_the_chunks_is_read_as_h11_reads_it() -> None:
     assert (b"x-checksum", b"42") in list(end.headers)
 
 
-def test_a_malformed_chunk_hands_over_the_good_ones_before_it_then_fails() -> None:
+@pytest.mark.parametrize(
+    ("bad", "handed", "error"),
+    [
+        (b"zz\r\nnot a chunk\r\n", b"", "illegal chunk header"),
+        (b"3\r\nabcdef\r\n", b"abc", "malformed chunk footer"),  # longer than it says
+    ],
+)
+def test_a_malformed_chunk_hands_over_the_good_ones_before_it_then_fails(
+    bad: bytes, handed: bytes, error: str
+) -> None:
     good = b"".join(b"%x\r\n%s\r\n" % (len(line), line.encode()) for line in LINES[:10])
     conn = head_read()
     assert reply_stream.join_chunks(conn)
-    conn.receive_data(good + b"zz\r\nnot a chunk\r\n")
+    conn.receive_data(good + bad)
     event = conn.next_event()
     assert isinstance(event, h11.Data)
-    assert bytes(event.data) == "".join(LINES[:10]).encode(), "the good chunks, first"
-    with pytest.raises(h11.RemoteProtocolError, match="illegal chunk header"):
-        conn.next_event()
-
-
-def test_a_chunk_longer_than_its_head_says_fails_after_the_chunks_before_it() -> None:
-    good = b"".join(b"%x\r\n%s\r\n" % (len(line), line.encode()) for line in LINES[:3])
-    conn = head_read()
-    assert reply_stream.join_chunks(conn)
-    conn.receive_data(good + b"3\r\nabcdef\r\n")
-    event = conn.next_event()
-    assert isinstance(event, h11.Data)
-    assert bytes(event.data) == ("".join(LINES[:3])).encode() + b"abc"
-    with pytest.raises(h11.RemoteProtocolError, match="malformed chunk footer"):
+    assert bytes(event.data) == "".join(LINES[:10]).encode() + handed, "the good ones first"
+    with pytest.raises(h11.RemoteProtocolError, match=error):
         conn.next_event()
 
 

@@ -27,24 +27,26 @@ from tui import compositor
 SIZE = (80, 24)
 
 
-class Side(Static):
-    """A sidebar that counts the rows it is asked to render."""
+class CountsRows:
+    """Of a widget: counts the rows of its own it is asked to render (each class apart)."""
 
-    rendered: Counter[str] = Counter()
+    rendered: Counter[str]
 
-    def render_lines(self, crop: Region) -> list[Strip]:
-        Side.rendered["rows"] += crop.height
-        return super().render_lines(crop)
-
-
-class View(VerticalScroll):
-    """The followed view, counting the rows of its own it is asked to render."""
-
-    rendered: Counter[str] = Counter()
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.rendered = Counter()
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        View.rendered["rows"] += crop.height
-        return super().render_lines(crop)
+        type(self).rendered["rows"] += crop.height
+        return super().render_lines(crop)  # type: ignore[misc,no-any-return]
+
+
+class Side(CountsRows, Static):
+    """A sidebar."""
+
+
+class View(CountsRows, VerticalScroll):
+    """The followed view."""
 
 
 class Growing(App[None]):
@@ -80,64 +82,63 @@ def whole(app: App[None]) -> list[str]:
     return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
+async def grown(pilot: Any, app: App[None]) -> AsyncIterator[tuple[int, int]]:
+    """Grow ``#text`` a line at a time past the view's height (the view follows it to
+    its end). Each step yields (the step, the partial frames so far) once its frames are
+    written over what the screen showed, with the rows each ``CountsRows`` rendered for
+    them. At the end, the screen so written over is the screen drawn anew."""
+    frames: list[object] = []
+    painter = app.screen._compositor
+    render_update = painter.render_update
+
+    def recorded(*args: Any, **kwargs: Any) -> object:
+        frames.append(update := render_update(*args, **kwargs))
+        return update
+
+    painter.render_update = recorded  # type: ignore[method-assign,assignment]
+    screen = whole(app)
+    text = app.query_one("#text", Static)
+    app.query_one("#view", Widget).anchor()
+    lines: list[str] = []
+    partial = 0
+    for n in range(40):
+        lines.append(f"line {n} of the reply " + "word " * (n % 9))
+        text.update("\n".join(lines))
+        for counted in CountsRows.__subclasses__():
+            counted.rendered.clear()
+        await wait_for(pilot, lambda: bool(frames), what="a frame")
+        for frame in frames:
+            partial += isinstance(frame, ChopsUpdate)
+            screen = written_over(screen, frame) if frame is not None else screen
+        frames.clear()
+        yield n, partial
+        await pilot.pause()
+    for frame in frames:
+        screen = written_over(screen, frame) if frame is not None else screen
+    assert any("line 39" in row for row in screen), "the view followed the text"
+    assert screen == whole(app), "the frames written one over another read as a redraw"
+
+
 async def test_a_partial_frame_over_the_last_one_is_the_screen_drawn_anew() -> None:
     assert compositor.install()
     app = Growing()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        frames: list[object] = []
-        painter = app.screen._compositor
-        render_update = painter.render_update
-
-        def recorded(*args: Any, **kwargs: Any) -> object:
-            frames.append(update := render_update(*args, **kwargs))
-            return update
-
-        painter.render_update = recorded  # type: ignore[method-assign,assignment]
-        screen = whole(app)
-        text = app.query_one("#text", Static)
-        app.query_one("#view", Widget).anchor()
-        lines: list[str] = []
         partial = 0
-        for n in range(40):  # grows past the view's height: it scrolls to follow
-            lines.append(f"line {n} of the reply " + "word " * (n % 9))
-            text.update("\n".join(lines))
-            Side.rendered.clear()
-            View.rendered.clear()
-            await wait_for(pilot, lambda: bool(frames), what="a frame")
-            for frame in frames:
-                partial += isinstance(frame, ChopsUpdate)
-                screen = written_over(screen, frame) if frame is not None else screen
-            frames.clear()
+        async for n, so_far in grown(pilot, app):
+            partial = so_far
             assert Side.rendered["rows"] == 0, "the sidebar beside the change is not rendered"
             if n > SIZE[1]:  # the text covers the view: its background shows nowhere
                 assert View.rendered["rows"] == 0, "the view under its text is not rendered"
-            await pilot.pause()
-        for frame in frames:
-            screen = written_over(screen, frame) if frame is not None else screen
         assert partial >= 20
-        assert any("line 39" in row for row in screen), "the view followed the text"
-        assert screen == whole(app), "the frames written one over another read as a redraw"
 
 
-class Body(Horizontal):
-    """The screen's body, beside the change and under it, counting the rows it renders."""
-
-    rendered: Counter[str] = Counter()
-
-    def render_lines(self, crop: Region) -> list[Strip]:
-        Body.rendered["rows"] += crop.height
-        return super().render_lines(crop)
+class Body(CountsRows, Horizontal):
+    """The screen's body, beside the change and under it."""
 
 
-class Turn(Vertical):
-    """A turn that grows with its text and is covered by it, counting its rows."""
-
-    rendered: Counter[str] = Counter()
-
-    def render_lines(self, crop: Region) -> list[Strip]:
-        Turn.rendered["rows"] += crop.height
-        return super().render_lines(crop)
+class Turn(CountsRows, Vertical):
+    """A turn that grows with its text and is covered by it."""
 
 
 class Padded(App[None]):
@@ -167,36 +168,10 @@ async def test_a_container_covered_where_a_frame_draws_is_not_rendered_for_it() 
     app = Padded()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        frames: list[object] = []
-        painter = app.screen._compositor
-        render_update = painter.render_update
-
-        def recorded(*args: Any, **kwargs: Any) -> object:
-            frames.append(update := render_update(*args, **kwargs))
-            return update
-
-        painter.render_update = recorded  # type: ignore[method-assign,assignment]
-        screen = whole(app)
-        text = app.query_one("#text", Static)
-        app.query_one("#view", Widget).anchor()
-        lines: list[str] = []
-        for n in range(40):
-            lines.append(f"line {n} of the reply " + "word " * (n % 9))
-            text.update("\n".join(lines))
-            for counted in (Side, Body, Turn):
-                counted.rendered.clear()
-            await wait_for(pilot, lambda: bool(frames), what="a frame")
-            for frame in frames:
-                screen = written_over(screen, frame) if frame is not None else screen
-            frames.clear()
+        async for _ in grown(pilot, app):
             assert Side.rendered["rows"] == 0, "the sidebar beside the change is not rendered"
             assert Body.rendered["rows"] == 0, "the body, beside the change and under it"
             assert Turn.rendered["rows"] == 0, "the turn under its text is not rendered"
-            await pilot.pause()
-        for frame in frames:
-            screen = written_over(screen, frame) if frame is not None else screen
-        assert any("line 39" in row for row in screen), "the view followed the text"
-        assert screen == whole(app), "the frames written one over another read as a redraw"
 
 
 def test_the_version_checked_is_the_installed_textual() -> None:
