@@ -45,7 +45,7 @@ def rows(markdown: MarkdownText) -> list[str]:
     return [
         strip.text.rstrip()
         for piece in markdown.children
-        for strip in piece.render_lines(Region(0, 0, *piece.size))
+        for strip in piece.render_lines(Region(0, 0, *piece.outer_size))
     ]
 
 
