@@ -339,11 +339,9 @@ class _Together:
             at = end + 2
         return at
 
-    @staticmethod
-    def read_eof() -> Any:
-        raise h11.RemoteProtocolError(
-            "peer closed connection without sending complete message body (incomplete chunked read)"
-        )
+    def read_eof(self) -> Any:
+        """The connection closed in the middle of the body: h11's own error."""
+        return (self._end or h11._readers.ChunkedReader()).read_eof()
 
 
 _CHUNK_HEAD = h11._readers.chunk_header_re

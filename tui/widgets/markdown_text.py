@@ -200,11 +200,7 @@ class Reserved:
 class Block(Static, OneLayout):
     """A piece of Markdown (or the growing tail)."""
 
-    shown: VisualType = ""
-    """What the last ``update`` gave."""
-
     def update(self, content: VisualType = "", *, layout: bool = True) -> None:
-        self.shown = content
         super().update(content, layout=layout)
         if not self._is_mounted:
             # Textual's refresh of a widget not mounted yet keeps what it cached of its
@@ -375,7 +371,7 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
         if text:
             self.append(text)
         elif reserved and self._mounted:
-            shown = self._tail.shown
+            shown = self._tail.content
             # the text is as it was drawn: its rendering is kept (see ``Rendered``), not
             # parsed and drawn again (at full speed, the whole end of a reply: 5-10 ms)
             tail = shown.inner if isinstance(shown, Reserved) else self._render_tail()
