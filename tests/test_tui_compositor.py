@@ -17,6 +17,7 @@ from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.geometry import Region
+from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
@@ -388,3 +389,78 @@ async def test_what_the_user_types_is_drawn_at_once_while_frames_are_held(
         prompt.insert_text_at_cursor("typed")
         await wait_for(None, lambda: frames, what="the key's echo", timeout=15)
         assert "typed" in "".join(whole(screen.app))
+
+
+class Busy(Static):
+    """A widget whose own queue is busy a while (a turn's, say, mounting its Markdown):
+    a change made meanwhile reaches its screen once the queue is free."""
+
+    class Work(Message):
+        pass
+
+    async def on_busy_work(self, _: Busy.Work) -> None:
+        await asyncio.sleep(0.5)
+
+
+class AfterFrame(compositor.DrawsSoon):
+    def compose(self) -> ComposeResult:
+        yield Busy("", id="text")
+        yield Static("", id="list")
+
+
+class AfterFrameApp(App[None]):
+    def on_mount(self) -> None:
+        self.push_screen(AfterFrame())
+
+
+async def test_after_the_next_frame_is_after_the_frame_of_a_change_made_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What waits for the frame of a change (the conversation list, for a reply's last
+    words) is drawn in a later frame, even when the changed widget's queue is busy and
+    the screen hears of the change late: ``call_after_refresh`` would run it at once,
+    and draw both in one frame."""
+    app = AfterFrameApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, AfterFrame), what="the screen")
+        screen = app.screen
+        assert isinstance(screen, AfterFrame)
+        await pilot.pause(0.3)
+        shown = whole(app)
+        frames: list[str] = []
+        display = app._display
+
+        def drawn(on: Any, update: Any) -> None:
+            nonlocal shown
+            if update is not None:
+                shown = written_over(shown, update)
+                frames.append("\n".join(shown))
+            display(on, update)
+
+        monkeypatch.setattr(app, "_display", drawn)
+        text, listing = screen.query_one("#text", Busy), screen.query_one("#list", Static)
+        text.post_message(Busy.Work())
+        await asyncio.sleep(0.1)  # its queue at work
+        text.update("the last words")
+        screen.after_next_frame(lambda: listing.update("the list"), within=30)
+        # on the event loop alone: the pilot's pauses draw a frame themselves
+        await wait_for(None, lambda: any("the list" in f for f in frames), what="the list")
+        first = next(f for f in frames if "the last words" in f)
+        assert "the list" not in first, "the list is drawn after the frame of the last words"
+
+
+async def test_after_the_next_frame_runs_by_its_deadline_when_no_frame_comes() -> None:
+    """Nothing to draw: what waits for a frame runs by its deadline all the same."""
+    app = AfterFrameApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, AfterFrame), what="the screen")
+        screen = app.screen
+        assert isinstance(screen, AfterFrame)
+        await pilot.pause(0.3)
+        ran: list[float] = []
+        asked = time.monotonic()
+        screen.after_next_frame(lambda: ran.append(time.monotonic()), within=0.5)
+        await wait_for(None, lambda: ran, what="the callback", timeout=15)
+        assert ran[0] - asked >= 0.45, "it waited for a frame first"
+        await asyncio.sleep(0.6)
+        assert len(ran) == 1, "run once"

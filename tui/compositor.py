@@ -161,6 +161,22 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
 
     _draw_soon_at = -1.0
     _held_since: float | None = None
+    _after_frame: list[_AfterFrame] | None = None
+
+    def after_next_frame(self, callback: Callable[[], object], *, within: float) -> None:
+        """Call ``callback`` once the next frame this screen draws has gone to the
+        terminal, or after ``within`` seconds if none has by then (nothing changed, or
+        the screen is not the one shown).
+
+        Not ``call_after_refresh``: that runs once the screen's own queue is empty and
+        it knows of nothing to draw, and a widget changed just now tells the screen from
+        its own queue, which may not have had its turn (then the callback runs first,
+        and what it changes is drawn in the same frame)."""
+        waiting = _AfterFrame(callback)
+        if self._after_frame is None:
+            self._after_frame = []
+        self._after_frame.append(waiting)
+        self.set_timer(within, waiting.run)
 
     def holds_frames(self) -> bool:
         """Whether frames should wait a moment (at most ``HOLD_S``): a reply shown here is
@@ -232,6 +248,25 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
                     widget._repaint_required = False
                 self._compositor.update_widgets(pending)
         super()._compositor_refresh()
+        if self._after_frame and self is self.app.screen:
+            waiting, self._after_frame = self._after_frame, None
+            for each in waiting:
+                self.call_next(each.run)
+
+
+class _AfterFrame:
+    """A callback for ``DrawsSoon.after_next_frame``, run once: after the frame, or at
+    its deadline, whichever comes first."""
+
+    __slots__ = ("_callback",)
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self._callback: Callable[[], object] | None = callback
+
+    def run(self) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()
 
 
 def draw_soon(widget: Widget) -> None:

@@ -76,6 +76,9 @@ deleted) is drawn at once, as any key."""
 MOUNTING_HOLD_S = 0.05
 """How long after a send frames may wait for the reply's new turn to be mounted
 (``ChatScreen.holds_frames``)."""
+LIST_AFTER_S = 0.25
+"""The longest the conversation list waits for the frame of a reply's last words (a
+reply done before its first words' time was up), should that frame not come."""
 
 
 @dataclass
@@ -978,9 +981,12 @@ class ChatScreen(ChatImages):
             if self.conversation and self.conversation.id == event.conversation_id:
                 self.conversation = self.lp.store.conversation(event.conversation_id)
                 self.reply_finished()
-            # a reply done before its first words' time was up: the list after its last
-            # words (drawn with them, it held them back by as long)
-            self.call_after_refresh(self._refresh_due_list)
+            # a reply done before its first words' time was up: the list after the frame
+            # of its last words (drawn with them, it held them back by as long)
+            if live is not None:
+                self.after_next_frame(self._refresh_due_list, within=LIST_AFTER_S)
+            else:
+                self.call_after_refresh(self._refresh_due_list)
             here = self.conversation is not None and self.conversation.id == event.conversation_id
             if event.failure in ("unreachable", "lost") and event.host and here:
                 self._offer_resend(event, self.current_model())
