@@ -9,7 +9,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import textual.screen
@@ -18,6 +18,7 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.geometry import Region
 from textual.message import Message
+from textual.screen import Screen
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
@@ -183,14 +184,30 @@ def test_the_version_checked_is_the_installed_textual() -> None:
     assert compositor.textual_version() == version("textual")
 
 
+class Showing(App[None]):
+    """An app that shows one screen of its own."""
+
+    def __init__(self, screen: type[Screen[None]]) -> None:
+        super().__init__()
+        self._screen = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self._screen())
+
+
+S = TypeVar("S", bound=Screen[None])
+
+
+async def shown(pilot: Any, app: App[None], screen: type[S]) -> S:
+    """``app``'s screen, once it is a ``screen``."""
+    await wait_for(pilot, lambda: isinstance(app.screen, screen), what="the screen")
+    assert isinstance(app.screen, screen)
+    return app.screen
+
+
 class Soon(compositor.DrawsSoon):
     def compose(self) -> ComposeResult:
         yield Static("", id="text")
-
-
-class SoonApp(App[None]):
-    def on_mount(self) -> None:
-        self.push_screen(Soon())
 
 
 async def test_a_frame_asked_for_soon_does_not_wait_for_textuals_frame_timer(
@@ -200,15 +217,15 @@ async def test_a_frame_asked_for_soon_does_not_wait_for_textuals_frame_timer(
     waits for the next tick. A reply's first and last words ask for their frame at once
     (``draw_soon``). Here the timer ticks every 3 s: the frame asked for comes at once."""
     monkeypatch.setattr(textual.screen, "UPDATE_PERIOD", 3.0)
-    app = SoonApp()
+    app = Showing(Soon)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, Soon), what="the screen")
+        screen = await shown(pilot, app, Soon)
         frames: list[float] = []
         display = app._display
 
-        def counted(screen: Any, update: Any) -> None:
+        def counted(on: Any, update: Any) -> None:
             frames.append(time.monotonic())
-            display(screen, update)
+            display(on, update)
 
         monkeypatch.setattr(app, "_display", counted)
         text = app.screen.query_one("#text", Static)
@@ -216,8 +233,6 @@ async def test_a_frame_asked_for_soon_does_not_wait_for_textuals_frame_timer(
         # waited on the event loop alone: the pilot's pauses draw a frame themselves
         await wait_for(None, lambda: frames, what="a frame on the timer", timeout=15)
         text.update("a change right after a frame")
-        screen = app.screen
-        assert isinstance(screen, Soon)
         screen.draw_soon()
         asked = time.monotonic()
         await wait_for(None, lambda: len(frames) >= 2, what="the frame asked for", timeout=15)
@@ -252,20 +267,15 @@ class Followed(compositor.DrawsSoon):
             yield Static("", id="text")
 
 
-class FollowedApp(App[None]):
-    def on_mount(self) -> None:
-        self.push_screen(Followed())
-
-
 async def test_a_text_that_scrolls_its_followed_view_is_drawn_in_one_frame_with_the_scrollbar(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A layout gives the followed view's scrollbar its new length and position, which ask
     for a repaint of their own: Textual drew the scrollbar alone a frame later (a frame per
     write of a streamed reply). It is drawn with the layout's frame, where it belongs."""
-    app = FollowedApp()
+    app = Showing(Followed)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, Followed), what="the screen")
+        await shown(pilot, app, Followed)
         view = app.screen.query_one("#view", VerticalScroll)
         text = app.screen.query_one("#text", Static)
         view.anchor()
@@ -309,11 +319,6 @@ class Held(compositor.DrawsSoon):
         return self.holding and not self.focused_changed()
 
 
-class HeldApp(App[None]):
-    def on_mount(self) -> None:
-        self.push_screen(Held())
-
-
 @contextlib.asynccontextmanager
 async def held_screen(
     monkeypatch: pytest.MonkeyPatch, hold_s: float
@@ -321,11 +326,9 @@ async def held_screen(
     """A settled ``Held`` screen holding its frames (``HOLD_S`` = ``hold_s``): the screen,
     its text, and the times of the frames drawn from now on."""
     monkeypatch.setattr(compositor.DrawsSoon, "HOLD_S", hold_s)
-    app = HeldApp()
+    app = Showing(Held)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, Held), what="the screen")
-        screen = app.screen
-        assert isinstance(screen, Held)
+        screen = await shown(pilot, app, Held)
         await pilot.pause(0.3)
         frames: list[float] = []
         display = app._display
@@ -408,11 +411,6 @@ class AfterFrame(compositor.DrawsSoon):
         yield Static("", id="list")
 
 
-class AfterFrameApp(App[None]):
-    def on_mount(self) -> None:
-        self.push_screen(AfterFrame())
-
-
 async def test_after_the_next_frame_is_after_the_frame_of_a_change_made_before(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -420,21 +418,19 @@ async def test_after_the_next_frame_is_after_the_frame_of_a_change_made_before(
     words) is drawn in a later frame, even when the changed widget's queue is busy and
     the screen hears of the change late: ``call_after_refresh`` would run it at once,
     and draw both in one frame."""
-    app = AfterFrameApp()
+    app = Showing(AfterFrame)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, AfterFrame), what="the screen")
-        screen = app.screen
-        assert isinstance(screen, AfterFrame)
+        screen = await shown(pilot, app, AfterFrame)
         await pilot.pause(0.3)
-        shown = whole(app)
+        on_screen = whole(app)
         frames: list[str] = []
         display = app._display
 
         def drawn(on: Any, update: Any) -> None:
-            nonlocal shown
+            nonlocal on_screen
             if update is not None:
-                shown = written_over(shown, update)
-                frames.append("\n".join(shown))
+                on_screen = written_over(on_screen, update)
+                frames.append("\n".join(on_screen))
             display(on, update)
 
         monkeypatch.setattr(app, "_display", drawn)
@@ -451,11 +447,9 @@ async def test_after_the_next_frame_is_after_the_frame_of_a_change_made_before(
 
 async def test_after_the_next_frame_runs_by_its_deadline_when_no_frame_comes() -> None:
     """Nothing to draw: what waits for a frame runs by its deadline all the same."""
-    app = AfterFrameApp()
+    app = Showing(AfterFrame)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, AfterFrame), what="the screen")
-        screen = app.screen
-        assert isinstance(screen, AfterFrame)
+        screen = await shown(pilot, app, AfterFrame)
         await pilot.pause(0.3)
         ran: list[float] = []
         asked = time.monotonic()
