@@ -351,6 +351,31 @@ async def test_the_sidebar_shows_a_new_conversation_after_the_first_words_not_wi
         await idle(pilot, app)
 
 
+async def test_a_send_slower_than_the_first_words_time_lists_its_conversation_at_once(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a machine so loaded that the first words' time is up before the send is done
+    (here that time is a millisecond), the list takes the conversation in at once, and
+    the app closes cleanly (a timer of no time at all broke Textual's timer, which said
+    so when stopped)."""
+    monkeypatch.setattr(tui_app, "FIRST_WORDS_S", 0.001)
+    ollama_server.reply = LONG
+    ollama_server.rate = 100
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        listing = chat(app).query_one(ConversationList)
+        cid = await send(pilot, app, "A")
+        await wait_for(
+            pilot,
+            lambda: listing.option_count and listing.get_option_at_index(0).id == str(cid),
+            what="the conversation listed",
+        )
+        assert app.conversations.reply_in(cid) is not None, "listed while the reply streams"
+        await pilot.press("escape")
+        await idle(pilot, app)
+
+
 async def test_a_reply_done_before_its_first_words_time_is_drawn_done_before_the_list(
     ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

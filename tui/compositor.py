@@ -176,7 +176,8 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
         if self._after_frame is None:
             self._after_frame = []
         self._after_frame.append(waiting)
-        self.set_timer(within, waiting.run)
+        # never a timer of 0 s: Textual 8's divides by its interval (textual#6370)
+        self.set_timer(max(within, 0.001), waiting.run)
 
     def holds_frames(self) -> bool:
         """Whether frames should wait a moment (at most ``HOLD_S``): a reply shown here is

@@ -493,7 +493,11 @@ class ChatScreen(ChatImages):
         first: drawn with the new turns, the list (the conversation gone to the top, or
         new) took 2-5 ms of their 14-22 ms frame, and the first words waited for it."""
         self._list_due = True
-        self.set_timer(self.lp.first_words_due(), self._refresh_due_list)
+        due = self.lp.first_words_due()
+        if due > 0:
+            self.set_timer(due, self._refresh_due_list)
+        else:  # its time is up already (a loaded machine); a timer of 0 s breaks Textual 8's
+            self.call_later(self._refresh_due_list)  # (it divides by it: textual#6370)
 
     def _refresh_due_list(self) -> None:
         if self._list_due:
