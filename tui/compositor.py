@@ -165,8 +165,8 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
 
     def after_next_frame(self, callback: Callable[[], object], *, within: float) -> None:
         """Call ``callback`` once the next frame this screen draws has gone to the
-        terminal, or after ``within`` seconds if none has by then (nothing changed, or
-        the screen is not the one shown).
+        terminal, or after ``within`` seconds (more than 0) if none has by then (nothing
+        changed, or the screen is not the one shown).
 
         Not ``call_after_refresh``: that runs once the screen's own queue is empty and
         it knows of nothing to draw, and a widget changed just now tells the screen from
@@ -176,8 +176,7 @@ class DrawsSoon(Screen):  # type: ignore[type-arg]
         if self._after_frame is None:
             self._after_frame = []
         self._after_frame.append(waiting)
-        # never a timer of 0 s: Textual 8's divides by its interval (textual#6370)
-        self.set_timer(max(within, 0.001), waiting.run)
+        self.set_timer(within, waiting.run)
 
     def holds_frames(self) -> bool:
         """Whether frames should wait a moment (at most ``HOLD_S``): a reply shown here is

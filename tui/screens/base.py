@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
+from textual.timer import Timer, TimerCallback
 from textual.worker import Worker, WorkerState
 
 from tui.compositor import DrawsSoon
@@ -26,6 +27,8 @@ ResultT = TypeVar("ResultT")
 
 STYLES = Path(__file__).resolve().parent.parent
 """Where the ``.tcss`` files are (``tui/``)."""
+SHORTEST_TIMER_S = 0.001
+"""The shortest timer a screen sets (see ``AppScreen.set_timer``)."""
 
 
 def styles(*names: str) -> list[str | PurePath]:
@@ -60,6 +63,20 @@ class ReportsWorkerFailures:
 
 class AppScreen(ReportsWorkerFailures, DrawsSoon, Screen[ResultT]):
     """A screen of llm-pessoal."""
+
+    def set_timer(
+        self,
+        delay: float,
+        callback: TimerCallback | None = None,
+        *,
+        name: str | None = None,
+        pause: bool = False,
+    ) -> Timer:
+        """Textual's, never for less than ``SHORTEST_TIMER_S``: Textual 8's timer divides
+        by its delay when it starts late (textual#6370). A delay worked out as "what is
+        left" (``first_words_due``) can be 0 on a loaded machine; such a timer died
+        without calling back, and raised ``ZeroDivisionError`` when stopped (quitting)."""
+        return super().set_timer(max(delay, SHORTEST_TIMER_S), callback, name=name, pause=pause)
 
     @property
     def lp(self) -> LlmPessoalApp:

@@ -493,11 +493,7 @@ class ChatScreen(ChatImages):
         first: drawn with the new turns, the list (the conversation gone to the top, or
         new) took 2-5 ms of their 14-22 ms frame, and the first words waited for it."""
         self._list_due = True
-        due = self.lp.first_words_due()
-        if due > 0:
-            self.set_timer(due, self._refresh_due_list)
-        else:  # its time is up already (a loaded machine); a timer of 0 s breaks Textual 8's
-            self.call_later(self._refresh_due_list)  # (it divides by it: textual#6370)
+        self.set_timer(self.lp.first_words_due(), self._refresh_due_list)
 
     def _refresh_due_list(self) -> None:
         if self._list_due:
@@ -987,10 +983,7 @@ class ChatScreen(ChatImages):
                 self.reply_finished()
             # a reply done before its first words' time was up: the list after the frame
             # of its last words (drawn with them, it held them back by as long)
-            if live is not None:
-                self.after_next_frame(self._refresh_due_list, within=LIST_AFTER_S)
-            else:
-                self.call_after_refresh(self._refresh_due_list)
+            self.after_next_frame(self._refresh_due_list, within=LIST_AFTER_S)
             here = self.conversation is not None and self.conversation.id == event.conversation_id
             if event.failure in ("unreachable", "lost") and event.host and here:
                 self._offer_resend(event, self.current_model())
