@@ -13,8 +13,11 @@ import pytest
 from ollama_server import FakeOllama
 from textual import events
 from textual.app import App, ComposeResult
+from textual.containers import VerticalScroll
 from textual.geometry import Region
 from textual.pilot import Pilot
+from textual.scrollbar import ScrollBar
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 from tui_helpers import make_app, screen_text, type_text, wait_for
@@ -23,6 +26,7 @@ from tui.app import LlmPessoalApp
 from tui.screens.chat import ChatScreen
 from tui.widgets.conversation import ConversationView, ReplyTurn, ReplyWriter
 from tui.widgets.markdown_text import MarkdownText, render
+from tui.widgets.steady_scrollbar import SteadyScrollBar, steady_vertical_scrollbar
 
 SIZE = (120, 40)
 
@@ -415,6 +419,48 @@ async def test_a_piece_that_settles_as_the_text_grows_is_laid_out_once(
         assert rows(markdown) == drawn_whole(app, markdown.text)
 
 
+async def test_a_piece_that_settles_keeps_the_drawing_of_its_blocks_from_the_tail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tail draws each finished block once; when they settle into a piece (2,000
+    characters and more), that piece is made of those drawings and the blocks after them,
+    not drawn anew whole (10-20 ms a piece). It reads as the text drawn whole all the same,
+    a table, code and a list in it."""
+    from tui.widgets import markdown_text
+
+    drawn: list[str] = []
+    real = markdown_text.render
+
+    def counted(markup: str, *, spaced: bool = False) -> markdown_text.Rendered:
+        drawn.append(markup)
+        return real(markup, spaced=spaced)
+
+    monkeypatch.setattr(markdown_text, "render", counted)
+    blocks = [
+        f"Paragraph {i} says **something** with `code` and words that wrap the line at last."
+        for i in range(24)
+    ]
+    blocks[5:5] = ["| a | b |\n|---|---|\n| 1 | 2 |", "```python\ndef f(x):\n    return x\n```"]
+    blocks[12:12] = ["- one\n- two"]
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        for block in blocks:  # each written and drawn: the tail holds it, drawn once
+            markdown.append(block + "\n\n")
+            await pilot.pause()
+            if len(markdown.children) > 1:
+                break
+        await wait_for(pilot, lambda: len(markdown.children) == 2, what="a piece settled")
+        piece_text = markdown.text[: markdown._settled]
+        assert len(piece_text) >= markdown_text.SETTLE_AT
+        # nothing drawn since the blocks were written holds the piece's first blocks again
+        first_blocks = piece_text[: piece_text.index("Paragraph 8")]
+        assert not [markup for markup in drawn[-3:] if first_blocks in markup]
+        markdown.append("The end.")
+        await wait_for(pilot, lambda: "The end." in "\n".join(rows(markdown)), what="the end")
+        assert rows(markdown) == drawn_whole(app, markdown.text)
+
+
 class MountedLate(MarkdownText):
     """A text whose Mount event waits behind others (the dozen widgets of a send's turns
     mount a message at a time): its tail is composed and on screen, and on_mount has not
@@ -548,13 +594,21 @@ async def test_the_views_own_rows_are_drawn_once_and_read_as_textual_draws_each(
 ) -> None:
     """The conversation's view draws one of its own rows (its background and padding,
     under the turns) and gives it for every row: the same rows as Textual draws one by
-    one, with the view plain or bordered (then drawn row by row)."""
+    one, with the view plain or bordered (then drawn row by row). Its scrollbar keeps
+    its rows (``SteadyScrollBar``) and they are those Textual draws."""
     ollama_server.reply = REPLY
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ask(pilot, app)
         await wait_for(pilot, lambda: "qxfinalmark" in screen_text(app), what="the reply")
         view = screen.query_one(ConversationView)
+        bar = view.vertical_scrollbar
+        assert view.show_vertical_scrollbar and isinstance(bar, SteadyScrollBar)
+        crop = Region(0, 0, *bar.size)
+        given = bar.render_lines(crop)
+        bar._styles_cache.clear()
+        bar._render_content()
+        assert [list(s) for s in given] == [list(s) for s in Widget.render_lines(bar, crop)]
         for border in (None, ("round", "red")):
             if border is not None:
                 view.styles.border = border
@@ -567,3 +621,60 @@ async def test_the_views_own_rows_are_drawn_once_and_read_as_textual_draws_each(
             assert len(given) == crop.height
             assert [list(strip) for strip in given] == [list(strip) for strip in drawn]
             assert any(strip.text.strip() for strip in given) == (border is not None)
+
+
+class Scrolled(App[None]):
+    CSS = "SteadyView { height: 20; }"
+
+    def compose(self) -> ComposeResult:
+        yield SteadyView(Static("x", id="text"))
+
+
+class SteadyView(VerticalScroll):
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        return steady_vertical_scrollbar(self)
+
+
+async def test_a_scrollbar_that_follows_growing_text_draws_each_kind_of_row_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A view that follows growing text moves its scrollbar's thumb at each frame. Its
+    rows (track, thumb, the thumb's ends) are kept once drawn: a few of the frames draw
+    it through Textual, and every frame shows the rows Textual draws, the mouse over it
+    or not."""
+    from textual._styles_cache import StylesCache
+
+    drawings: list[object] = []
+    real = StylesCache.render_widget
+
+    def counted(self: StylesCache, widget: Widget, crop: Region) -> list[Strip]:
+        if isinstance(widget, SteadyScrollBar):
+            drawings.append(crop)
+        return real(self, widget, crop)
+
+    monkeypatch.setattr(StylesCache, "render_widget", counted)
+    app = Scrolled()
+    async with app.run_test(size=(60, 24)) as pilot:
+        view = app.query_one(SteadyView)
+        text = app.query_one("#text", Static)
+        bar = view.vertical_scrollbar
+        assert isinstance(bar, SteadyScrollBar)
+        frames = 0
+        for step in range(60):
+            text.update("\n".join(f"row {i}" for i in range(30 + 7 * step)))
+            view.scroll_end(animate=False, immediate=True)
+            await pilot.pause()
+            if step == 40:
+                bar.mouse_over = True
+                await pilot.pause()
+            frames += 1
+            crop = Region(0, 0, *bar.size)
+            given = bar.render_lines(crop)
+            bar._styles_cache.clear()
+            bar._render_content()
+            assert [list(strip) for strip in given] == [
+                list(strip) for strip in Widget.render_lines(bar, crop)
+            ], f"step {step}"
+            drawings.pop()  # the drawing just made to compare
+        assert len(drawings) < frames / 3, f"{len(drawings)} of {frames} frames drew the bar"

@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.geometry import Region
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 from textual.widget import AwaitMount, Widget
 from textual.widgets import Label, Static
@@ -21,6 +22,7 @@ from engines.store import Status, StoredMessage
 from tui.compositor import draw_soon
 from tui.text import shorten, visible
 from tui.widgets.one_layout import OneLayout, OwnHeights
+from tui.widgets.steady_scrollbar import steady_vertical_scrollbar
 
 if TYPE_CHECKING:  # imported with the first reply drawn (Markdown is not needed before)
     from tui.widgets.markdown_text import MarkdownText
@@ -409,6 +411,10 @@ class ConversationView(VerticalScroll, OneLayout):
         super().__init__(id=id)
         self._turns: list[Turn] = []  # in order; not those still being removed
         self._shown_generation = 0  # one more each time a conversation is shown
+
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        return steady_vertical_scrollbar(self)
 
     def render_lines(self, crop: Region) -> list[Strip]:
         """The view's own rows (under its turns): its background and its padding, the same
