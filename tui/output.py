@@ -27,6 +27,7 @@ app makes them, step previews wait for it (``output_backlog``; ``Picture.show_pr
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -155,6 +156,7 @@ def _params(style: Style) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def style_change(current: Style | None, wanted: Style) -> str:
     """The shortest SGR sequence that takes the terminal from ``current`` (None:
     unknown) to ``wanted``."""
@@ -400,27 +402,29 @@ class OutputFilter:
         self._check_size()
         self._out = []
         for match in _TOKENS.finditer(data):
-            sgr, row, col, csi, string, esc, control, text = match.groups()
-            if text is not None:
-                self._text(text)
-            elif sgr is not None:
-                key = (self._style, sgr)
+            kind = match.lastindex  # each alternative ends with a group of its own
+            if kind == 8:
+                self._text(match.group(8))
+            elif kind == 1:
+                key = (self._style, match.group(1))
                 style = self._sgr_cache.get(key)
                 if style is None:
                     if len(self._sgr_cache) > 4096:
                         self._sgr_cache.clear()
-                    style = self._sgr_cache[key] = _parse_sgr(self._style, sgr)
+                    style = self._sgr_cache[key] = _parse_sgr(*key)
                 self._style = style
-            elif row is not None:
+            elif kind == 2 or kind == 3:
+                row, col = match.group(2, 3)
                 r = int(row or 1) - 1
                 c = int(col or 1) - 1
                 if 0 <= r < self.height and 0 <= c < self.width:
                     self._row, self._col = r, c
                 else:
                     self._passthrough(match.group(0), screen_changes=False, moves_cursor=True)
-            elif csi is not None:
-                self._csi(csi)
-            elif string is not None:
+            elif kind == 4:
+                self._csi(match.group(4))
+            elif kind == 5:
+                string = match.group(5)
                 control_data = string.split(";", 1)[0]
                 graphics = string.startswith("\x1bP") or (
                     string.startswith("\x1b_G")
@@ -429,11 +433,12 @@ class OutputFilter:
                 )
                 is_osc = string.startswith("\x1b]")
                 self._passthrough(string, screen_changes=graphics, moves_cursor=not is_osc)
-            elif esc is not None:
+            elif kind == 6:
+                esc = match.group(6)
                 # ESC 7 / ESC 8 (save and restore the cursor), ESC c (reset), charsets...
                 self._passthrough(esc, screen_changes=esc in ("\x1bc",), moves_cursor=True)
-            elif control is not None:
-                self._control(control)
+            elif kind == 7:
+                self._control(match.group(7))
         self._sync_cursor()
         return "".join(self._out)
 
