@@ -44,6 +44,11 @@ STEADY_BATCH_S = 0.1
 second once its first words are: woken 50 times a second, the loop took each batch of
 three or four tokens on its own, a wake-up of the loop and then of its timer each time
 (a 2,000-token reply at 200 tokens/s: 953 waits of the loop ended, 354 now)."""
+NEXT_PART_S = 0.02
+"""How long a reader that has read what came during its pause waits for the next part
+before it hands what it read over: at a model's pace (20-200 tokens/s) the next part is
+there by then, and goes with it (one wake-up of the loop per pause, not two); a server
+that stalls holds nothing back longer than this."""
 CAUGHT_UP_S = 0.002
 """A read that waited this long found nothing buffered: the reader has caught up."""
 
@@ -139,6 +144,17 @@ class Reading:
             self.waited = True
             if self.on_wait is not None:
                 self.on_wait()
+
+    def ready_within(self, seconds: float) -> bool:
+        """Whether a read of the socket would return within ``seconds`` (waiting that
+        long at most); False where it cannot be asked."""
+        poller = self._poller
+        if poller is None:
+            return False
+        try:
+            return bool(poller.poll(seconds * 1000))
+        except (OSError, ValueError):  # closed meanwhile: the read says what it is
+            return False
 
     def received(self, data: bytes) -> None:
         """From the transport: ``data`` was read from the socket."""
@@ -435,6 +451,23 @@ class Feed:
             return False
         return True
 
+    def hold(self, item: object) -> None:
+        """From the thread: add ``item`` without waking the loop (``release`` does)."""
+        self._items.append(item)
+
+    def release(self) -> bool:
+        """From the thread: wake the loop for what is held, as ``put`` would have (no
+        sooner than a batched wake-up allows); False once the loop is gone."""
+        with self._lock:
+            if self._woken or not self._items:
+                return True
+            self._woken = True
+        try:
+            self.loop.call_soon_threadsafe(self._wake, False)
+        except RuntimeError:  # the loop is closed: nobody reads any more
+            return False
+        return True
+
     def _wake(self, urgent: bool) -> None:
         delay = 0.0 if urgent else self._next_at - self.loop.time()
         if delay > 0:
@@ -501,6 +534,10 @@ def read_in_thread(
         resumed = False  # after a pause, until a read waits: what came meanwhile is no burst
 
         def burst_over() -> None:  # before a read that waits (told reads)
+            # what was read since a pause is handed over with the next part and the next
+            # pause (one wake-up of the loop), unless that part is slow to come
+            if not (resumed and reading.ready_within(NEXT_PART_S)):
+                feed.release()
             if reading.behind:
                 reading.behind = False
                 feed.put(BURST_OVER, urgent=True)
@@ -523,6 +560,7 @@ def read_in_thread(
                 # a burst is read: what waits for its end (see ``Reading.behind``) is
                 # told at once, not a batch's wait later (told reads: ``burst_over``)
                 burst_read = caught_up and reading.behind
+                catching_up = resumed  # read since a pause (this one ends it if it waited)
                 resumed = resumed and not caught_up
                 reading.behind = not caught_up and not resumed
                 converted = convert(part)
@@ -531,7 +569,13 @@ def read_in_thread(
                     urgent = urgent or burst_read
                     if last:
                         reading.finish()
-                    if not feed.put(item, urgent=urgent):
+                    if catching_up and reading.reads_told and not urgent:
+                        # read after a pause: what came meanwhile is handed over in one
+                        # piece once it is all read (before the next pause, or the read
+                        # that waits: ``burst_over``), not its first part at once and the
+                        # rest a batch later
+                        feed.hold(item)
+                    elif not feed.put(item, urgent=urgent):
                         return
                 if first_at is None and converted is not None:
                     first_at = time.monotonic()
@@ -543,6 +587,7 @@ def read_in_thread(
                     and first_at is not None
                     and time.monotonic() - first_at >= STEADY_AFTER_S  # the first words at once
                 ):
+                    feed.release()
                     seconds, watched = pause()
                     reading.pause(seconds, watched=watched)  # handed over first
                     resumed = True

@@ -296,6 +296,33 @@ async def test_a_burst_of_text_is_told_over_when_the_server_stops_to_think(
     assert not during[-1].more, "the burst was told over while the server stood still"
 
 
+async def test_a_reply_in_sight_is_read_as_often_as_it_is_drawn(
+    store: Store, ollama_server: FakeOllama
+) -> None:
+    """A reply in sight is read as often as whoever shows it draws it (``drawn_every``,
+    here every 0.5 s), not five times as often: its text comes in that many batches once
+    its first words are out, and every word of it comes."""
+    ollama_server.reply = " ".join(f"w{i}" for i in range(300))
+    ollama_server.rate = 100  # 3 s
+    engine = ChatEngine(ollama_server.url, timeout=10)
+    service = ConversationService(store, engine, save_interval=600.0)
+    told: list[float] = []
+    service.subscribe(
+        lambda e: told.append(time.monotonic()) if isinstance(e, ReplyText) and e.text else None
+    )
+    try:
+        conversation = service.new_conversation(MODEL, ChatOptions(), "Hi")
+        reply = service.send(conversation, "Hi")
+        reply.drawn_every = 0.5
+        finished = await asyncio.wait_for(service.run(reply), 30)
+    finally:
+        await engine.aclose()
+    assert finished.content == ollama_server.reply
+    steady = [t for t in told if t - told[0] >= 0.5]  # the first words are read as they come
+    span = told[-1] - told[0]
+    assert len(steady) <= span / 0.5 + 2, f"{len(steady)} batches in {span:.1f} s"
+
+
 async def test_a_reply_brought_into_sight_is_read_at_once(
     store: Store, ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
 ) -> None:

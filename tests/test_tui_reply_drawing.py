@@ -97,6 +97,28 @@ async def test_a_streamed_reply_is_followed_to_its_last_token_and_reads_as_opene
         assert any("Paragraph 29 says something" in line for line in streamed), "bold is styled"
 
 
+async def test_a_reply_on_screen_tells_its_reader_how_often_it_is_drawn(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """The writer of a reply on screen tells the reply how often it draws it
+    (``Reply.drawn_every``): its reader hands text over no more often."""
+    ollama_server.reply = REPLY
+    ollama_server.rate = 200
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ask(pilot, app)
+        await wait_for(pilot, lambda: app.conversations.busy, what="streaming")
+        (reply,) = app.conversations.busy.values()
+
+        def told() -> bool:
+            live = screen._live.get(reply.reply_id)
+            return live is not None and reply.drawn_every == live.writer.spacing() > 0
+
+        await wait_for(pilot, told, what="the reader told how often the reply is drawn")
+        assert ReplyWriter.SLOWEST >= reply.drawn_every >= 0.1
+        await wait_for(pilot, lambda: "qxfinalmark" in screen_text(app), what="last token")
+
+
 async def test_a_reply_keeps_its_width_when_it_comes_to_fill_the_view(
     ollama_server: FakeOllama, config_file: Path
 ) -> None:

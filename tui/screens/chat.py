@@ -602,7 +602,13 @@ class ChatScreen(ChatImages):
         if not isinstance(turn, ReplyTurn):
             return
         reply.in_sight = True
-        self._live[reply.reply_id] = LiveReply(turn, turn.writer())
+        writer = turn.writer()
+
+        def drawn_every(seconds: float) -> None:
+            reply.drawn_every = seconds  # its reader hands text over as often
+
+        writer.on_spacing = drawn_every
+        self._live[reply.reply_id] = LiveReply(turn, writer)
         self._steady_cursor()
         position = self.lp.conversations.position(reply.conversation_id)
         if position is not None:

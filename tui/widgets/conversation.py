@@ -101,6 +101,9 @@ class ReplyWriter:
         self._burst_chars = 0  # pending text that came in a burst, with more read already
         self._cost = 0.0  # the CPU seconds of a drawing (smoothed)
         self._abandoned = False
+        self.on_spacing: Callable[[float], None] | None = None
+        """Told the wait between two writes (``spacing``) as it changes: the reply's
+        reader need not hand its text over more often (``Reply.drawn_every``)."""
         self._task = asyncio.create_task(self._run())
         markdown.reserve(self.RESERVE)
 
@@ -155,6 +158,8 @@ class ReplyWriter:
     def _drawn(self, started: float) -> None:
         cost = time.thread_time() - started
         self._cost = cost if not self._cost else (self._cost + cost) / 2
+        if self.on_spacing is not None:
+            self.on_spacing(self.spacing())
 
     def spacing(self) -> float:
         """The wait between two writes once the first ones are done (see the class)."""
