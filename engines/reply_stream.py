@@ -441,15 +441,7 @@ class Feed:
         """From the thread; False once the loop is gone. An urgent item wakes the loop
         at once, even when a batched wake-up is already on its way."""
         self._items.append(item)
-        with self._lock:
-            if self._woken and not urgent:
-                return True
-            self._woken = True
-        try:
-            self.loop.call_soon_threadsafe(self._wake, urgent)
-        except RuntimeError:  # the loop is closed: nobody reads any more
-            return False
-        return True
+        return self._wake_loop(urgent)
 
     def hold(self, item: object) -> None:
         """From the thread: add ``item`` without waking the loop (``release`` does)."""
@@ -458,12 +450,15 @@ class Feed:
     def release(self) -> bool:
         """From the thread: wake the loop for what is held, as ``put`` would have (no
         sooner than a batched wake-up allows); False once the loop is gone."""
+        return self._wake_loop(False) if self._items else True
+
+    def _wake_loop(self, urgent: bool) -> bool:
         with self._lock:
-            if self._woken or not self._items:
+            if self._woken and not urgent:
                 return True
             self._woken = True
         try:
-            self.loop.call_soon_threadsafe(self._wake, False)
+            self.loop.call_soon_threadsafe(self._wake, urgent)
         except RuntimeError:  # the loop is closed: nobody reads any more
             return False
         return True
