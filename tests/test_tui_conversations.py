@@ -383,33 +383,6 @@ async def test_a_reply_done_before_its_first_words_time_is_drawn_done_before_the
         assert not drawn_done, "the frame that drew the reply done did not draw the list"
 
 
-async def test_the_frame_of_a_replys_last_words_leaves_the_sidebar_and_keys_for_the_next(
-    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The frame that draws a reply's last words draws nothing else that can wait: the
-    sidebar's "writing…" goes, the keys change and the prompt's cursor blinks again in
-    the frames after it (drawn with the last words, they held them back)."""
-    ollama_server.reply = "word " * 400 + "qxlast"  # 4 s: marked writing well before its end
-    ollama_server.rate = 100
-    app = make_app(config_file)
-    async with app.run_test(size=SIZE) as pilot:
-        await online(pilot, app)
-        cid = await send(pilot, app, "A")
-        await wait_for(pilot, lambda: "writing" in label(app, cid), what="marked writing")
-
-        def looked() -> tuple[bool, bool, bool]:  # the last words, "writing…", a still cursor
-            last = view(app).last_reply()
-            shown = last is not None and "qxlast" in last.body.text
-            return (shown, "writing" in label(app, cid), not prompt(app).cursor_blink)
-
-        frames = each_frame(monkeypatch, app, looked)
-        await wait_for(pilot, lambda: "writing" not in label(app, cid), what="the mark gone")
-        await wait_for(pilot, lambda: prompt(app).cursor_blink, what="the cursor blinking")
-        first_with_words = next(frame for frame in frames if frame[0])
-        assert first_with_words == (True, True, True), "the last words' frame drew them alone"
-        assert frames[-1][1:] == (False, False)
-
-
 async def test_a_reply_finishing_out_of_sight_is_marked_unseen_with_a_notice(
     ollama_server: FakeOllama, make_config: MakeConfig
 ) -> None:

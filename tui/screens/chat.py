@@ -983,19 +983,14 @@ class ChatScreen(ChatImages):
                 await live.writer.close()
                 live.turn.finish(event.content, event.status, event.stats, event.error)
                 self._live.pop(event.reply_id, None)
-            here = self.conversation is not None and self.conversation.id == event.conversation_id
-            if here:
+                self._steady_cursor()
+            if self.conversation and self.conversation.id == event.conversation_id:
                 self.conversation = self.lp.store.conversation(event.conversation_id)
-            # what frames the reply (the sidebar, the keys, the prompt's cursor, the
-            # context meter) after the frame of its last words: drawn with them, it held
-            # them back by as long (the sidebar's list alone, 2-5 ms). A reply out of
-            # sight has none: its marks change at once (the list still waits a frame)
-            if live is None:
-                self._mark()
-                self.refresh_bindings()
-            self.after_next_frame(
-                lambda: self._after_reply(event.conversation_id), within=LIST_AFTER_S
-            )
+                self.reply_finished()
+            # a reply done before its first words' time was up: the list after the frame
+            # of its last words (drawn with them, it held them back by as long)
+            self.after_next_frame(self._refresh_due_list, within=LIST_AFTER_S)
+            here = self.conversation is not None and self.conversation.id == event.conversation_id
             if event.failure in ("unreachable", "lost") and event.host and here:
                 self._offer_resend(event, self.current_model())
             elif event.failure == "model-missing":
@@ -1008,23 +1003,8 @@ class ChatScreen(ChatImages):
                         title="Model missing",
                         severity="error",
                     )
-            return
         self._mark()
         self.refresh_bindings()
-
-    def _after_reply(self, conversation_id: int) -> None:
-        """Once a finished reply's last words are drawn: the sidebar takes it in (a reply
-        done before its first words' time was up was not listed yet), its marks and the
-        keys change, the prompt's cursor blinks again where no reply streams on screen,
-        and the context meter reads the model's window anew once it is asked of."""
-        if not self.is_attached:
-            return
-        self._refresh_due_list()
-        self._mark()
-        self.refresh_bindings()
-        self._steady_cursor()
-        if self.conversation is not None and self.conversation.id == conversation_id:
-            self.reply_finished()
 
     async def action_cancel_reply(self) -> None:
         if self.editing is not None:
