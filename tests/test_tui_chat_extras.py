@@ -204,8 +204,14 @@ async def test_an_image_for_a_model_without_vision_is_refused_and_nothing_is_los
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen))
         pending = chat(app).query_one(PendingAttachments)
-        assert [a.name for a in pending.items] == ["cat.png"]
-        assert "📎 cat.png" in screen_text(app)
+        # the file is read in a thread: attached once it is read, and drawn then
+        await wait_for(
+            pilot,
+            lambda: (
+                [a.name for a in pending.items] == ["cat.png"] and "📎 cat.png" in screen_text(app)
+            ),
+            what="cat.png attached and shown",
+        )
         await pilot.press("enter")  # llama3.2 has no vision
         await wait_for(pilot, lambda: any("cannot read images" in n for n in notices(app)))
         told = next(n for n in notices(app) if "cannot read images" in n)
