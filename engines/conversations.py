@@ -61,10 +61,10 @@ IN_SIGHT_PAUSE_S = 0.1
 """Once the reader of a reply has caught up with the server, it waits this long at least
 before it reads again (and then reads what came meanwhile at once): at 200 tokens/s that
 is a read for 20 tokens instead of one each, and the app draws a reply at most every
-0.1 s anyway (as often as it is drawn, where that is less often: ``Reply.drawn_every``;
-a small machine draws a reply 4 times a second, and a read for each drawing, not 2.5,
-took 0.06 s less CPU per 2,000-token reply: 1.10 -> 1.04 s). The reply's last line ends the wait (``reply_stream._watch``): its last words
-are not held back by it. (Unwatched, at 0.02 s, the reader took 0.25-0.3 s of CPU for a
+0.1 s anyway. Where it is drawn less often, it waits as long (``Reply.drawn_every``): a
+small machine draws a reply 4 times a second, and a read per drawing, not 2.5, took
+0.06 s less CPU per 2,000-token reply (1.10 -> 1.04 s). The reply's last line ends the
+wait (``reply_stream._watch``): its last words are not held back by it. (Unwatched, at 0.02 s, the reader took 0.25-0.3 s of CPU for a
 2,000-token reply at 200 tokens/s; watched, at 0.1 s, some 0.15 s.)"""
 OUT_OF_SIGHT_PAUSE_S = 0.5
 """The pause of a reader whose reply is out of sight (another conversation is shown):
