@@ -28,6 +28,7 @@ from tui.app import LlmPessoalApp
 from tui.compositor import DrawsSoon
 from tui.screens import chat as chat_screen
 from tui.screens.chat import ChatScreen
+from tui.widgets import conversation as conversation_widgets
 from tui.widgets.conversation import ConversationView, PromptTurn, ReplyTurn
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.history import HistoryDialog
@@ -322,6 +323,80 @@ async def test_no_frame_shows_the_turn_of_a_message_sent_without_its_replys_turn
         assert all(reply for prompt_turn, reply in frames if prompt_turn), frames
         await pilot.press("escape")
         await idle(pilot, app)
+
+
+def two_saved(config: Path) -> tuple[int, int]:
+    """Two saved conversations of a prompt and a reply each; the second opens at start."""
+    store = Store.open(load_settings(config, env={}).paths.database)
+    ids = []
+    for name in ("first", "second"):
+        conversation = store.create_conversation("llama3.2:latest", ChatOptions(), name)
+        store.add_message(conversation.id, "user", f"the {name} question")
+        store.add_message(conversation.id, "assistant", f"the {name} answer", model="m")
+        ids.append(conversation.id)
+    store.close()
+    return ids[0], ids[1]
+
+
+def shows_reply_of(app: LlmPessoalApp, conversation_id: int) -> bool:
+    """The last frame of the Chat screen has the reply of that conversation laid out."""
+    stored = stored_path_ids(app, conversation_id)
+    return any(
+        isinstance(w, ReplyTurn) and w.message_id in stored
+        for w in chat(app)._compositor.visible_widgets
+    )
+
+
+def stored_path_ids(app: LlmPessoalApp, conversation_id: int) -> set[int]:
+    return {m.id for m in app.store.messages(conversation_id)}
+
+
+async def test_no_frame_shows_a_conversation_opened_without_its_last_turn(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames wait while the last turn of a conversation just opened is mounted (at most
+    ``OPENING_HOLD_S``): a frame drawn meanwhile showed the list's new choice over an
+    empty view, and the frame of the turns waited for it. Here the reply's turn takes
+    0.3 s to mount, and Textual's frame timer ticks 60 times a second meanwhile."""
+    monkeypatch.setattr(conversation_widgets, "OPENING_HOLD_S", 60.0, raising=False)
+    monkeypatch.setattr(DrawsSoon, "HOLD_S", 60.0)
+    first, _ = two_saved(config_file)
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "the second answer" in screen_text(app), what="opened")
+
+        class Slow(Static):
+            async def on_mount(self) -> None:
+                await asyncio.sleep(0.3)
+
+        compose = ReplyTurn.compose
+
+        def slowly(turn: ReplyTurn) -> Any:
+            yield from compose(turn)
+            yield Slow()
+
+        monkeypatch.setattr(ReplyTurn, "compose", slowly)
+        frames = each_frame(monkeypatch, app, lambda: shows_reply_of(app, first))
+        chat(app).open_conversation(first)
+        # on the event loop alone: the pilot's pauses draw a frame themselves
+        await wait_for(None, lambda: any(frames), what="the conversation drawn")
+        assert all(frames), frames
+        assert "the first answer" in screen_text(app)
+
+
+async def test_a_conversation_opened_is_drawn_as_soon_as_its_turns_are_mounted(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not at the next tick of Textual's frame timer (up to 17 ms later): here it ticks
+    once a minute, and the conversation comes at once anyway."""
+    monkeypatch.setattr(textual.screen, "UPDATE_PERIOD", 60.0)
+    first, _ = two_saved(config_file)
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "the second answer" in screen_text(app), what="opened")
+        chat(app).open_conversation(first)
+        # on the event loop alone: the pilot's pauses draw a frame themselves
+        await wait_for(None, lambda: shows_reply_of(app, first), what="the conversation drawn")
 
 
 @pytest.mark.parametrize("first_words_s", [8.0, 0.001], ids=["long", "up-before-the-send-ends"])

@@ -25,7 +25,7 @@ from tui_helpers import make_app, screen_text, type_text, wait_for
 from tui.app import LlmPessoalApp
 from tui.screens.chat import ChatScreen
 from tui.widgets.conversation import ConversationView, ReplyTurn, ReplyWriter
-from tui.widgets.markdown_text import MarkdownText, render
+from tui.widgets.markdown_text import LiteralMarkdown, MarkdownText, render, spaced_after
 from tui.widgets.steady_scrollbar import SteadyScrollBar, steady_vertical_scrollbar
 
 SIZE = (120, 40)
@@ -232,6 +232,24 @@ async def test_a_growing_tail_draws_as_the_text_drawn_whole_after_every_few_char
                 lines = console.render_lines(tail.content, console.options.update_width(60))
                 drawn = ["".join(s.text for s in line).rstrip() for line in lines]
                 assert drawn == drawn_whole(app, markdown.text), markdown.text
+
+
+ENDINGS = (
+    "# H", "a paragraph", "---", " - - -", "   ___", "*\t*\t*", "    ---", "- a\n\n  ---",
+    "> ---", "text\n---", "text\r\r---", "text\r\n\r\n***", "[r]: https://x", "```\n---\n```",
+    "```\n\n---", "| a |\n|---|\n| 1 |", "x\n===", "- - - x", "",
+)  # fmt: skip
+
+
+def test_whether_a_piece_ends_in_a_rule_is_read_as_the_parser_reads_it() -> None:
+    # a piece before the one on screen is not parsed whole to learn whether Rich puts a
+    # blank line after it: every block here, alone and after each other, reads as parsed
+    for first in ENDINGS:
+        for last in ENDINGS:
+            for between in ("\n\n", "\n"):
+                for end in ("", "\n\n", "  \n"):
+                    markup = first + between + last + end
+                    assert spaced_after(markup) == LiteralMarkdown(markup).spaced_after, markup
 
 
 class OneMarkdown(App[None]):

@@ -275,6 +275,7 @@ class ChatScreen(ChatImages):
         self._sent_at = -1.0  # when the prompt was last emptied by a send (holds_frames)
         self._list_due = False  # the list waits for a reply's first words (a send)
         self._mounting: ReplyTurn | None = None  # the turn of a reply just sent, until mounted
+        self._picker: tuple[object, ...] | None = None  # what the model picker shows
 
     @property
     def streaming(self) -> bool:
@@ -290,7 +291,10 @@ class ChatScreen(ChatImages):
         Frames also wait while the reply's turn of a message just sent is mounted (at most
         ``MOUNTING_HOLD_S``): its mounting takes a dozen turns of the event loop, a frame
         drawn meanwhile (the prompt's turn alone, or the first words of a turn not shown
-        yet) held it back by as long, and the frame of both turns waited for that one."""
+        yet) held it back by as long, and the frame of both turns waited for that one.
+        And while a conversation just opened is drawn to its end (``opening``)."""
+        if self.query_one(ConversationView).opening():
+            return True
         if self._mounting is not None:
             if not self._mounting.is_mounted and time.monotonic() - self._sent_at < MOUNTING_HOLD_S:
                 return True
@@ -413,26 +417,32 @@ class ChatScreen(ChatImages):
         return host if self.lp.hosts.find(host) else ""
 
     def _show_models(self) -> None:
+        """The model picker: the models installed, and the conversation's (as it is now)
+        chosen. Not made again where both are as shown (opening a conversation with the
+        same model: the picker's list was made anew, some 5 ms of the frame)."""
         select = self.query_one("#model", Select)
         current = self.current_model()
+        value: str | None
         if self.lp.hosts.multi:
             entries, value = picker_options(
                 self.lp.hosts, self.models, current, self.current_host()
             )
-            with self.prevent(Select.Changed):
-                select.set_options(entries)
-                if value is not None:
-                    select.value = value
+            options = list(entries)
+        else:
+            names = [m.name for m in self.models]
+            options = [(shown(m.label()), m.name) for m in self.models]
+            if current and current not in names:
+                note = "not installed" if self.models else "offline"
+                options.insert(0, (shown(f"{current}  ({note})"), current))
+            value = current or None
+        picker = (tuple(options), value)
+        if picker == self._picker and select.value == (value or select.value):
             return
-        names = [m.name for m in self.models]
-        options = [(shown(m.label()), m.name) for m in self.models]
-        if current and current not in names:
-            note = "not installed" if self.models else "offline"
-            options.insert(0, (shown(f"{current}  ({note})"), current))
+        self._picker = picker
         with self.prevent(Select.Changed):
             select.set_options(options)
-            if current:
-                select.value = current
+            if value is not None:
+                select.value = value
 
     @on(Select.Changed, "#model")
     def _model_chosen(self, event: Select.Changed) -> None:

@@ -32,6 +32,9 @@ PROMPT_SHOWN = 20_000
 FIRST_TURNS = 12
 """A conversation opens with its last turns; those above are mounted after that first
 frame (a conversation of 50 turns drew its first frame in 0.77 s; DESIGN decision 12)."""
+OPENING_HOLD_S = 0.1
+"""The longest frames wait for a conversation just shown to be drawn to its end (see
+``ConversationView.opening``)."""
 
 
 def warm_up_markdown(give_way: Callable[[], bool] | None = None) -> None:
@@ -242,6 +245,13 @@ class Turn(Vertical, OneLayout, OwnHeights):
         self.message_id = message_id
         self.version = 1
         self.versions = 1
+        self.soon = False
+        """Drawn as soon as it is mounted (see ``draw_soon``): the last turn of a
+        conversation opened, which someone waits to see."""
+
+    def on_mount(self) -> None:  # (Textual calls this, then a subclass's own)
+        if self.soon:
+            draw_soon(self)
 
     def who(self) -> str:
         raise NotImplementedError
@@ -416,6 +426,8 @@ class ConversationView(VerticalScroll, OneLayout):
         super().__init__(id=id)
         self._turns: list[Turn] = []  # in order; not those still being removed
         self._shown_generation = 0  # one more each time a conversation is shown
+        self._opening: Turn | None = None  # the last turn of the one just shown, until drawn
+        self._opened_at = -1.0
 
     @property
     def vertical_scrollbar(self) -> ScrollBar:
@@ -460,12 +472,31 @@ class ConversationView(VerticalScroll, OneLayout):
             return
         turns = self._make_turns(messages, versions or {})
         self._turns = turns
+        self._opening = turns[-1] if turns else None
+        self._opened_at = time.monotonic()
+        if self._opening is not None:
+            self._opening.soon = True
         if turns:
             self._mount_turns(turns, self._shown_generation, at_once=at_once)
         else:
             text = f"{hint}\n{self.EMPTY_HINT}" if hint else self.EMPTY_HINT
             self.mount(Static(Text(text), classes="empty-hint"))
         self.anchor()
+
+    def opening(self) -> bool:
+        """Whether the conversation just shown has yet to be drawn to its last turn (for
+        at most ``OPENING_HOLD_S``): a frame drawn meanwhile shows the list's new choice
+        and an empty view, and the turns' frame waited for it (opening a 20,000-token
+        reply: 15-20 ms of 90-150). A turn is mounted once its own parts are (Textual
+        lays out only mounted widgets: a frame drawn before left the turn out)."""
+        turn = self._opening
+        if turn is None:
+            return False
+        late = time.monotonic() - self._opened_at > OPENING_HOLD_S
+        if turn.is_mounted or not turn.is_attached or late:
+            self._opening = None
+            return False
+        return True
 
     @staticmethod
     def _make_turns(messages: list[StoredMessage], versions: Versions) -> list[Turn]:
