@@ -458,3 +458,44 @@ async def test_after_the_next_frame_runs_by_its_deadline_when_no_frame_comes() -
         assert ran[0] - asked >= 0.45, "it waited for a frame first"
         await asyncio.sleep(0.6)
         assert len(ran) == 1, "run once"
+
+
+async def test_a_move_of_the_focus_redraws_what_it_changes_and_no_more(
+    ollama_server: Any, config_file: Any
+) -> None:
+    """Textual draws the whole screen again whenever the focus moves; here only the
+    widgets it leaves and reaches are drawn again (``DrawsSoon.focused``). Through every
+    stop of the Chat screen's focus, and back, the frames written over one another read
+    as the screen drawn anew, and none of them is the whole screen."""
+    from tui_helpers import make_app
+
+    from tui.screens.chat import ChatScreen
+
+    app = make_app(config_file)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="the Chat screen")
+        screen = app.screen
+        painter = screen._compositor
+        await pilot.pause()
+        frames: list[object] = []
+        render_update = painter.render_update
+
+        def recorded(*args: Any, **kwargs: Any) -> object:
+            frames.append(update := render_update(*args, **kwargs))
+            return update
+
+        painter.render_update = recorded  # type: ignore[method-assign,assignment]
+        shown = whole(app)
+        stops = []
+        for key in ["tab"] * 6 + ["shift+tab"] * 6:
+            before = screen.focused
+            await pilot.press(key)
+            await wait_for(pilot, lambda was=before: screen.focused is not was, what=f"{key} moved")
+            await pilot.pause()
+            stops.append(type(screen.focused).__name__)
+            for frame in frames:
+                assert not isinstance(frame, LayoutUpdate), f"{key} to {stops[-1]} drew it all"
+                shown = written_over(shown, frame) if frame is not None else shown
+            frames.clear()
+            assert shown == whole(app), f"{key} to {stops[-1]}: as drawn anew"
+        assert len(set(stops)) >= 3, stops
