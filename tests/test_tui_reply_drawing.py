@@ -234,6 +234,44 @@ async def test_a_growing_tail_draws_as_the_text_drawn_whole_after_every_few_char
                 assert drawn == drawn_whole(app, markdown.text), markdown.text
 
 
+async def test_a_tail_drawn_a_part_at_a_time_is_the_tail_textual_would_draw_whole() -> None:
+    # the tail's rows are kept part by part (PartsVisual): its height and every cell,
+    # styles and all, are Textual's own for the tail in one piece, as the text grows
+    from textual._context import active_app
+    from textual.style import Style
+    from textual.visual import RenderOptions, RichVisual
+
+    from tui.widgets.markdown_text import Joined, PartsVisual, Reserved
+
+    app = Growing()
+    async with app.run_test(size=(60, 40)):
+        token = active_app.set(app)
+        try:
+            markdown = app.query_one(MarkdownText)
+            markdown.reserve(4)
+            tail = markdown.query_one(".md-tail", Static)
+            style = Style.from_rich_style(app.console.get_style("bold"))
+            most_parts = 0
+            for end in range(7, len(TRICKY) + 7, 7):
+                markdown.append(TRICKY[end - 7 : end])
+                content = tail.content
+                parts, whole = PartsVisual(tail, content), RichVisual(tail, content)  # type: ignore[arg-type]
+                for width in (60, 33):
+                    assert parts.get_height(tail.styles, width) == whole.get_height(
+                        tail.styles, width
+                    )
+                    options = RenderOptions(tail._get_style, tail.styles, None, None)
+                    drawn = parts.render_strips(width, None, style, options)
+                    expected = whole.render_strips(width, None, style, options)
+                    assert [list(s) for s in drawn] == [list(s) for s in expected], markdown.text
+                    assert parts.render_strips(width, 5, style, options) == drawn[:5]
+                inner = content.inner if isinstance(content, Reserved) else content
+                most_parts = max(most_parts, len(inner.parts) if isinstance(inner, Joined) else 1)
+            assert most_parts >= 3, "the tail was drawn in parts"
+        finally:
+            active_app.reset(token)
+
+
 ENDINGS = (
     "# H", "a paragraph", "---", " - - -", "   ___", "*\t*\t*", "    ---", "- a\n\n  ---",
     "> ---", "text\n---", "text\r\r---", "text\r\n\r\n***", "[r]: https://x", "```\n---\n```",
