@@ -25,7 +25,7 @@ from tui_helpers import make_app, screen_text, type_text, wait_for
 from tui.app import LlmPessoalApp
 from tui.screens.chat import ChatScreen
 from tui.widgets.conversation import ConversationView, ReplyTurn, ReplyWriter
-from tui.widgets.markdown_text import LiteralMarkdown, MarkdownText, render, spaced_after
+from tui.widgets.markdown_text import Block, LiteralMarkdown, MarkdownText, render, spaced_after
 from tui.widgets.steady_scrollbar import SteadyScrollBar, steady_vertical_scrollbar
 
 SIZE = (120, 40)
@@ -270,6 +270,82 @@ async def test_a_tail_drawn_a_part_at_a_time_is_the_tail_textual_would_draw_whol
             assert most_parts >= 3, "the tail was drawn in parts"
         finally:
             active_app.reset(token)
+
+
+def drawn_afresh(app: App[object]) -> list[str]:
+    """The screen rendered with nothing kept from earlier frames: each widget's styled
+    rows and content drawn anew."""
+    from textual._styles_cache import StylesCache
+
+    widgets = list(app.screen._compositor.visible_widgets)
+    caches = {widget: widget._styles_cache for widget in widgets}
+    try:
+        for widget in widgets:
+            widget._styles_cache = StylesCache()
+            widget._render_content()
+        return [strip.text for strip in app.screen._compositor.render_strips()]
+    finally:
+        for widget, cache in caches.items():
+            widget._styles_cache = cache
+
+
+async def test_a_streaming_tail_drawn_again_below_its_finished_blocks_reads_as_drawn_afresh() -> (
+    None
+):
+    """The tail's rows above what a write changed are kept as styled (``Block.update``'s
+    ``keep_rows``); the frames written over one another read, after every write, as the
+    screen drawn with nothing kept, to the reply's end."""
+    from textual._compositor import ChopsUpdate, LayoutUpdate
+
+    app = Growing()
+    async with app.run_test(size=(60, 20)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        markdown.reserve(4)
+        tail = markdown.query_one(".md-tail", Block)
+        await pilot.pause()
+        painter = app.screen._compositor
+        frames: list[object] = []
+        render_update = painter.render_update
+
+        def recorded(*args: object, **kwargs: object) -> object:
+            frames.append(update := render_update(*args, **kwargs))  # type: ignore[arg-type]
+            return update
+
+        painter.render_update = recorded  # type: ignore[method-assign]
+        shown = drawn_afresh(app)
+        kept = 0
+        for end in range(11, len(TRICKY) + 11, 11):
+            markdown.append(TRICKY[end - 11 : end])
+            kept += tail._keep_rows > 0
+            await pilot.pause()
+            for frame in frames:
+                if isinstance(frame, LayoutUpdate):
+                    shown = ["".join(strip.text for strip in line) for line in frame.strips]
+                elif isinstance(frame, ChopsUpdate):
+                    shown = over(shown, frame)
+            frames.clear()
+            assert shown == drawn_afresh(app), markdown.text
+        markdown.end_reserve()
+        await pilot.pause()
+        for frame in frames:
+            shown = over(shown, frame) if isinstance(frame, ChopsUpdate) else shown
+        assert shown == drawn_afresh(app)
+        assert kept > 10, "rows were kept"
+
+
+def over(before: list[str], update: object) -> list[str]:
+    """The terminal's rows once a partial frame is written over ``before``."""
+    rows = [list(row) for row in before]
+    for y, x1, x2 in update.spans:  # type: ignore[attr-defined]
+        chops = update.chops[y]  # type: ignore[attr-defined]
+        ends = update.chop_ends[y]  # type: ignore[attr-defined]
+        for (x, strip), end in zip(chops.items(), ends, strict=False):
+            if strip is None or x >= x2 or end <= x1:
+                continue
+            for i, char in enumerate(strip.text):
+                if x1 <= x + i < x2:
+                    rows[y][x + i] = char
+    return ["".join(row) for row in rows]
 
 
 ENDINGS = (

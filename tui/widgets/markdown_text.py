@@ -26,7 +26,7 @@ from textual.app import ComposeResult
 from textual.app import RenderResult as Drawn
 from textual.containers import Vertical
 from textual.css.styles import RulesMap
-from textual.geometry import Region
+from textual.geometry import Region, Size
 from textual.reactive import Reactive
 from textual.strip import Strip
 from textual.style import Style
@@ -95,6 +95,12 @@ class Rendered:
     @property
     def markup(self) -> str:
         return self.renderable.markup
+
+    @property
+    def drawn_rows(self) -> int | None:
+        """The rows it was last drawn in; None where it ends without a line end (the next
+        part's first row is its last)."""
+        return self._rows if self._ends_row else None
 
     def rows(self, console: Console, options: ConsoleOptions) -> tuple[int, bool]:
         """The line ends of its segments at ``options``, and whether they end with one."""
@@ -269,13 +275,16 @@ class PartsVisual(Visual):
         self._content = content
         self._whole = RichVisual(widget, content)
 
+    @staticmethod
+    def parts_of(content: Rendered | Joined | Reserved) -> list[Rendered]:
+        inner = content.inner if isinstance(content, Reserved) else content
+        return list(inner.parts) if isinstance(inner, Joined) else [inner]
+
     def _parts(self) -> tuple[list[Rendered], int]:
         """The parts, and the rows their height is rounded up to (``Reserved``; or 0)."""
-        content, step = self._content, 0
-        if isinstance(content, Reserved):
-            step = content.step
-            content = content.inner
-        return (content.parts if isinstance(content, Joined) else [content]), step
+        content = self._content
+        step = content.step if isinstance(content, Reserved) else 0
+        return self.parts_of(content), step
 
     def get_optimal_width(self, rules: RulesMap, container_width: int) -> int:
         return self._whole.get_optimal_width(rules, container_width)
@@ -327,8 +336,25 @@ class Block(Static, OneLayout):
             return PartsVisual(self, content)
         return super().render()
 
-    def update(self, content: VisualType = "", *, layout: bool = True) -> None:
+    _keep_rows = 0
+    """The rows at its top that its last update left as they were (see ``update``)."""
+
+    def update(self, content: VisualType = "", *, layout: bool = True, keep_rows: int = 0) -> None:
+        """As Textual's; ``keep_rows``: the rows at the top that ``content`` draws as the
+        content before it did (a streaming tail whose finished blocks are the same): their
+        styled rows are kept, and only the rows below are drawn again. Textual drew every
+        row of the tail anew at each write, some 30-50 rows a frame, for the few at its
+        end that changed."""
+        kept = self._rows_kept(keep_rows)
         super().update(content, layout=layout)
+        self._keep_rows = keep_rows if kept else 0
+        if kept:
+            self._restore(kept)
+            width, height = self.outer_size
+            if height > keep_rows:  # the screen: the rows below, unless laid out anew
+                below = Region(0, keep_rows, width, height - keep_rows)
+                self._repaint_regions = {below}
+                self._dirty_regions = {below}
         if not self._is_mounted:
             # Textual's refresh of a widget not mounted yet keeps what it cached of its
             # content (its visual, its height): a tail measured before its Mount was
@@ -345,6 +371,39 @@ class Block(Static, OneLayout):
             # is mounted: before that, this asks for a layout that leaves it out, and the
             # one after its Mount draws it.)
             self._check_refresh()
+
+    def _size_updated(
+        self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True
+    ) -> bool:
+        # a tail that grew (or lost its blank rows) at the width it had: the rows its last
+        # update kept are drawn as they were (Textual draws every row of a resized widget)
+        keep, self._keep_rows = self._keep_rows, 0
+        kept = self._rows_kept(keep) if size.width == self._size.width else {}
+        resized = super()._size_updated(size, virtual_size, container_size, layout)
+        if kept:
+            self._restore(kept)
+        return resized
+
+    def _rows_kept(self, rows: int) -> dict[int, Strip]:
+        """Of the styled rows Textual keeps for this block, those above ``rows``, where its
+        rows are its content's (nothing drawn above it)."""
+        styles = self.styles
+        if (
+            not rows
+            or styles.padding.top
+            or styles.border_top[0]
+            or styles.outline_top[0]
+            or self.border_title is not None
+        ):
+            return {}
+        cache = self._styles_cache
+        dirty = cache._dirty_lines
+        return {y: strip for y, strip in cache._cache.items() if y < rows and y not in dirty}
+
+    def _restore(self, kept: dict[int, Strip]) -> None:
+        cache = self._styles_cache
+        cache._cache.update(kept)
+        cache._dirty_lines.difference_update(kept)
 
     def height_changes(self, content: Rendered | Joined | Reserved) -> bool:
         """Whether ``content`` would change this block's height (and so the layout of
@@ -389,6 +448,7 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
         self._held_end = 0  # where the text of _held ends
         self._reserve = 0  # rows the tail is rounded up to while it streams (see Reserved)
         self._placed: list[Static] = []  # pieces just settled, laid out with the tail's frame
+        self._drawn_parts: list[Rendered] = []  # the parts of the tail as last handed over
 
     def compose(self) -> ComposeResult:
         yield self._tail
@@ -483,10 +543,23 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
             pieces = [self._piece(span) for span in now]
             self.mount_all(pieces, before=self._tail)
             self._placed = pieces
-            self._tail.update(self._render_tail())
+            self._update_tail(self._render_tail())
             return
         tail = self._render_tail()
-        self._tail.update(tail, layout=self._tail.height_changes(tail))
+        self._update_tail(tail, layout=self._tail.height_changes(tail))
+
+    def _update_tail(self, tail: Rendered | Joined | Reserved, *, layout: bool = True) -> None:
+        """Hand ``tail`` to its block, which keeps the rows of the parts it had drawn
+        before (the same finished blocks, at its top)."""
+        parts = PartsVisual.parts_of(tail)
+        keep_rows = 0
+        for before, now in zip(self._drawn_parts, parts, strict=False):
+            rows = before.drawn_rows
+            if before is not now or rows is None:
+                break
+            keep_rows += rows
+        self._drawn_parts = parts
+        self._tail.update(tail, layout=layout, keep_rows=keep_rows)
 
     def reserve(self, step: int) -> None:
         """While a reply streams: keep the tail's height a multiple of ``step`` rows."""
@@ -503,7 +576,7 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
             # the text is as it was drawn: its rendering is kept (see ``Rendered``), not
             # parsed and drawn again (at full speed, the whole end of a reply: 5-10 ms)
             tail = shown.inner if isinstance(shown, Reserved) else self._render_tail()
-            self._tail.update(tail, layout=self._tail.height_changes(tail))
+            self._update_tail(tail, layout=self._tail.height_changes(tail))
 
     def _end_in_tail(self, start: int, later: list[tuple[int, int]]) -> None:
         """Several pieces at once: the text from ``start`` (the last of them, and what
@@ -514,7 +587,7 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
             del self._starts[end]
         self._settled = start
         self._held, self._held_start, self._held_end = [], start, start
-        self._tail.update(self._render_tail())
+        self._update_tail(self._render_tail())
         self.call_after_refresh(
             lambda: self.set_timer(EARLIER_AFTER_S, lambda: self._draw_earlier(later, self._tail))
         )
