@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
+from tui_helpers import make_app, recorded_frames, written_over
 from waiting import wait_for
 
 from tui import compositor
@@ -63,23 +64,6 @@ class Growing(App[None]):
         yield Footer()
 
 
-def written_over(before: list[str], update: object) -> list[str]:
-    """The terminal's rows once ``update`` (a frame the app rendered) is written over
-    ``before``."""
-    if isinstance(update, LayoutUpdate):  # the whole screen
-        return ["".join(strip.text for strip in line) for line in update.strips]
-    assert isinstance(update, ChopsUpdate)
-    rows = [list(row) for row in before]
-    for y, x1, x2 in update.spans:
-        for (x, strip), end in zip(update.chops[y].items(), update.chop_ends[y], strict=False):
-            if strip is None or x >= x2 or end <= x1:
-                continue
-            for i, char in enumerate(strip.text):
-                if x1 <= x + i < x2:
-                    rows[y][x + i] = char
-    return ["".join(row) for row in rows]
-
-
 def whole(app: App[None]) -> list[str]:
     return [strip.text for strip in app.screen._compositor.render_strips()]
 
@@ -89,15 +73,7 @@ async def grown(pilot: Any, app: App[None]) -> AsyncIterator[tuple[int, int]]:
     its end). Each step yields (the step, the partial frames so far) once its frames are
     written over what the screen showed, with the rows each ``CountsRows`` rendered for
     them. At the end, the screen so written over is the screen drawn anew."""
-    frames: list[object] = []
-    painter = app.screen._compositor
-    render_update = painter.render_update
-
-    def recorded(*args: Any, **kwargs: Any) -> object:
-        frames.append(update := render_update(*args, **kwargs))
-        return update
-
-    painter.render_update = recorded  # type: ignore[method-assign,assignment]
+    frames = recorded_frames(app)
     screen = whole(app)
     text = app.query_one("#text", Static)
     app.query_one("#view", Widget).anchor()
@@ -467,24 +443,14 @@ async def test_a_move_of_the_focus_redraws_what_it_changes_and_no_more(
     widgets it leaves and reaches are drawn again (``DrawsSoon.focused``). Through every
     stop of the Chat screen's focus, and back, the frames written over one another read
     as the screen drawn anew, and none of them is the whole screen."""
-    from tui_helpers import make_app
-
     from tui.screens.chat import ChatScreen
 
     app = make_app(config_file)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="the Chat screen")
         screen = app.screen
-        painter = screen._compositor
         await pilot.pause()
-        frames: list[object] = []
-        render_update = painter.render_update
-
-        def recorded(*args: Any, **kwargs: Any) -> object:
-            frames.append(update := render_update(*args, **kwargs))
-            return update
-
-        painter.render_update = recorded  # type: ignore[method-assign,assignment]
+        frames = recorded_frames(app)
         shown = whole(app)
         stops = []
         for key in ["tab"] * 6 + ["shift+tab"] * 6:

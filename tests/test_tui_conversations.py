@@ -253,6 +253,22 @@ async def test_what_is_typed_during_a_burst_is_drawn_at_once_and_the_rest_waits(
         await idle(pilot, app)
 
 
+def slow_reply_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply's turn made from now on takes 0.3 s to mount (a part of it does)."""
+
+    class Slow(Static):
+        async def on_mount(self) -> None:
+            await asyncio.sleep(0.3)
+
+    compose = ReplyTurn.compose
+
+    def slowly(turn: ReplyTurn) -> Any:
+        yield from compose(turn)
+        yield Slow()
+
+    monkeypatch.setattr(ReplyTurn, "compose", slowly)
+
+
 def laid_out(app: LlmPessoalApp, kind: type) -> bool:
     """A widget of ``kind`` is in the Chat screen's last frame (laid out, not just mounted)."""
     return any(isinstance(w, kind) for w in chat(app)._compositor.visible_widgets)
@@ -295,18 +311,7 @@ async def test_no_frame_shows_the_turn_of_a_message_sent_without_its_replys_turn
     Textual's frame timer ticks 60 times a second meanwhile."""
     monkeypatch.setattr(chat_screen, "MOUNTING_HOLD_S", 60.0)
     monkeypatch.setattr(DrawsSoon, "HOLD_S", 60.0)
-
-    class Slow(Static):
-        async def on_mount(self) -> None:
-            await asyncio.sleep(0.3)
-
-    compose = ReplyTurn.compose
-
-    def slowly(turn: ReplyTurn) -> Any:
-        yield from compose(turn)
-        yield Slow()
-
-    monkeypatch.setattr(ReplyTurn, "compose", slowly)
+    slow_reply_turns(monkeypatch)
     ollama_server.first_token_delay = 30.0
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
@@ -364,18 +369,7 @@ async def test_no_frame_shows_a_conversation_opened_without_its_last_turn(
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "the second answer" in screen_text(app), what="opened")
-
-        class Slow(Static):
-            async def on_mount(self) -> None:
-                await asyncio.sleep(0.3)
-
-        compose = ReplyTurn.compose
-
-        def slowly(turn: ReplyTurn) -> Any:
-            yield from compose(turn)
-            yield Slow()
-
-        monkeypatch.setattr(ReplyTurn, "compose", slowly)
+        slow_reply_turns(monkeypatch)
         frames = each_frame(monkeypatch, app, lambda: shows_reply_of(app, first))
         chat(app).open_conversation(first)
         # on the event loop alone: the pilot's pauses draw a frame themselves

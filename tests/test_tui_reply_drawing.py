@@ -20,7 +20,7 @@ from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, recorded_frames, screen_text, type_text, wait_for, written_over
 
 from tui.app import LlmPessoalApp
 from tui.screens.chat import ChatScreen
@@ -295,23 +295,13 @@ async def test_a_streaming_tail_drawn_again_below_its_finished_blocks_reads_as_d
     """The tail's rows above what a write changed are kept as styled (``Block.update``'s
     ``keep_rows``); the frames written over one another read, after every write, as the
     screen drawn with nothing kept, to the reply's end."""
-    from textual._compositor import ChopsUpdate, LayoutUpdate
-
     app = Growing()
     async with app.run_test(size=(60, 20)) as pilot:
         markdown = app.query_one(MarkdownText)
         markdown.reserve(4)
         tail = markdown.query_one(".md-tail", Block)
         await pilot.pause()
-        painter = app.screen._compositor
-        frames: list[object] = []
-        render_update = painter.render_update
-
-        def recorded(*args: object, **kwargs: object) -> object:
-            frames.append(update := render_update(*args, **kwargs))  # type: ignore[arg-type]
-            return update
-
-        painter.render_update = recorded  # type: ignore[method-assign]
+        frames = recorded_frames(app)
         shown = drawn_afresh(app)
         kept = 0
         for end in range(11, len(TRICKY) + 11, 11):
@@ -319,33 +309,15 @@ async def test_a_streaming_tail_drawn_again_below_its_finished_blocks_reads_as_d
             kept += tail._keep_rows > 0
             await pilot.pause()
             for frame in frames:
-                if isinstance(frame, LayoutUpdate):
-                    shown = ["".join(strip.text for strip in line) for line in frame.strips]
-                elif isinstance(frame, ChopsUpdate):
-                    shown = over(shown, frame)
+                shown = written_over(shown, frame) if frame is not None else shown
             frames.clear()
             assert shown == drawn_afresh(app), markdown.text
         markdown.end_reserve()
         await pilot.pause()
         for frame in frames:
-            shown = over(shown, frame) if isinstance(frame, ChopsUpdate) else shown
+            shown = written_over(shown, frame) if frame is not None else shown
         assert shown == drawn_afresh(app)
         assert kept > 10, "rows were kept"
-
-
-def over(before: list[str], update: object) -> list[str]:
-    """The terminal's rows once a partial frame is written over ``before``."""
-    rows = [list(row) for row in before]
-    for y, x1, x2 in update.spans:  # type: ignore[attr-defined]
-        chops = update.chops[y]  # type: ignore[attr-defined]
-        ends = update.chop_ends[y]  # type: ignore[attr-defined]
-        for (x, strip), end in zip(chops.items(), ends, strict=False):
-            if strip is None or x >= x2 or end <= x1:
-                continue
-            for i, char in enumerate(strip.text):
-                if x1 <= x + i < x2:
-                    rows[y][x + i] = char
-    return ["".join(row) for row in rows]
 
 
 ENDINGS = (

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+from textual.app import App
 from textual.pilot import Pilot
 from waiting import wait_for as wait_for
 
@@ -60,3 +62,36 @@ def sql(database: Path | None, statement: str, args: tuple[object, ...] = ()) ->
     assert database is not None
     with contextlib.closing(sqlite3.connect(database)) as conn, conn:
         conn.execute(statement, args)
+
+
+def written_over(before: list[str], update: object) -> list[str]:
+    """The terminal's rows once ``update`` (a frame the app rendered) is written over
+    ``before``."""
+    from textual._compositor import ChopsUpdate, LayoutUpdate
+
+    if isinstance(update, LayoutUpdate):  # the whole screen
+        return ["".join(strip.text for strip in line) for line in update.strips]
+    assert isinstance(update, ChopsUpdate)
+    rows = [list(row) for row in before]
+    for y, x1, x2 in update.spans:
+        for (x, strip), end in zip(update.chops[y].items(), update.chop_ends[y], strict=False):
+            if strip is None or x >= x2 or end <= x1:
+                continue
+            for i, char in enumerate(strip.text):
+                if x1 <= x + i < x2:
+                    rows[y][x + i] = char
+    return ["".join(row) for row in rows]
+
+
+def recorded_frames(app: App[object]) -> list[object]:
+    """Each frame the app's screen renders from now on (None where nothing changed)."""
+    painter = app.screen._compositor
+    frames: list[object] = []
+    render_update = painter.render_update
+
+    def recorded(*args: Any, **kwargs: Any) -> object:
+        frames.append(update := render_update(*args, **kwargs))
+        return update
+
+    painter.render_update = recorded  # type: ignore[method-assign,assignment]
+    return frames
