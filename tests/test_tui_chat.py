@@ -82,6 +82,33 @@ async def test_send_streams_markdown_reply_and_saves_it(
     ]
 
 
+async def test_the_first_send_after_start_waits_for_no_stylesheet_work(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The widgets a first reply mounts (its Markdown, the turns' labels) had their CSS
+    parsed, with every source again, between Enter and the first words; the app's
+    warm-up adds it while it is idle. Started with no conversation, nothing parses the
+    stylesheet from the send to the reply's end, and the turns are styled by it."""
+    from textual.css.stylesheet import Stylesheet
+
+    ollama_server.reply = "# Title\n\nSome **bold** text."
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        app.warm_up()
+        await wait_for(pilot, lambda: not app.stylesheet._require_parse, what="styles added")
+        parsed: list[object] = []
+        parse = Stylesheet.parse
+        monkeypatch.setattr(Stylesheet, "parse", lambda sheet: (parsed.append(1), parse(sheet)))
+        await pilot.press(*"hello")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        assert not parsed, "the stylesheet was parsed during the first send"
+        markdown = app.screen.query_one(ReplyTurn).body
+        assert markdown.styles.height is not None and markdown.styles.height.is_auto
+        assert "Title" in screen_text(app)
+
+
 async def test_whole_conversation_and_options_are_sent(
     ollama_server: FakeOllama, config_file: Path
 ) -> None:
