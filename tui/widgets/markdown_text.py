@@ -125,10 +125,6 @@ class Rendered:
             self._strips = {key: strips}
         return strips
 
-    def forget_strips(self) -> None:
-        """Drop the rows kept by ``strips`` (the text has moved to a settled piece)."""
-        self._strips = {}
-
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         # Markdown ignores the height it is given; everything else it reads is in the key
         key = (
@@ -266,9 +262,10 @@ class PartsVisual(Visual):
     drawn a part at a time, each part's rows kept: a streaming tail of 2,000 characters
     and more was split into rows, styled and counted anew up to three times a frame (to
     learn whether its height changed, to lay it out, to draw it), though only its last
-    block had changed: some 0.2 s of CPU per 2,000-token reply. Where a part does not end
-    with a line end (never seen: Rich ends Markdown with one), the parts are drawn as one,
-    by ``RichVisual``."""
+    block had changed (0.2 s of CPU per 2,000-token reply went to it). A settled piece
+    made of the tail's parts shares their rows: Textual keeps the very strips given here.
+    Where a part does not end with a line end (never seen: Rich ends Markdown with one),
+    the parts are drawn as one, by ``RichVisual``."""
 
     def __init__(self, widget: Block, content: Rendered | Joined | Reserved) -> None:
         self._widget = widget
@@ -654,8 +651,6 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
         if _REFERENCE.search(self.text, start, end):  # drawn in one piece, see _tail_text
             return None
         parts = list(held)
-        for part in parts:  # drawn as a piece from now on (by RichVisual, once)
-            part.forget_strips()
         if self._held_end < end:
             spaced = held[-1].renderable.spaced_after
             parts.append(render(self.text[self._held_end : end], spaced=spaced))
