@@ -64,8 +64,9 @@ is a read for 20 tokens instead of one each, and the app draws a reply at most e
 0.1 s anyway. Where it is drawn less often, it waits as long (``Reply.drawn_every``): a
 small machine draws a reply 4 times a second, and a read per drawing, not 2.5, took
 0.06 s less CPU per 2,000-token reply (1.10 -> 1.04 s). The reply's last line ends the
-wait (``reply_stream._watch``): its last words are not held back by it. (Unwatched, at 0.02 s, the reader took 0.25-0.3 s of CPU for a
-2,000-token reply at 200 tokens/s; watched, at 0.1 s, some 0.15 s.)"""
+wait (``reply_stream._watch``): its last words are not held back by it. (Unwatched, at
+0.02 s, the reader took 0.25-0.3 s of CPU for a 2,000-token reply at 200 tokens/s;
+watched, at 0.1 s, some 0.15 s.)"""
 OUT_OF_SIGHT_PAUSE_S = 0.5
 """The pause of a reader whose reply is out of sight (another conversation is shown):
 its tokens are read some 100 at a time, at 200 tokens/s, and handed to the event loop

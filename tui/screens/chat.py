@@ -436,7 +436,7 @@ class ChatScreen(ChatImages):
                 options.insert(0, (shown(f"{current}  ({note})"), current))
             value = current or None
         picker = (tuple(options), value)
-        if picker == self._picker and select.value == (value or select.value):
+        if picker == self._picker and (value is None or select.value == value):
             return
         self._picker = picker
         with self.prevent(Select.Changed):

@@ -102,10 +102,10 @@ class Rendered:
         part's first row is its last)."""
         return self._rows if self._ends_row else None
 
-    def rows(self, console: Console, options: ConsoleOptions) -> tuple[int, bool]:
-        """The line ends of its segments at ``options``, and whether they end with one."""
+    def rows(self, console: Console, options: ConsoleOptions) -> int | None:
+        """``drawn_rows`` at ``options``."""
         self.__rich_console__(console, options)
-        return self._rows, self._ends_row
+        return self.drawn_rows
 
     def strips(
         self, widget: Widget, console: Console, options: ConsoleOptions, style: RichStyle
@@ -293,8 +293,8 @@ class PartsVisual(Visual):
         parts, step = self._parts()
         rows = 0
         for part in parts:
-            part_rows, ends_row = part.rows(app.console, options)
-            if not ends_row:
+            part_rows = part.rows(app.console, options)
+            if part_rows is None:
                 return self._whole.get_height(rules, width)
             rows += part_rows
         return rows + (-rows % step if step > 1 else 0)
@@ -311,7 +311,7 @@ class PartsVisual(Visual):
         parts, step = self._parts()
         strips: list[Strip] = []
         for part in parts:
-            if not part.rows(app.console, console_options)[1]:
+            if part.rows(app.console, console_options) is None:
                 return self._whole.render_strips(width, height, style, options)
             strips.extend(part.strips(self._widget, app.console, console_options, rich_style))
         if step > 1:
