@@ -363,7 +363,7 @@ async def test_no_frame_shows_a_conversation_opened_without_its_last_turn(
     ``OPENING_HOLD_S``): a frame drawn meanwhile showed the list's new choice over an
     empty view, and the frame of the turns waited for it. Here the reply's turn takes
     0.3 s to mount, and Textual's frame timer ticks 60 times a second meanwhile."""
-    monkeypatch.setattr(conversation_widgets, "OPENING_HOLD_S", 60.0, raising=False)
+    monkeypatch.setattr(conversation_widgets, "OPENING_HOLD_S", 60.0)
     monkeypatch.setattr(DrawsSoon, "HOLD_S", 60.0)
     first, _ = two_saved(config_file)
     app = make_app(config_file)

@@ -274,7 +274,6 @@ class ChatScreen(ChatImages):
         self._draft = ""  # what the prompt held before an edit began
         self._sent_at = -1.0  # when the prompt was last emptied by a send (holds_frames)
         self._list_due = False  # the list waits for a reply's first words (a send)
-        self._mounting: ReplyTurn | None = None  # the turn of a reply just sent, until mounted
         self._picker: tuple[object, ...] | None = None  # what the model picker shows
 
     @property
@@ -288,17 +287,12 @@ class ChatScreen(ChatImages):
         a frame that shows what is typed in the prompt: typing echoes at once. (The
         prompt emptied by a send a moment ago may wait: it is drawn with the new turns.)
 
-        Frames also wait while the reply's turn of a message just sent is mounted (at most
-        ``MOUNTING_HOLD_S``): its mounting takes a dozen turns of the event loop, a frame
-        drawn meanwhile (the prompt's turn alone, or the first words of a turn not shown
-        yet) held it back by as long, and the frame of both turns waited for that one.
-        And while a conversation just opened is drawn to its end (``opening``)."""
-        if self.query_one(ConversationView).opening():
+        Frames also wait while the view awaits a turn (``ConversationView.awaiting``): the
+        reply's turn of a message just sent (at most ``MOUNTING_HOLD_S``: its mounting
+        takes a dozen turns of the event loop, and a frame drawn meanwhile held it back by
+        as long), or the last turn of a conversation just opened."""
+        if self.query_one(ConversationView).awaiting():
             return True
-        if self._mounting is not None:
-            if not self._mounting.is_mounted and time.monotonic() - self._sent_at < MOUNTING_HOLD_S:
-                return True
-            self._mounting = None
         busy = self.lp.conversations.busy.values()
         if not any(r.bursting.is_set() for r in busy if r.reply_id in self._live):
             return False
@@ -939,7 +933,7 @@ class ChatScreen(ChatImages):
         view.add_prompt(
             text, stored.parent_id if stored else None, tuple(str(a.path) for a in images)
         )
-        self._mounting = view.add_reply(reply.conversation.model, reply.reply_id)
+        view.await_turn(view.add_reply(reply.conversation.model, reply.reply_id), MOUNTING_HOLD_S)
         self._draw_live(reply)
         self._refresh_list_after_first_words()
 

@@ -34,7 +34,7 @@ FIRST_TURNS = 12
 frame (a conversation of 50 turns drew its first frame in 0.77 s; DESIGN decision 12)."""
 OPENING_HOLD_S = 0.1
 """The longest frames wait for a conversation just shown to be drawn to its end (see
-``ConversationView.opening``)."""
+``ConversationView.awaiting``)."""
 
 
 def warm_up_markdown(give_way: Callable[[], bool] | None = None) -> None:
@@ -246,8 +246,11 @@ class Turn(Vertical, OneLayout, OwnHeights):
         self.version = 1
         self.versions = 1
         self.soon = False
-        """Drawn as soon as it is mounted (see ``draw_soon``): the last turn of a
-        conversation opened, which someone waits to see."""
+        """Drawn as soon as it is mounted (see ``draw_soon``), not at the frame timer's
+        next tick (up to 17 ms on): a turn someone waits to see (``await_turn``). The
+        reply's turn of a message just sent is mounted a few milliseconds before the
+        server's first tokens come, and a frame of it started by the timer then held them
+        back."""
 
     def on_mount(self) -> None:  # (Textual calls this, then a subclass's own)
         if self.soon:
@@ -350,11 +353,6 @@ class ReplyTurn(Turn):
 
     def on_mount(self) -> None:
         self.set_class(self.status in ("interrupted", "error"), "-failed")
-        if self.status == "streaming":
-            # drawn now, not at the frame timer's next tick (up to 17 ms on): the turns of
-            # a message just sent are mounted a few milliseconds before the server's first
-            # tokens come, and a frame of them started by the timer then held those back
-            draw_soon(self)
 
     def _note(self, text: str) -> None:
         self._noted = Text(text, style="dim italic")
@@ -426,8 +424,8 @@ class ConversationView(VerticalScroll, OneLayout):
         super().__init__(id=id)
         self._turns: list[Turn] = []  # in order; not those still being removed
         self._shown_generation = 0  # one more each time a conversation is shown
-        self._opening: Turn | None = None  # the last turn of the one just shown, until drawn
-        self._opened_at = -1.0
+        self._awaited: Turn | None = None  # frames wait for its mounting (await_turn)
+        self._awaited_until = 0.0
 
     @property
     def vertical_scrollbar(self) -> ScrollBar:
@@ -472,29 +470,33 @@ class ConversationView(VerticalScroll, OneLayout):
             return
         turns = self._make_turns(messages, versions or {})
         self._turns = turns
-        self._opening = turns[-1] if turns else None
-        self._opened_at = time.monotonic()
-        if self._opening is not None:
-            self._opening.soon = True
+        self._awaited = None
         if turns:
+            self.await_turn(turns[-1], OPENING_HOLD_S)
             self._mount_turns(turns, self._shown_generation, at_once=at_once)
         else:
             text = f"{hint}\n{self.EMPTY_HINT}" if hint else self.EMPTY_HINT
             self.mount(Static(Text(text), classes="empty-hint"))
         self.anchor()
 
-    def opening(self) -> bool:
-        """Whether the conversation just shown has yet to be drawn to its last turn (for
-        at most ``OPENING_HOLD_S``): a frame drawn meanwhile shows the list's new choice
-        and an empty view, and the turns' frame waited for it (opening a 20,000-token
-        reply: 15-20 ms of 90-150). A turn is mounted once its own parts are (Textual
-        lays out only mounted widgets: a frame drawn before left the turn out)."""
-        turn = self._opening
+    def await_turn(self, turn: Turn, within: float) -> None:
+        """Have the screen's frames wait while ``turn`` is mounted, ``within`` seconds at
+        most, and draw it as soon as it is (``awaiting``, ``Turn.soon``)."""
+        turn.soon = True
+        self._awaited, self._awaited_until = turn, time.monotonic() + within
+
+    def awaiting(self) -> bool:
+        """Whether frames wait for the turn given to ``await_turn``: the last turn of a
+        conversation just shown, or the reply's turn of a message just sent. A frame
+        drawn meanwhile showed the list's new choice over an empty view, or the prompt's
+        turn without the reply's, and the frame of the turn waited for it (opening a
+        20,000-token reply: 15-20 ms of 90-150). A turn is mounted once its own parts
+        are (Textual lays out only mounted widgets: a frame drawn before left it out)."""
+        turn = self._awaited
         if turn is None:
             return False
-        late = time.monotonic() - self._opened_at > OPENING_HOLD_S
-        if turn.is_mounted or not turn.is_attached or late:
-            self._opening = None
+        if turn.is_mounted or not turn.is_attached or time.monotonic() > self._awaited_until:
+            self._awaited = None
             return False
         return True
 
