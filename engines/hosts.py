@@ -321,8 +321,11 @@ class HostRegistry:
                 except Exception:  # one broken listener must not stop the watching
                     log.exception("a host listener failed")
 
-    async def check(self, host: Host) -> HostState:
-        """Ask one server for its version, models and loaded models, within its timeout."""
+    async def check(self, host: Host, *, warm_stream: bool = False) -> HostState:
+        """Ask one server for its version, models and loaded models, within its timeout.
+        ``warm_stream`` (the app's watch): once it answers, have the client that streams
+        replies ready, with a connection open (``ChatEngine.warm_stream``); a command that
+        only lists servers does not need it."""
         if host.checking is None:
             host.checking = asyncio.Lock()
         async with host.checking:
@@ -356,7 +359,7 @@ class HostRegistry:
                     self.clock(),
                 )
             self._set(host, new)
-            if new.online:  # the client that streams replies, made before the first one
+            if new.online and warm_stream:  # the stream client, made before the first reply
                 try:
                     await engine.warm_stream()
                 except Exception as exc:
@@ -375,7 +378,7 @@ class HostRegistry:
             host.wake = asyncio.Event()
         while True:
             host.wake.clear()
-            state = await self.check(host)
+            state = await self.check(host, warm_stream=True)
             wait = self.online_recheck if state.online else self.retry_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(host.wake.wait(), timeout=wait)

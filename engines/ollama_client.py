@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 URGENT_UNTIL_WORD = 8
 """A reply's first tokens wake the event loop at once, each, until one holds a word (a
 letter or a digit), and at most this many: a reply of symbols alone is then batched."""
+CONNECTION_CHECK_S = 1.0
+"""``keep_connection`` looks at the stream client's connections at most this often."""
+CONNECT_TIMEOUT_S = 10.0
+"""The longest a connection opened ahead of a reply (``keep_connection``) is waited for
+(the configured timeout, when shorter)."""
 SHOW_FRESH_S = 120.0
 """How long a model's details from ``show`` are used again (they change only when the
 model is pulled or deleted, which forget them)."""
@@ -138,6 +143,8 @@ class ChatEngine:
         self._client: ollama.AsyncClient | None = None
         self._sync: ollama.Client | None = None  # streams replies, in threads
         self._sync_lock = threading.Lock()
+        self._connecting = False  # a thread is opening a connection (``keep_connection``)
+        self._connection_checked = -CONNECTION_CHECK_S
         self._shown: dict[str, tuple[float, ModelDetails]] = {}
         self._showing: dict[str, asyncio.Future[ModelDetails]] = {}
         """What ``show`` last said of each model, and when (see :data:`SHOW_FRESH_S`)."""
@@ -227,9 +234,46 @@ class ChatEngine:
 
     async def warm_stream(self) -> None:
         """Make the client that streams replies now, in a thread (see ``_sync_client``),
-        so the first reply does not wait for it."""
+        with a connection open to the server, so the first reply waits for neither."""
         if self._sync is None:
-            await asyncio.to_thread(self._sync_client)
+            await asyncio.to_thread(self._open_connection)
+
+    def keep_connection(self) -> None:
+        """While a prompt is written: see that the client that streams replies has a
+        connection open to the server, so the reply does not wait for a new one (a round
+        trip, two or three with TLS; on this machine, the server on it, 6-10 ms of the
+        40-50 from Enter to the first token). One kept from an earlier request is closed
+        after :data:`~engines.reply_stream.IDLE_KEEP_S`, or by the server.
+
+        Returns at once: a thread opens it, with a request for the server's version.
+        Looks at most every ``CONNECTION_CHECK_S``, and not before the server has
+        answered once (``warm_stream``)."""
+        from engines.reply_stream import has_idle_connection
+
+        now = time.monotonic()
+        if self._sync is None or self._connecting:
+            return
+        if now - self._connection_checked < CONNECTION_CHECK_S:
+            return
+        self._connection_checked = now
+        if has_idle_connection(self._sync):
+            return
+        self._connecting = True
+        threading.Thread(target=self._open_connection, name="ollama-connect", daemon=True).start()
+
+    def _open_connection(self) -> None:
+        """In a thread: the stream client, with a connection open to the server."""
+        from engines.reply_stream import has_idle_connection
+
+        self._connecting = True
+        try:
+            client = self._sync_client()
+            if not has_idle_connection(client):
+                client._client.get("/api/version", timeout=min(self.timeout, CONNECT_TIMEOUT_S))
+        except Exception as exc:  # the reply that follows says what is wrong, if anything is
+            log.debug("opening a connection to %s failed: %s", self.where, exc)
+        finally:
+            self._connecting = False
 
     async def status(self, *, warm_stream: bool = False) -> ServerStatus:
         """Whether the server answers, and its version. ``warm_stream``: once it does,

@@ -51,6 +51,12 @@ there by then, and goes with it (one wake-up of the loop per pause, not two); a 
 that stalls holds nothing back longer than this."""
 CAUGHT_UP_S = 0.002
 """A read that waited this long found nothing buffered: the reader has caught up."""
+IDLE_KEEP_S = 60.0
+"""How long a connection to the server stays open with nothing on it, for the next reply
+(httpx's default, 5 s, closed it while the user wrote the next prompt, and a reply then
+waited for a new connection: a round trip to a remote server, two or three with TLS).
+Below the idle limit of the usual proxies in front of a remote Ollama (nginx: 75 s);
+Ollama itself keeps an idle connection for as long as the client does."""
 
 _local = threading.local()  # the reading thread's Reading, for the transport to fill in
 
@@ -264,6 +270,11 @@ class _Transport(httpx.HTTPTransport):
     and each read of it (``told_reads``), and has its body's chunks read in bulk
     (``read_chunks_together``)."""
 
+    def has_idle_connection(self) -> bool:
+        """Whether a connection to the server is open and free for the next request (one
+        the server has closed, or kept too long, is not)."""
+        return any(c.is_idle() and not c.has_expired() for c in self._pool.connections)
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = super().handle_request(request)
         reading: Reading | None = getattr(_local, "reading", None)
@@ -422,7 +433,16 @@ def told_reads(stream: Any) -> bool:
 
 
 def sync_client(host: str, timeout: float) -> ollama.Client:
-    return ollama.Client(host=host, timeout=timeout, transport=_Transport(verify=client_tls()))
+    limits = httpx.Limits(keepalive_expiry=IDLE_KEEP_S)
+    transport = _Transport(verify=client_tls(), limits=limits)
+    return ollama.Client(host=host, timeout=timeout, transport=transport)
+
+
+def has_idle_connection(client: ollama.Client) -> bool:
+    """Whether ``client`` (made by :func:`sync_client`) has a connection to its server
+    open and free for the next request."""
+    transport = getattr(client._client, "_transport", None)
+    return isinstance(transport, _Transport) and transport.has_idle_connection()
 
 
 class Feed:

@@ -413,6 +413,8 @@ class FakeOllama:
     def reset_counters(self) -> None:
         with self._lock:
             self.requests: list[RecordedRequest] = []
+            self.request_connections: list[int] = []  # the connection of each request
+            self.connections_opened: int = 0  # connections accepted (numbered from 1)
             self.sent_tokens: int = 0  # content tokens written, all streams together
             self.last_stream_tokens: int = 0  # content tokens written by the latest reply
             self.last_stream_length: int = 0  # content tokens the latest reply has in all
@@ -570,9 +572,33 @@ class FakeOllama:
                 stall_s=self.stall_s,
             )
 
-    def _record(self, method: str, path: str, body: Any) -> None:
+    def _record(self, method: str, path: str, body: Any, connection: int = 0) -> None:
         with self._lock:
             self.requests.append(RecordedRequest(method, path, body))
+            self.request_connections.append(connection)
+
+    def _opened(self) -> int:
+        with self._lock:
+            self.connections_opened += 1
+            return self.connections_opened
+
+    def connection_of(self, path: str) -> list[int]:
+        """The connections the requests to ``path`` came on, oldest first (numbered in
+        the order they were opened, from 1)."""
+        with self._lock:
+            return [
+                n
+                for r, n in zip(self.requests, self.request_connections, strict=True)
+                if r.path == path
+            ]
+
+    def close_connections(self) -> None:
+        """Close every connection (as a server does with those kept idle too long)."""
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def _take_override(self, path: str) -> tuple[int, str | JSONObj] | None:
         with self._lock:
@@ -750,6 +776,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.serial = self.fake._opened()
         with self.fake._lock:
             self.fake._connections.add(self.connection)
 
@@ -884,7 +911,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw)
             except ValueError as exc:
                 body, bad_json = raw.decode(errors="replace"), str(exc)
-        fake._record(self.command, path, body)
+        fake._record(self.command, path, body, self.serial)
         if fake.unresponsive and not path.startswith("/__fake/"):
             try:
                 self._wait(None)

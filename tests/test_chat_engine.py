@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 from waiting import wait_for
 
+from engines import ollama_client
 from engines.chat_types import (
     ChatError,
     ChatMessage,
@@ -185,6 +186,101 @@ async def test_status_recovers_when_the_server_comes_back() -> None:
         assert not (await engine.status()).online
         fake.start()
         assert (await engine.status()).online
+    finally:
+        fake.stop()
+        await engine.aclose()
+
+
+# -- connections -----------------------------------------------------------------------
+
+
+async def test_the_first_reply_goes_on_the_connection_opened_once_the_server_answered(
+    engine: ChatEngine, ollama_server: FakeOllama
+) -> None:
+    """A reply that opens its connection waits a round trip for it (two or three with
+    TLS) before its request goes: the one the app opens once the server answers is
+    there for the first reply."""
+    assert (await engine.status(warm_stream=True)).online
+    opened = ollama_server.connections_opened
+    assert "".join(c.text for c in await collect(engine)) == DEFAULT_REPLY
+    assert ollama_server.connections_opened == opened, "the reply opened a connection"
+    (chat,) = ollama_server.connection_of("/api/chat")
+    assert chat in ollama_server.connection_of("/api/version")
+
+
+async def test_a_connection_the_server_closed_is_opened_again_for_the_next_reply(
+    engine: ChatEngine, ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a prompt is written (``keep_connection``, called at each change of it), a
+    connection the server has closed is replaced by a new one, and the reply goes on it."""
+    monkeypatch.setattr(ollama_client, "CONNECTION_CHECK_S", 0.0)
+    await engine.warm_stream()
+    await wait_for(None, lambda: ollama_server.connections_opened == 1)
+    ollama_server.close_connections()
+
+    def kept() -> bool:  # opened, and the answer on it read: free for the reply
+        engine.keep_connection()
+        return ollama_server.connections_opened == 2 and not engine._connecting
+
+    await wait_for(None, kept, what="a new connection")
+    assert "".join(c.text for c in await collect(engine)) == DEFAULT_REPLY
+    assert ollama_server.connection_of("/api/chat") == [2]
+    assert ollama_server.connections_opened == 2
+
+
+async def test_a_connection_kept_past_its_idle_time_is_opened_again(
+    ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream client keeps an idle connection for ``IDLE_KEEP_S`` (not httpx's 5 s,
+    shorter than the time taken to write a prompt); one kept longer is replaced while
+    the next prompt is written."""
+    from engines import reply_stream
+
+    assert reply_stream.IDLE_KEEP_S >= 60
+    monkeypatch.setattr(reply_stream, "IDLE_KEEP_S", 0.2)
+    monkeypatch.setattr(ollama_client, "CONNECTION_CHECK_S", 0.0)
+    engine = ChatEngine(ollama_server.url, timeout=5)
+    try:
+        await engine.warm_stream()
+        assert ollama_server.connections_opened == 1
+
+        def kept() -> bool:
+            engine.keep_connection()
+            return ollama_server.connections_opened == 2
+
+        await wait_for(None, kept, what="a connection in place of the expired one")
+    finally:
+        await engine.aclose()
+
+
+async def test_a_server_gone_while_a_prompt_is_written_is_said_by_the_reply_then_found_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opening a connection ahead of a reply fails quietly (nothing is raised to the
+    caller, which returns at once); the reply says what is wrong, as without it; the
+    server back, the next prompt opens a connection again."""
+    monkeypatch.setattr(ollama_client, "CONNECTION_CHECK_S", 0.0)
+    port = free_port()
+    fake = FakeOllama()
+    fake.port = port
+    fake.start()
+    engine = ChatEngine(f"http://127.0.0.1:{port}", timeout=2)
+    try:
+        await engine.warm_stream()
+        fake.stop()
+        engine.keep_connection()
+        with pytest.raises(OllamaUnavailable, match="ollama serve"):
+            await collect(engine)
+        fake.start()
+
+        def kept() -> bool:
+            engine.keep_connection()
+            return fake.connections_opened >= 2 and not engine._connecting
+
+        await wait_for(None, kept, what="a connection to the server back")
+        opened = fake.connections_opened
+        assert "".join(c.text for c in await collect(engine)) == DEFAULT_REPLY
+        assert fake.connections_opened == opened
     finally:
         fake.stop()
         await engine.aclose()

@@ -13,7 +13,7 @@ import pytest
 from ollama_server import FakeModel, FakeOllama
 from waiting import wait_for
 
-from engines.chat_types import ChatOptions, ModelNotFound, OllamaUnavailable
+from engines.chat_types import ChatMessage, ChatOptions, ModelNotFound, OllamaUnavailable
 from engines.config import (
     ConfigError,
     HostSpec,
@@ -166,6 +166,30 @@ async def test_one_model_list_labelled_by_server(two: HostRegistry, gpu: FakeOll
     assert gpu_state.loaded[0].size_vram > 0
     assert split_key(model_key("laptop", GEMMA)) == ("laptop", GEMMA)
     assert split_key(GEMMA) == ("", GEMMA)
+
+
+async def test_the_apps_watch_opens_each_servers_stream_connection_and_a_listing_does_not(
+    two: HostRegistry, gpu: FakeOllama, laptop: FakeOllama
+) -> None:
+    """The app watches its servers: each that answers gets the client that streams
+    replies with a connection open, so the first reply waits for neither. A command that
+    only lists the servers (``hosts``, ``health``) asks each for its version once."""
+    await two.check_all()
+    assert [r.path for r in gpu.requests].count("/api/version") == 1
+    watching = [asyncio.create_task(two.watch(h)) for h in two.hosts]
+    try:
+        for server in (gpu, laptop):
+            # the listing's version, the watch's, and the stream client's
+            await wait_for(None, lambda s=server: len(s.connection_of("/api/version")) == 3)
+        for host in two.hosts:  # the stream client has read its answer
+            await wait_for(None, lambda e=host.engine: not e._connecting)
+    finally:
+        for task in watching:
+            task.cancel()
+        await asyncio.gather(*watching, return_exceptions=True)
+    stream = two.get("laptop").engine.stream(LLAMA, [ChatMessage("user", "hi")], ChatOptions())
+    assert "".join([c.text async for c in stream])
+    assert laptop.connection_of("/api/chat") == laptop.connection_of("/api/version")[-1:]
 
 
 async def test_routing_by_model(two: HostRegistry) -> None:

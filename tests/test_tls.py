@@ -108,7 +108,14 @@ async def test_a_certificate_the_configured_authorities_sign_is_accepted(
         assert await reply_text(engine) == DEFAULT_REPLY
     finally:
         await engine.aclose()
-    assert [r.path for r in https_server.requests][:2] == ["/api/version", "/api/tags"]
+    # the second version: the stream client's connection, verified and opened once the
+    # server answered, which the reply then went on (no second handshake)
+    assert [r.path for r in https_server.requests][:3] == [
+        "/api/version",
+        "/api/version",
+        "/api/tags",
+    ]
+    assert https_server.connection_of("/api/chat") == https_server.connection_of("/api/version")[1:]
 
 
 async def test_a_redirect_from_http_to_https_is_verified(

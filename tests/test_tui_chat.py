@@ -109,6 +109,38 @@ async def test_the_first_send_after_start_waits_for_no_stylesheet_work(
         assert "Title" in screen_text(app)
 
 
+async def test_writing_a_prompt_opens_the_connection_its_reply_goes_on(
+    ollama_server: FakeOllama, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server closed the connection kept since the start (as one does after a while
+    idle): the prompt being written opens another, and Enter's request goes on it with
+    no wait for a new one."""
+    from engines import ollama_client
+
+    monkeypatch.setattr(ollama_client, "CONNECTION_CHECK_S", 0.0)
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        await wait_for(
+            pilot,
+            lambda: app.chat._sync is not None and not app.chat._connecting,
+            what="the stream client, with its connection",
+        )
+        ollama_server.close_connections()
+        opened = ollama_server.connections_opened
+        await pilot.press(*"hello")
+        await wait_for(
+            pilot,
+            lambda: ollama_server.connections_opened > opened and not app.chat._connecting,
+            what="a connection, free for the reply",
+        )
+        (kept,) = range(opened + 1, ollama_server.connections_opened + 1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        assert replies(app)[-1].content == ollama_server.reply
+        assert ollama_server.connection_of("/api/chat") == [kept]
+
+
 async def test_whole_conversation_and_options_are_sent(
     ollama_server: FakeOllama, config_file: Path
 ) -> None:

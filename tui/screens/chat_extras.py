@@ -347,8 +347,10 @@ class ChatExtras(AppScreen[None]):
     @on(TextArea.Changed, "#prompt")
     def _prompt_changed(self, event: TextArea.Changed) -> None:
         model = self.current_model()
-        stale = model in self._stale and bool(event.text_area.text.strip())
-        self.refresh_context(read_window=stale)
+        written = bool(event.text_area.text.strip())
+        self.refresh_context(read_window=model in self._stale and written)
+        if written:  # the reply will not wait for a connection to its server
+            self.model_engine(model).keep_connection()
 
     @on(PendingAttachments.Changed)
     def _attachments_changed(self) -> None:
