@@ -92,6 +92,7 @@ class Reading:
         self._poller: Any = None  # select.poll of the socket: whether a read would wait
         self._sock_pending: Callable[[], int] | None = None  # TLS: bytes decrypted already
         self._received_end = b""  # the last bytes received (a line may come in two reads)
+        self.peeked: bytearray | None = None  # where a watch looks at what came (``_watch``)
 
     @property
     def behind(self) -> bool:
@@ -237,6 +238,9 @@ def _watch(sock: socket.socket, seconds: float, reading: Reading) -> bool:
     (``IN_SIGHT_PAUSE_S``), and the last words come when they come."""
     deadline = time.monotonic() + seconds
     looked = 0  # what came is looked at from here (the line may have come in two parts)
+    if reading.peeked is None:  # one buffer per reply: each look copies into it, no more
+        reading.peeked = bytearray(PEEK_MAX)
+    peeked = reading.peeked
     try:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
@@ -250,13 +254,13 @@ def _watch(sock: socket.socket, seconds: float, reading: Reading) -> bool:
             # end of the stream, or once the socket is shut (stop())
             if left <= 0 or not poller.poll(left * 1000):
                 return True
-            data = sock.recv(PEEK_MAX, socket.MSG_PEEK)
-            if len(data) < looked + len(LAST_LINE) or len(data) >= PEEK_MAX:
+            size = sock.recv_into(peeked, PEEK_MAX, socket.MSG_PEEK)
+            if size < looked + len(LAST_LINE) or size >= PEEK_MAX:
                 return True  # nothing new (the end, or readable for another reason) or much
-            if LAST_LINE in data[looked:]:
+            if peeked.find(LAST_LINE, looked, size) >= 0:
                 return True
-            looked = max(0, len(data) - len(LAST_LINE) + 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, len(data) + WATCH_STEP)
+            looked = size - len(LAST_LINE) + 1
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size + WATCH_STEP)
     except OSError:  # shut or closed meanwhile: the read that follows says what it is
         return True
     finally:

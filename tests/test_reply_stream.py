@@ -512,6 +512,32 @@ def test_a_watch_ends_at_the_last_line_and_leaves_the_socket_as_it_was() -> None
         theirs.close()
 
 
+def test_a_watch_finds_a_last_line_that_came_in_two_parts() -> None:
+    """What came is looked at each time some more has (``WATCH_STEP`` bytes): the last
+    line's mark cut between two such looks is still found, and only what is new is
+    searched again (a look copies what came into the reply's one buffer)."""
+    ours, theirs = _tcp_pair()
+    try:
+        reading = reply_stream.Reading()
+        ended: list[bool] = []
+        watch = threading.Thread(
+            target=lambda: ended.append(reply_stream._watch(ours, 30.0, reading))
+        )
+        watch.start()
+        token = b'{"message":{"content":"' + b"w" * 300 + b'"},"done":false}\n'
+        cut = LAST.index(b'"done":true') + len(b'"done":t')
+        theirs.sendall(token + LAST[:cut])
+        time.sleep(0.3)
+        assert watch.is_alive(), "a token's line and the start of the mark do not end it"
+        theirs.sendall(LAST[cut:] + b" " * reply_stream.WATCH_STEP)
+        watch.join(10)
+        assert ended == [True] and not watch.is_alive()
+        assert reading.peeked is not None and len(reading.peeked) == reply_stream.PEEK_MAX
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_stopping_a_reader_ends_its_watch_at_once() -> None:
     ours, theirs = _tcp_pair()
     try:
