@@ -359,12 +359,14 @@ class HostRegistry:
                     self.clock(),
                 )
             self._set(host, new)
-            if new.online and warm_stream:  # the stream client, made before the first reply
-                try:
-                    await engine.warm_stream()
-                except Exception as exc:
-                    log.warning("%s: preparing the stream client failed: %s", host.name, exc)
-            return new
+        # the stream client, made before the first reply (out of the lock: its connection
+        # may take as long as the server does, and a check asked meanwhile need not wait)
+        if new.online and warm_stream:
+            try:
+                await host.engine.warm_stream()
+            except Exception as exc:
+                log.warning("%s: preparing the stream client failed: %s", host.name, exc)
+        return new
 
     async def check_all(self) -> tuple[HostState, ...]:
         """Every server at once; the slowest takes its own timeout, no more."""
