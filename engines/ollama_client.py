@@ -248,7 +248,7 @@ class ChatEngine:
         Returns at once: a thread opens it, with a request for the server's version.
         Looks at most every ``CONNECTION_CHECK_S``, and not before the server has
         answered once (``warm_stream``)."""
-        from engines.reply_stream import has_idle_connection
+        from engines.reply_stream import needs_connection
 
         now = time.monotonic()
         if self._sync is None or self._connecting:
@@ -256,19 +256,19 @@ class ChatEngine:
         if now - self._connection_checked < CONNECTION_CHECK_S:
             return
         self._connection_checked = now
-        if has_idle_connection(self._sync):
+        if not needs_connection(self._sync):
             return
         self._connecting = True
         threading.Thread(target=self._open_connection, name="ollama-connect", daemon=True).start()
 
     def _open_connection(self) -> None:
         """In a thread: the stream client, with a connection open to the server."""
-        from engines.reply_stream import has_idle_connection
+        from engines.reply_stream import needs_connection
 
         self._connecting = True
         try:
             client = self._sync_client()
-            if not has_idle_connection(client):
+            if needs_connection(client):
                 client._client.get("/api/version", timeout=min(self.timeout, CONNECT_TIMEOUT_S))
         except Exception as exc:  # the reply that follows says what is wrong, if anything is
             log.debug("opening a connection to %s failed: %s", self.where, exc)

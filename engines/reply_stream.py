@@ -442,11 +442,17 @@ def sync_client(host: str, timeout: float) -> ollama.Client:
     return ollama.Client(host=host, timeout=timeout, transport=transport)
 
 
-def has_idle_connection(client: ollama.Client) -> bool:
-    """Whether ``client`` (made by :func:`sync_client`) has a connection to its server
-    open and free for the next request."""
-    transport = getattr(client._client, "_transport", None)
-    return isinstance(transport, _Transport) and transport.has_idle_connection()
+def needs_connection(client: ollama.Client) -> bool:
+    """Whether ``client`` (made by :func:`sync_client`) has no connection to its server
+    open and free for the next request. False where its requests to the server would not
+    go through the transport made here (httpx mounts another for some URLs), whose
+    connections this cannot see: nothing is then opened ahead."""
+    http = client._client
+    try:
+        transport = http._transport_for_url(http.base_url)
+    except Exception:  # httpx changed: nothing is opened ahead
+        return False
+    return isinstance(transport, _Transport) and not transport.has_idle_connection()
 
 
 class Feed:
