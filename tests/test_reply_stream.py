@@ -481,20 +481,29 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
     return ours, theirs
 
 
+WATCHED_TOKEN = b'{"message":{"content":"' + b"w" * 300 + b'"},"done":false}\n'
+"""A token's line longer than ``WATCH_STEP``: a watch looks at what came once it is in."""
+
+
+def start_watch(sock: socket.socket) -> tuple[reply_stream.Reading, list[bool], threading.Thread]:
+    """A paused reader's watch of ``sock`` (30 s at most), in a thread: its reading, what
+    it returned once it has, and the thread."""
+    reading = reply_stream.Reading()
+    ended: list[bool] = []
+    watch = threading.Thread(target=lambda: ended.append(reply_stream._watch(sock, 30.0, reading)))
+    watch.start()
+    return reading, ended, watch
+
+
 def test_a_watch_ends_at_the_last_line_and_leaves_the_socket_as_it_was() -> None:
     """A paused reader watches the socket (``_watch``): what comes is looked at, not read;
     a line that is not the last goes on waiting, the last line ends the wait, and the
     socket wakes its reads at the first byte again after (``SO_RCVLOWAT`` 1)."""
     ours, theirs = _tcp_pair()
     try:
-        reading = reply_stream.Reading()
-        ended: list[bool] = []
-        watch = threading.Thread(
-            target=lambda: ended.append(reply_stream._watch(ours, 30.0, reading))
-        )
         started = time.monotonic()
-        watch.start()
-        token = b'{"message":{"content":"' + b"w" * 300 + b'"},"done":false}\n'
+        _, ended, watch = start_watch(ours)
+        token = WATCHED_TOKEN
         theirs.sendall(token)
         time.sleep(0.3)
         assert watch.is_alive(), "a token's line does not end the watch"
@@ -518,15 +527,9 @@ def test_a_watch_finds_a_last_line_that_came_in_two_parts() -> None:
     searched again (a look copies what came into the reply's one buffer)."""
     ours, theirs = _tcp_pair()
     try:
-        reading = reply_stream.Reading()
-        ended: list[bool] = []
-        watch = threading.Thread(
-            target=lambda: ended.append(reply_stream._watch(ours, 30.0, reading))
-        )
-        watch.start()
-        token = b'{"message":{"content":"' + b"w" * 300 + b'"},"done":false}\n'
+        reading, ended, watch = start_watch(ours)
         cut = LAST.index(b'"done":true') + len(b'"done":t')
-        theirs.sendall(token + LAST[:cut])
+        theirs.sendall(WATCHED_TOKEN + LAST[:cut])
         time.sleep(0.3)
         assert watch.is_alive(), "a token's line and the start of the mark do not end it"
         theirs.sendall(LAST[cut:] + b" " * reply_stream.WATCH_STEP)
