@@ -87,6 +87,23 @@ async def send(pilot: Any, app: LlmPessoalApp, text: str) -> int:
     return conversation.id
 
 
+async def highlight_listed(pilot: Any, app: LlmPessoalApp, conversation_id: int) -> None:
+    """Focus the sidebar's list and highlight that conversation, once it is listed (a new
+    one is once its reply's first words are drawn, or their time is up)."""
+    listing = chat(app).query_one(ConversationList)
+
+    def listed() -> bool:
+        try:
+            listing.get_option(str(conversation_id))
+        except OptionDoesNotExist:
+            return False
+        return True
+
+    await wait_for(pilot, listed, what=f"conversation {conversation_id} listed")
+    listing.focus()
+    listing.highlighted = listing.get_option_index(str(conversation_id))
+
+
 def writing(app: LlmPessoalApp, conversation_id: int, words: int = 3) -> bool:
     """The reply of that conversation has streamed at least ``words`` pieces."""
     reply = app.conversations.reply_in(conversation_id)
@@ -496,9 +513,7 @@ async def test_past_the_limit_a_reply_waits_and_says_so(
         assert stored_path(config_file_of(app), b)[-1][2] == "interrupted"
         assert writing(app, a)
         # the sidebar's key stops any conversation's reply
-        listing = chat(app).query_one(ConversationList)
-        listing.focus()
-        listing.highlighted = listing.get_option_index(str(a))
+        await highlight_listed(pilot, app, a)
         await pilot.press("s")
         await wait_for(pilot, lambda: not app.conversations.busy, what="A stopped")
         assert stored_path(config_file_of(app), a)[-1][2] == "interrupted"
@@ -540,9 +555,7 @@ async def test_deleting_a_streaming_conversation_stops_it_first(
         await online(pilot, app)
         a = await send(pilot, app, "doomed")
         await wait_for(pilot, lambda: writing(app, a), what="streaming")
-        listing = chat(app).query_one(ConversationList)
-        listing.focus()
-        listing.highlighted = listing.get_option_index(str(a))
+        await highlight_listed(pilot, app, a)
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="asked")
         assert "will be stopped first" in question(app)
@@ -909,6 +922,9 @@ async def test_a_long_conversation_opens_at_its_end_and_then_holds_every_turn_in
         await wait_for(pilot, lambda: "question 0" in screen_text(app), what="the first turn")
         # a search result opens the conversation anew, scrolled to its first turn
         chat(app).open_at_message(conv.id, ids[2])
-        await wait_for(pilot, lambda: "question 1" in screen_text(app), what="turn 2 in view")
+        await wait_for(  # the turn is selected once laid out ("question 1" was in view)
+            pilot, lambda: view(app).selected is not None, what="turn 2 selected"
+        )
         selected = view(app).selected
         assert selected is not None and selected.message_id == ids[2]
+        await wait_for(pilot, lambda: "question 1" in screen_text(app), what="turn 2 in view")
