@@ -526,11 +526,7 @@ class FakeOllama:
             return
         self._stopping.set()
         server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        self.close_connections()
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=2)
