@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -696,6 +697,86 @@ async def test_a_streaming_tail_grows_four_rows_at_a_time_and_loses_its_blank_ro
             what="the blank rows gone at the end",
         )
         assert tail.size.height == 23
+
+
+async def test_the_text_keeps_its_steps_as_pieces_settle_out_of_the_streaming_tail() -> None:
+    """The blank rows are counted over the whole text, not the tail alone: a piece that
+    settles out of the tail (its rows move from the tail to the piece) leaves the text as
+    high as it was, so the followed view moves only when the text fills its blank rows."""
+    app = Growing()
+    async with app.run_test(size=(60, 40)) as pilot:
+        markdown = app.query_one(MarkdownText)
+        markdown.reserve(10)
+        text = REPLY * 3
+        heights: list[int] = []
+        for end in range(70, len(text) + 70, 70):
+            markdown.append(text[end - 70 : end])
+            await wait_for(
+                pilot,
+                lambda end=end: markdown.size.height and not markdown._layout_required,
+                what=f"laid out at {end}",
+            )
+            await pilot.pause()
+            heights.append(markdown.size.height)
+        assert len(markdown.children) > 3, "pieces settled out of the tail"
+        assert all(height % 10 == 0 for height in heights), heights
+        assert heights == sorted(heights), f"the text never got shorter: {heights}"
+        markdown.end_reserve()
+        await wait_for(
+            pilot,
+            lambda: rows(markdown) == drawn_whole(app, text),
+            what="the blank rows gone at the end",
+        )
+
+
+async def test_a_followed_reply_moves_the_view_a_step_at_a_time_and_stays_as_it_ends(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """A reply that fills the view moves it by two thirds of its height at once, once
+    its text has reached the bottom, not a row or two at each write: the text being read
+    stays still in between. As the reply ends its blank rows go, but the view does not
+    move the text down; the next prompt takes their place."""
+    ollama_server.reply = REPLY * 2
+    ollama_server.rate = 250
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ask(pilot, app)
+        view = screen.query_one(ConversationView)
+        step = view.jump_rows()
+        assert step == view.scrollable_content_region.height * 2 // 3 > 10
+        await wait_for(pilot, lambda: screen.streaming, what="streaming")
+        positions = [view.scroll_y]  # where the view stands, looked at every 10 ms
+        deadline = time.monotonic() + 60
+        while screen.streaming and time.monotonic() < deadline:
+            await pilot.pause(0.01)
+            if view.scroll_y != positions[-1]:
+                positions.append(view.scroll_y)
+        await wait_for(pilot, lambda: "qxfinalmark" in screen_text(app), what="last token")
+        await pilot.pause()
+        positions.append(view.scroll_y)
+        moves = [b - a for a, b in itertools.pairwise(positions) if b != a]
+        # the view fills in steps of four rows; once it scrolls, it keeps the text a
+        # multiple of ``step`` rows high, and from its first move by whole steps it moves
+        # by whole steps, but for the end (the last words, drawn without blank rows under
+        # them); never back (the text moved down as its blank rows went at the end)
+        first = next(i for i, move in enumerate(moves) if move % step == 0)
+        assert first <= 2 and len(moves) - first >= 4, (step, positions)
+        assert all(move > 0 for move in moves), positions
+        assert all(move % step == 0 for move in moves[first:-1]), (step, positions)
+        assert view.is_vertical_scroll_end, "the view followed the reply to its end"
+        reply = screen.query(ReplyTurn).last()
+        assert "qxfinalmark" in rows(reply.body)[-1], "the blank rows under the text went"
+        await type_text(pilot, "and then")
+        await pilot.press("enter")
+        await wait_for(
+            pilot, lambda: len(screen.query(ReplyTurn)) == 2, what="the next reply's turn"
+        )
+        prompt = view.turns()[-2]
+        await wait_for(
+            pilot,
+            lambda: prompt.virtual_region.y == reply.virtual_region.bottom + 1,
+            what="the next prompt right under the reply, the rows kept for it given back",
+        )
 
 
 async def test_a_reply_writer_keeps_the_tail_in_steps_until_the_reply_ends() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Self
 
 from markdown_it import MarkdownIt
@@ -227,17 +227,35 @@ def render(markup: str, *, spaced: bool = False) -> Rendered:
 
 
 class Reserved:
-    """A streaming tail with blank rows under it, up to a multiple of ``step`` rows: a
-    token that starts a row fills one of them, and only the tail is drawn again; the
-    screen is laid out (and the followed view scrolled) once per ``step`` rows."""
+    """A streaming tail with blank rows under it, up to a multiple of ``step`` rows of the
+    whole text (the settled pieces ``above`` it and the tail): a token that starts a row
+    fills one of them, and only the tail is drawn again; the screen is laid out, and the
+    followed view scrolled, once per ``step`` rows (see ``ReplyWriter.reserve_rows``).
+    Counted over the whole text, a piece that settles out of the tail (its rows move
+    from the tail to the piece) leaves the text's height as it was: counted over the tail
+    alone, each settling moved the followed view by up to ``step`` rows."""
 
-    def __init__(self, inner: Rendered | Joined, step: int) -> None:
+    def __init__(
+        self, inner: Rendered | Joined, step: int, above: Sequence[Rendered | Joined] = ()
+    ) -> None:
         self.inner = inner
         self.step = step
+        self.above = above
 
     @property
     def markup(self) -> str:
         return self.inner.markup
+
+    def blank_rows(self, rows: int, console: Console, options: ConsoleOptions) -> int:
+        """The blank rows under a tail of ``rows`` rows drawn at ``options`` (where the
+        pieces above are drawn at the same)."""
+        if self.step <= 1:
+            return 0
+        above = 0
+        for piece in self.above:
+            for part in PartsVisual.parts_of(piece):
+                above += part.rows(console, options) or 0
+        return -(above + rows) % self.step
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         rows = 0
@@ -250,7 +268,7 @@ class Reserved:
         if not ends_row:
             rows += 1
             yield Segment.line()
-        for _ in range(-rows % self.step):
+        for _ in range(self.blank_rows(rows, console, options)):
             yield Segment.line()
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
@@ -277,12 +295,6 @@ class PartsVisual(Visual):
         inner = content.inner if isinstance(content, Reserved) else content
         return list(inner.parts) if isinstance(inner, Joined) else [inner]
 
-    def _parts(self) -> tuple[list[Rendered], int]:
-        """The parts, and the rows their height is rounded up to (``Reserved``; or 0)."""
-        content = self._content
-        step = content.step if isinstance(content, Reserved) else 0
-        return self.parts_of(content), step
-
     def get_optimal_width(self, rules: RulesMap, container_width: int) -> int:
         return self._whole.get_optimal_width(rules, container_width)
 
@@ -290,14 +302,13 @@ class PartsVisual(Visual):
         app = active_app.get()
         # the options of RichVisual.get_height
         options = app.console_options.update_width(width).update(highlight=False)
-        parts, step = self._parts()
         rows = 0
-        for part in parts:
+        for part in self.parts_of(self._content):
             part_rows = part.rows(app.console, options)
             if part_rows is None:
                 return self._whole.get_height(rules, width)
             rows += part_rows
-        return rows + (-rows % step if step > 1 else 0)
+        return rows + self._blank_rows(rows, options)
 
     def render_strips(
         self, width: int, height: int | None, style: Style, options: RenderOptions
@@ -308,15 +319,20 @@ class PartsVisual(Visual):
             highlight=False, width=width, height=height
         ).update_width(width)
         rich_style = style.rich_style
-        parts, step = self._parts()
         strips: list[Strip] = []
-        for part in parts:
+        for part in self.parts_of(self._content):
             if part.rows(app.console, console_options) is None:
                 return self._whole.render_strips(width, height, style, options)
             strips.extend(part.strips(self._widget, app.console, console_options, rich_style))
-        if step > 1:
-            strips.extend([Strip([])] * (-len(strips) % step))
+        strips.extend([Strip([])] * self._blank_rows(len(strips), console_options))
         return strips if height is None else strips[:height]
+
+    def _blank_rows(self, rows: int, options: ConsoleOptions) -> int:
+        """The blank rows under ``rows`` rows of a ``Reserved`` tail (or 0)."""
+        content = self._content
+        if not isinstance(content, Reserved):
+            return 0
+        return content.blank_rows(rows, active_app.get().console, options)
 
 
 class Block(Static, OneLayout):
@@ -562,10 +578,13 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
         """While a reply streams: keep the tail's height a multiple of ``step`` rows."""
         self._reserve = step
 
-    def end_reserve(self, text: str = "") -> None:
+    def end_reserve(self, text: str = "") -> int:
         """The reply has ended (with ``text``, its last words): the blank rows under its
-        tail go, and the tail is drawn once."""
+        tail go, and the tail is drawn once. Returns the rows the text loses on screen
+        (the blank rows, less any the last words take), for the view that shows it to
+        keep its place (``ConversationView.keep_end``)."""
         reserved, self._reserve = self._reserve, 0
+        shown_rows = self.size.height
         if text:
             self.append(text)
         elif reserved and self._mounted:
@@ -574,6 +593,21 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
             # parsed and drawn again (at full speed, the whole end of a reply: 5-10 ms)
             tail = shown.inner if isinstance(shown, Reserved) else self._render_tail()
             self._update_tail(tail, layout=self._tail.height_changes(tail))
+        if not reserved or not shown_rows:
+            return 0
+        return max(0, shown_rows - self._text_rows())
+
+    def _text_rows(self) -> int:
+        """The rows the text takes now, drawn at its width (laid out or not)."""
+        rows = 0
+        width = self._tail.content_size.width  # every piece's, laid out or not yet
+        for block in self.children:
+            content = block.content if isinstance(block, Block) else None
+            if isinstance(content, Rendered | Joined | Reserved) and width:
+                rows += PartsVisual(block, content).get_height(block.styles, width)  # type: ignore[arg-type]
+            else:
+                rows += block.outer_size.height
+        return rows
 
     def _end_in_tail(self, start: int, later: list[tuple[int, int]]) -> None:
         """Several pieces at once: the text from ``start`` (the last of them, and what
@@ -592,7 +626,16 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
     def _render_tail(self) -> Rendered | Joined | Reserved:
         """The tail to draw: its text, with blank rows under it while a reply streams."""
         tail = self._tail_text()
-        return Reserved(tail, self._reserve) if self._reserve > 1 else tail
+        if self._reserve <= 1:
+            return tail
+        above = [
+            piece.content
+            for piece in self.children
+            if piece is not self._tail
+            and isinstance(piece, Block)
+            and isinstance(piece.content, Rendered | Joined)
+        ]
+        return Reserved(tail, self._reserve, above)
 
     def _tail_text(self) -> Rendered | Joined:
         """The text after the settled pieces. Its finished blocks are drawn once and kept
