@@ -290,24 +290,28 @@ def drawn_afresh(app: App[object]) -> list[str]:
             widget._styles_cache = cache
 
 
-async def test_a_streaming_tail_drawn_again_below_its_finished_blocks_reads_as_drawn_afresh() -> (
-    None
-):
+@pytest.mark.parametrize("reserve", [4, 12])
+async def test_a_streaming_tail_drawn_again_below_its_finished_blocks_reads_as_drawn_afresh(
+    reserve: int,
+) -> None:
     """The tail's rows above what a write changed are kept as styled (``Block.update``'s
-    ``keep_rows``); the frames written over one another read, after every write, as the
-    screen drawn with nothing kept, to the reply's end."""
+    ``keep_rows``), and the blank rows under the text (``blank_from``); the frames written
+    over one another read, after every write, as the screen drawn with nothing kept, to
+    the reply's end."""
     app = Growing()
     async with app.run_test(size=(60, 20)) as pilot:
         markdown = app.query_one(MarkdownText)
-        markdown.reserve(4)
+        markdown.reserve(reserve)
         tail = markdown.query_one(".md-tail", Block)
         await pilot.pause()
         frames = recorded_frames(app)
         shown = drawn_afresh(app)
-        kept = 0
+        kept = blank_kept = 0
         for end in range(11, len(TRICKY) + 11, 11):
             markdown.append(TRICKY[end - 11 : end])
             kept += tail._keep_rows > 0
+            regions = tail._repaint_regions
+            blank_kept += bool(regions) and max(r.bottom for r in regions) < tail.outer_size.height
             await pilot.pause()
             for frame in frames:
                 shown = written_over(shown, frame) if frame is not None else shown
@@ -319,6 +323,7 @@ async def test_a_streaming_tail_drawn_again_below_its_finished_blocks_reads_as_d
             shown = written_over(shown, frame) if frame is not None else shown
         assert shown == drawn_afresh(app)
         assert kept > 10, "rows were kept"
+        assert reserve < 12 or blank_kept > 5, "blank rows were kept"
 
 
 ENDINGS = (

@@ -352,22 +352,32 @@ class Block(Static, OneLayout):
     _keep_rows = 0
     """The rows at its top that its last update left as they were (see ``update``)."""
 
-    def update(self, content: VisualType = "", *, layout: bool = True, keep_rows: int = 0) -> None:
+    def update(
+        self,
+        content: VisualType = "",
+        *,
+        layout: bool = True,
+        keep_rows: int = 0,
+        blank_from: int | None = None,
+    ) -> None:
         """As Textual's; ``keep_rows``: the rows at the top that ``content`` draws as the
         content before it did (a streaming tail whose finished blocks are the same): their
         styled rows are kept, and only the rows below are drawn again. Textual drew every
         row of the tail anew at each write, some 30-50 rows a frame, for the few at its
-        end that changed."""
-        kept = self._rows_kept(keep_rows)
+        end that changed. ``blank_from``: the rows from there on are blank before and
+        after (a ``Reserved`` tail's, at the same height): kept too (a tail kept two
+        thirds of the view high drew some ten blank rows again at each write)."""
+        kept = self._rows_kept(keep_rows, blank_from if not layout else None)
         super().update(content, layout=layout)
         self._keep_rows = keep_rows if kept else 0
         if kept:
             self._restore(kept)
             width, height = self.outer_size
-            if height > keep_rows:  # the screen: the rows below, unless laid out anew
-                below = Region(0, keep_rows, width, height - keep_rows)
-                self._repaint_regions = {below}
-                self._dirty_regions = {below}
+            end = height if blank_from is None or layout else min(height, blank_from)
+            if end > keep_rows:  # the screen: the rows between, unless laid out anew
+                changed = Region(0, keep_rows, width, end - keep_rows)
+                self._repaint_regions = {changed}
+                self._dirty_regions = {changed}
         if not self._is_mounted:
             # Textual's refresh of a widget not mounted yet keeps what it cached of its
             # content (its visual, its height): a tail measured before its Mount was
@@ -397,12 +407,12 @@ class Block(Static, OneLayout):
             self._restore(kept)
         return resized
 
-    def _rows_kept(self, rows: int) -> dict[int, Strip]:
-        """Of the styled rows Textual keeps for this block, those above ``rows``, where its
-        rows are its content's (nothing drawn above it)."""
+    def _rows_kept(self, rows: int, blank_from: int | None = None) -> dict[int, Strip]:
+        """Of the styled rows Textual keeps for this block, those above ``rows`` (and from
+        ``blank_from`` on), where its rows are its content's (nothing drawn above it)."""
         styles = self.styles
         if (
-            not rows
+            not (rows or blank_from is not None)
             or styles.padding.top
             or styles.border_top[0]
             or styles.outline_top[0]
@@ -411,7 +421,12 @@ class Block(Static, OneLayout):
             return {}
         cache = self._styles_cache
         dirty = cache._dirty_lines
-        return {y: strip for y, strip in cache._cache.items() if y < rows and y not in dirty}
+        below = blank_from if blank_from is not None else self.outer_size.height
+        return {
+            y: strip
+            for y, strip in cache._cache.items()
+            if (y < rows or y >= below) and y not in dirty
+        }
 
     def _restore(self, kept: dict[int, Strip]) -> None:
         cache = self._styles_cache
@@ -571,8 +586,16 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
             if before is not now or rows is None:
                 break
             keep_rows += rows
+        blank_from = None
+        if not layout and isinstance(tail, Reserved):
+            # the same height, both drawn at its width (``height_changes``): the rows
+            # under both texts are blank in both
+            drawn = [part.drawn_rows for part in (*self._drawn_parts, *parts)]
+            if None not in drawn:
+                before_rows = sum(drawn[: len(self._drawn_parts)])  # type: ignore[arg-type]
+                blank_from = max(before_rows, sum(drawn[len(self._drawn_parts) :]))  # type: ignore[arg-type]
         self._drawn_parts = parts
-        self._tail.update(tail, layout=layout, keep_rows=keep_rows)
+        self._tail.update(tail, layout=layout, keep_rows=keep_rows, blank_from=blank_from)
 
     def reserve(self, step: int) -> None:
         """While a reply streams: keep the tail's height a multiple of ``step`` rows."""
