@@ -98,7 +98,7 @@ class ReplyWriter:
         markdown: MarkdownText,
         interval: float = 0.1,
         *,
-        reserve: Callable[[], int] | None = None,
+        view: ConversationView | None = None,
     ) -> None:
         self.markdown = markdown
         self.interval = interval
@@ -117,13 +117,15 @@ class ReplyWriter:
         """Told the wait between two writes (``spacing``) as it changes: the reply's
         reader need not hand its text over more often (``Reply.drawn_every``)."""
         self._task = asyncio.create_task(self._run())
-        self._reserve = reserve
-        """Asked before each write: the rows the text is kept a multiple of (at least
-        ``RESERVE``; ``ConversationView.reserve_rows``)."""
+        self._view = view
+        """The view that shows the text, if any: asked before each write how many rows
+        the text is kept a multiple of (``reserve_rows``), and told the rows it loses as
+        it ends (``keep_end``)."""
         markdown.reserve(self._reserve_rows())
 
     def _reserve_rows(self) -> int:
-        return max(self.RESERVE, self._reserve()) if self._reserve is not None else self.RESERVE
+        view_rows = self._view.reserve_rows() if self._view is not None else 0
+        return max(self.RESERVE, view_rows)
 
     def write(self, text: str, *, more: bool = False) -> None:
         """Add ``text`` to what is drawn next. ``more``: more of the reply has come
@@ -234,11 +236,8 @@ class ReplyWriter:
         if not self._abandoned:
             lost = self.markdown.end_reserve(text)  # drawn once, without the blank rows
             draw_soon(self.markdown)  # the last words: the reply is waited for
-            view = next(
-                (a for a in self.markdown.ancestors if isinstance(a, ConversationView)), None
-            )
-            if view is not None:
-                view.keep_end(lost)
+            if self._view is not None:
+                self._view.keep_end(self.markdown, lost)
 
     async def close(self) -> None:
         """Write what is left now, and stop."""
@@ -399,7 +398,7 @@ class ReplyTurn(Turn):
         view = self.parent
         if isinstance(view, ConversationView):
             view.release_end()  # a reply continued: it keeps the rows it needs itself
-            return ReplyWriter(self.body, interval, reserve=view.reserve_rows)
+            return ReplyWriter(self.body, interval, view=view)
         return ReplyWriter(self.body, interval)
 
     def _meta(self) -> Text:
@@ -484,16 +483,16 @@ class ConversationView(VerticalScroll, OneLayout):
         fits moves nothing: it is not padded out of sight with blank rows)."""
         return self.jump_rows() if self.max_scroll_y > 0 else 0
 
-    def keep_end(self, rows: int) -> None:
-        """A reply's text just lost ``rows`` rows on screen (the blank rows it kept while it
-        streamed, see ``jump_rows``): the last turn keeps their place under it, so that a
+    def keep_end(self, text: Widget, rows: int) -> None:
+        """A reply's ``text`` just lost ``rows`` rows on screen (the blank rows it kept while
+        it streamed, see ``jump_rows``): its turn keeps their place under it, so that a
         view followed to its end does not move the reply down as it ends. Given back when
         a turn is added (``release_end``) or the conversation shown anew."""
         if rows <= 0:
             return
         self.release_end()
-        turn = self._turns[-1] if self._turns else None
-        if turn is None or not turn.is_attached:
+        turn = text.parent
+        if not isinstance(turn, Turn) or turn not in self._turns or not turn.is_attached:
             return
         margin = turn.styles.margin
         turn.styles.margin = (margin.top, margin.right, margin.bottom + rows, margin.left)

@@ -226,11 +226,22 @@ def render(markup: str, *, spaced: bool = False) -> Rendered:
     return Rendered(LiteralMarkdown(markup, code_theme="monokai", hyperlinks=True), spaced=spaced)
 
 
+def _drawn_rows(parts: list[Rendered]) -> int | None:
+    """The rows ``parts`` were last drawn in, together; None where one ends mid-row."""
+    rows = 0
+    for part in parts:
+        part_rows = part.drawn_rows
+        if part_rows is None:
+            return None
+        rows += part_rows
+    return rows
+
+
 class Reserved:
     """A streaming tail with blank rows under it, up to a multiple of ``step`` rows of the
     whole text (the settled pieces ``above`` it and the tail): a token that starts a row
     fills one of them, and only the tail is drawn again; the screen is laid out, and the
-    followed view scrolled, once per ``step`` rows (see ``ReplyWriter.reserve_rows``).
+    followed view scrolled, once per ``step`` rows (``ConversationView.reserve_rows``).
     Counted over the whole text, a piece that settles out of the tail (its rows move
     from the tail to the piece) leaves the text's height as it was: counted over the tail
     alone, each settling moved the followed view by up to ``step`` rows."""
@@ -241,6 +252,7 @@ class Reserved:
         self.inner = inner
         self.step = step
         self.above = above
+        self._above_rows: tuple[int, int] | None = None  # (width, rows): pieces do not change
 
     @property
     def markup(self) -> str:
@@ -251,11 +263,14 @@ class Reserved:
         pieces above are drawn at the same)."""
         if self.step <= 1:
             return 0
-        above = 0
-        for piece in self.above:
-            for part in PartsVisual.parts_of(piece):
-                above += part.rows(console, options) or 0
-        return -(above + rows) % self.step
+        width = options.max_width
+        if self._above_rows is None or self._above_rows[0] != width:
+            above = 0
+            for piece in self.above:
+                for part in PartsVisual.parts_of(piece):
+                    above += part.rows(console, options) or 0
+            self._above_rows = (width, above)
+        return -(self._above_rows[1] + rows) % self.step
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         rows = 0
@@ -367,13 +382,15 @@ class Block(Static, OneLayout):
         end that changed. ``blank_from``: the rows from there on are blank before and
         after (a ``Reserved`` tail's, at the same height): kept too (a tail kept two
         thirds of the view high drew some ten blank rows again at each write)."""
-        kept = self._rows_kept(keep_rows, blank_from if not layout else None)
+        if layout:  # laid out anew: every row is drawn again
+            blank_from = None
+        kept = self._rows_kept(keep_rows, blank_from)
         super().update(content, layout=layout)
         self._keep_rows = keep_rows if kept else 0
         if kept:
             self._restore(kept)
             width, height = self.outer_size
-            end = height if blank_from is None or layout else min(height, blank_from)
+            end = height if blank_from is None else min(height, blank_from)
             if end > keep_rows:  # the screen: the rows between, unless laid out anew
                 changed = Region(0, keep_rows, width, end - keep_rows)
                 self._repaint_regions = {changed}
@@ -590,15 +607,15 @@ class MarkdownText(Vertical, OneLayout, OwnHeights):
         if not layout and isinstance(tail, Reserved):
             # the same height, both drawn at its width (``height_changes``): the rows
             # under both texts are blank in both
-            drawn = [part.drawn_rows for part in (*self._drawn_parts, *parts)]
-            if None not in drawn:
-                before_rows = sum(drawn[: len(self._drawn_parts)])  # type: ignore[arg-type]
-                blank_from = max(before_rows, sum(drawn[len(self._drawn_parts) :]))  # type: ignore[arg-type]
+            before_rows, rows = _drawn_rows(self._drawn_parts), _drawn_rows(parts)
+            if before_rows is not None and rows is not None:
+                blank_from = max(before_rows, rows)
         self._drawn_parts = parts
         self._tail.update(tail, layout=layout, keep_rows=keep_rows, blank_from=blank_from)
 
     def reserve(self, step: int) -> None:
-        """While a reply streams: keep the tail's height a multiple of ``step`` rows."""
+        """While a reply streams: keep the text's height a multiple of ``step`` rows, with
+        blank rows under the tail (``Reserved``)."""
         self._reserve = step
 
     def end_reserve(self, text: str = "") -> int:
