@@ -15,7 +15,7 @@ from textual.geometry import Region
 from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 from textual.widget import AwaitMount, Widget
-from textual.widgets import Label, Static
+from textual.widgets import Static
 
 from engines.chat_types import ReplyStats, ToolUse
 from engines.store import Status, StoredMessage
@@ -257,7 +257,13 @@ class ReplyWriter:
 
 class Turn(Vertical, OneLayout, OwnHeights):
     """A turn of the conversation: one message of the current path, and which of its
-    versions it is (``version`` of ``versions``, when it was redone)."""
+    versions it is (``version`` of ``versions``, when it was redone).
+
+    Its header (who speaks, the version) is its border's title, over its parts: not a
+    widget of its own. Each widget a send mounts is composed, styled, mounted and laid
+    out a message at a time before the first frame that shows the reply: the header's
+    two labels and an empty tools block were a third of them (Enter to that frame, 3 ms
+    of CPU of 34)."""
 
     def __init__(self, content: str, *, classes: str, message_id: int | None = None) -> None:
         super().__init__(classes=f"turn {classes}")
@@ -287,8 +293,7 @@ class Turn(Vertical, OneLayout, OwnHeights):
 
     def set_versions(self, version: int, versions: int) -> None:
         self.version, self.versions = version, versions
-        for who in self.query(".who").results(Label):
-            who.update(self.header())
+        self.border_title = self.header()
 
 
 class PromptTurn(Turn):
@@ -304,7 +309,7 @@ class PromptTurn(Turn):
         return "You"
 
     def compose(self) -> ComposeResult:
-        yield Label(self.header(), classes="who")
+        self.border_title = self.header()
         if self.images:
             from tui.widgets.attachments import ImagePreviews
 
@@ -352,10 +357,9 @@ class ReplyTurn(Turn):
         return self.status == "interrupted" or (self.status == "done" and cut)
 
     def compose(self) -> ComposeResult:
-        yield Label(self.header(), classes="who")
-        tools = Static(self._tool_text() if self.tools else "", classes="tools")
-        tools.display = bool(self.tools)
-        yield tools
+        self.border_title = self.header()
+        if self.tools:
+            yield Static(self._tool_text(), classes="tools")
         yield self.body
         yield Static(self._meta(), classes="meta")
 
@@ -367,12 +371,20 @@ class ReplyTurn(Turn):
     def show_tools(self, tools: tuple[ToolUse, ...]) -> None:
         """The tools called so far, as they are now."""
         self.tools = tools
-        for block in self.query(".tools").results(Static):
+        blocks = self.query(".tools").results(Static)
+        if block := next(blocks, None):
             block.update(self._tool_text())
             block.display = bool(tools)
+        elif tools and self.is_mounted:  # else it is composed with them, or mounted with them
+            self._mount_tools()
+
+    def _mount_tools(self) -> None:
+        self.mount(Static(self._tool_text(), classes="tools"), before=self.body)
 
     def on_mount(self) -> None:
         self.set_class(self.status in ("interrupted", "error"), "-failed")
+        if self.tools and not self.query(".tools"):  # they came as its parts were composed
+            self._mount_tools()
 
     def _note(self, text: str) -> None:
         self._noted = Text(text, style="dim italic")

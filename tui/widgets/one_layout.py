@@ -38,16 +38,13 @@ class OneLayout(Widget):
         return resized
 
     def _plain_rows(self) -> bool:
-        """Every row of this widget is drawn alike: no top or bottom edge, no title."""
+        """Every row of this widget is drawn the same at any height: no bottom edge (a
+        top edge, a turn's title, stays where it is, over rows drawn alike)."""
         styles = self.styles
         return (
-            not styles.padding.top
-            and not styles.padding.bottom
-            and not styles.border_top[0]
+            not styles.padding.bottom
             and not styles.border_bottom[0]
-            and not styles.outline_top[0]
             and not styles.outline_bottom[0]
-            and self.border_title is None
             and self.border_subtitle is None
         )
 
