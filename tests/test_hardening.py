@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ollama_server import FakeOllama
+from shown import shown_turns
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
 from engines.config import load_settings
@@ -40,12 +41,12 @@ def chat(app: object) -> ChatScreen:
 
 async def send(pilot: object, app: object, text: str) -> None:
     """Send without waiting for the app to go idle (Pilot.press would wait for the reply)."""
-    before = len(chat(app).query(ReplyTurn))
+    before = len(shown_turns(chat(app), ReplyTurn))
     await type_text(pilot, text)  # type: ignore[arg-type]
     chat(app).query_one("#prompt").action_submit()  # type: ignore[attr-defined]
     await wait_for(
         pilot,
-        lambda: len(chat(app).query(ReplyTurn)) > before,  # type: ignore[arg-type]
+        lambda: len(shown_turns(chat(app), ReplyTurn)) > before,  # type: ignore[arg-type]
         what="the reply started",
     )
 
@@ -57,7 +58,7 @@ async def reply_done(pilot: object, app: object, timeout: float = 20) -> ReplyTu
         timeout=timeout,  # type: ignore[arg-type]
         what="reply over",
     )
-    return chat(app).query(ReplyTurn).last()
+    return shown_turns(chat(app), ReplyTurn)[-1]
 
 
 def db_rows(config: Path) -> list[tuple[str, str, str]]:
@@ -604,7 +605,7 @@ async def test_a_replys_request_gets_the_interpreter_quickly_until_its_first_wor
         await send(pilot, app, "again")
         assert sys.getswitchinterval() == tui.app.QUICK_SWITCH_S
         await wait_for(
-            pilot, lambda: "word" in chat(app).query(ReplyTurn).last().body.text, what="words"
+            pilot, lambda: "word" in shown_turns(chat(app), ReplyTurn)[-1].body.text, what="words"
         )
         await wait_for(pilot, lambda: sys.getswitchinterval() == usual, what="the usual again")
         assert chat(app).streaming, "back to the usual as soon as the words came"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from ollama_server import FakeOllama
+from shown import shown_turn, shown_turns
 from tui_helpers import make_app, screen_text, shows, type_text, wait_for
 
 from engines.store import Store
@@ -28,7 +29,7 @@ def chat_screen(app: object) -> ChatScreen:
 
 
 def replies(app: object) -> list[ReplyTurn]:
-    return list(app.screen.query(ReplyTurn))
+    return list(shown_turns(app.screen, ReplyTurn))
 
 
 def stored(config_db: Path) -> list[tuple[str, str, str]]:
@@ -104,9 +105,53 @@ async def test_the_first_send_after_start_waits_for_no_stylesheet_work(
         await pilot.press("enter")
         await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
         assert not parsed, "the stylesheet was parsed during the first send"
-        markdown = app.screen.query_one(ReplyTurn).body
+        markdown = shown_turn(app.screen, ReplyTurn).body
         assert markdown.styles.height is not None and markdown.styles.height.is_auto
         assert "Title" in screen_text(app)
+
+
+async def test_a_send_shows_the_turns_made_ready_for_it_and_readies_the_next(
+    ollama_server: FakeOllama, config_file: Path
+) -> None:
+    """The view holds a prompt's turn and a reply's ready for the next send, hidden at its
+    end (made as the prompt is written, if not before): Enter fills and shows them (no
+    widget is mounted before the reply's first frame), in order; once the reply has ended
+    the next ones are made, and a second send shows them under the first."""
+    ollama_server.reply = "Some **bold** words."
+    app = make_app(config_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await online(pilot, app)
+        view = app.screen.query_one(ConversationView)
+
+        def hidden() -> list[object]:
+            return [widget for widget in view.children if not widget.display]
+
+        await pilot.press(*"hello")
+        await wait_for(pilot, lambda: len(hidden()) == 2, what="the turns of the next send")
+        prompt_turn, reply_turn = hidden()
+        assert isinstance(prompt_turn, PromptTurn) and isinstance(reply_turn, ReplyTurn)
+        assert "You" not in screen_text(app), "the turns made ready draw nothing"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app))
+        assert view.turns() == [prompt_turn, reply_turn], "the send showed the turns made ready"
+        assert prompt_turn.message_id and reply_turn.message_id
+        await wait_for(pilot, lambda: len(hidden()) == 2, what="the next send's turns")
+        assert list(view.children)[-2:] == hidden(), "made ready at the end"
+        await pilot.press(*"again")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not chat_screen(app).streaming and len(replies(app)) == 2)
+        shown = [turn.content for turn in view.turns()]
+        assert shown == ["hello", ollama_server.reply, "again", ollama_server.reply]
+        visible_order = [w for w in view.children if w.display]
+        assert visible_order == view.turns(), "each turn where it was said"
+        text = screen_text(app)
+        assert text.index("hello") < text.index("again") < text.rindex("Some bold words")
+    assert [content for _, content, _ in stored(database(config_file))] == [
+        "hello",
+        ollama_server.reply,
+        "again",
+        ollama_server.reply,
+    ]
 
 
 async def test_writing_a_prompt_opens_the_connection_its_reply_goes_on(
@@ -319,7 +364,9 @@ async def test_huge_prompt_is_sent_whole_and_shown_in_part(
         await pilot.press("enter")
         await wait_for(pilot, lambda: not chat_screen(app).streaming and replies(app), timeout=30)
         assert ollama_server.chat_requests()[-1]["messages"][-1]["content"] == big
-        assert "more characters not shown" in screen_text(app) or app.screen.query(PromptTurn)
+        assert "more characters not shown" in screen_text(app) or shown_turns(
+            app.screen, PromptTurn
+        )
     assert stored(database(config_file))[0][1] == big
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from ollama_server import FakeOllama, vision_model
 from PIL import Image
+from shown import shown_turns
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
 from engines.images import ImageParameters
@@ -53,7 +54,7 @@ def prompt_text(app: LlmPessoalApp) -> str:
 async def replied(pilot: object, app: LlmPessoalApp, count: int) -> None:
     await wait_for(
         pilot,  # type: ignore[arg-type]
-        lambda: not chat(app).streaming and len(app.screen.query(ReplyTurn)) >= count,
+        lambda: not chat(app).streaming and len(shown_turns(app.screen, ReplyTurn)) >= count,
         what=f"{count} replies",
     )
 
@@ -222,7 +223,7 @@ async def test_an_image_for_a_model_without_vision_is_refused_and_nothing_is_los
         await pilot.press("enter")
         await replied(pilot, app, 1)
         assert prompt_text(app) == "" and pending.items == []
-        turn = chat(app).query(PromptTurn).last()
+        turn = shown_turns(chat(app), PromptTurn)[-1]
         assert turn.query(ImagePreviews)  # drawn in the conversation
     sent = ollama_server.chat_requests()[-1]["messages"][-1]
     assert base64.b64decode(sent["images"][0]) == (tmp_path / "cat.png").read_bytes()
@@ -312,7 +313,7 @@ async def test_ask_about_this_image_from_the_gallery(
         # the default model cannot see: the installed vision model is chosen
         await wait_for(pilot, lambda: chat(app).current_model() == "llava:7b")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not chat(app).streaming and chat(app).query(ReplyTurn))
+        await wait_for(pilot, lambda: not chat(app).streaming and shown_turns(chat(app), ReplyTurn))
     sent = ollama_server.chat_requests()[-1]
     assert sent["model"] == "llava:7b"
     image = base64.b64decode(sent["messages"][-1]["images"][0])

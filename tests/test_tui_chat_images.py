@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ollama_server import FakeOllama, ToolCallReply, tool_messages, vision_model
 from PIL import Image
+from shown import shown_turn, shown_turns
 from textual.widgets import TextArea
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
@@ -53,7 +54,7 @@ async def online(pilot: object, app: LlmPessoalApp) -> None:
 
 async def replied(pilot: object, app: LlmPessoalApp, count: int) -> None:
     def done() -> bool:
-        turns = list(app.screen.query(ReplyTurn))
+        turns = list(shown_turns(app.screen, ReplyTurn))
         return len(turns) >= count and all(t.status != "streaming" for t in turns)
 
     await wait_for(pilot, done, what=f"{count} replies")  # type: ignore[arg-type]
@@ -89,7 +90,7 @@ async def test_an_image_of_the_last_reply_is_written_edited_queued_and_shown_inl
         assert "it will appear in this conversation" in notices(app)
         await wait_for(pilot, lambda: app.screen.query(ChatImage), timeout=180, what="image")
         [inline] = app.screen.query(ChatImage)
-        reply = chat(app).query_one(ReplyTurn)
+        reply = shown_turn(chat(app), ReplyTurn)
         assert inline.parent is reply, "the image is under the reply it came from"
         assert inline.image.parameters.prompt == "red fox, snow, dawn light, watercolor"
         caption = f"seed {inline.image.parameters.seed}"
@@ -155,7 +156,7 @@ async def test_a_model_calls_generate_image_the_user_agrees_and_the_model_talks_
         assert "asks for an image" in screen_text(app)
         await pilot.press("y")
         await replied(pilot, app, 1)
-        reply = chat(app).query_one(ReplyTurn)
+        reply = shown_turn(chat(app), ReplyTurn)
         assert reply.content == "Drawing it. Here is your lighthouse, seed 5."
         [use] = reply.tools
         assert use.state == "done" and use.image
@@ -194,7 +195,7 @@ async def test_a_tool_called_while_the_pipeline_fails_says_so_and_the_app_goes_o
         await type_text(pilot, "Draw a cat")
         await pilot.press("enter")
         await replied(pilot, app, 1)
-        reply = chat(app).query_one(ReplyTurn)
+        reply = shown_turn(chat(app), ReplyTurn)
         refused, failed = reply.tools
         assert refused.state == "refused" and "width 4000 is not allowed" in refused.result
         assert failed.state == "failed" and "does not exist" in failed.result
@@ -327,6 +328,6 @@ async def test_queue_at_once_skips_the_dialog_and_links_the_typed_text_to_the_co
         from engines.image_links import job_origin
 
         origin = job_origin(app.store, job.id)
-        reply = chat(app).query_one(ReplyTurn)
+        reply = shown_turn(chat(app), ReplyTurn)
         assert origin is not None and origin.message_id == reply.message_id
         await wait_for(pilot, lambda: "was not made" in notices(app), what="failed job told")

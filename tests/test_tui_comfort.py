@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ollama_server import FakeOllama
+from shown import shown_turns
 from tui_helpers import make_app, screen_text, type_text, wait_for
 
 from tui.screens.chat import ChatScreen
@@ -28,7 +29,7 @@ async def test_keys_remapped_in_config_work_and_show(
         await pilot.press("ctrl+s")
         screen = app.screen
         assert isinstance(screen, ChatScreen)
-        await wait_for(pilot, lambda: not screen.streaming and screen.query(ReplyTurn))
+        await wait_for(pilot, lambda: not screen.streaming and shown_turns(screen, ReplyTurn))
         await pilot.press("f8")
         await pilot.pause()
         assert screen.conversation is None, "F8 started a new conversation"

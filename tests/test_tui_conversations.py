@@ -913,8 +913,14 @@ async def test_a_long_conversation_opens_at_its_end_and_then_holds_every_turn_in
         store.close()
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: len(view(app).children) == 60, what="every turn")
-        shown = [t.message_id for t in view(app).children if isinstance(t, PromptTurn | ReplyTurn)]
+        await wait_for(
+            pilot, lambda: sum(t.display for t in view(app).children) == 60, what="every turn"
+        )
+        shown = [
+            t.message_id
+            for t in view(app).children
+            if isinstance(t, PromptTurn | ReplyTurn) and t.display
+        ]
         assert shown == ids
         await wait_for(pilot, lambda: "answer 29" in screen_text(app), what="the end in view")
         assert "question 0" not in screen_text(app)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from ollama_server import FakeOllama
 from PIL import Image
+from shown import shown_turns
 from textual.widgets import Input, Label, TextArea
 from tui_helpers import make_app, screen_text, sql, type_text, wait_for
 
@@ -196,8 +197,10 @@ async def test_chat_works_while_an_image_generates(
         assert isinstance(chat, ChatScreen)
         await type_text(pilot, "hello while drawing")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not chat.streaming and chat.query(ReplyTurn), timeout=30)
-        assert chat.query(ReplyTurn).last().content == ollama_server.reply
+        await wait_for(
+            pilot, lambda: not chat.streaming and shown_turns(chat, ReplyTurn), timeout=30
+        )
+        assert shown_turns(chat, ReplyTurn)[-1].content == ollama_server.reply
         assert s.generating, "the image is still being made"
         s.action_cancel()
         await wait_for(pilot, lambda: not s.generating, timeout=30)

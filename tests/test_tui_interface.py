@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from ollama_server import FakeOllama
 from PIL import Image
+from shown import shown_turns
 from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.screen import Screen
@@ -273,7 +274,7 @@ async def test_a_new_conversation_uses_the_default_model_and_says_so(
         assert any("New conversation with llama3.2:latest" in n for n in notices(app))
         await type_text(pilot, "hi")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not chat(app).streaming and chat(app).query(ReplyTurn))
+        await wait_for(pilot, lambda: not chat(app).streaming and shown_turns(chat(app), ReplyTurn))
         assert ollama_server.chat_requests()[-1]["model"] == "llama3.2:latest"
 
 
@@ -347,7 +348,7 @@ async def test_down_goes_from_the_search_box_to_the_list(
         await online(pilot)
         await type_text(pilot, "hello")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not chat(app).streaming and chat(app).query(ReplyTurn))
+        await wait_for(pilot, lambda: not chat(app).streaming and shown_turns(chat(app), ReplyTurn))
         await pilot.press("ctrl+f")
         assert isinstance(app.focused, Input)
         await pilot.press("down")
@@ -363,7 +364,7 @@ async def test_the_numbers_of_the_code_block_picker_pick(
         await online(pilot)
         await type_text(pilot, "three blocks")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not chat(app).streaming and chat(app).query(ReplyTurn))
+        await wait_for(pilot, lambda: not chat(app).streaming and shown_turns(chat(app), ReplyTurn))
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: isinstance(app.screen, PickDialog))
         assert "2. py: block_2()" in screen_text(app)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ollama_server import FakeOllama
+from shown import shown_turns
 from textual.pilot import Pilot
 from textual.widgets import Input
 from tui_helpers import make_app, screen_text, type_text, wait_for
@@ -183,14 +184,16 @@ async def test_a_missing_model_is_offered_pulled_then_the_message_is_sent(
         await pilot.press("y")
         await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="pulled", timeout=15)
         await wait_for(
-            pilot, lambda: not app.screen.streaming and app.screen.query(ReplyTurn), what="reply"
+            pilot,
+            lambda: not app.screen.streaming and shown_turns(app.screen, ReplyTurn),
+            what="reply",
         )
         assert ollama_server.pulls_completed == 1 and "gemma3:1b" in names(app)
         chat = [r.body for r in ollama_server.requests if r.path == "/api/chat"]
         assert len(chat) == 1 and chat[0]["model"] == "gemma3:1b"
         assert chat[0]["messages"][-1] == {"role": "user", "content": "hello"}
         assert app.screen.query_one(PromptInput).text == ""
-        assert app.screen.query(ReplyTurn).last().content == ollama_server.reply
+        assert shown_turns(app.screen, ReplyTurn)[-1].content == ollama_server.reply
 
 
 async def test_declining_the_pull_keeps_the_message(
@@ -207,7 +210,7 @@ async def test_declining_the_pull_keeps_the_message(
         assert isinstance(app.screen, ChatScreen)
         assert app.screen.query_one(PromptInput).text == "keep me"
         assert any("ollama pull gemma3:1b" in n.message for n in app.notices)
-        assert not app.screen.query(ReplyTurn)
+        assert not shown_turns(app.screen, ReplyTurn)
         assert ollama_server.pulls == 0
         assert not [r for r in ollama_server.requests if r.path == "/api/chat"]
 
@@ -221,7 +224,7 @@ async def test_a_model_pulled_elsewhere_is_sent_without_asking(
         ollama_server.add_model("gemma3:1b")  # e.g. `ollama pull` in another terminal
         await type_text(pilot, "hi")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.screen.query(ReplyTurn), what="sent")
+        await wait_for(pilot, lambda: shown_turns(app.screen, ReplyTurn), what="sent")
         assert "gemma3:1b" in names(app)
         assert ollama_server.pulls == 0
 

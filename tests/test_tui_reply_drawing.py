@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from ollama_server import FakeOllama
+from shown import shown_turns
 from textual import events
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
@@ -55,7 +56,7 @@ def rows(markdown: MarkdownText) -> list[str]:
 
 
 def reply_lines(app: App[object]) -> list[str]:
-    return rows(app.screen.query(ReplyTurn).last().body)
+    return rows(shown_turns(app.screen, ReplyTurn)[-1].body)
 
 
 async def ask(pilot: Pilot[int], app: LlmPessoalApp) -> ChatScreen:
@@ -88,7 +89,7 @@ async def test_a_streamed_reply_is_followed_to_its_last_token_and_reads_as_opene
         await wait_for(
             pilot,
             lambda: (
-                len(app.screen.query(ReplyTurn)) == 1
+                len(shown_turns(app.screen, ReplyTurn)) == 1
                 and "qxfinalmark" in screen_text(app)
                 and reply_lines(app) == streamed
             ),
@@ -134,14 +135,14 @@ async def test_a_reply_keeps_its_width_when_it_comes_to_fill_the_view(
         view = screen.query_one(ConversationView)
         await wait_for(
             pilot,
-            lambda: bool(screen.query(ReplyTurn)) and "A long answer" in screen_text(app),
+            lambda: bool(shown_turns(screen, ReplyTurn)) and "A long answer" in screen_text(app),
             what="the first words",
         )
         assert view.max_scroll_y == 0, "the reply fits the view yet"
-        width = screen.query(ReplyTurn).last().body.size.width
+        width = shown_turns(screen, ReplyTurn)[-1].body.size.width
         await wait_for(pilot, lambda: view.max_scroll_y > 0, what="the view filled", timeout=60)
         await wait_for(pilot, lambda: not screen.streaming, what="finished", timeout=60)
-        assert screen.query(ReplyTurn).last().body.size.width == width
+        assert shown_turns(screen, ReplyTurn)[-1].body.size.width == width
 
 
 def drawn_whole(app: App[None], text: str, width: int = 60) -> list[str]:
@@ -769,12 +770,12 @@ async def test_a_followed_reply_moves_the_view_a_step_at_a_time_and_stays_as_it_
         assert all(move > 0 for move in moves), positions
         assert all(move % step == 0 for move in moves[first:-1]), (step, positions)
         assert view.is_vertical_scroll_end, "the view followed the reply to its end"
-        reply = screen.query(ReplyTurn).last()
+        reply = shown_turns(screen, ReplyTurn)[-1]
         assert "qxfinalmark" in rows(reply.body)[-1], "the blank rows under the text went"
         await type_text(pilot, "and then")
         await pilot.press("enter")
         await wait_for(
-            pilot, lambda: len(screen.query(ReplyTurn)) == 2, what="the next reply's turn"
+            pilot, lambda: len(shown_turns(screen, ReplyTurn)) == 2, what="the next reply's turn"
         )
         prompt = view.turns()[-2]
         await wait_for(

@@ -991,6 +991,9 @@ class ChatScreen(ChatImages):
             if self.conversation and self.conversation.id == event.conversation_id:
                 self.conversation = self.lp.store.conversation(event.conversation_id)
                 self.reply_finished()
+                # the turns of the next send, once the last words are drawn
+                view = self.query_one(ConversationView)
+                self.after_next_frame(view.make_ready, within=LIST_AFTER_S)
             # a reply done before its first words' time was up: the list after the frame
             # of its last words (drawn with them, it held them back by as long)
             self.after_next_frame(self._refresh_due_list, within=LIST_AFTER_S)

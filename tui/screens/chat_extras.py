@@ -349,8 +349,11 @@ class ChatExtras(AppScreen[None]):
         model = self.current_model()
         written = bool(event.text_area.text.strip())
         self.refresh_context(read_window=model in self._stale and written)
-        if written:  # the reply will not wait for a connection to its server
+        if written:  # the reply will not wait for a connection to its server, nor its turns
             self.model_engine(model).keep_connection()
+            view = self.query_one(ConversationView)
+            if not view.has_ready():  # after the key's frame: what is typed echoes first
+                self.after_next_frame(view.make_ready, within=0.1)
 
     @on(PendingAttachments.Changed)
     def _attachments_changed(self) -> None:

@@ -299,7 +299,7 @@ class ChatImages(ChatExtras):
         if turn is not None:
             turn.mount(widget)
         else:
-            view.mount(widget)
+            view.add(widget)
         view.anchor()
 
     def show_inline_images(self, messages: list[StoredMessage]) -> None:
