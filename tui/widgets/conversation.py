@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -47,7 +46,9 @@ def warm_up_markdown(give_way: Callable[[], bool] | None = None) -> None:
     """Load Markdown and the highlighters of common code languages (in a thread), so the
     first reply or conversation drawn does not wait for them (see ``markdown_text``).
     The app starts it on the user's first key or click, not at start: an app left open
-    and untouched does not hold them (about 3 MiB). The image tool's schema, offered with
+    and untouched does not hold the highlighters (Markdown's module is loaded at start
+    by the turns made ready for the first send, ``ConversationView.make_ready``). The
+    image tool's schema, offered with
     the first reply's request, is loaded too (imported then, it held the request back
     some 8 ms while the new turns were being laid out). ``give_way``: see ``warm_up``."""
     import engines.image_requests  # noqa: F401
@@ -555,8 +556,7 @@ class ConversationView(VerticalScroll, OneLayout):
         self._kept_end = None
         self._ready = []
         self._shown_generation += 1
-        if "tui.widgets.markdown_text" in sys.modules:  # not loaded for them (the prompt's
-            self.set_timer(READY_AFTER_S, self.make_ready)  # first key makes them then)
+        self.set_timer(READY_AFTER_S, self.make_ready)
         if messages and after_frame:
             # the app's queue, not this widget's: at start it runs once the first frame is
             # drawn (this widget's runs before, while the app holds its frames back)
@@ -680,10 +680,11 @@ class ConversationView(VerticalScroll, OneLayout):
         at the end, filled and shown by ``add_prompt`` and ``add_reply``. Each widget a
         send mounts is composed, styled and mounted a message at a time, and the first
         frame of the send waited for them all (Enter to that frame: 33 ms of CPU, 16 with
-        the turns made ready). Made once a conversation is shown (``READY_AFTER_S``) if
-        Markdown is loaded (not at start for an empty one: an app left open and untouched
-        does not hold it, see ``warm_up_markdown``), by the screen after a reply, and as a
-        prompt is written if none are ready."""
+        the turns made ready). Made once a conversation is shown (``READY_AFTER_S``), by
+        the screen after a reply, and as a prompt is written if none are ready. At start
+        they load Markdown's module (50 ms, 3.4 MiB here): made on the first key instead,
+        they were not ready for an Enter that follows a pasted prompt, and the first send
+        loaded it then (its first words waited for it)."""
         if self._ready or not self.is_attached:
             return
         self._ready = [PromptTurn(""), ReplyTurn("")]
