@@ -37,9 +37,10 @@ JUMP_SHARE = 2 / 3
 OPENING_HOLD_S = 0.1
 """The longest frames wait for a conversation just shown to be drawn to its end (see
 ``ConversationView.awaiting``)."""
-READY_AFTER_S = 0.2
-"""How long after a conversation is shown its view makes the turns of the next send
-ready (``ConversationView.make_ready``): once it is drawn and settled."""
+READY_AFTER_S = 0.5
+"""How long after a conversation is drawn its view makes the turns of the next send ready
+(``ConversationView.make_ready``): once it has settled (at start, made 0.2 s after the
+show, they held the first frame back by 0.1 s, and the server's status as long)."""
 
 
 def warm_up_markdown(give_way: Callable[[], bool] | None = None) -> None:
@@ -556,7 +557,8 @@ class ConversationView(VerticalScroll, OneLayout):
         self._kept_end = None
         self._ready = []
         self._shown_generation += 1
-        self.set_timer(READY_AFTER_S, self.make_ready)
+        # from the app's queue: at start, once the first frame is drawn
+        self.app.call_after_refresh(self.set_timer, READY_AFTER_S, self.make_ready)
         if messages and after_frame:
             # the app's queue, not this widget's: at start it runs once the first frame is
             # drawn (this widget's runs before, while the app holds its frames back)
