@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ollama_server import FakeOllama
 from PIL import Image
+from textual.widget import Widget
 from tui_helpers import make_app, screen_text, sql, wait_for
 
 from engines.chat_types import ChatOptions
@@ -51,6 +52,11 @@ def view_of(app: object) -> ConversationView:
     return screen.query_one(ConversationView)
 
 
+def shown(view: ConversationView) -> list[Widget]:
+    """What the view shows, in order (not the turns it holds hidden for the next send)."""
+    return [child for child in view.children if child.display]
+
+
 async def test_the_newest_conversation_comes_whole_with_its_images_under_their_replies(
     ollama_server: FakeOllama, config_file: Path, tmp_path: Path
 ) -> None:
@@ -61,14 +67,14 @@ async def test_the_newest_conversation_comes_whole_with_its_images_under_their_r
         await wait_for(
             pilot,
             lambda: (
-                len([t for t in view.children if isinstance(t, PromptTurn | ReplyTurn)]) == len(ids)
+                len([t for t in shown(view) if isinstance(t, PromptTurn | ReplyTurn)]) == len(ids)
             ),
             what="every turn mounted",
         )
         screen = app.screen
         assert isinstance(screen, ChatScreen) and screen.conversation is not None
         assert screen.conversation.id == conversation
-        assert [t.message_id for t in view.children] == ids  # in order, none twice
+        assert [t.message_id for t in shown(view)] == ids  # in order, none twice
         assert f"Answer {PAIRS - 1}." in screen_text(app)  # the end is in sight
         await wait_for(pilot, lambda: len(view.query(ChatImage)) == 2, what="both images")
         for picture, message in zip(view.query(ChatImage), (ids[1], ids[-1]), strict=True):
@@ -88,13 +94,13 @@ async def test_a_prompt_typed_while_the_app_starts_goes_below_the_conversation(
         await wait_for(
             pilot,
             lambda: (
-                [t.message_id for t in view.children][: len(ids)] == ids
-                and any(isinstance(t, ReplyTurn) and t.content == "Onwards." for t in view.children)
+                [t.message_id for t in shown(view)][: len(ids)] == ids
+                and any(isinstance(t, ReplyTurn) and t.content == "Onwards." for t in shown(view))
                 and not app.conversations.busy
             ),
             what="the history, then the prompt typed and its reply",
         )
-        tail = [(type(t).__name__, t.content) for t in view.children[len(ids) :]]
+        tail = [(type(t).__name__, t.content) for t in shown(view)[len(ids) :]]
         assert tail == [("PromptTurn", "Where next?"), ("ReplyTurn", "Onwards.")]
         stored = app.store.messages(conversation)
         assert [m.content for m in stored[-2:]] == ["Where next?", "Onwards."]
@@ -114,7 +120,5 @@ async def test_starting_on_another_screen_still_draws_the_newest_conversation(
         await pilot.press("f2")
         await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="the chat")
         view = view_of(app)
-        await wait_for(
-            pilot, lambda: [t.message_id for t in view.children] == ids, what="every turn"
-        )
+        await wait_for(pilot, lambda: [t.message_id for t in shown(view)] == ids, what="every turn")
         await wait_for(pilot, lambda: f"Answer {PAIRS - 1}." in screen_text(app), what="end")
