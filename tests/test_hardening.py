@@ -19,8 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ollama_server import FakeOllama
-from shown import shown_turns
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, screen_text, shown_turns, type_text, wait_for
 
 from engines.config import load_settings
 from engines.store import Store

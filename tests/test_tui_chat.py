@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from ollama_server import FakeOllama
-from shown import shown_turn, shown_turns
-from tui_helpers import make_app, screen_text, shows, type_text, wait_for
+from tui_helpers import make_app, screen_text, shown_turn, shown_turns, shows, type_text, wait_for
 
 from engines.store import Store
 from tui.screens.chat import ChatScreen
@@ -146,6 +145,11 @@ async def test_a_send_shows_the_turns_made_ready_for_it_and_readies_the_next(
         assert visible_order == view.turns(), "each turn where it was said"
         text = screen_text(app)
         assert text.index("hello") < text.index("again") < text.rindex("Some bold words")
+        await wait_for(pilot, lambda: len(hidden()) == 2, what="the third send's turns")
+        ready = hidden()
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: not view.turns(), what="a new conversation")
+        assert hidden() == ready, "kept while another conversation is shown"
     assert [content for _, content, _ in stored(database(config_file))] == [
         "hello",
         ollama_server.reply,

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from ollama_server import FakeOllama, vision_model
 from PIL import Image
-from shown import shown_turns
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, screen_text, shown_turns, type_text, wait_for
 
 from engines.images import ImageParameters
 from engines.presets import Presets

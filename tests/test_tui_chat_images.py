@@ -13,9 +13,8 @@ from pathlib import Path
 
 from ollama_server import FakeOllama, ToolCallReply, tool_messages, vision_model
 from PIL import Image
-from shown import shown_turn, shown_turns
 from textual.widgets import TextArea
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, screen_text, shown_turn, shown_turns, type_text, wait_for
 
 from engines.config import DEFAULT_IMAGE_INSTRUCTION
 from engines.image_links import origin_of

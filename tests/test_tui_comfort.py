@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ollama_server import FakeOllama
-from shown import shown_turns
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, screen_text, shown_turns, type_text, wait_for
 
 from tui.screens.chat import ChatScreen
 from tui.widgets.conversation import ReplyTurn

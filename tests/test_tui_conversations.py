@@ -17,7 +17,7 @@ from ollama_server import FakeOllama
 from textual import events
 from textual.widgets import Input, Static
 from textual.widgets.option_list import OptionDoesNotExist
-from tui_helpers import make_app, screen_text, shows, type_text, wait_for
+from tui_helpers import make_app, screen_text, shown, shows, type_text, wait_for
 
 from engines.chat_types import ChatOptions
 from engines.config import load_settings
@@ -913,15 +913,9 @@ async def test_a_long_conversation_opens_at_its_end_and_then_holds_every_turn_in
         store.close()
     app = make_app(config_file)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(
-            pilot, lambda: sum(t.display for t in view(app).children) == 60, what="every turn"
-        )
-        shown = [
-            t.message_id
-            for t in view(app).children
-            if isinstance(t, PromptTurn | ReplyTurn) and t.display
-        ]
-        assert shown == ids
+        await wait_for(pilot, lambda: len(shown(view(app))) == 60, what="every turn")
+        turns = [t.message_id for t in shown(view(app)) if isinstance(t, PromptTurn | ReplyTurn)]
+        assert turns == ids
         await wait_for(pilot, lambda: "answer 29" in screen_text(app), what="the end in view")
         assert "question 0" not in screen_text(app)
         view(app).scroll_home(animate=False)

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from ollama_server import FakeOllama
 from PIL import Image
-from shown import shown_turns
 from textual.widgets import Input, Label, TextArea
-from tui_helpers import make_app, screen_text, sql, type_text, wait_for
+from tui_helpers import make_app, screen_text, shown_turns, sql, type_text, wait_for
 
 from engines.images import ImageParameters, read_parameters, save_png
 from engines.store import Store

@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 from ollama_server import FakeOllama
 from PIL import Image
-from shown import shown_turns
 from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Button, Input, Select
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, screen_text, shown_turns, type_text, wait_for
 
 import tui
 from engines.chat_types import ChatOptions

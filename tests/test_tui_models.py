@@ -7,10 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ollama_server import FakeOllama
-from shown import shown_turns
 from textual.pilot import Pilot
 from textual.widgets import Input
-from tui_helpers import make_app, screen_text, type_text, wait_for
+from tui_helpers import make_app, screen_text, shown_turns, type_text, wait_for
 
 from tui.screens.chat import ChatScreen
 from tui.screens.models import ModelsDialog, PullView

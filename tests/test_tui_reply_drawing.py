@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from ollama_server import FakeOllama
-from shown import shown_turns
 from textual import events
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
@@ -22,7 +21,15 @@ from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
-from tui_helpers import make_app, recorded_frames, screen_text, type_text, wait_for, written_over
+from tui_helpers import (
+    make_app,
+    recorded_frames,
+    screen_text,
+    shown_turns,
+    type_text,
+    wait_for,
+    written_over,
+)
 
 from tui.app import LlmPessoalApp
 from tui.screens.chat import ChatScreen

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from ollama_server import FakeOllama
 from PIL import Image
-from textual.widget import Widget
-from tui_helpers import make_app, screen_text, sql, wait_for
+from tui_helpers import make_app, screen_text, shown, sql, wait_for
 
 from engines.chat_types import ChatOptions
 from engines.config import load_settings
@@ -50,11 +49,6 @@ def view_of(app: object) -> ConversationView:
     screen = app.screen  # type: ignore[attr-defined]
     assert isinstance(screen, ChatScreen)
     return screen.query_one(ConversationView)
-
-
-def shown(view: ConversationView) -> list[Widget]:
-    """What the view shows, in order (not the turns it holds hidden for the next send)."""
-    return [child for child in view.children if child.display]
 
 
 async def test_the_newest_conversation_comes_whole_with_its_images_under_their_replies(

@@ -6,15 +6,20 @@ import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from textual.app import App
+from textual.dom import DOMNode
 from textual.pilot import Pilot
+from textual.widget import Widget
 from waiting import wait_for as wait_for
 
 from engines.config import load_settings
 from engines.store import Store
 from tui.app import LlmPessoalApp, open_store
+from tui.widgets.conversation import ConversationView, Turn
+
+T = TypeVar("T", bound=Turn)
 
 
 def make_app(config: Path, **kwargs: object) -> LlmPessoalApp:
@@ -95,3 +100,23 @@ def recorded_frames(app: App[object]) -> list[object]:
 
     painter.render_update = recorded  # type: ignore[method-assign,assignment]
     return frames
+
+
+def shown_turns(node: DOMNode, kind: type[T]) -> list[T]:
+    """The turns of ``kind`` the conversation view under ``node`` (a screen, or the app:
+    its screen's) shows, in order: not those it holds hidden for the next send
+    (``ConversationView.make_ready``)."""
+    screen = node.screen if isinstance(node, App) else node
+    view = screen.query_one(ConversationView)
+    return [turn for turn in view.turns() if isinstance(turn, kind)]
+
+
+def shown_turn(node: DOMNode, kind: type[T]) -> T:
+    """The one turn of ``kind`` shown (the test fails if there are more, or none)."""
+    [turn] = shown_turns(node, kind)
+    return turn
+
+
+def shown(view: ConversationView) -> list[Widget]:
+    """What ``view`` shows, in order (not the turns it holds hidden for the next send)."""
+    return [child for child in view.children if child.display]

@@ -552,13 +552,13 @@ class ConversationView(VerticalScroll, OneLayout):
         after that frame, unless ``at_once`` (a turn above them is to be scrolled to).
         ``after_frame``: the turns are mounted once the app's next frame is drawn (the
         conversation open at start: the first frame goes without its Markdown)."""
-        self.remove_children()
+        # the turns made ready stay, for a send in this conversation too
+        self.remove_children([child for child in self.children if child not in self._ready])
         self.selected = None
         self._kept_end = None
-        self._ready = []
         self._shown_generation += 1
-        # from the app's queue: at start, once the first frame is drawn
-        self.app.call_after_refresh(self.set_timer, READY_AFTER_S, self.make_ready)
+        if not self._ready:  # from the app's queue: at start, once the first frame is drawn
+            self.app.call_after_refresh(self.set_timer, READY_AFTER_S, self.make_ready)
         if messages and after_frame:
             # the app's queue, not this widget's: at start it runs once the first frame is
             # drawn (this widget's runs before, while the app holds its frames back)
@@ -682,8 +682,9 @@ class ConversationView(VerticalScroll, OneLayout):
         at the end, filled and shown by ``add_prompt`` and ``add_reply``. Each widget a
         send mounts is composed, styled and mounted a message at a time, and the first
         frame of the send waited for them all (Enter to that frame: 33 ms of CPU, 16 with
-        the turns made ready). Made once a conversation is shown (``READY_AFTER_S``), by
-        the screen after a reply, and as a prompt is written if none are ready. At start
+        the turns made ready). Made once a conversation is shown (``READY_AFTER_S``; they
+        stay while others are shown), by the screen after a reply, and as a prompt is
+        written if none are ready. At start
         they load Markdown's module (50 ms, 3.4 MiB here): made on the first key instead,
         they were not ready for an Enter that follows a pasted prompt, and the first send
         loaded it then (its first words waited for it)."""
